@@ -1,0 +1,18 @@
+# One virtual environment in .venv; torch and torchvision pinned to the builds this project is tested with.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench
+demo: $(VENV)/.installed
+	$(PY) -m fsr_models.demo
+test: $(VENV)/.installed
+	$(PY) -m pytest
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench_models.py
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@

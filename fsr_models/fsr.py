@@ -1,0 +1,203 @@
+"""Feature Separation and Recalibration (FSR), Kim et al., CVPR 2023, Sec. 3.
+
+`FSR` is the module that sits inside a network: Separation Net S, the Gumbel-softmax mask and Recalibration Net R.
+`FSRLoss` holds the shared auxiliary head h and computes the separation and recalibration losses (Eq. 3-5) from
+the parts that `FSR` returns when asked. h lives with the loss, not in the network, because only the losses use it:
+a network whose plain forward left h without a gradient would break DDP without `find_unused_parameters`, and
+inference never needs it.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Which feature FSR passes on to the rest of the network (Table 5 of the paper replaces f~ by the others).
+FSR_OUTPUTS = ("f_tilde", "f_pos", "f_neg", "f_neg_recal")
+
+
+class FSRParts(NamedTuple):
+    """What one FSR module computed, for the losses and for feature analysis.
+
+    `f_pos` is None without Separation (there is no robust part); `f_neg_recal` is None without Recalibration.
+    """
+
+    f_pos: torch.Tensor | None  # f+ = m+ * f
+    f_neg: torch.Tensor  # f- = m- * f
+    f_neg_recal: torch.Tensor | None  # f~- = f- + m- * R(f-)
+    mask: torch.Tensor  # m+ = m, in [0, 1], the feature's shape
+
+
+class FSROutput(NamedTuple):
+    """A network's logits together with the parts of each of its FSR modules, in network order."""
+
+    logits: torch.Tensor
+    fsr_parts: tuple[FSRParts, ...]
+
+
+def _conv_stack(channels: int, hidden: int) -> nn.Sequential:
+    """The authors' S and R: three 3x3 convs (C -> hidden -> hidden -> C), BN + ReLU after the first two."""
+    return nn.Sequential(
+        nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
+        nn.BatchNorm2d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, channels, 3, padding=1, bias=False),
+    )
+
+
+class FSR(nn.Module):
+    """Separation and Recalibration of a C x H x W feature map.
+
+    Args:
+        channels: C, the channels of the feature it is applied to.
+        tau: Gumbel-softmax temperature of the mask (the paper's 0.1).
+        hidden: width of S and R (the authors' 64).
+        separation: False removes S (Table 6 "w/o Sep"): the whole feature counts as non-robust, m = 0, so
+            f~ = f + R(f), and the separation loss is not defined.
+        recalibration: False removes R (Table 6 "w/o Rec"): the module passes on f+ only.
+        output: which feature is passed on, one of FSR_OUTPUTS (Table 5); "f_tilde" = f+ + f~- is the paper's.
+
+    In `train()` mode the mask is sampled; in `eval()` mode the Gumbel noise of both classes is fixed at its
+    value for u = 0.5, where it cancels, so m = sigmoid(r / tau): one deterministic function for users and attackers.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        tau: float = 0.1,
+        hidden: int = 64,
+        separation: bool = True,
+        recalibration: bool = True,
+        output: str = "f_tilde",
+    ):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"FSR tau must be positive, got {tau}")
+        if not (separation or recalibration):
+            raise ValueError("FSR without both Separation and Recalibration is the identity: use the plain network")
+        self.channels = channels
+        self.tau = tau
+        self.separation_net = _conv_stack(channels, hidden) if separation else None
+        self.recalibration_net = _conv_stack(channels, hidden) if recalibration else None
+        self.output = output  # validated by the setter below
+
+    @property
+    def output(self) -> str:
+        return self._output
+
+    @output.setter
+    def output(self, value: str) -> None:
+        if value not in FSR_OUTPUTS:
+            raise ValueError(f"FSR output must be one of {FSR_OUTPUTS}, got {value!r}")
+        needs = {"f_pos": self.separation_net, "f_neg_recal": self.recalibration_net}
+        if value in needs and needs[value] is None:
+            raise ValueError(f"FSR output {value!r} needs the stage this module was built without")
+        self._output = value
+
+    def mask(self, r: torch.Tensor) -> torch.Tensor:
+        """Eq. 2: two-class Gumbel-softmax over [log sigmoid(r), log(1 - sigmoid(r))] at temperature tau.
+
+        The softmax of two logits is the sigmoid of their difference, and log sigmoid(r) - log(1 - sigmoid(r)) = r,
+        so m = sigmoid((r + g1 - g2) / tau): the same function without the authors' 1e-8 guards.
+        """
+        if self.training:
+            # g = -log(-log u), u ~ U(0, 1), drawn independently for the two classes; -log u ~ Exp(1).
+            g1 = -torch.empty_like(r).exponential_().log()
+            g2 = -torch.empty_like(r).exponential_().log()
+            r = r + (g1 - g2)
+        return torch.sigmoid(r / self.tau)
+
+    def forward(self, f: torch.Tensor, return_parts: bool = False):
+        if self.separation_net is not None:
+            m = self.mask(self.separation_net(f))
+            f_pos, f_neg = m * f, (1 - m) * f
+        else:
+            m = torch.zeros_like(f)
+            f_pos, f_neg = None, f
+        f_neg_recal = None
+        if self.recalibration_net is not None:
+            f_neg_recal = f_neg + (1 - m) * self.recalibration_net(f_neg)
+
+        if self.output == "f_tilde":
+            if f_pos is None:
+                out = f_neg_recal
+            elif f_neg_recal is None:
+                out = f_pos  # w/o Rec passes on the robust feature only
+            else:
+                out = f_pos + f_neg_recal
+        else:
+            out = {"f_pos": f_pos, "f_neg": f_neg, "f_neg_recal": f_neg_recal}[self.output]
+
+        if return_parts:
+            return out, FSRParts(f_pos, f_neg, f_neg_recal, m)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, tau={self.tau}, separation={self.separation_net is not None}, "
+            f"recalibration={self.recalibration_net is not None}, output={self.output!r}"
+        )
+
+
+def highest_wrong_class(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """y' of Eq. 3: the highest-scoring class other than the true one (top-1 if wrong, else top-2)."""
+    return logits.detach().scatter(1, target[:, None], float("-inf")).argmax(dim=1)
+
+
+class FSRLoss(nn.Module):
+    """The FSR terms of Eq. 5 with the auxiliary heads h (global average pool -> Linear(C, classes)).
+
+    One head per FSR position, shared by f+, f- and f~- of that position as in the paper. Returns
+    lambda_sep * L_sep + lambda_rec * L_rec averaged over positions, each CE a batch mean; add it to the
+    classification loss (AT, TRADES or MART) computed on the same batch.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        num_classes: int,
+        lambda_sep: float = 1.0,
+        lambda_rec: float = 1.0,
+    ):
+        super().__init__()
+        if not channels:
+            raise ValueError("FSRLoss needs at least one FSR position: this network has none")
+        self.heads = nn.ModuleList(nn.Linear(c, num_classes) for c in channels)
+        self.lambda_sep = lambda_sep
+        self.lambda_rec = lambda_rec
+
+    @classmethod
+    def for_model(cls, model: nn.Module, lambda_sep: float = 1.0, lambda_rec: float = 1.0) -> "FSRLoss":
+        """Heads sized for `model`'s FSR modules and classifier (build it after any `reset_classifier`)."""
+        channels = [m.channels for m in model.modules() if isinstance(m, FSR)]
+        return cls(channels, model.num_classes, lambda_sep, lambda_rec)
+
+    def head_logits(self, position: int, feature: torch.Tensor) -> torch.Tensor:
+        return self.heads[position](feature.mean(dim=(2, 3)))
+
+    def forward(self, output: FSROutput, target: torch.Tensor) -> torch.Tensor:
+        return self.terms(output, target)["fsr"]
+
+    def terms(self, output: FSROutput, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'sep': L_sep, 'rec': L_rec, 'fsr': weighted sum}, each averaged over FSR positions."""
+        if len(output.fsr_parts) != len(self.heads):
+            raise ValueError(
+                f"FSRLoss has {len(self.heads)} heads but the network returned {len(output.fsr_parts)} FSR parts"
+            )
+        wrong = highest_wrong_class(output.logits, target)
+        zero = output.logits.new_zeros(())
+        sep, rec = zero, zero
+        for i, parts in enumerate(output.fsr_parts):
+            if parts.f_pos is not None:  # Eq. 3, only where there is a Separation stage
+                sep = sep + F.cross_entropy(self.head_logits(i, parts.f_pos), target)
+                sep = sep + F.cross_entropy(self.head_logits(i, parts.f_neg), wrong)
+            if parts.f_neg_recal is not None:  # Eq. 4
+                rec = rec + F.cross_entropy(self.head_logits(i, parts.f_neg_recal), target)
+        n = len(output.fsr_parts)
+        sep, rec = sep / n, rec / n
+        return {"sep": sep, "rec": rec, "fsr": self.lambda_sep * sep + self.lambda_rec * rec}

@@ -1,0 +1,159 @@
+"""transformers configuration of the FSR zoo's networks.
+
+One `config.json` serves both libraries: the named fields below are transformers', and `to_dict` adds the keys
+timm's Hub loader reads (architecture, num_classes, num_features, label_names, model_args, pretrained_cfg), derived
+from the same fields so that they cannot disagree.
+"""
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from timm.models import get_pretrained_cfg
+from transformers import PreTrainedConfig
+
+from ..fsr import FSR_OUTPUTS
+
+# backbone -> (the paper's FSR position, width of the final feature)
+BACKBONES = {"resnet18": ((4,), 512), "vgg16": ((4,), 512), "wrn34_10": ((3,), 640)}
+FSR_FIELDS = ("backbone", "fsr_stages", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output",
+              "lambda_sep", "lambda_rec", "pretrained_cfg")  # fmt: skip
+# Keys timm writes into config.json; derived here, so on load they are checked, not stored twice.
+TIMM_KEYS = ("architecture", "num_classes", "num_features", "label_names", "model_args")
+# Keyword arguments PreTrainedConfig itself consumes (saved configs and from_pretrained pass them).
+_BASE_KWARGS = {
+    "torch_dtype", "num_labels", "name_or_path", "_commit_hash", "output_attentions", "attn_implementation",
+    "experts_implementation", "per_layer_config", "_attn_implementation_internal", "_experts_implementation_internal",
+}  # fmt: skip
+
+
+@strict
+class FSRConfig(PreTrainedConfig):
+    r"""Configuration of an FSR zoo network (`FSRForImageClassification`).
+
+    Args:
+        backbone (`str`, defaults to `"resnet18"`):
+            The network: `"resnet18"` (CIFAR ResNet-18), `"vgg16"` (VGG16 with BN) or `"wrn34_10"` (WideResNet-34-10).
+        fsr_stages (`list[int]`, *optional*):
+            The FSR positions: stages (1-based) followed by an FSR module. `None` is the paper's position for the
+            backbone (after stage 4 of ResNet-18 and VGG16, group 3 of WRN-34-10); `[]` is the plain network.
+        fsr_tau (`float`, defaults to 0.1):
+            Temperature of the Gumbel-softmax mask (Eq. 2).
+        fsr_separation (`bool`, defaults to `True`):
+            Keep the Separation stage (`False` is the paper's "w/o Sep" ablation).
+        fsr_recalibration (`bool`, defaults to `True`):
+            Keep the Recalibration stage (`False` is the paper's "w/o Rec" ablation).
+        fsr_output (`str`, defaults to `"f_tilde"`):
+            The feature FSR passes on: `"f_tilde"` (the paper's f+ + f~-), `"f_pos"`, `"f_neg"` or `"f_neg_recal"`.
+        lambda_sep (`float`, defaults to 1.0):
+            Weight of the separation loss (Eq. 5) in training; recorded with the weights it produced.
+        lambda_rec (`float`, defaults to 1.0):
+            Weight of the recalibration loss (Eq. 5) in training.
+        pretrained_cfg (`dict`, *optional*):
+            timm's pretrained config (input size, identity mean/std for [0, 1] pixels, license, paper, tag);
+            `None` takes timm's registered defaults for the architecture.
+
+    Labels are transformers' usual `id2label` / `num_labels`. Inputs are RGB pixels in [0, 1], NCHW.
+
+    Example:
+    ```python
+    >>> import fsr_models
+    >>> from fsr_models.hf import FSRConfig, FSRForImageClassification
+    >>> model = FSRForImageClassification(FSRConfig(backbone="vgg16", num_labels=100))
+    ```
+    """
+
+    model_type = "fsr"
+
+    backbone: str = "resnet18"
+    fsr_stages: list[int] | None = None
+    fsr_tau: float | int = 0.1
+    fsr_separation: bool = True
+    fsr_recalibration: bool = True
+    fsr_output: str = "f_tilde"
+    lambda_sep: float | int = 1.0
+    lambda_rec: float | int = 1.0
+    pretrained_cfg: dict[str, Any] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"FSRConfig.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
+        if self.fsr_stages is None:
+            self.fsr_stages = list(BACKBONES[self.backbone][0])
+        if self.pretrained_cfg is None:  # timm's registered defaults (input size, identity mean/std, paper) sans tag
+            defaults = get_pretrained_cfg(self.timm_architecture).to_dict()
+            self.pretrained_cfg = {k: v for k, v in defaults.items() if k not in ("tag", "num_classes", "label_names")}
+        if self.fsr_output not in FSR_OUTPUTS:
+            raise ValueError(f"FSRConfig.fsr_output must be one of {FSR_OUTPUTS}, got {self.fsr_output!r}")
+        saved_timm_keys = {k: kwargs.pop(k) for k in TIMM_KEYS if k in kwargs}
+        if "num_classes" in saved_timm_keys and self.id2label is None:
+            kwargs.setdefault("num_labels", saved_timm_keys["num_classes"])
+        if kwargs.pop("model_type", self.model_type) != self.model_type:
+            raise ValueError(f"not an FSR config: model_type must be {self.model_type!r}")
+        unknown = sorted(k for k in kwargs if k not in _BASE_KWARGS and not k.startswith("_"))  # _x: internal
+        if unknown:
+            raise ValueError(
+                f"unknown FSRConfig field(s) {unknown}; FSR fields are {list(FSR_FIELDS)}, timm keys "
+                f"{list(TIMM_KEYS)}, labels id2label/num_labels. Check the spelling in config.json or the arguments."
+            )
+        super().__post_init__(**kwargs)
+        derived = self.timm_fields()
+        for key, value in saved_timm_keys.items():
+            if value != derived[key]:
+                raise ValueError(
+                    f"config.json is inconsistent: {key}={value!r} but the named fields give {derived[key]!r}. "
+                    "Edit the named fields (backbone, fsr_*, id2label); the timm keys are derived from them."
+                )
+
+    @property
+    def timm_architecture(self) -> str:
+        return f"{self.backbone}_{'fsr' if self.fsr_stages else 'plain'}"
+
+    @property
+    def timm_model_args(self) -> dict[str, Any]:
+        """Keyword arguments for `timm.create_model(self.timm_architecture, ...)`, num_classes excluded."""
+        if not self.fsr_stages:
+            return {}
+        return {
+            "fsr_stages": list(self.fsr_stages),
+            "fsr_tau": self.fsr_tau,
+            "fsr_separation": self.fsr_separation,
+            "fsr_recalibration": self.fsr_recalibration,
+            "fsr_output": self.fsr_output,
+        }
+
+    def timm_fields(self) -> dict[str, Any]:
+        # model_args never holds num_classes: transformers' timm wrapper would receive it twice (timm 1.0.31 trap).
+        return {
+            "architecture": self.timm_architecture,
+            "num_classes": self.num_labels,
+            "num_features": BACKBONES[self.backbone][1],
+            "label_names": [self.id2label[i] for i in range(self.num_labels)],
+            "model_args": self.timm_model_args,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), **self.timm_fields()}
+
+    @classmethod
+    def from_timm_model(cls, model, **kwargs) -> "FSRConfig":
+        """The config of a zoo network built by timm (its architecture, FSR settings, labels, pretrained_cfg)."""
+        pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+        arch = pretrained_cfg.get("architecture", "")
+        backbone = next((b for b in BACKBONES if arch.startswith(f"{b}_")), None)
+        if backbone is None:
+            raise ValueError(f"not an FSR zoo network: pretrained_cfg architecture {arch!r}")
+        labels = pretrained_cfg.get("label_names")
+        if not labels or len(labels) != model.num_classes:
+            labels = [f"LABEL_{i}" for i in range(model.num_classes)]
+        pretrained_cfg.pop("num_classes", None)
+        pretrained_cfg.pop("label_names", None)
+        fields = dict(backbone=backbone, fsr_stages=list(model.fsr_stages), pretrained_cfg=pretrained_cfg)
+        if model.fsr_stages:
+            first = model.fsr_modules()[0]
+            fields.update(
+                fsr_tau=first.tau,
+                fsr_separation=first.separation_net is not None,
+                fsr_recalibration=first.recalibration_net is not None,
+                fsr_output=first.output,
+            )
+        return cls(**fields, id2label=dict(enumerate(labels)), **kwargs)

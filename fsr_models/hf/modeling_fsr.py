@@ -1,0 +1,89 @@
+"""transformers model classes of the FSR zoo.
+
+`FSRForImageClassification` holds the timm network as `self.model`. Its checkpoints are saved with the network's
+own keys, without the `model.` prefix (a conversion mapping registered for model_type "fsr" adds it on load), so
+one `model.safetensors` loads into timm and transformers alike.
+"""
+from __future__ import annotations
+
+import timm
+import torch
+from transformers import PreTrainedModel
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import PrefixChange
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from ..models._common import init_weights
+from .configuration_fsr import FSRConfig
+
+register_checkpoint_conversion_mapping("fsr", [PrefixChange(prefix_to_add="model")], overwrite=True)
+
+
+class FSRPreTrainedModel(PreTrainedModel):
+    config: FSRConfig
+    config_class = FSRConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        # transformers' default would redraw convs from N(0, 0.02); keep the networks' own init.
+        init_weights([module])
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        kwargs.setdefault("use_safetensors", True)  # never unpickle a downloaded checkpoint
+        return super().from_pretrained(*args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
+        # Save the network's own keys (timm's layout); the registered mapping re-adds `model.` on load.
+        if state_dict is None:
+            state_dict = self.model.state_dict()
+        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+
+
+class FSRForImageClassification(FSRPreTrainedModel):
+    """An FSR zoo network as a transformers image classifier: [0, 1] pixels in, `ImageClassifierOutput` out.
+
+    With `labels`, `loss` is the cross-entropy of the logits. Adversarial training with the FSR losses is the job
+    of `fsr_models.FSRLoss` and the training script; `self.model(x, return_fsr=True)` gives what they need.
+    """
+
+    def __init__(self, config: FSRConfig):
+        super().__init__(config)
+        self.model = timm.create_model(
+            config.timm_architecture, pretrained=False, num_classes=config.num_labels, **config.timm_model_args
+        )
+        self.post_init()
+
+    @classmethod
+    def from_timm_model(cls, model: torch.nn.Module) -> "FSRForImageClassification":
+        """Wrap a zoo network built by timm, with its weights, e.g. to `save_pretrained` or `push_to_hub` it."""
+        hf_model = cls(FSRConfig.from_timm_model(model))
+        hf_model.model.load_state_dict(model.state_dict())
+        return hf_model.train(model.training)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch, 3, H, W)`): RGB pixels in [0, 1] (no normalisation).
+        labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices for the cross-entropy loss.
+        output_hidden_states (`bool`, *optional*): also return the final feature map (after FSR), unpooled.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        features = self.model.forward_features(pixel_values)
+        logits = self.model.forward_head(features)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        hidden_states = (features,) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (loss, logits, hidden_states) if v is not None)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=hidden_states)

@@ -1,0 +1,101 @@
+"""CIFAR ResNet-18 (3x3 stem, no max-pool, BasicBlocks [2, 2, 2, 2]) with and without FSR.
+
+FSR sits after layer4 (512 x 4 x 4 at 32x32 inputs), before global pooling, as in the paper (Sec. 4.1).
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import BasicBlock, downsample_conv
+
+from ..fsr import FSR
+from ._common import FSRNet, check_pretrained_available, init_weights, paper_cfgs
+
+__all__ = ["CifarResNet"]
+
+
+class CifarResNet(FSRNet):
+    """ResNet for small images, with FSR after the stages listed in `fsr_stages` (1-4; empty for the plain net).
+
+    Args:
+        layers: BasicBlocks per stage.
+        num_classes: classifier outputs (0 for a feature extractor).
+        in_chans: input channels.
+        global_pool: timm pool type ('avg', '' to keep the spatial map, ...).
+        fsr_stages: stages (1-based) followed by an FSR module.
+        fsr_tau, fsr_separation, fsr_recalibration, fsr_output: passed to every `FSR` module.
+    """
+
+    def __init__(
+        self,
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+        num_classes: int = 10,
+        in_chans: int = 3,
+        global_pool: str = "avg",
+        fsr_stages: tuple[int, ...] = (4,),
+        fsr_tau: float = 0.1,
+        fsr_separation: bool = True,
+        fsr_recalibration: bool = True,
+        fsr_output: str = "f_tilde",
+    ):
+        super().__init__()
+        widths = (64, 128, 256, 512)
+        if not set(fsr_stages) <= set(range(1, len(widths) + 1)):
+            raise ValueError(f"fsr_stages of a ResNet must be in 1..{len(widths)}, got {tuple(fsr_stages)}")
+        self.in_chans = in_chans
+        self.fsr_stages = tuple(fsr_stages)
+        self.conv1 = nn.Conv2d(in_chans, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.act1 = nn.ReLU(inplace=True)
+        self.feature_info = [dict(num_chs=64, reduction=1, module="act1")]
+
+        # Children are registered in execution order (stage, then its FSR): timm's features_only runs them so.
+        in_chs, reduction = 64, 1
+        for stage, (width, depth) in enumerate(zip(widths, layers), start=1):
+            stride = 1 if stage == 1 else 2
+            reduction *= stride
+            downsample = downsample_conv(in_chs, width, 1, stride) if stride != 1 or in_chs != width else None
+            blocks = [BasicBlock(in_chs, width, stride, downsample)]
+            blocks += [BasicBlock(width, width) for _ in range(depth - 1)]
+            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
+            out_module = f"layer{stage}"
+            if stage in fsr_stages:
+                self.add_module(
+                    f"fsr{stage}", FSR(width, fsr_tau, separation=fsr_separation,
+                                       recalibration=fsr_recalibration, output=fsr_output)
+                )  # fmt: skip
+                out_module = f"fsr{stage}"
+            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=out_module))
+            in_chs = width
+
+        self.num_features = self.head_hidden_size = in_chs
+        self.reset_classifier(num_classes, global_pool)
+        init_weights(self.modules())
+
+    def _forward_features(self, x, fsr_parts):
+        x = self.act1(self.bn1(self.conv1(x)))
+        for stage in range(1, 5):
+            x = getattr(self, f"layer{stage}")(x)
+            if hasattr(self, f"fsr{stage}"):
+                x = self._run(getattr(self, f"fsr{stage}"), x, fsr_parts)
+        return x
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
+    check_pretrained_available(variant, pretrained, kwargs)
+    return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+
+
+default_cfgs = generate_default_cfgs({**paper_cfgs("resnet18_fsr"), **paper_cfgs("resnet18_plain")})
+
+
+@register_model
+def resnet18_fsr(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-18 with FSR after layer4 (the paper's model)."""
+    return _create("resnet18_fsr", pretrained, **{"fsr_stages": (4,), **kwargs})
+
+
+@register_model
+def resnet18_plain(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """CIFAR ResNet-18 without FSR (the paper's baseline)."""
+    return _create("resnet18_plain", pretrained, **{"fsr_stages": (), **kwargs})

@@ -1,0 +1,105 @@
+"""VGG16 with batch norm for small images, with and without FSR.
+
+Conv stages 64x2, 128x2, 256x3, 512x3, 512x3 (3x3 convs with bias, BN, ReLU), a 2x2 max-pool after each.
+FSR sits after the 4th stage's convs, before its pool (512 x 4 x 4 at 32x32 inputs), as in the paper.
+Classifier: global pool -> Linear 512-512 -> ReLU -> Linear 512-512 -> ReLU -> Linear 512-classes.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ..fsr import FSR
+from ._common import FSRNet, check_pretrained_available, init_weights, paper_cfgs
+
+__all__ = ["CifarVGG"]
+
+VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+class PreLogitsMlp(nn.Sequential):
+    """The two hidden layers of the VGG classifier; on an unpooled map (global_pool='') it acts per position."""
+
+    def __init__(self, width: int):
+        super().__init__(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, width), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+class CifarVGG(FSRNet):
+    """VGG with BN, FSR after the conv stages listed in `fsr_stages` (1-5, before that stage's pool).
+
+    Args are those of `CifarResNet`, with `stages` = ((width, convs), ...) in place of `layers`.
+    """
+
+    def __init__(
+        self,
+        stages: tuple[tuple[int, int], ...] = VGG16_STAGES,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        global_pool: str = "avg",
+        fsr_stages: tuple[int, ...] = (4,),
+        fsr_tau: float = 0.1,
+        fsr_separation: bool = True,
+        fsr_recalibration: bool = True,
+        fsr_output: str = "f_tilde",
+    ):
+        super().__init__()
+        if not set(fsr_stages) <= set(range(1, len(stages) + 1)):
+            raise ValueError(f"fsr_stages of a VGG must be in 1..{len(stages)}, got {tuple(fsr_stages)}")
+        self.in_chans = in_chans
+        self.fsr_stages = tuple(fsr_stages)
+        self.feature_info = []
+        layers: list[nn.Module] = []
+        in_chs = in_chans
+        for stage, (width, convs) in enumerate(stages, start=1):
+            for _ in range(convs):
+                layers += [nn.Conv2d(in_chs, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                in_chs = width
+            if stage in fsr_stages:
+                layers.append(FSR(width, fsr_tau, separation=fsr_separation,
+                                  recalibration=fsr_recalibration, output=fsr_output))  # fmt: skip
+            # Features are taken before each pool, as timm's VGG does.
+            self.feature_info.append(dict(num_chs=width, reduction=2 ** (stage - 1), module=f"features.{len(layers) - 1}"))
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+
+        self.num_features = self.head_hidden_size = in_chs
+        self.pre_logits = PreLogitsMlp(in_chs)
+        self.reset_classifier(num_classes, global_pool)
+        init_weights(self.modules())
+
+    def _forward_features(self, x, fsr_parts):
+        for module in self.features:
+            x = self._run(module, x, fsr_parts)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_logits(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+
+def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarVGG:
+    check_pretrained_available(variant, pretrained, kwargs)
+    return build_model_with_cfg(CifarVGG, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+
+
+default_cfgs = generate_default_cfgs(
+    {**paper_cfgs("vgg16_fsr", first_conv="features.0"), **paper_cfgs("vgg16_plain", first_conv="features.0")}
+)
+
+
+@register_model
+def vgg16_fsr(pretrained: bool = False, **kwargs) -> CifarVGG:
+    """VGG16-BN with FSR after the 4th conv stage (the paper's model)."""
+    return _create("vgg16_fsr", pretrained, **{"fsr_stages": (4,), **kwargs})
+
+
+@register_model
+def vgg16_plain(pretrained: bool = False, **kwargs) -> CifarVGG:
+    """VGG16-BN without FSR (the paper's baseline)."""
+    return _create("vgg16_plain", pretrained, **{"fsr_stages": (), **kwargs})

@@ -1,0 +1,41 @@
+"""The README's main job and the CIFAR-10 arrays it runs on."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsr_models import demo
+from fsr_models.datasets import load_cifar10
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def test_shipped_sample_is_the_start_of_the_real_test_set():
+    x, y = load_cifar10("test")
+    assert x.shape == (512, 3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # CIFAR-10's first test labels
+    assert (x[0, :, 0, 0] * 255).round().tolist() == [158, 112, 49]
+
+
+@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="no shared CIFAR-10 copy beside the checkout")
+def test_data_dir_reads_the_full_arrays():
+    x, y = load_cifar10("train", SHARED_CIFAR10, limit=10)
+    assert x.shape == (10, 3, 32, 32) and y.tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/train.npz"):
+        load_cifar10("train", tmp_path)
+    with pytest.raises(FileNotFoundError, match="FSR_DATA_DIR"):
+        load_cifar10("train")
+    with pytest.raises(ValueError, match="split"):
+        load_cifar10("validation")
+
+
+def test_demo_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys):
+    demo.main(["--images", "8", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "resnet18_fsr" in out and "wrn34_10_plain" in out
+    assert "eval forward twice, identical logits: True" in out
+    assert out.count("pretrained=True): True") == 1 and "from_pretrained" in out and out.rstrip().endswith("True")
+    assert (tmp_path / "model.safetensors").is_file()

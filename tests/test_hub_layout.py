@@ -1,0 +1,174 @@
+"""One folder layout (config.json + model.safetensors) for every loader: timm, transformers, the Hub cache."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModelForImageClassification
+
+import fsr_models
+from fsr_models.hf import FSRConfig, FSRForImageClassification
+from fsr_models.hub import load_model, save_folder
+
+
+@pytest.fixture(scope="module")
+def images():
+    torch.manual_seed(0)
+    return torch.rand(4, 3, 32, 32)
+
+
+def trained_like(name, **kwargs):
+    """A network whose BN statistics and weights are not the init ones, so a round trip has something to lose."""
+    torch.manual_seed(1)
+    model = timm.create_model(name, **kwargs).train()
+    with torch.no_grad():
+        model(torch.rand(8, 3, 32, 32))  # moves BN running statistics
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return model.eval()
+
+
+def test_config_fields_defaults_and_validation():
+    assert FSRConfig(backbone="wrn34_10").fsr_stages == [3]
+    assert FSRConfig(backbone="vgg16", fsr_stages=[]).timm_architecture == "vgg16_plain"
+    config = FSRConfig(num_labels=100)
+    fields = config.to_dict()
+    assert fields["architecture"] == "resnet18_fsr" and fields["num_classes"] == 100
+    assert "num_classes" not in fields["model_args"]  # the timm 1.0.31 model_args trap
+    with pytest.raises(ValueError, match=r"unknown FSRConfig field\(s\) \['fsr_taus'\]"):
+        FSRConfig(fsr_taus=0.2)
+    with pytest.raises(ValueError, match="backbone"):
+        FSRConfig(backbone="resnet50")
+    with pytest.raises(ValueError, match="fsr_output"):
+        FSRConfig(fsr_output="f_plus")
+    with pytest.raises(ValueError, match="inconsistent: architecture"):
+        FSRConfig.from_dict({**fields, "architecture": "vgg16_fsr"})
+
+
+@pytest.mark.parametrize("name", ["resnet18_fsr", "vgg16_plain", "wrn34_10_fsr"])
+def test_one_folder_gives_identical_logits_in_timm_and_transformers(tmp_path, images, name):
+    model = trained_like(name)
+    reference = model(images)
+    save_folder(model, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(model.state_dict())  # timm's own keys, no wrapper prefix
+
+    by_local_dir = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    by_overlay = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "model.safetensors"))
+    ).eval()
+    by_auto = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert isinstance(by_auto, FSRForImageClassification)
+    with torch.no_grad():
+        assert torch.equal(by_local_dir(images), reference)
+        assert torch.equal(by_overlay(images), reference)
+        assert torch.equal(by_auto(images).logits, reference)
+        assert torch.equal(load_model(tmp_path).eval()(images), reference)
+
+
+def test_transformers_model_saves_what_timm_loads(tmp_path, images):
+    torch.manual_seed(0)
+    hf_model = FSRForImageClassification(FSRConfig(backbone="vgg16", num_labels=100)).eval()
+    output = hf_model(images, labels=torch.tensor([0, 1, 2, 3]), output_hidden_states=True)
+    assert output.logits.shape == (4, 100) and output.loss.ndim == 0
+    assert output.hidden_states[0].shape == (4, 512, 1, 1)
+    hf_model.save_pretrained(tmp_path)
+    again = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    by_timm = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    with torch.no_grad():
+        assert torch.equal(again(images).logits, output.logits)
+        assert torch.equal(by_timm(images), output.logits)
+    assert AutoConfig.from_pretrained(tmp_path).id2label[99] == "LABEL_99"
+
+
+def test_new_head_from_a_saved_folder(tmp_path, images):
+    save_folder(trained_like("resnet18_fsr"), tmp_path)
+    model = load_model(tmp_path, num_classes=100)
+    assert model(images).shape == (4, 100)
+    reference = timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+    torch.testing.assert_close(model.layer1[0].conv1.weight, reference.layer1[0].conv1.weight)
+
+
+def test_labels_and_ablation_settings_survive_the_round_trip(tmp_path, images):
+    model = trained_like("resnet18_fsr.at_cifar100", fsr_recalibration=False, fsr_tau=0.5)
+    save_folder(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["label_names"][:2] == ["apple", "aquarium_fish"] and config["num_classes"] == 100
+    assert config["model_args"]["fsr_recalibration"] is False and config["pretrained_cfg"]["tag"] == "at_cifar100"
+    loaded = load_model(tmp_path).eval()
+    assert loaded.fsr4.recalibration_net is None and loaded.fsr4.tau == 0.5
+    assert torch.equal(loaded(images), model(images))
+
+
+def _hub_cache(cache_dir, repo_id, folder, revision="0" * 40):
+    """Lay out `folder` the way huggingface_hub caches a download of `repo_id` (refs/main -> snapshots/<sha>)."""
+    repo = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(folder, repo / "snapshots" / revision)
+
+
+def test_offline_hub_cache_serves_every_loader(tmp_path, images):
+    model = trained_like("resnet18_fsr")
+    save_folder(model, tmp_path / "folder")
+    repo_id = f"{fsr_models.HF_ORG}/resnet18_fsr.at_cifar10"
+    _hub_cache(tmp_path / "cache", repo_id, tmp_path / "folder")
+    save_file({"images": images, "logits": model(images).detach()}, str(tmp_path / "reference.safetensors"))
+    script = textwrap.dedent(f"""
+        import timm, torch
+        from safetensors.torch import load_file
+        from transformers import AutoModelForImageClassification
+        import fsr_models
+        ref = load_file({str(tmp_path / "reference.safetensors")!r})
+        loaders = {{
+            "timm hf-hub": lambda: timm.create_model("hf-hub:{repo_id}", pretrained=True),
+            "timm registered name": lambda: timm.create_model(
+                "resnet18_fsr", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="{repo_id}")),
+            "transformers": lambda: AutoModelForImageClassification.from_pretrained("{repo_id}"),
+        }}
+        for label, load in loaders.items():
+            out = load().eval()(ref["images"])
+            out = getattr(out, "logits", out)
+            assert torch.equal(out, ref["logits"]), label
+            print("same logits:", label)
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("same logits") == 3
+
+
+def test_weights_load_only_from_safetensors(tmp_path):
+    save_folder(timm.create_model("resnet18_fsr"), tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(timm.create_model("resnet18_fsr").state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        load_model(tmp_path)
+    with pytest.raises(OSError, match="model.safetensors"):
+        AutoModelForImageClassification.from_pretrained(tmp_path)
+
+
+def test_corrupt_or_mismatched_weights_are_clear_errors(tmp_path):
+    save_folder(timm.create_model("resnet18_fsr"), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        load_model(tmp_path)
+
+    save_folder(timm.create_model("resnet18_fsr", num_classes=100), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("id2label", "label2id", "label_names"):
+        config.pop(key, None)
+    config["num_classes"] = 10
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_model(tmp_path)
