@@ -1,5 +1,11 @@
-"""CIFAR-10 as arrays: a data directory in the layout of `train.npz` / `test.npz` (x uint8 NHWC, y uint8), or the
-first 512 test images that ship with the package, so the demo runs on a machine with no data and no network."""
+"""The paper's data sets as uint8 image tensors (N, 3, H, W) and int64 labels, held in memory.
+
+- CIFAR-10 from arrays: a folder with `train.npz` / `test.npz` (x uint8 (N, 32, 32, 3), y uint8), the layout of
+  the offline copy; without a folder, the first 512 CIFAR-10 test images that ship with the package (test only).
+- CIFAR-10, CIFAR-100 and SVHN through torchvision, downloaded into the folder where a network is available.
+- Tiny ImageNet from its extracted `tiny-imagenet-200/` folder (there is no torchvision downloader).
+A missing data set is a FileNotFoundError that says where to put it.
+"""
 from __future__ import annotations
 
 import os
@@ -8,33 +14,88 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .models._common import DATASETS
+
 SAMPLE = Path(__file__).parent / "data" / "cifar10_test_first512.npz"
 DATA_DIR_ENV = "FSR_DATA_DIR"
 
 
-def load_cifar10(split: str = "test", data_dir: str | os.PathLike | None = None, limit: int | None = None):
-    """Images as float NCHW in [0, 1] and labels as int64, from `<data_dir>/<split>.npz`.
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float NCHW in [0, 1], the models' input."""
+    return images.float().div_(255)
 
-    `data_dir` defaults to $FSR_DATA_DIR; with neither, the shipped 512-image test sample is used (test only).
+
+def _from_arrays(path: Path, limit: int | None):
+    with np.load(path) as arrays:
+        x, y = arrays["x"][:limit], arrays["y"][:limit]
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y.astype(np.int64))
+
+
+def _torchvision(name: str, root: Path, split: str):
+    import torchvision
+
+    try:
+        if name == "svhn":
+            ds = torchvision.datasets.SVHN(root, split=split, download=True)
+            return torch.from_numpy(ds.data), torch.from_numpy(ds.labels.astype(np.int64))
+        cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+        ds = cls(root, train=split == "train", download=True)
+    except (OSError, RuntimeError) as e:  # no network and nothing downloaded yet
+        raise FileNotFoundError(
+            f"{name} {split} is not in {root} and could not be downloaded ({e}). Download it elsewhere with "
+            f"torchvision.datasets into that folder, or for CIFAR-10 put {split}.npz arrays there."
+        ) from e
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _tiny_imagenet(root: Path, split: str):
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    if not (base / "wnids.txt").is_file():
+        raise FileNotFoundError(
+            f"Tiny ImageNet not found: expected {base}/wnids.txt. Extract tiny-imagenet-200.zip into {root}."
+        )
+    wnids = sorted((base / "wnids.txt").read_text().split())
+    index = {w: i for i, w in enumerate(wnids)}
+    if split == "train":
+        files = [(p, index[w]) for w in wnids for p in sorted((base / "train" / w / "images").glob("*.JPEG"))]
+    else:  # the labelled validation set is the usual test set
+        rows = [line.split("\t") for line in (base / "val" / "val_annotations.txt").read_text().splitlines() if line]
+        files = [(base / "val" / "images" / r[0], index[r[1]]) for r in rows]
+    x = np.stack([np.asarray(Image.open(p).convert("RGB")) for p, _ in files])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor([c for _, c in files]), wnids
+
+
+def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = None, limit: int | None = None):
+    """(images uint8 (N, 3, H, W), labels int64 (N,), label names) of `split` ('train' or 'test').
+
+    `data_dir` defaults to $FSR_DATA_DIR. CIFAR-10 arrays in it are used first; otherwise torchvision downloads.
     """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
-    if data_dir is not None:
-        path = Path(data_dir) / f"{split}.npz"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"CIFAR-10 {split} arrays not found at {path}. Put {split}.npz there (arrays x: uint8 "
-                f"(N, 32, 32, 3), y: uint8 (N,)), or set ${DATA_DIR_ENV} / --data-dir to the folder that has it."
-            )
-    elif split == "test":
-        path = SAMPLE
-    else:
+    labels = DATASETS[name][1]
+    if data_dir is None:
+        if name == "cifar10" and split == "test":
+            return (*_from_arrays(SAMPLE, limit), labels)
         raise FileNotFoundError(
-            f"no CIFAR-10 training data: set ${DATA_DIR_ENV} or --data-dir to a folder with train.npz "
-            "(only a 512-image test sample ships with the package)"
+            f"no data folder for {name} {split}: set ${DATA_DIR_ENV} or --data-dir / data_dir to a folder that has "
+            f"it (CIFAR-10: train.npz / test.npz arrays; only a 512-image CIFAR-10 test sample ships with the package)"
         )
-    with np.load(path) as arrays:
-        x, y = arrays["x"][:limit], arrays["y"][:limit]
-    images = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).contiguous()
-    return images, torch.from_numpy(y.astype(np.int64))
+    root = Path(data_dir)
+    if name == "cifar10" and (root / f"{split}.npz").is_file():
+        return (*_from_arrays(root / f"{split}.npz", limit), labels)
+    if name == "tiny_imagenet":
+        x, y, labels = _tiny_imagenet(root, split)
+    else:
+        x, y = _torchvision(name, root, split)
+    return x[:limit], y[:limit], labels
+
+
+def load_cifar10(split: str = "test", data_dir: str | os.PathLike | None = None, limit: int | None = None):
+    """CIFAR-10 images as float NCHW in [0, 1] and labels, for quick use (the demo, tests, notebooks)."""
+    x, y, _ = load_dataset("cifar10", split, data_dir, limit)
+    return to_float(x), y

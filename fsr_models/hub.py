@@ -8,22 +8,30 @@ Weights are read through safetensors only: nothing here unpickles a file.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import timm
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from .hf import FSRForImageClassification
 
 WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
 
 
-def save_folder(model: torch.nn.Module, folder: str | os.PathLike) -> Path:
-    """Write a zoo network built by timm as `config.json` + `model.safetensors` into `folder`."""
-    FSRForImageClassification.from_timm_model(model).save_pretrained(folder)
+def save_folder(model: torch.nn.Module, folder: str | os.PathLike, max_shard_size: str = "5GB", **config_fields) -> Path:
+    """Write a zoo network built by timm as `config.json` + `model.safetensors` into `folder`.
+
+    Weights larger than `max_shard_size` (e.g. "16MB") are split into `model-0000i-of-0000n.safetensors` shards
+    with an index, as transformers does; `config_fields` (e.g. lambda_sep) go into the config.
+    """
+    hf_model = FSRForImageClassification.from_timm_model(model, **config_fields)
+    hf_model.save_pretrained(folder, max_shard_size=max_shard_size)
     return Path(folder)
 
 
@@ -39,19 +47,40 @@ def check_safetensors(path: str | os.PathLike) -> None:
         ) from e
 
 
+def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of a folder's `model.safetensors`, or of its shards listed in `model.safetensors.index.json`."""
+    folder = Path(folder)
+    index = folder / INDEX_NAME
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (folder / WEIGHTS_NAME).is_file():
+        files = [WEIGHTS_NAME]
+    else:
+        raise ValueError(f"{folder} has no {WEIGHTS_NAME} (nor {INDEX_NAME}); pickled checkpoints are not loaded")
+    state_dict = {}
+    for name in files:
+        check_safetensors(folder / name)
+        state_dict.update(load_file(folder / name))
+    return state_dict
+
+
 def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> torch.nn.Module:
     """A zoo network from a local folder, an `hf-hub:<id>`, or a registered name (`resnet18_fsr.at_cifar10`).
 
-    `kwargs` go to `timm.create_model` (e.g. `num_classes=100` for a new head). A folder must hold
-    `config.json` and `model.safetensors`.
+    `kwargs` go to `timm.create_model` (e.g. `num_classes=100` for a new head). A folder holds `config.json`
+    and `model.safetensors` (or its shards).
     """
     path = Path(source)
     if path.is_dir():
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (path / name).is_file():
-                raise ValueError(f"{path} has no {name}: a zoo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        check_safetensors(path / WEIGHTS_NAME)
-        return timm.create_model(f"local-dir:{path}", pretrained=pretrained, **kwargs)
+        if not (path / CONFIG_NAME).is_file():
+            raise ValueError(f"{path} has no {CONFIG_NAME}: a zoo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        config = json.loads((path / CONFIG_NAME).read_text())
+        pretrained_cfg = {**config.get("pretrained_cfg", {}), "num_classes": config["num_classes"],
+                          "label_names": config.get("label_names")}  # fmt: skip
+        overlay = dict(state_dict=read_weights(path)) if pretrained else None
+        model_args = {**config.get("model_args", {}), **kwargs}
+        return timm.create_model(config["architecture"], pretrained=pretrained, pretrained_cfg=pretrained_cfg,
+                                 pretrained_cfg_overlay=overlay, **model_args)  # fmt: skip
     if os.sep in str(source) and not str(source).startswith("hf-hub:"):
         raise ValueError(f"{source} is not a folder; give a folder, an 'hf-hub:<org>/<name>' id or a model name")
     return timm.create_model(str(source), pretrained=pretrained, **kwargs)

@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from fsr_models import demo
-from fsr_models.datasets import load_cifar10
+import numpy as np
+from PIL import Image
+
+from fsr_models.datasets import load_cifar10, load_dataset
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
@@ -23,13 +26,36 @@ def test_data_dir_reads_the_full_arrays():
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
 
 
-def test_missing_data_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/train.npz"):
-        load_cifar10("train", tmp_path)
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("FSR_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"not in .* could not be downloaded .* put train.npz arrays there"):
+        load_cifar10("train", tmp_path)  # this machine has no network: torchvision's download fails
     with pytest.raises(FileNotFoundError, match="FSR_DATA_DIR"):
         load_cifar10("train")
+    with pytest.raises(FileNotFoundError, match="tiny-imagenet-200/wnids.txt"):
+        load_dataset("tiny_imagenet", "train", tmp_path)
     with pytest.raises(ValueError, match="split"):
         load_cifar10("validation")
+    with pytest.raises(ValueError, match="unknown data set"):
+        load_dataset("imagenet", "train", tmp_path)
+
+
+def test_tiny_imagenet_folder_layout(tmp_path):
+    base = tmp_path / "tiny-imagenet-200"
+    wnids = ["n02", "n01"]
+    (base).mkdir()
+    (base / "wnids.txt").write_text("\n".join(wnids))
+    for i, w in enumerate(wnids):
+        (base / "train" / w / "images").mkdir(parents=True)
+        Image.fromarray(np.full((64, 64, 3), 10 * i, np.uint8)).save(base / "train" / w / "images" / f"{w}_0.JPEG")
+    (base / "val" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(base / "val" / "images" / "val_0.JPEG")
+    (base / "val" / "val_annotations.txt").write_text("val_0.JPEG\tn02\t0\t0\t64\t64\n")
+    x, y, labels = load_dataset("tiny_imagenet", "train", tmp_path)
+    assert x.shape == (2, 3, 64, 64) and x.dtype == torch.uint8 and labels == ["n01", "n02"]
+    assert y.tolist() == [0, 1] and x[1].max() == 0  # sorted wnids: n01 -> 0 holds the 10-valued image
+    x, y, _ = load_dataset("tiny_imagenet", "test", tmp_path)
+    assert x.shape == (1, 3, 64, 64) and y.tolist() == [1]
 
 
 def test_demo_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys):

@@ -29,7 +29,7 @@ def trained_like(name, **kwargs):
     torch.manual_seed(1)
     model = timm.create_model(name, **kwargs).train()
     with torch.no_grad():
-        model(torch.rand(8, 3, 32, 32))  # moves BN running statistics
+        model(torch.rand(8, model.in_chans, 32, 32))  # moves BN running statistics
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)
     return model.eval()
@@ -48,8 +48,15 @@ def test_config_fields_defaults_and_validation():
         FSRConfig(backbone="resnet50")
     with pytest.raises(ValueError, match="fsr_output"):
         FSRConfig(fsr_output="f_plus")
-    with pytest.raises(ValueError, match="inconsistent: architecture"):
+    with pytest.raises(ValueError, match="disagrees with itself: architecture='vgg16_fsr'.*timm reads architecture"):
         FSRConfig.from_dict({**fields, "architecture": "vgg16_fsr"})
+    with pytest.raises(ValueError, match="disagrees with itself: model_args"):  # a hand edit of one side only
+        FSRConfig.from_dict({**fields, "fsr_tau": 0.5})
+    assert FSRConfig.from_dict({**fields, "num_classes": 10}).num_labels == 100  # labels follow id2label
+    assert FSRConfig(fsr_stages=(3, 4)).fsr_stages == [3, 4]
+    for bad, message in [(dict(fsr_tau=0), "positive"), (dict(fsr_stages=[5]), "1..4"), (dict(num_labels=0), "label")]:
+        with pytest.raises(ValueError, match=message):
+            FSRConfig(**bad)
 
 
 @pytest.mark.parametrize("name", ["resnet18_fsr", "vgg16_plain", "wrn34_10_fsr"])
@@ -172,3 +179,41 @@ def test_corrupt_or_mismatched_weights_are_clear_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="do not fit"):
         load_model(tmp_path)
+
+
+def test_transformers_fine_tuning_calls(tmp_path, images):
+    model = trained_like("resnet18_fsr")
+    save_folder(model, tmp_path / "folder")
+    wider = AutoModelForImageClassification.from_pretrained(
+        tmp_path / "folder", num_labels=100, ignore_mismatched_sizes=True
+    )
+    assert wider(images).logits.shape == (4, 100)
+    assert torch.equal(wider.model.layer1[0].conv1.weight, model.layer1[0].conv1.weight)
+    # What Trainer and Accelerate do: pass the wrapper's own (prefixed) state dict; timm must still load it.
+    wider.save_pretrained(tmp_path / "trainer", state_dict=wider.state_dict())
+    assert load_model(tmp_path / "trainer").fc.out_features == 100
+
+
+def test_transformers_refuses_weights_of_another_architecture(tmp_path):
+    save_folder(timm.create_model("resnet18_fsr"), tmp_path)
+    save_file(timm.create_model("resnet18_plain").state_dict(), str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"weights do not fit resnet18_fsr as configured: missing \['model.fsr4"):
+        AutoModelForImageClassification.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="missing"):
+        load_model(tmp_path)
+
+
+def test_build_settings_survive_the_round_trip(tmp_path, images):
+    model = trained_like("resnet18_fsr", global_pool="max", drop_rate=0.2)
+    save_folder(model, tmp_path / "max")
+    assert torch.equal(load_model(tmp_path / "max").eval()(images), model(images))
+    gray = trained_like("vgg16_plain", in_chans=1)
+    save_folder(gray, tmp_path / "gray")
+    assert torch.equal(load_model(tmp_path / "gray").eval()(images[:, :1]), gray(images[:, :1]))
+
+
+def test_network_inside_transformers_keeps_the_saved_timm_cfg(tmp_path):
+    save_folder(trained_like("wrn34_10_fsr.at_tiny_imagenet", widen_factor=1), tmp_path)
+    hf_model = AutoModelForImageClassification.from_pretrained(tmp_path)
+    data_cfg = timm.data.resolve_model_data_config(hf_model.model)
+    assert tuple(data_cfg["input_size"]) == (3, 64, 64) and hf_model.model.pretrained_cfg["tag"] == "at_tiny_imagenet"

@@ -9,13 +9,14 @@ from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from timm.models import get_pretrained_cfg
+from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
 
 from ..fsr import FSR_OUTPUTS
 
-# backbone -> (the paper's FSR position, width of the final feature)
-BACKBONES = {"resnet18": ((4,), 512), "vgg16": ((4,), 512), "wrn34_10": ((3,), 640)}
-FSR_FIELDS = ("backbone", "fsr_stages", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output",
+# backbone -> (the paper's FSR position, width of the final feature, number of stages)
+BACKBONES = {"resnet18": ((4,), 512, 4), "vgg16": ((4,), 512, 5), "wrn34_10": ((3,), 640, 3)}
+FSR_FIELDS = ("backbone", "fsr_stages", "backbone_args", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output",
               "lambda_sep", "lambda_rec", "pretrained_cfg")  # fmt: skip
 # Keys timm writes into config.json; derived here, so on load they are checked, not stored twice.
 TIMM_KEYS = ("architecture", "num_classes", "num_features", "label_names", "model_args")
@@ -36,6 +37,9 @@ class FSRConfig(PreTrainedConfig):
         fsr_stages (`list[int]`, *optional*):
             The FSR positions: stages (1-based) followed by an FSR module. `None` is the paper's position for the
             backbone (after stage 4 of ResNet-18 and VGG16, group 3 of WRN-34-10); `[]` is the plain network.
+        backbone_args (`dict`, *optional*):
+            The backbone's own architecture arguments: `layers` / `widths` (ResNet), `stages` (VGG), `depth` /
+            `widen_factor` (WRN). `None` is the paper's network.
         fsr_tau (`float`, defaults to 0.1):
             Temperature of the Gumbel-softmax mask (Eq. 2).
         fsr_separation (`bool`, defaults to `True`):
@@ -65,7 +69,8 @@ class FSRConfig(PreTrainedConfig):
     model_type = "fsr"
 
     backbone: str = "resnet18"
-    fsr_stages: list[int] | None = None
+    fsr_stages: list[int] | tuple[int, ...] | None = None
+    backbone_args: dict[str, Any] | None = None
     fsr_tau: float | int = 0.1
     fsr_separation: bool = True
     fsr_recalibration: bool = True
@@ -77,13 +82,19 @@ class FSRConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.backbone not in BACKBONES:
             raise ValueError(f"FSRConfig.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
-        if self.fsr_stages is None:
-            self.fsr_stages = list(BACKBONES[self.backbone][0])
+        paper_stages, _, stage_count = BACKBONES[self.backbone]
+        self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
+        if not set(self.fsr_stages) <= set(range(1, stage_count + 1)):
+            raise ValueError(f"FSRConfig.fsr_stages of {self.backbone} must be in 1..{stage_count}, got {self.fsr_stages}")
+        if self.fsr_tau <= 0:
+            raise ValueError(f"FSRConfig.fsr_tau must be positive, got {self.fsr_tau}")
+        if self.fsr_output not in FSR_OUTPUTS:
+            raise ValueError(f"FSRConfig.fsr_output must be one of {FSR_OUTPUTS}, got {self.fsr_output!r}")
         if self.pretrained_cfg is None:  # timm's registered defaults (input size, identity mean/std, paper) sans tag
             defaults = get_pretrained_cfg(self.timm_architecture).to_dict()
             self.pretrained_cfg = {k: v for k, v in defaults.items() if k not in ("tag", "num_classes", "label_names")}
-        if self.fsr_output not in FSR_OUTPUTS:
-            raise ValueError(f"FSRConfig.fsr_output must be one of {FSR_OUTPUTS}, got {self.fsr_output!r}")
+        # Labels are transformers' id2label / num_labels (which from_pretrained may override); timm's copies of
+        # them are rewritten on save. The architecture keys must agree with the named fields.
         saved_timm_keys = {k: kwargs.pop(k) for k in TIMM_KEYS if k in kwargs}
         if "num_classes" in saved_timm_keys and self.id2label is None:
             kwargs.setdefault("num_labels", saved_timm_keys["num_classes"])
@@ -96,12 +107,14 @@ class FSRConfig(PreTrainedConfig):
                 f"{list(TIMM_KEYS)}, labels id2label/num_labels. Check the spelling in config.json or the arguments."
             )
         super().__post_init__(**kwargs)
-        derived = self.timm_fields()
-        for key, value in saved_timm_keys.items():
-            if value != derived[key]:
+        if self.num_labels < 1:
+            raise ValueError(f"FSRConfig needs at least one label, got num_labels={self.num_labels}")
+        for key in ("architecture", "model_args"):
+            if key in saved_timm_keys and saved_timm_keys[key] != self.timm_fields()[key]:
                 raise ValueError(
-                    f"config.json is inconsistent: {key}={value!r} but the named fields give {derived[key]!r}. "
-                    "Edit the named fields (backbone, fsr_*, id2label); the timm keys are derived from them."
+                    f"config.json disagrees with itself: {key}={saved_timm_keys[key]!r}, but the named fields "
+                    f"(backbone, fsr_*, backbone_args) give {self.timm_fields()[key]!r}. timm reads {key}, "
+                    "transformers the named fields: make both say the same, or re-save the model."
                 )
 
     @property
@@ -112,8 +125,9 @@ class FSRConfig(PreTrainedConfig):
     def timm_model_args(self) -> dict[str, Any]:
         """Keyword arguments for `timm.create_model(self.timm_architecture, ...)`, num_classes excluded."""
         if not self.fsr_stages:
-            return {}
+            return dict(self.backbone_args or {})
         return {
+            **(self.backbone_args or {}),
             "fsr_stages": list(self.fsr_stages),
             "fsr_tau": self.fsr_tau,
             "fsr_separation": self.fsr_separation,
@@ -121,13 +135,25 @@ class FSRConfig(PreTrainedConfig):
             "fsr_output": self.fsr_output,
         }
 
+    @property
+    def num_features(self) -> int:
+        """Width of the final feature, for timm's config.json."""
+        args = self.backbone_args or {}
+        if "widths" in args:
+            return args["widths"][-1]
+        if "stages" in args:
+            return args["stages"][-1][0]
+        if "widen_factor" in args:
+            return 64 * args["widen_factor"]
+        return BACKBONES[self.backbone][1]
+
     def timm_fields(self) -> dict[str, Any]:
         # model_args never holds num_classes: transformers' timm wrapper would receive it twice (timm 1.0.31 trap).
         return {
             "architecture": self.timm_architecture,
             "num_classes": self.num_labels,
-            "num_features": BACKBONES[self.backbone][1],
-            "label_names": [self.id2label[i] for i in range(self.num_labels)],
+            "num_features": self.num_features,
+            "label_names": [self.id2label[i] for i in sorted(self.id2label)],
             "model_args": self.timm_model_args,
         }
 
@@ -137,7 +163,9 @@ class FSRConfig(PreTrainedConfig):
     @classmethod
     def from_timm_model(cls, model, **kwargs) -> "FSRConfig":
         """The config of a zoo network built by timm (its architecture, FSR settings, labels, pretrained_cfg)."""
-        pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+        # Where the weights came from (a file, a state dict, a Hub id) is not part of the saved model's config.
+        pretrained_cfg = filter_pretrained_cfg(dict(getattr(model, "pretrained_cfg", None) or {}), remove_source=True)
+        pretrained_cfg.pop("state_dict", None)
         arch = pretrained_cfg.get("architecture", "")
         backbone = next((b for b in BACKBONES if arch.startswith(f"{b}_")), None)
         if backbone is None:
@@ -147,7 +175,17 @@ class FSRConfig(PreTrainedConfig):
             labels = [f"LABEL_{i}" for i in range(model.num_classes)]
         pretrained_cfg.pop("num_classes", None)
         pretrained_cfg.pop("label_names", None)
-        fields = dict(backbone=backbone, fsr_stages=list(model.fsr_stages), pretrained_cfg=pretrained_cfg)
+        backbone_args = dict(model.backbone_args)
+        if model.in_chans != 3:
+            backbone_args["in_chans"] = model.in_chans
+        if model.global_pool.pool_type != "avg":
+            backbone_args["global_pool"] = model.global_pool.pool_type
+        fields = dict(
+            backbone=backbone,
+            fsr_stages=list(model.fsr_stages),
+            backbone_args=backbone_args,
+            pretrained_cfg=pretrained_cfg,
+        )
         if model.fsr_stages:
             first = model.fsr_modules()[0]
             fields.update(

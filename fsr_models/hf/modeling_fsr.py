@@ -32,13 +32,24 @@ class FSRPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
+        """transformers' loader, safetensors only, refusing weights that miss or add tensors (random init of a
+        missing part would go unnoticed); a new head through `ignore_mismatched_sizes=True` stays allowed."""
         kwargs.setdefault("use_safetensors", True)  # never unpickle a downloaded checkpoint
-        return super().from_pretrained(*args, **kwargs)
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if info["missing_keys"] or info["unexpected_keys"]:
+            raise ValueError(
+                f"weights do not fit {model.config.timm_architecture} as configured: missing "
+                f"{sorted(info['missing_keys'])[:5]}, unexpected {sorted(info['unexpected_keys'])[:5]}. "
+                "Is config.json the one saved with these weights?"
+            )
+        return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
         # Save the network's own keys (timm's layout); the registered mapping re-adds `model.` on load.
-        if state_dict is None:
-            state_dict = self.model.state_dict()
+        # Trainer and Accelerate pass this model's state_dict(), whose keys carry the `model.` prefix.
+        state_dict = self.model.state_dict() if state_dict is None else state_dict
+        state_dict = {k.removeprefix(f"{self.base_model_prefix}."): v for k, v in state_dict.items()}
         return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
 
 
@@ -51,15 +62,21 @@ class FSRForImageClassification(FSRPreTrainedModel):
 
     def __init__(self, config: FSRConfig):
         super().__init__(config)
+        labels = [config.id2label[i] for i in sorted(config.id2label)]
+        pretrained_cfg = {**config.pretrained_cfg, "num_classes": config.num_labels, "label_names": labels}
         self.model = timm.create_model(
-            config.timm_architecture, pretrained=False, num_classes=config.num_labels, **config.timm_model_args
+            config.timm_architecture,
+            pretrained=False,
+            pretrained_cfg=pretrained_cfg,
+            num_classes=config.num_labels,
+            **config.timm_model_args,
         )
         self.post_init()
 
     @classmethod
-    def from_timm_model(cls, model: torch.nn.Module) -> "FSRForImageClassification":
+    def from_timm_model(cls, model: torch.nn.Module, **config_fields) -> "FSRForImageClassification":
         """Wrap a zoo network built by timm, with its weights, e.g. to `save_pretrained` or `push_to_hub` it."""
-        hf_model = cls(FSRConfig.from_timm_model(model))
+        hf_model = cls(FSRConfig.from_timm_model(model, **config_fields))
         hf_model.model.load_state_dict(model.state_dict())
         return hf_model.train(model.training)
 

@@ -5,6 +5,7 @@ from typing import Iterable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import create_classifier
 from timm.models import resolve_pretrained_cfg
 
@@ -82,7 +83,7 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> 
     cfg = resolve_pretrained_cfg(
         variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
     )
-    if not cfg.has_weights:
+    if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
         published = sorted(p for p in PUBLISHED if p.startswith(f"{variant}.")) or "none yet"
         raise RuntimeError(
             f"No pretrained weights are published for {variant}.{cfg.tag}; tags of {variant} with weights: "
@@ -96,13 +97,15 @@ class FSRNet(nn.Module):
 
     `forward(x)` returns logits. `forward(x, return_fsr=True)` returns an `FSROutput` with the FSR parts the
     training losses need (call it through the DDP wrapper so gradient sync sees it). Subclasses build their
-    layers, set `num_features`, `in_chans`, `fsr_stages` and `feature_info`, call `reset_classifier` last, and implement
+    layers, set `num_features`, `in_chans`, `fsr_stages`, `backbone_args` (the architecture's own keyword
+    arguments, for configs) and `feature_info`, call `reset_classifier` last, and implement
     `_forward_features(x, fsr_parts)`, calling `self._run(module, x, fsr_parts)` for each FSR module.
     """
 
     num_classes: int
     num_features: int
     in_chans: int
+    drop_rate: float = 0.0  # dropout before the classifier (timm's `drop_rate`; the paper uses none)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -132,9 +135,14 @@ class FSRNet(nn.Module):
         self._check_input(x)
         return self._forward_features(x, None)
 
+    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.global_pool(x)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.fc(x)
+        x = self._pre_logits(x)
+        if pre_logits:
+            return x
+        return self.fc(F.dropout(x, self.drop_rate, self.training) if self.drop_rate else x)
 
     def forward(self, x: torch.Tensor, return_fsr: bool = False):
         self._check_input(x)

@@ -19,9 +19,11 @@ class CifarResNet(FSRNet):
 
     Args:
         layers: BasicBlocks per stage.
+        widths: channels per stage (the stem has the first stage's); narrower nets make quick tests.
         num_classes: classifier outputs (0 for a feature extractor).
         in_chans: input channels.
         global_pool: timm pool type ('avg', '' to keep the spatial map, ...).
+        drop_rate: dropout before the classifier (timm's training script passes it).
         fsr_stages: stages (1-based) followed by an FSR module.
         fsr_tau, fsr_separation, fsr_recalibration, fsr_output: passed to every `FSR` module.
     """
@@ -29,9 +31,11 @@ class CifarResNet(FSRNet):
     def __init__(
         self,
         layers: tuple[int, ...] = (2, 2, 2, 2),
+        widths: tuple[int, ...] = (64, 128, 256, 512),
         num_classes: int = 10,
         in_chans: int = 3,
         global_pool: str = "avg",
+        drop_rate: float = 0.0,
         fsr_stages: tuple[int, ...] = (4,),
         fsr_tau: float = 0.1,
         fsr_separation: bool = True,
@@ -39,18 +43,21 @@ class CifarResNet(FSRNet):
         fsr_output: str = "f_tilde",
     ):
         super().__init__()
-        widths = (64, 128, 256, 512)
+        if len(widths) != len(layers):
+            raise ValueError(f"give one width per stage: layers {tuple(layers)}, widths {tuple(widths)}")
         if not set(fsr_stages) <= set(range(1, len(widths) + 1)):
             raise ValueError(f"fsr_stages of a ResNet must be in 1..{len(widths)}, got {tuple(fsr_stages)}")
         self.in_chans = in_chans
+        self.drop_rate = drop_rate
         self.fsr_stages = tuple(fsr_stages)
-        self.conv1 = nn.Conv2d(in_chans, 64, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.backbone_args = dict(layers=list(layers), widths=list(widths))
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
         self.act1 = nn.ReLU(inplace=True)
-        self.feature_info = [dict(num_chs=64, reduction=1, module="act1")]
+        self.feature_info = [dict(num_chs=widths[0], reduction=1, module="act1")]
 
         # Children are registered in execution order (stage, then its FSR): timm's features_only runs them so.
-        in_chs, reduction = 64, 1
+        in_chs, reduction = widths[0], 1
         for stage, (width, depth) in enumerate(zip(widths, layers), start=1):
             stride = 1 if stage == 1 else 2
             reduction *= stride
@@ -74,7 +81,7 @@ class CifarResNet(FSRNet):
 
     def _forward_features(self, x, fsr_parts):
         x = self.act1(self.bn1(self.conv1(x)))
-        for stage in range(1, 5):
+        for stage in range(1, len(self.backbone_args["layers"]) + 1):
             x = getattr(self, f"layer{stage}")(x)
             if hasattr(self, f"fsr{stage}"):
                 x = self._run(getattr(self, f"fsr{stage}"), x, fsr_parts)

@@ -42,6 +42,7 @@ class CifarVGG(FSRNet):
         num_classes: int = 10,
         in_chans: int = 3,
         global_pool: str = "avg",
+        drop_rate: float = 0.0,
         fsr_stages: tuple[int, ...] = (4,),
         fsr_tau: float = 0.1,
         fsr_separation: bool = True,
@@ -52,7 +53,9 @@ class CifarVGG(FSRNet):
         if not set(fsr_stages) <= set(range(1, len(stages) + 1)):
             raise ValueError(f"fsr_stages of a VGG must be in 1..{len(stages)}, got {tuple(fsr_stages)}")
         self.in_chans = in_chans
+        self.drop_rate = drop_rate
         self.fsr_stages = tuple(fsr_stages)
+        self.backbone_args = dict(stages=[list(s) for s in stages])
         self.feature_info = []
         layers: list[nn.Module] = []
         in_chs = in_chans
@@ -78,9 +81,8 @@ class CifarVGG(FSRNet):
             x = self._run(module, x, fsr_parts)
         return x
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pre_logits(self.global_pool(x))
-        return x if pre_logits else self.fc(x)
+    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pre_logits(self.global_pool(x))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarVGG:

@@ -52,6 +52,7 @@ class WideResNet(FSRNet):
         num_classes: int = 10,
         in_chans: int = 3,
         global_pool: str = "avg",
+        drop_rate: float = 0.0,
         fsr_stages: tuple[int, ...] = (3,),
         fsr_tau: float = 0.1,
         fsr_separation: bool = True,
@@ -66,7 +67,9 @@ class WideResNet(FSRNet):
         blocks_per_group = (depth - 4) // 6
         widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
         self.in_chans = in_chans
+        self.drop_rate = drop_rate
         self.fsr_stages = tuple(fsr_stages)
+        self.backbone_args = dict(depth=depth, widen_factor=widen_factor)
         self.conv1 = nn.Conv2d(in_chans, 16, 3, padding=1, bias=False)
         self.feature_info = [dict(num_chs=16, reduction=1, module="conv1")]
 

@@ -1,0 +1,213 @@
+"""training/train.py end to end on small real CIFAR-10 slices and a reduced-width ResNet-18-FSR."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import fsr_models
+from fsr_models.hub import load_model, save_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "training" / "train.py"
+SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+SMALL = "model_args={widths: [8, 16, 32, 64]}"
+sys.path.insert(0, str(TRAIN.parent))
+import train  # noqa: E402
+
+needs_cifar10 = pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="needs the CIFAR-10 arrays in ../shared")
+
+
+@pytest.fixture(scope="module")
+def cifar10_slice(tmp_path_factory):
+    """The first 1200 training and 200 test images of the real CIFAR-10, as a data folder."""
+    folder = tmp_path_factory.mktemp("cifar10")
+    for split, n in (("train", 1200), ("test", 200)):
+        with np.load(SHARED_CIFAR10 / f"{split}.npz") as arrays:
+            np.savez(folder / f"{split}.npz", x=arrays["x"][:n], y=arrays["y"][:n])
+    return folder
+
+
+def run(args, env_extra=None, launcher=None, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    cmd = (launcher or [sys.executable]) + [str(TRAIN), "--cpu", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def quick(data, out, *extra):
+    return ["--config", str(ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"), "--set", f"data_dir={data}",
+            SMALL, f"output_dir={out}", "attack_steps=2", "val_attack_steps=2", "eval_attack_steps=2", *extra]  # fmt: skip
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path):
+    return load_file(str(path))
+
+
+@needs_cifar10
+def test_short_real_run_raises_pgd_accuracy_and_writes_a_hub_folder(cifar10_slice, tmp_path):
+    out = tmp_path / "run"
+    run(quick(cifar10_slice, out, "model_args={widths: [16, 32, 64, 128]}", "val_size=200", "test_size=200",
+              "epochs=5", "batch_size=50", "lr=0.2"))  # fmt: skip
+    history = metrics(out)
+    assert [m["epoch"] for m in history] == [0, 1, 2, 3, 4, 5]
+    best = max(m["val_pgd_acc"] for m in history[1:])
+    assert best > history[0]["val_pgd_acc"] + 0.05, history
+    assert all(k in history[-1] for k in ("loss_fsr", "train_adv_acc", "val_clean_acc", "images_per_s", "lr"))
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    results = json.loads((out / "model" / "metrics.json").read_text())
+    assert results["test_images"] == 200 and 0 <= results["pgd2_acc"] <= results["natural_acc"]
+    model = load_model(out / "model").eval()
+    assert model.pretrained_cfg["tag"] == "at_cifar10" and model.num_classes == 10
+    assert json.loads((out / "model" / "config.json").read_text())["lambda_sep"] == 1.0
+
+
+@needs_cifar10
+def test_killed_run_resumes_to_the_same_weights(cifar10_slice, tmp_path):
+    args = ["val_size=100", "test_size=50", "epochs=3", "batch_size=50", "train_limit=400", "log_every=1",
+            "method=trades"]  # fmt: skip
+    run(quick(cifar10_slice, tmp_path / "whole", *args))
+
+    cmd = [sys.executable, str(TRAIN), "--cpu", *quick(cifar10_slice, tmp_path / "killed", *args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    for line in proc.stdout:
+        if line.startswith("epoch 2 step 3/"):  # mid-epoch, after epoch 1's checkpoint
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert json.loads((tmp_path / "killed" / "checkpoint" / "progress.json").read_text())["epoch"] == 1
+    resumed = run(quick(cifar10_slice, tmp_path / "killed", *args) + ["--resume"])
+    assert "resumed" in resumed.stdout
+
+    for name in ("model.safetensors", "model_1.safetensors"):  # the network and the FSR heads
+        whole, again = (weights(tmp_path / r / "checkpoint" / name) for r in ("whole", "killed"))
+        assert whole.keys() == again.keys()
+        assert all(torch.equal(whole[k], again[k]) for k in whole), name
+    assert [m["epoch"] for m in metrics(tmp_path / "killed")] == [0, 1, 2, 2, 3]  # epoch 2 ran twice
+
+
+def test_batches_are_disjoint_shards_of_the_same_global_batches():
+    class Rank:
+        def __init__(self, index, count):
+            self.process_index, self.num_processes = index, count
+
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    single = list(train.shard_batches(50, 10, Rank(0, 1), g()))
+    shards = [list(train.shard_batches(50, 10, Rank(r, 2), g())) for r in (0, 1)]
+    assert len(single) == len(shards[0]) == len(shards[1]) == 5
+    for whole, a, b in zip(single, *shards):
+        assert set(a.tolist()).isdisjoint(b.tolist()) and sorted(a.tolist() + b.tolist()) == sorted(whole.tolist())
+
+
+@needs_cifar10
+def test_two_processes_end_with_identical_weights(cifar10_slice, tmp_path):
+    result = run(
+        quick(cifar10_slice, tmp_path / "ddp", "val_size=100", "test_size=50", "epochs=1", "batch_size=50",
+              "train_limit=300"),
+        env_extra={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+        launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    )  # fmt: skip
+    sums = sorted(line for line in result.stdout.splitlines() if "final weights checksum" in line)
+    assert [s.split("]")[0] for s in sums] == ["[rank 0", "[rank 1"]
+    assert sums[0].split("checksum")[1] == sums[1].split("checksum")[1]
+    assert "2 process(es)" in result.stdout
+
+
+@needs_cifar10
+def test_one_process_and_two_give_the_same_first_update(cifar10_slice, tmp_path):
+    # Each image twice in a row: with shuffling off, both ranks get the same 32 images and one process gets
+    # them twice, so per-process BN statistics agree and the averaged gradient equals the single one.
+    with np.load(cifar10_slice / "train.npz") as arrays:
+        x, y = np.repeat(arrays["x"][:33], 2, axis=0), np.repeat(arrays["y"][:33], 2)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "train.npz", x=x, y=y)
+    (data / "test.npz").symlink_to(cifar10_slice / "test.npz")
+    args = ["model=resnet18_plain", "method=natural", "augment=false", "shuffle=false", "val_size=2", "test_size=8",
+            "epochs=1", "batch_size=64"]  # fmt: skip
+    run(quick(data, tmp_path / "one", *args))
+    run(quick(data, tmp_path / "two", *args), env_extra={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+        launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])  # fmt: skip
+    one, two = (weights(tmp_path / r / "checkpoint" / "model.safetensors") for r in ("one", "two"))
+    start = fsr_models.CifarResNet(widths=[8, 16, 32, 64], fsr_stages=()).state_dict()
+    params = [k for k in one if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    for k in params:
+        torch.testing.assert_close(one[k], two[k], rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(one[k], start[k]) for k in params)  # an update happened
+
+
+@needs_cifar10
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cifar10_slice, tmp_path):
+    out = tmp_path / "nan"
+    result = run(quick(cifar10_slice, out, "val_size=100", "epochs=2", "batch_size=50", "train_limit=300",
+                       "lr_milestones=[0.5]", "lr_gamma=1.0e+20"), check=False)  # fmt: skip
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "non-finite loss at epoch 2" in result.stdout and "still holds the last good epoch (1)" in result.stdout
+    assert json.loads((out / "checkpoint" / "progress.json").read_text())["epoch"] == 1
+    assert all(torch.isfinite(t.float()).all() for t in weights(out / "checkpoint" / "model.safetensors").values())
+    assert load_model(out / "best").num_classes == 10
+
+
+@needs_cifar10
+def test_fine_tuning_from_a_folder_with_a_new_head(cifar10_slice, tmp_path):
+    source = fsr_models.hub.load_model  # the same loader the trainer uses
+    torch.manual_seed(0)
+    import timm
+
+    save_folder(timm.create_model("resnet18_fsr", widths=[8, 16, 32, 64], num_classes=100), tmp_path / "source")
+    out = tmp_path / "tuned"
+    run(quick(cifar10_slice, out, f"init={tmp_path / 'source'}", "model_args={}", "lr=0", "weight_decay=0",
+              "val_size=100", "test_size=20", "epochs=1", "batch_size=50", "train_limit=200"))  # fmt: skip
+    tuned = source(out / "model")
+    original = source(tmp_path / "source")
+    assert tuned.fc.out_features == 10 and original.fc.out_features == 100
+    assert torch.equal(tuned.conv1.weight, original.conv1.weight)  # lr 0: the trunk is the source's
+
+
+def test_bad_configs_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]"):
+        train.load_config(None, ["epoch=3"])
+    with pytest.raises(ValueError, match="method must be one of"):
+        train.load_config(None, ["method=fgsm"])
+    with pytest.raises(ValueError, match="key=value"):
+        train.load_config(None, ["epochs"])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train.main(["--cpu", "--resume", "--set", f"output_dir={tmp_path}"])
+    (tmp_path / "checkpoint").mkdir()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train.main(["--cpu", "--set", f"output_dir={tmp_path}"])
+
+
+def test_every_paper_setting_has_a_valid_config():
+    configs = sorted((ROOT / "training" / "configs").glob("*.yaml"))
+    settings = {(c.model, c.method, c.dataset) for c in (train.load_config(str(p), []) for p in configs)}
+    assert len(settings) == 48
+    svhn = train.load_config(str(ROOT / "training/configs/vgg16_fsr_mart_svhn.yaml"), [])
+    assert (svhn.lr, svhn.attack_step, svhn.augment, svhn.eps) == (0.01, 1 / 255, False, 8 / 255)
+    paper = train.load_config(str(ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"), [])
+    assert (paper.epochs, paper.batch_size, paper.lr, paper.attack_steps, paper.attack_step) == (100, 128, 0.1, 10, 2 / 255)
+
+
+def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 32, 32)
+    out = train.augment(x)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(64):
+        crops = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1)) for c in crops)
+    assert not torch.equal(out, x)
