@@ -2,8 +2,11 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench
+.PHONY: demo tour test bench
+# The main job: AT + FSR on real CIFAR-10 images for a few minutes on a CPU, evaluated, written as a Hub folder.
 demo: $(VENV)/.installed
+	$(PY) training/train.py --config training/configs/quickstart_cpu.yaml --set output_dir=runs/quickstart-$$(date +%Y%m%d-%H%M%S)
+tour: $(VENV)/.installed
 	$(PY) -m fsr_models.demo
 test: $(VENV)/.installed
 	$(PY) -m pytest

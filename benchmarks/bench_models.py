@@ -1,10 +1,11 @@
-"""Forward and training-step throughput of each network with and without FSR, and the FSR / plain time ratio.
+"""Throughput of each network with and without FSR, and the FSR / plain time ratio, for three steps:
+forward (eval), a training step (forward, cross-entropy plus the FSR losses for FSR networks, backward, SGD step),
+and the PGD-10 adversarial-training step of training/train.py (PGD-10 in eval mode, then the training step).
 
-    python benchmarks/bench_models.py [--rounds 5] [--batch 32] [--device cpu]
+    python benchmarks/bench_models.py [--rounds 5] [--batch 32] [--device cpu] [--backbones resnet18 ...]
 
 Plain and FSR versions are timed in alternation within one run, and the median of the rounds is reported, so that
-the ratio is measured under the same machine load (this machine is shared and noisy). The training step is
-forward, cross-entropy (plus the FSR losses for FSR networks, as training uses them), backward and an SGD step.
+the ratio is measured under the same machine load (this machine is shared and noisy).
 The paper reports about 5% overhead for FSR (114 s vs 120 s per PGD-10 epoch of ResNet-18 on its GPU).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import fsr_models
+from fsr_models.attacks import pgd
 
 
 def timed(fn, device: torch.device) -> float:
@@ -31,7 +33,7 @@ def timed(fn, device: torch.device) -> float:
 
 
 def make_steps(name: str, batch: int, device: torch.device):
-    """A forward-only and a training-step closure for `name` on a random batch."""
+    """Forward, training-step and PGD-10 AT-step closures for `name` on a random batch."""
     model = timm.create_model(name).to(device)
     fsr_loss = fsr_models.FSRLoss.for_model(model).to(device) if model.fsr_modules() else None
     params = list(model.parameters()) + (list(fsr_loss.parameters()) if fsr_loss else [])
@@ -44,9 +46,9 @@ def make_steps(name: str, batch: int, device: torch.device):
         model.eval()
         model(x)
 
-    def train_step():
+    def train_step(inputs=x):
         model.train()
-        out = model(x, return_fsr=fsr_loss is not None)
+        out = model(inputs, return_fsr=fsr_loss is not None)
         if fsr_loss is None:
             loss = F.cross_entropy(out, y)
         else:
@@ -55,7 +57,11 @@ def make_steps(name: str, batch: int, device: torch.device):
         loss.backward()
         optimizer.step()
 
-    return forward, train_step
+    def at_step():
+        model.eval()
+        train_step(pgd(model, x, y, 8 / 255, 2 / 255, 10))
+
+    return forward, train_step, at_step
 
 
 def main() -> None:
@@ -69,12 +75,13 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
           f"torch {torch.__version__}, {args.rounds} rounds, median")
-    print(f"{'network':<16} {'batch':>5} {'fwd img/s':>10} {'train img/s':>12} {'fwd FSR/plain':>14} {'train FSR/plain':>16}")
+    kinds = ("forward", "train", "PGD-10 AT")
+    print(f"{'network':<16} {'batch':>5} " + " ".join(f"{k + ' img/s':>15} {'FSR/plain':>9}" for k in kinds))
     for backbone in args.backbones:
         fsr_name, plain_name = fsr_models.ARCHITECTURES[backbone]
         batch = max(1, args.batch // 4) if backbone.startswith("wrn") else args.batch
         steps = {name: make_steps(name, batch, device) for name in (plain_name, fsr_name)}
-        times = {(name, kind): [] for name in steps for kind in (0, 1)}
+        times = {(name, kind): [] for name in steps for kind in range(len(kinds))}
         for name, fns in steps.items():  # warm-up: allocator, oneDNN / cuDNN algorithm choice
             for fn in fns:
                 fn()
@@ -84,11 +91,11 @@ def main() -> None:
                     times[name, kind].append(timed(fn, device))
         median = {key: statistics.median(value) for key, value in times.items()}
         for name in steps:
-            ratio = ("", "")
-            if name == fsr_name:
-                ratio = tuple(f"{median[fsr_name, k] / median[plain_name, k]:.3f}" for k in (0, 1))
-            print(f"{name:<16} {batch:>5} {batch / median[name, 0]:>10.1f} {batch / median[name, 1]:>12.1f} "
-                  f"{ratio[0]:>14} {ratio[1]:>16}")
+            cells = []
+            for k in range(len(kinds)):
+                ratio = f"{median[fsr_name, k] / median[plain_name, k]:.3f}" if name == fsr_name else ""
+                cells.append(f"{batch / median[name, k]:>15.1f} {ratio:>9}")
+            print(f"{name:<16} {batch:>5} " + " ".join(cells))
 
 
 if __name__ == "__main__":

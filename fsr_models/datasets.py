@@ -1,7 +1,8 @@
 """The paper's data sets as uint8 image tensors (N, 3, H, W) and int64 labels, held in memory.
 
 - CIFAR-10 from arrays: a folder with `train.npz` / `test.npz` (x uint8 (N, 32, 32, 3), y uint8), the layout of
-  the offline copy; without a folder, the first 512 CIFAR-10 test images that ship with the package (test only).
+  the offline copy, or with its pieces `train-0.npz`, `train-1.npz`, ... (concatenated in index order); or, as data folder "sample", the first 1000 training and 512 test images of CIFAR-10, which
+  ship with the package so that the quick-start runs with no data and no network.
 - CIFAR-10, CIFAR-100 and SVHN through torchvision, downloaded into the folder where a network is available.
 - Tiny ImageNet from its extracted `tiny-imagenet-200/` folder (there is no torchvision downloader).
 A missing data set is a FileNotFoundError that says where to put it.
@@ -16,7 +17,10 @@ import torch
 
 from .models._common import DATASETS
 
-SAMPLE = Path(__file__).parent / "data" / "cifar10_test_first512.npz"
+SAMPLES = {
+    "train": Path(__file__).parent / "data" / "cifar10_train_first1000.npz",
+    "test": Path(__file__).parent / "data" / "cifar10_test_first512.npz",
+}
 DATA_DIR_ENV = "FSR_DATA_DIR"
 
 
@@ -71,6 +75,7 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     """(images uint8 (N, 3, H, W), labels int64 (N,), label names) of `split` ('train' or 'test').
 
     `data_dir` defaults to $FSR_DATA_DIR. CIFAR-10 arrays in it are used first; otherwise torchvision downloads.
+    "sample" is the CIFAR-10 sample in the package; without any folder the CIFAR-10 test split uses it too.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
@@ -78,16 +83,20 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
     labels = DATASETS[name][1]
-    if data_dir is None:
-        if name == "cifar10" and split == "test":
-            return (*_from_arrays(SAMPLE, limit), labels)
+    if name == "cifar10" and (str(data_dir) == "sample" or (data_dir is None and split == "test")):
+        return (*_from_arrays(SAMPLES[split], limit), labels)
+    if data_dir is None or str(data_dir) == "sample":
         raise FileNotFoundError(
             f"no data folder for {name} {split}: set ${DATA_DIR_ENV} or --data-dir / data_dir to a folder that has "
-            f"it (CIFAR-10: train.npz / test.npz arrays; only a 512-image CIFAR-10 test sample ships with the package)"
+            "it (CIFAR-10: train.npz / test.npz arrays; only a small CIFAR-10 'sample' ships with the package)"
         )
     root = Path(data_dir)
     if name == "cifar10" and (root / f"{split}.npz").is_file():
         return (*_from_arrays(root / f"{split}.npz", limit), labels)
+    parts = sorted(root.glob(f"{split}-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    if name == "cifar10" and parts:  # pieces carried to the GPU machine (../shared/tools/gpu-data-chunks), in order
+        x, y = map(torch.cat, zip(*(_from_arrays(p, None) for p in parts)))
+        return x[:limit], y[:limit], labels
     if name == "tiny_imagenet":
         x, y, labels = _tiny_imagenet(root, split)
     else:

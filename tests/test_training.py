@@ -97,7 +97,7 @@ def test_killed_run_resumes_to_the_same_weights(cifar10_slice, tmp_path):
         whole, again = (weights(tmp_path / r / "checkpoint" / name) for r in ("whole", "killed"))
         assert whole.keys() == again.keys()
         assert all(torch.equal(whole[k], again[k]) for k in whole), name
-    assert [m["epoch"] for m in metrics(tmp_path / "killed")] == [0, 1, 2, 2, 3]  # epoch 2 ran twice
+    assert [m["epoch"] for m in metrics(tmp_path / "killed")] == [0, 1, 2, 3]  # the killed epoch left no line
 
 
 def test_batches_are_disjoint_shards_of_the_same_global_batches():
@@ -211,3 +211,22 @@ def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
         crops = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
         assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1)) for c in crops)
     assert not torch.equal(out, x)
+
+
+@needs_cifar10
+def test_gpu_script_runs_on_cpu_and_leaves_at_most_8_files_of_16_mib(cifar10_slice, tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "RUN_DIR": str(tmp_path / "run"), "PYTHON": sys.executable}
+    result = subprocess.run(
+        [str(ROOT / "training" / "gpu_run.sh"), str(ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"), "0.1",
+         "precision=fp32", "channels_last=false", "batch_size=50", f"data_dir={cifar10_slice}", "train_limit=300",
+         "val_size=100", "test_size=50", "attack_steps=2", "val_attack_steps=2", "eval_attack_steps=2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
+    assert len([f for f in files if f.suffix == ".safetensors"]) > 1  # full-width ResNet-18-FSR: sharded
+    results = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert results["train_config"]["shard_mb"] == 16 and results["test_images"] == 50
+    assert "epoch 1 " in (tmp_path / "out" / "train.log").read_text()
+    assert load_model(tmp_path / "out").num_classes == 10

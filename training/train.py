@@ -29,7 +29,7 @@ import timm
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import broadcast, set_seed
 from tqdm.auto import tqdm
 
 import fsr_models
@@ -72,9 +72,9 @@ class TrainConfig:
     augment: bool = True  # pad-4 random crop + horizontal flip (the paper: CIFAR yes, SVHN no)
     shuffle: bool = True
     seed: int = 0
-    mixed_precision: str = "no"  # "no" (fp32) or "bf16"; fp16 does not scale input gradients of attacks
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast); fp16 does not scale the input gradients of attacks
     channels_last: bool = False
-    shard_mb: int | None = None  # write the final weights in safetensors shards of at most this size
+    shard_mb: int | None = None  # write the final weights in safetensors shards of at most this many MiB
     log_every: int = 0  # print a line every N steps (0: progress bar only)
     output_dir: str = "runs/{model}_{method}_{dataset}"
 
@@ -82,8 +82,8 @@ class TrainConfig:
         self.eps, self.attack_step = float(Fraction(str(self.eps))), float(Fraction(str(self.attack_step)))
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.mixed_precision not in ("no", "bf16"):
-            raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {self.mixed_precision!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.output_dir = self.output_dir.format(model=Path(self.init or self.model).name, method=self.method,
                                                  dataset=self.dataset)  # fmt: skip
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision=cfg.mixed_precision, log_with="tensorboard",
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision="no" if cfg.precision == "fp32" else cfg.precision, log_with="tensorboard",
                               project_dir=str(out))  # fmt: skip
     device, main_process = accelerator.device, accelerator.is_main_process
     checkpoint = out / "checkpoint"
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     epoch = progress["epoch"]
     while epoch < progress["epochs"]:
-        epoch_start = time.perf_counter()
+        epoch_start, epoch_lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch) if cfg.shuffle else None
         batches = list(shard_batches(n_train, cfg.batch_size, accelerator, generator))
         totals = torch.zeros(5, device=device)  # loss, classification loss, FSR loss, correct (adv), images
@@ -299,13 +299,17 @@ def main(argv: list[str] | None = None) -> int:
                 accelerator.print(f"epoch {epoch + 1} step {step + 1}/{len(batches)} loss {loss.item():.4f}", flush=True)
         scheduler.step()
         epoch += 1
+        # DDP syncs BN running statistics at the start of each forward, from rank 0: sync the last step's too, so
+        # that every process evaluates and checkpoints the same network.
+        for buffer in net.buffers():
+            buffer.copy_(broadcast(buffer, from_process=0))
 
         totals = accelerator.reduce(totals, "sum")
         steps = max(len(batches) * accelerator.num_processes, 1)
         val_clean, val_pgd = evaluate(accelerator, net, val_x, val_y, cfg, cfg.val_attack_steps, cfg.attack_step, True)
         seconds = time.perf_counter() - epoch_start
         metrics = {
-            "epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+            "epoch": epoch, "lr": epoch_lr,
             "loss": totals[0].item() / steps, "loss_cls": totals[1].item() / steps, "loss_fsr": totals[2].item() / steps,
             "train_adv_acc": totals[3].item() / max(totals[4].item(), 1), "val_clean_acc": val_clean,
             "val_pgd_acc": val_pgd, "images_per_s": totals[4].item() / seconds, "seconds": seconds,
@@ -323,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(out / "best", ignore_errors=True)
                 (out / "best.tmp").rename(out / "best")
         save_checkpoint(accelerator, out, progress)
-        if cfg.time_budget_min and time.perf_counter() - started + seconds > cfg.time_budget_min * 60 * 1.1:
-            accelerator.print(f"time budget spent after epoch {epoch}: stopping before the schedule's end")
+        over_budget = cfg.time_budget_min and time.perf_counter() - started + seconds > cfg.time_budget_min * 66
+        if over_budget and epoch < progress["epochs"]:
+            accelerator.print(f"time budget spent after epoch {epoch} of {progress['epochs']}: stopping early")
             break
 
     # Final evaluation of the best weights on the test set, paper protocol (PGD-20, step eps/10, no random start).
@@ -338,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
                "best_val_pgd_acc": progress["best_val_pgd"], "epochs": epoch, "train_seconds": time.perf_counter() - started,
                "eps": cfg.eps, "attack": f"PGD-{cfg.eval_attack_steps}, step eps/10, no random start"}  # fmt: skip
     if main_process:
-        shard = f"{cfg.shard_mb}MB" if cfg.shard_mb else "5GB"
+        shard = cfg.shard_mb * 2**20 if cfg.shard_mb else "5GB"
         save_folder(best, out / "model", max_shard_size=shard, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
+        results["train_config"] = dataclasses.asdict(cfg)
         (out / "model" / "metrics.json").write_text(json.dumps(results, indent=2))
-        shutil.copy(out / "config.yaml", out / "model" / "train_config.yaml")
-    accelerator.print(json.dumps(results))
+    accelerator.print(json.dumps({k: v for k, v in results.items() if k != "train_config"}))
+    accelerator.print(f"Hub-ready folder: {out / 'model'} (fsr_models.hub.load_model, timm 'local-dir:', or "
+                      "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)")
     accelerator.end_training()
     return 0
 
