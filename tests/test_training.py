@@ -1,6 +1,7 @@
 """training/train.py end to end on small real CIFAR-10 slices and a reduced-width ResNet-18-FSR."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,9 +122,8 @@ def test_two_processes_end_with_identical_weights(cifar10_slice, tmp_path):
         env_extra={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
         launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
     )  # fmt: skip
-    sums = sorted(line for line in result.stdout.splitlines() if "final weights checksum" in line)
-    assert [s.split("]")[0] for s in sums] == ["[rank 0", "[rank 1"]
-    assert sums[0].split("checksum")[1] == sums[1].split("checksum")[1]
+    sums = dict(re.findall(r"\[rank (\d)\] final weights checksum ([-\d.e+]+)", result.stdout))
+    assert sorted(sums) == ["0", "1"] and sums["0"] == sums["1"], result.stdout[-2000:]
     assert "2 process(es)" in result.stdout
 
 

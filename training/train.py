@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # Final evaluation of the best weights on the test set, paper protocol (PGD-20, step eps/10, no random start).
     digest = sum(p.double().sum().item() * (i + 1) for i, p in enumerate(net.state_dict().values()))
-    print(f"[rank {accelerator.process_index}] final weights checksum {digest!r}", flush=True)
+    # One write per line: processes share stdout, and print() writes the text and its newline separately.
+    sys.stdout.write(f"[rank {accelerator.process_index}] final weights checksum {digest!r}\n")
+    sys.stdout.flush()
     best = load_model(out / "best").to(device)
     test_x, test_y, _ = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.test_size)
     test_clean, test_pgd = evaluate(accelerator, best, test_x.to(device), test_y.to(device), cfg, cfg.eval_attack_steps,
