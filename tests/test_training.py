@@ -118,7 +118,7 @@ def test_batches_are_disjoint_shards_of_the_same_global_batches():
 def test_two_processes_end_with_identical_weights(cifar10_slice, tmp_path):
     result = run(
         quick(cifar10_slice, tmp_path / "ddp", "val_size=100", "test_size=50", "epochs=1", "batch_size=50",
-              "train_limit=300"),
+              "train_limit=300", "method=trades"),  # TRADES: two forwards through DDP before one backward
         env_extra={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
         launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
     )  # fmt: skip

@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     out = Path(cfg.output_dir)
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision="no" if cfg.precision == "fp32" else cfg.precision, log_with="tensorboard",
-                              project_dir=str(out))  # fmt: skip
+    mixed_precision = "no" if cfg.precision == "fp32" else cfg.precision
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=mixed_precision, log_with="tensorboard", project_dir=str(out))
     device, main_process = accelerator.device, accelerator.is_main_process
     checkpoint = out / "checkpoint"
     if not checkpoint.exists() and (out / "checkpoint.old").exists():  # killed between the two renames
