@@ -1,8 +1,12 @@
-"""L-infinity PGD on models that map [0, 1] pixels to logits, as used by adversarial training and evaluation.
+"""L-infinity attacks on models that map [0, 1] pixels to logits, for adversarial training and evaluation.
+
+White-box: FGSM, PGD on cross-entropy (random start, restarts), the paper's "C&W" (PGD on the C&W margin loss),
+AutoAttack through `pyautoattack` (the reference code). Transfer: TI-FGSM and DI-FGSM crafted on a source model.
+Query-based: NAttack (Li et al., ICML 2019), written from the paper.
 
 Input gradients are taken with `torch.autograd.grad`, so no gradient reaches the parameters' `.grad` and the model
-may be the unwrapped module of a DDP model. Callers choose the mode: training attacks run in `eval()` mode (BN
-running statistics, deterministic FSR mask), as the authors do.
+may be the unwrapped module of a DDP model. Callers choose the mode: attacks on a trained model run in `eval()` mode
+(BN running statistics, deterministic FSR mask). Every function returns a detached batch within eps of x in [0, 1].
 """
 from __future__ import annotations
 
@@ -12,6 +16,35 @@ import torch
 import torch.nn.functional as F
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """The nearest point of the eps-ball around x (L-infinity) inside [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+
+
+def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 1e-6) -> None:
+    """Raise if an adversarial batch leaves the eps-ball or [0, 1]: a broken attack must not count as robust."""
+    over = (x_adv - x).abs().max().item()
+    if over > eps + tol or x_adv.min() < -tol or x_adv.max() > 1 + tol:
+        raise RuntimeError(f"adversarial batch out of bounds: |x_adv - x| max {over:.6f} > eps {eps:.6f} "
+                           f"or values in [{x_adv.min():.4f}, {x_adv.max():.4f}]")  # fmt: skip
+
+
+def cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Per image, -max(z_y - max_{i != y} z_i, -kappa): C&W's margin as a quantity to maximise."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
+    return -(true - other).clamp(min=-kappa)
+
+
+def cw_margin_loss(kappa: float = 50.0) -> LossFn:
+    """The C&W margin summed over the batch, for `pgd` (the paper's "C&W" is PGD-30 on it with kappa 50)."""
+    return lambda logits, y: cw_margin(logits, y, kappa).sum()
 
 
 def pgd(
@@ -28,9 +61,9 @@ def pgd(
     """Maximise `loss_fn(logits, y)` (summed cross-entropy by default) within the eps-ball around x and [0, 1].
 
     `start` overrides the starting point (TRADES starts from x + 0.001 N(0, 1)); else `random_start` draws
-    U(-eps, eps). Returns a detached tensor with |x_adv - x| <= eps and 0 <= x_adv <= 1.
+    U(-eps, eps). FGSM is `pgd(..., step_size=eps, steps=1, random_start=False)`.
     """
-    loss_fn = loss_fn or (lambda logits, target: F.cross_entropy(logits, target, reduction="sum"))
+    loss_fn = loss_fn or cross_entropy_sum
     x = x.detach()
     if start is not None:
         x_adv = start.detach()
@@ -38,11 +71,130 @@ def pgd(
         x_adv = x + torch.empty_like(x).uniform_(-eps, eps)
     else:
         x_adv = x.clone()
-    x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+    x_adv = project(x_adv, x, eps)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = loss_fn(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
-        x_adv = x_adv.detach() + step_size * grad.sign()
-        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
+        (grad,) = torch.autograd.grad(loss_fn(model(x_adv), y), x_adv)
+        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps)
     return x_adv.detach()
+
+
+def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    return pgd(model, x, y, eps, eps, 1, random_start=False)
+
+
+@torch.no_grad()
+def _fooled(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(1) != y
+
+
+def pgd_restarts(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
+    restarts: int = 1, random_start: bool = False, loss_fn: LossFn | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """PGD repeated `restarts` times (random starts after the first when restarts > 1); per image, the first
+    adversarial example that fools the model is kept."""
+    x_adv = pgd(model, x, y, eps, step_size, steps, random_start, loss_fn)
+    for _ in range(restarts - 1):
+        fooled = _fooled(model, x_adv, y)
+        if fooled.all():
+            break
+        todo = ~fooled
+        x_adv[todo] = pgd(model, x[todo], y[todo], eps, step_size, steps, True, loss_fn)
+    return x_adv
+
+
+def autoattack(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, version: str = "standard",
+    batch_size: int = 250, seed: int = 0,
+) -> torch.Tensor:  # fmt: skip
+    """AutoAttack (APGD-CE, APGD-T, FAB-T, Square in its standard version) from the reference code, pyautoattack.
+
+    The model must be in eval mode; eps is passed explicitly (pyautoattack's default is 0.3).
+    """
+    from pyautoattack import AutoAttack
+
+    if model.training:
+        raise ValueError("AutoAttack needs the model in eval mode: call model.eval() first")
+    runner = AutoAttack(model, eps=eps, norm="Linf", version=version, device=x.device, seed=seed)
+    x_adv, _ = runner.run_standard_evaluation(x.contiguous(), y.contiguous(), batch_size=batch_size)
+    return x_adv.detach()
+
+
+def _gaussian_kernel(size: int, sigma: float, channels: int, device) -> torch.Tensor:
+    ax = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    k1 = torch.exp(-(ax**2) / (2 * sigma**2))
+    k2 = torch.outer(k1, k1)
+    return (k2 / k2.sum()).expand(channels, 1, size, size).contiguous()
+
+
+def ti_fgsm(
+    source: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, kernel_size: int = 7, sigma: float = 3.0
+) -> torch.Tensor:
+    """Translation-invariant FGSM (Dong et al., CVPR 2019): the input gradient smoothed by a Gaussian kernel
+    (a shift-averaged gradient), one step of eps. Craft on a source model, then evaluate on the target."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(cross_entropy_sum(source(x), y), x)
+    kernel = _gaussian_kernel(kernel_size, sigma, x.shape[1], x.device)
+    grad = F.conv2d(grad, kernel, padding=kernel_size // 2, groups=x.shape[1])
+    return project(x.detach() + eps * grad.sign(), x.detach(), eps)
+
+
+def _diverse(x: torch.Tensor, max_size: int, p: float) -> torch.Tensor:
+    """DI's input transform: with probability p, resize to a random size in [H, max_size) and pad to max_size."""
+    if torch.rand(()) >= p:
+        return x
+    h = x.shape[-1]
+    size = int(torch.randint(h, max_size, ()))
+    x = F.interpolate(x, size=(size, size), mode="nearest")
+    left, top = (int(v) for v in torch.randint(0, max_size - size + 1, (2,)))
+    return F.pad(x, (left, max_size - size - left, top, max_size - size - top))
+
+
+def di_fgsm(
+    source: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10, p: float = 0.5,
+    max_size: int | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Diverse-input iterative FGSM (Xie et al., CVPR 2019): I-FGSM with step eps/steps whose every gradient is
+    taken through a random resize-and-pad of the input. Craft on a source model, then evaluate on the target."""
+    max_size = max_size or int(x.shape[-1] * 1.125)
+    x = x.detach()
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (grad,) = torch.autograd.grad(cross_entropy_sum(source(_diverse(x_adv, max_size, p)), y), x_adv)
+        x_adv = project(x_adv.detach() + eps / steps * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+@torch.no_grad()
+def nattack(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, population: int = 100,
+    sigma: float = 0.1, lr: float = 0.02, max_queries: int = 10_000,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """NAttack (Li et al., ICML 2019): a black-box attack that learns a Gaussian over perturbations in tanh space.
+
+    Per image, mu (in arctanh space of the image) is updated by natural evolution strategies from `population`
+    samples z ~ N(mu, sigma^2): each sample is mapped to [0, 1], projected into the eps-ball, and scored by the C&W
+    margin with kappa 0; the z-scored losses weight the update. An image stops when mu itself (projected) fools
+    the model, or when `max_queries` model evaluations are spent. Uses only the model's logits.
+    Returns the adversarial batch (x where the attack failed) and the queries spent per image.
+    """
+    x = x.detach()
+    x_adv, queries = x.clone(), torch.zeros(len(x), dtype=torch.long, device=x.device)
+    base = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+    for i in range(len(x)):
+        mu = torch.randn_like(x[i]) * 0.001
+        while queries[i] + population + 1 <= max_queries:
+            candidate = project((torch.tanh(base[i] + mu) + 1) / 2, x[i], eps)[None]
+            queries[i] += 1
+            if model(candidate).argmax(1).item() != y[i].item():
+                x_adv[i] = candidate[0]
+                break
+            noise = torch.randn(population, *x[i].shape, device=x.device)
+            samples = project((torch.tanh(base[i] + mu + sigma * noise) + 1) / 2, x[i], eps)
+            queries[i] += population
+            scores = cw_margin(model(samples), y[i].expand(population), kappa=0.0)  # higher: closer to fooling
+            scores = (scores - scores.mean()) / (scores.std() + 1e-7)
+            mu = mu + lr / (population * sigma) * (scores.view(-1, 1, 1, 1) * noise).sum(0)
+    return x_adv, queries

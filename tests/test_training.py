@@ -91,6 +91,8 @@ def test_killed_run_resumes_to_the_same_weights(cifar10_slice, tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert json.loads((tmp_path / "killed" / "checkpoint" / "progress.json").read_text())["epoch"] == 1
+    changed = run(quick(cifar10_slice, tmp_path / "killed", *args, "lr=0.5") + ["--resume"], check=False)
+    assert changed.returncode != 0 and "settings that differ" in changed.stderr
     resumed = run(quick(cifar10_slice, tmp_path / "killed", *args) + ["--resume"])
     assert "resumed" in resumed.stdout
 
@@ -99,6 +101,8 @@ def test_killed_run_resumes_to_the_same_weights(cifar10_slice, tmp_path):
         assert whole.keys() == again.keys()
         assert all(torch.equal(whole[k], again[k]) for k in whole), name
     assert [m["epoch"] for m in metrics(tmp_path / "killed")] == [0, 1, 2, 3]  # the killed epoch left no line
+    again = run(quick(cifar10_slice, tmp_path / "killed", *args) + ["--resume"])
+    assert "finished all 3 epochs already" in again.stdout
 
 
 def test_batches_are_disjoint_shards_of_the_same_global_batches():
@@ -187,9 +191,15 @@ def test_bad_configs_are_clear_errors(tmp_path):
         train.load_config(None, ["epochs"])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train.main(["--cpu", "--resume", "--set", f"output_dir={tmp_path}"])
-    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "config.yaml").write_text("model: resnet18_fsr\n")
     with pytest.raises(FileExistsError, match="--resume"):
         train.main(["--cpu", "--set", f"output_dir={tmp_path}"])
+    for bad, message in [("lr=fast", "lr must be a number"), ("epochs=2.5", "whole number"),
+                         ("shuffle=yes please", "true or false"), ("lr_milestones=[75, 90]", "fractions"),
+                         ("val_size=0", "at least 1")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            train.load_config(None, [bad])
+    assert train.load_config(None, ["lr=1e-3", "epochs=1e2"]).lr == 0.001  # YAML reads 1e-3 as a string
 
 
 def test_every_paper_setting_has_a_valid_config():

@@ -80,6 +80,29 @@ class TrainConfig:
 
     def __post_init__(self):
         self.eps, self.attack_step = float(Fraction(str(self.eps))), float(Fraction(str(self.attack_step)))
+        for field in dataclasses.fields(self):  # YAML reads 1e-3 as a string and 1e2 as a float: check each value
+            value, kind = getattr(self, field.name), field.type
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("float"):
+                try:
+                    setattr(self, field.name, float(value))
+                except (TypeError, ValueError):
+                    raise ValueError(f"{field.name} must be a number, got {value!r}") from None
+            elif kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.nan
+                if isinstance(value, bool) or not number.is_integer():
+                    raise ValueError(f"{field.name} must be a whole number, got {value!r}")
+                setattr(self, field.name, int(number))
+            elif kind == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{field.name} must be true or false, got {value!r}")
+        if not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
+        if self.val_size < 1 or self.test_size < 1:
+            raise ValueError("val_size and test_size must be at least 1 (the best checkpoint and the final test need them)")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -156,22 +179,31 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
 
 
 def save_checkpoint(accelerator: Accelerator, out: Path, progress: dict) -> None:
-    """Accelerate state + progress, swapped in atomically: a kill at any moment leaves one whole checkpoint."""
+    """Accelerate state + progress, swapped in so that a kill at any moment leaves one whole checkpoint."""
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its part (its RNG state) before the swap
     if accelerator.is_main_process:
         (tmp / "progress.json").write_text(json.dumps(progress))
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        swap(tmp, final)
     accelerator.wait_for_everyone()
+
+
+def swap(new: Path, final: Path) -> None:
+    """Replace `final` by `new`; a kill at any moment leaves `final` or `final.old` whole (resume reads either)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier kill
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of a setting (training/configs/)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override config keys (YAML values)")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU exists")
     args = parser.parse_args(argv)
@@ -185,17 +217,25 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = out / "checkpoint.old"
     if args.resume and not checkpoint.exists():
         raise FileNotFoundError(f"--resume: no checkpoint in {out}; start without --resume or fix output_dir")
-    if not args.resume and checkpoint.exists():
+    if not args.resume and (out / "config.yaml").exists():
         raise FileExistsError(f"{out} already holds a run: pass --resume to continue it, or choose another output_dir")
+    if args.resume:  # a resumed run is the same run: its settings may not change
+        saved = yaml.safe_load((out / "config.yaml").read_text())
+        changed = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items() if saved.get(k) != v}
+        if changed:
+            raise ValueError(f"--resume with settings that differ from {out / 'config.yaml'} (saved, given): {changed}."
+                             " Resume with the run's own settings, or start a new run in another output_dir.")
     if cfg.batch_size % accelerator.num_processes:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
-    set_seed(cfg.seed)
+    set_seed(cfg.seed, device_specific=True)  # each process its own augmentation and noise draws
 
     # Data: uint8 tensors on the device (a CIFAR-sized set fits any GPU), augmented there per batch.
     images, labels, label_names = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.train_limit)
     if cfg.val_size >= len(images):
         raise ValueError(f"val_size {cfg.val_size} leaves no training images out of {len(images)}")
     n_train = len(images) - cfg.val_size
+    if n_train < cfg.batch_size:
+        raise ValueError(f"{n_train} training images make no batch of {cfg.batch_size}: lower batch_size or val_size")
     train_x, train_y = images[:n_train].to(device), labels[:n_train].to(device)
     val_x, val_y = images[n_train:].to(device), labels[n_train:].to(device)
     num_classes = len(label_names) if label_names else int(labels.max()) + 1
@@ -219,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.register_for_checkpointing(scheduler)
     net = accelerator.unwrap_model(model)  # attacks and evaluation: no DDP hooks, no gradient sync
 
-    progress = {"epoch": 0, "epochs": cfg.epochs, "best_val_pgd": -1.0}
+    progress = {"epoch": 0, "epochs": cfg.epochs, "best_val_pgd": -1.0, "best_epoch": 0}
     if args.resume:
         accelerator.load_state(str(checkpoint))
         progress = json.loads((checkpoint / "progress.json").read_text())
@@ -245,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         val_clean, val_pgd = evaluate(accelerator, net, val_x, val_y, cfg, cfg.val_attack_steps, cfg.attack_step, True)
         log({"epoch": 0, "val_clean_acc": val_clean, "val_pgd_acc": val_pgd})
 
+    if args.resume and progress["epoch"] >= progress["epochs"]:
+        accelerator.print(f"{out} finished all {progress['epochs']} epochs already: nothing to resume")
+        accelerator.end_training()
+        return 0
     started = time.perf_counter()
     epoch = progress["epoch"]
     while epoch < progress["epochs"]:
@@ -264,28 +308,31 @@ def main(argv: list[str] | None = None) -> int:
             logits_nat = None
             if cfg.method == "natural":
                 x_adv = x
-            elif cfg.method == "trades":
+            elif cfg.method == "trades":  # TRADES and MART start from x + 0.001 N(0, 1), as their code does
                 with torch.no_grad():
                     target_nat = net(x)
                 x_adv = pgd(net, x, target_nat, cfg.eps, cfg.attack_step, cfg.attack_steps,
                             loss_fn=trades_kl, start=x + 0.001 * torch.randn_like(x))  # fmt: skip
+            elif cfg.method == "mart":
+                x_adv = pgd(net, x, y, cfg.eps, cfg.attack_step, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x))
             else:
                 x_adv = pgd(net, x, y, cfg.eps, cfg.attack_step, cfg.attack_steps, cfg.random_start)
 
             # Outer minimisation through the (DDP-)wrapped model in train mode.
             model.train()
+            if cfg.method in ("trades", "mart"):  # natural batch first, as their code does (BN statistics)
+                logits_nat = model(x)
             out_adv = model(x_adv, return_fsr=has_fsr)
             logits_adv = out_adv.logits if has_fsr else out_adv
-            if cfg.method in ("trades", "mart"):
-                logits_nat = model(x)
             loss_cls = classification_loss(cfg.method, logits_adv, y, logits_nat, cfg.beta)
             loss_fsr = fsr_loss(out_adv, y) if has_fsr else torch.zeros((), device=device)
             loss = loss_cls + loss_fsr
             if not torch.isfinite(accelerator.gather(loss.detach())).all():
+                kept = (f"{checkpoint} still holds the last good epoch ({progress['epoch']}) and best/ its best "
+                        "weights" if progress["epoch"] else "no epoch had finished, so nothing was saved")
                 accelerator.print(
-                    f"non-finite loss at epoch {epoch + 1} step {step + 1} (classification {loss_cls.item():g}, "
-                    f"FSR {loss_fsr.item():g}): stopping. {checkpoint} still holds the last good epoch "
-                    f"({progress['epoch']}); lower lr or check the data, then --resume."
+                    f"\nnon-finite loss at epoch {epoch + 1} step {step + 1} (classification {loss_cls.item():g}, "
+                    f"FSR {loss_fsr.item():g}): stopping. {kept}. Lower lr (or check the data) and start a new run."
                 )
                 accelerator.end_training()
                 return 3
@@ -315,20 +362,22 @@ def main(argv: list[str] | None = None) -> int:
             "val_pgd_acc": val_pgd, "images_per_s": totals[4].item() / seconds, "seconds": seconds,
         }  # fmt: skip
         if cfg.time_budget_min and epoch == 1 and not args.resume:  # plan the schedule on the first epoch's time
-            progress["epochs"] = max(1, min(cfg.epochs, math.floor(cfg.time_budget_min * 60 / seconds)))
+            planned = max(1, min(cfg.epochs, math.floor(cfg.time_budget_min * 60 / seconds)))
+            progress["epochs"] = int(broadcast(torch.tensor(planned, device=device), from_process=0))  # one plan
             scheduler.milestones = type(scheduler.milestones)(round(f * progress["epochs"]) for f in cfg.lr_milestones)
             accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
         log(metrics)
         progress["epoch"] = epoch
         if val_pgd > progress["best_val_pgd"]:
             progress["best_val_pgd"] = val_pgd
+            progress["best_epoch"] = epoch
             if main_process:
+                shutil.rmtree(out / "best.tmp", ignore_errors=True)
                 save_folder(net, out / "best.tmp", lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
-                shutil.rmtree(out / "best", ignore_errors=True)
-                (out / "best.tmp").rename(out / "best")
+                swap(out / "best.tmp", out / "best")
         save_checkpoint(accelerator, out, progress)
-        over_budget = cfg.time_budget_min and time.perf_counter() - started + seconds > cfg.time_budget_min * 66
-        if over_budget and epoch < progress["epochs"]:
+        over = bool(cfg.time_budget_min) and time.perf_counter() - started + seconds > cfg.time_budget_min * 66
+        if bool(broadcast(torch.tensor(over, device=device), from_process=0)) and epoch < progress["epochs"]:
             accelerator.print(f"time budget spent after epoch {epoch} of {progress['epochs']}: stopping early")
             break
 
@@ -342,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     test_clean, test_pgd = evaluate(accelerator, best, test_x.to(device), test_y.to(device), cfg, cfg.eval_attack_steps,
                                     cfg.eps / 10, False)  # fmt: skip
     results = {"test_images": len(test_x), "natural_acc": test_clean, f"pgd{cfg.eval_attack_steps}_acc": test_pgd,
-               "best_val_pgd_acc": progress["best_val_pgd"], "epochs": epoch, "train_seconds": time.perf_counter() - started,
+               "best_val_pgd_acc": progress["best_val_pgd"], "best_epoch": progress["best_epoch"], "epochs": epoch, "train_seconds": time.perf_counter() - started,
                "eps": cfg.eps, "attack": f"PGD-{cfg.eval_attack_steps}, step eps/10, no random start"}  # fmt: skip
     if main_process:
         shard = cfg.shard_mb * 2**20 if cfg.shard_mb else "5GB"

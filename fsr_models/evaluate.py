@@ -1,0 +1,280 @@
+"""Robustness evaluation: the paper's white-box table, AutoAttack, black-box attacks, checks against gradient masking
+and the FSR feature analysis (Table 5), written as a JSON report and a Markdown table.
+
+    python -m fsr_models.evaluate MODEL [--dataset cifar10] [--data-dir DIR] [--n 1000]
+        [--attacks natural fgsm pgd20 pgd100 cw autoattack] [--source MODEL] [--strong] [--sanity] [--features]
+        [--out DIR]
+
+MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder in the zoo layout (a training run's
+`model/` or `best/`), a training run folder, or any timm model name (`resnet18` evaluates a plain timm model, which
+must take [0, 1] pixels). The paper's protocol is the default: eps 8/255, eval mode, no random start, step eps/10
+(FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W margin with kappa 50). `--strong` adds a random
+start and 5 restarts. Ensemble counts an image only if it is classified correctly clean and under every white-box
+attack of the table. TI-FGSM and DI-FGSM are crafted on `--source` (a naturally trained model) and tested on MODEL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import attacks
+from .datasets import load_dataset, to_float
+from .hub import load_model
+
+WHITE_BOX = ("natural", "fgsm", "pgd20", "pgd100", "cw")  # Ensemble is over these (the paper's set A, clean included)
+COLUMNS = {  # report key -> column title, in the paper's order
+    "natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "C&W", "ensemble": "Ensemble",
+    "autoattack": "AutoAttack", "ti_fgsm": "TI-FGSM", "di_fgsm": "DI-FGSM", "nattack": "NAttack",
+}  # fmt: skip
+ATTACKS = tuple(k for k in COLUMNS if k != "ensemble")
+
+
+def attack_settings(name: str, eps: float, strong: bool) -> dict:
+    """What each attack runs with: recorded in the report beside its number."""
+    restarts = 5 if strong else 1
+    pgd = lambda steps, loss: dict(attack="PGD", steps=steps, step_size=eps / 10, loss=loss, random_start=strong,  # noqa: E731
+                                   restarts=restarts)  # fmt: skip
+    return {
+        "natural": dict(attack="none"),
+        "fgsm": dict(attack="FGSM", step_size=eps),
+        "pgd20": pgd(20, "cross-entropy"),
+        "pgd100": pgd(100, "cross-entropy"),
+        "cw": pgd(30, "C&W margin, kappa 50"),
+        "autoattack": dict(attack="AutoAttack", version="standard", code="pyautoattack"),
+        "ti_fgsm": dict(attack="TI-FGSM", transfer_from="--source", kernel=7, sigma=3.0),
+        "di_fgsm": dict(attack="DI-FGSM", transfer_from="--source", steps=10, p=0.5),
+        "nattack": dict(attack="NAttack", population=100, sigma=0.1, lr=0.02, max_queries=10_000),
+    }[name] | {"eps": eps, "norm": "Linf"}
+
+
+def run_attack(name, model, x, y, eps, strong, source=None):
+    """Adversarial examples of one attack on one batch (x itself for 'natural'), plus extra per-image info."""
+    s = attack_settings(name, eps, strong)
+    if name == "natural":
+        return x, {}
+    if name == "fgsm":
+        return attacks.fgsm(model, x, y, eps), {}
+    if name in ("pgd20", "pgd100", "cw"):
+        loss = attacks.cw_margin_loss(50.0) if name == "cw" else None
+        return attacks.pgd_restarts(model, x, y, eps, s["step_size"], s["steps"], s["restarts"], strong, loss), {}
+    if name == "autoattack":
+        return attacks.autoattack(model, x, y, eps, batch_size=len(x)), {}
+    if name in ("ti_fgsm", "di_fgsm"):
+        if source is None:
+            raise ValueError(f"{name} is a transfer attack: give --source, the model to craft it on")
+        return (attacks.ti_fgsm if name == "ti_fgsm" else attacks.di_fgsm)(source, x, y, eps), {}
+    if name == "nattack":
+        x_adv, queries = attacks.nattack(model, x, y, eps)
+        return x_adv, {"queries": queries}
+    raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
+
+
+@torch.no_grad()
+def correct(model, x, y) -> torch.Tensor:
+    return model(x).argmax(1) == y
+
+
+def evaluate(model, x, y, names, eps=8 / 255, strong=False, source=None, batch_size=200, progress=True) -> dict:
+    """Per-image correctness under each attack, accuracies, Ensemble, and what each attack ran with."""
+    model.eval()
+    if source is not None:
+        source.eval()
+    flags = {n: torch.zeros(len(x), dtype=torch.bool) for n in names}
+    queries = []
+    seconds = {n: 0.0 for n in names}
+    batches = range(0, len(x), batch_size)
+    for start in tqdm(batches, desc="evaluating", disable=not progress):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        for n in names:
+            t = time.perf_counter()
+            x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source)
+            attacks.check_bounds(x_adv, xb, eps)
+            flags[n][start : start + len(xb)] = correct(model, x_adv, yb).cpu()
+            queries += extra.get("queries", torch.empty(0)).tolist()
+            seconds[n] += time.perf_counter() - t
+    accuracy = {n: flags[n].float().mean().item() for n in names}
+    white = [n for n in WHITE_BOX if n in names]
+    if len(white) > 1:
+        accuracy["ensemble"] = torch.stack([flags[n] for n in white]).all(0).float().mean().item()
+    settings = {n: attack_settings(n, eps, strong) for n in names}
+    if queries:
+        settings["nattack"]["mean_queries"] = sum(queries) / len(queries)
+    return {"accuracy": accuracy, "settings": settings, "seconds": seconds, "flags": flags, "strong": strong,
+            "ensemble_over": white if "ensemble" in accuracy else []}  # fmt: skip
+
+
+def input_gradient_zero_share(model, x, y) -> float:
+    """Share of images whose cross-entropy input gradient is exactly zero (a sign of masked gradients)."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
+    return (grad.flatten(1).abs().amax(1) == 0).float().mean().item()
+
+
+def sanity_checks(model, x, y, result, eps, source=None) -> list[dict]:
+    """Checks that robustness is not an artefact of masked gradients (Athalye et al.; Carlini et al. 2019)."""
+    checks, acc, tol = [], result["accuracy"], 1.5 / math.sqrt(len(x)) / 2  # about 1.5 standard errors at 50%
+
+    def check(name, passed, detail):
+        checks.append({"check": name, "passed": bool(passed), "detail": detail})
+
+    sweep = {}
+    for e in (0, 2, 4, 8, 16, 32, 64, 128):
+        x_adv = attacks.pgd(model, x, y, e / 255, max(e / 255 / 4, 1e-8), 20, random_start=False) if e else x
+        sweep[e] = correct(model, x_adv, y).float().mean().item()
+    values = list(sweep.values())
+    check("accuracy never rises as eps grows (PGD-20, step eps/4)",
+          all(b <= a + tol for a, b in zip(values, values[1:])), {f"{e}/255": v for e, v in sweep.items()})  # fmt: skip
+    check("accuracy is about 0 at eps 128/255", sweep[128] <= 0.02, sweep[128])
+    if "pgd20" in acc and "pgd100" in acc:
+        check("more PGD steps never help the model (PGD-100 <= PGD-20)", acc["pgd100"] <= acc["pgd20"] + tol,
+              {"pgd20": acc["pgd20"], "pgd100": acc["pgd100"]})  # fmt: skip
+    if "pgd20" in acc:
+        # The protocol's PGD-20 first, then 4 random restarts: any image it breaks stays broken.
+        restarted = attacks.pgd_restarts(model, x, y, eps, eps / 10, 20, restarts=5, random_start=result["strong"])
+        r = correct(model, restarted, y).float().mean().item()
+        check("restarts never help the model (PGD-20 x5 restarts <= PGD-20)", r <= acc["pgd20"] + tol,
+              {"pgd20": acc["pgd20"], "pgd20_5_restarts": r})  # fmt: skip
+    if "ensemble" in acc:
+        worst = min(acc[n] for n in result["ensemble_over"])
+        check("Ensemble <= every single attack", acc["ensemble"] <= worst, {"ensemble": acc["ensemble"], "min": worst})
+    if "autoattack" in acc and "pgd20" in acc:
+        check("AutoAttack <= PGD-20 (within noise)", acc["autoattack"] <= acc["pgd20"] + tol,
+              {"autoattack": acc["autoattack"], "pgd20": acc["pgd20"]})  # fmt: skip
+    white = min((acc[n] for n in ("pgd20", "pgd100", "cw", "autoattack") if n in acc), default=None)
+    for n in ("ti_fgsm", "di_fgsm", "nattack"):
+        if n in acc and white is not None:
+            check(f"black-box {n} >= white-box", acc[n] + tol >= white, {n: acc[n], "white_box_min": white})
+    zero = input_gradient_zero_share(model, x, y)
+    check("share of images with a zero input gradient is below 1%", zero < 0.01, zero)
+    with torch.no_grad():
+        check("eval mode is deterministic (two forwards, identical logits)", torch.equal(model(x), model(x)), None)
+    return checks
+
+
+def knn_accuracy(features, labels, bank, bank_labels, k, temperature=0.1, num_classes=None) -> float:
+    """Weighted k-NN (Wu et al. 2018): vote of the k most cosine-similar bank features, weighted exp(cos / T)."""
+    sim = F.normalize(features, dim=1) @ F.normalize(bank, dim=1).T
+    top, idx = sim.topk(k, dim=1)
+    votes = torch.zeros(len(features), num_classes or int(bank_labels.max()) + 1)
+    votes.scatter_add_(1, bank_labels[idx], torch.exp(top / temperature))
+    return (votes.argmax(1) == labels).float().mean().item()
+
+
+def feature_analysis(model, x, y, bank_x, bank_y, eps) -> dict:
+    """Table 5: (a) accuracy when FSR passes on f+, f-, f~- or f~ (clean and PGD-20 crafted against that model);
+    (b) weighted 5-NN and 20-NN accuracy of each feature of PGD-20 examples among clean features of `bank_x`."""
+    if not getattr(model, "fsr_modules", lambda: [])():
+        raise ValueError("the feature analysis needs an FSR network")
+    table = {}
+    for output in ("f_pos", "f_neg", "f_neg_recal", "f_tilde"):
+        model.set_fsr_output(output)
+        x_adv = attacks.pgd(model, x, y, eps, eps / 10, 20, random_start=False)
+        table[output] = {"natural": correct(model, x, y).float().mean().item(),
+                         "pgd20": correct(model, x_adv, y).float().mean().item()}  # fmt: skip
+    x_adv = attacks.pgd(model, x, y, eps, eps / 10, 20, random_start=False)  # against the full model (f~)
+    with torch.no_grad():
+        clean = model(bank_x, return_fsr=True).fsr_parts[-1]
+        bank = (clean.f_pos + clean.f_neg_recal).mean(dim=(2, 3))  # f~ of natural images, pooled
+        parts = model(x_adv, return_fsr=True).fsr_parts[-1]
+        for output in ("f_pos", "f_neg", "f_neg_recal", "f_tilde"):
+            feature = parts.f_pos + parts.f_neg_recal if output == "f_tilde" else getattr(parts, output)
+            for k in (5, 20):
+                table[output][f"knn{k}"] = knn_accuracy(feature.mean(dim=(2, 3)), y, bank, bank_y, k,
+                                                        num_classes=model.num_classes)  # fmt: skip
+    return table
+
+
+def model_index(report: dict, model_name: str) -> list[dict]:
+    """The report as Hub model-index metadata: one metric per attack, with its settings."""
+    metrics = [
+        {"type": "accuracy", "name": f"{COLUMNS[n]} accuracy", "value": round(100 * v, 2),
+         "args": report["settings"].get(n, {"over": report["ensemble_over"]})}
+        for n, v in report["accuracy"].items()
+    ]  # fmt: skip
+    dataset = report["dataset"]
+    return [{"name": model_name, "results": [{
+        "task": {"type": "image-classification", "name": "Image Classification"},
+        "dataset": {"name": dataset, "type": dataset, "split": f"test[:{report['images']}]"},
+        "metrics": metrics,
+    }]}]  # fmt: skip
+
+
+def markdown(report: dict) -> str:
+    cols = [n for n in COLUMNS if n in report["accuracy"]]
+    values = " | ".join(f"{100 * report['accuracy'][n]:.2f}" for n in cols)
+    lines = [f"| model | {' | '.join(COLUMNS[n] for n in cols)} |", "| --- " * (len(cols) + 1) + "|",
+             f"| {report['model']} | {values} |"]  # fmt: skip
+    lines.append(f"\nAccuracy (%) on the first {report['images']} {report['dataset']} test images, eps "
+                 f"{report['eps'] * 255:g}/255 (Linf), {'strong protocol' if report['strong'] else 'paper protocol'}.")
+    for c in report.get("sanity_checks", []):
+        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']} ({c['detail']})")
+    return "\n".join(lines) + "\n"
+
+
+def load_any(source: str) -> torch.nn.Module:
+    """A zoo model (tag, hf-hub id, folder, training run folder) or any timm model name."""
+    path = Path(source)
+    if path.is_dir() and (path / "model").is_dir() and not (path / "config.json").exists():
+        path = path / "model" if (path / "model" / "config.json").exists() else path / "best"
+    if path.is_dir():
+        return load_model(path)
+    name, _, tag = source.partition(".")
+    pretrained = source.startswith("hf-hub:") or bool(tag) or timm.is_model_pretrained(name)
+    return load_model(source, pretrained=pretrained)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--dataset", default="cifar10")
+    parser.add_argument("--data-dir", help="data folder (default $FSR_DATA_DIR; 'sample' for the shipped CIFAR-10)")
+    parser.add_argument("--n", type=int, default=1000, help="test images (the first n)")
+    parser.add_argument("--attacks", nargs="+", default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"],
+                        choices=ATTACKS)  # fmt: skip
+    parser.add_argument("--eps", type=float, default=8 / 255)
+    parser.add_argument("--source", help="model to craft TI-FGSM / DI-FGSM on (a naturally trained one)")
+    parser.add_argument("--strong", action="store_true", help="random start and 5 restarts for the PGD attacks")
+    parser.add_argument("--sanity", action="store_true", help="run the checks against gradient masking")
+    parser.add_argument("--features", action="store_true", help="the FSR feature analysis (paper Table 5)")
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="eval", help="folder for report.json and report.md")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    model = load_any(args.model).to(device).eval()
+    source = load_any(args.source).to(device).eval() if args.source else None
+    images, labels, _ = load_dataset(args.dataset, "test", args.data_dir, args.n)
+    x, y = to_float(images).to(device), labels.to(device)
+    result = evaluate(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size)
+    report = {"model": args.model, "dataset": args.dataset, "images": len(x), "eps": args.eps, "strong": args.strong,
+              "accuracy": result["accuracy"], "settings": result["settings"], "ensemble_over": result["ensemble_over"],
+              "seconds": result["seconds"], "source": args.source}  # fmt: skip
+    if args.sanity:
+        report["sanity_checks"] = sanity_checks(model, x, y, result, args.eps, source)
+    if args.features:
+        bank_x, bank_y, _ = load_dataset(args.dataset, "train", args.data_dir, 5000)
+        report["features"] = feature_analysis(model, x, y, to_float(bank_x).to(device), bank_y.to(device), args.eps)
+    report["model_index"] = model_index(report, args.model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
+    print(markdown(report))
+    failed = [c["check"] for c in report.get("sanity_checks", []) if not c["passed"]]
+    for name in failed:
+        print(f"SANITY CHECK FAILED: {name}: robustness may be an artefact of masked gradients", file=sys.stderr)
+    return 4 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

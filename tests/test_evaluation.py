@@ -1,0 +1,146 @@
+"""The attacks and the evaluation command on a small naturally trained network."""
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from fsr_models import attacks, evaluate
+
+EPS = 8 / 255
+
+
+def accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_natural_model_pgd_below_fgsm_below_clean_and_near_zero(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch
+    clean = accuracy(model, x, y)
+    fgsm = accuracy(model, attacks.fgsm(model, x, y, EPS), y)
+    pgd20 = accuracy(model, attacks.pgd(model, x, y, EPS, EPS / 10, 20, random_start=False), y)
+    assert clean > 0.25  # trained: well above chance
+    # About 0: 4 of these 64 images (6%) resist even PGD-100 on this small, briefly trained network, with no zero
+    # input gradients among them; a full-size natural ResNet-18 falls to 0.
+    assert pgd20 <= fgsm <= clean and pgd20 <= 0.1, (clean, fgsm, pgd20)
+
+
+def reference_pgd(model, x, y, eps, alpha, steps):
+    """An independent PGD: .backward() on a leaf copy, then sign step and clipping written out."""
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv = x_adv.clone().detach().requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x_adv), y, reduction="sum").backward()
+        x_adv = x_adv + alpha * x_adv.grad.sign()
+        x_adv = torch.clamp(torch.min(torch.max(x_adv, x - eps), x + eps), 0.0, 1.0)
+    return x_adv.detach()
+
+
+def test_pgd_agrees_with_an_independent_implementation_to_the_image(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch
+    ours = attacks.pgd(model, x, y, EPS, EPS / 10, 20, random_start=False)
+    theirs = reference_pgd(model, x, y, EPS, EPS / 10, 20)
+    with torch.no_grad():
+        assert torch.equal(model(ours).argmax(1) == y, model(theirs).argmax(1) == y)
+    torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+def test_cw_and_restarts_and_bounds(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch
+    cw = attacks.pgd(model, x, y, EPS, EPS / 10, 30, random_start=False, loss_fn=attacks.cw_margin_loss(50))
+    attacks.check_bounds(cw, x, EPS)
+    assert accuracy(model, cw, y) <= 0.1  # the same few images as PGD-20 survive
+    one = attacks.pgd_restarts(model, x, y, 2 / 255, 0.5 / 255, 5, restarts=1)
+    many = attacks.pgd_restarts(model, x, y, 2 / 255, 0.5 / 255, 5, restarts=4)  # the same first run, then random
+    attacks.check_bounds(many, x, 2 / 255)
+    assert accuracy(model, many, y) <= accuracy(model, one, y)
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        attacks.check_bounds(x + 2 * EPS, x, EPS)
+    margin = attacks.cw_margin(torch.tensor([[3.0, 1.0, -100.0]]), torch.tensor([0]), kappa=50)
+    capped = attacks.cw_margin(torch.tensor([[0.0, 100.0]]), torch.tensor([0]), kappa=50)  # wrong by 100 > kappa
+    assert margin.item() == -2.0 and capped.item() == 50.0
+
+
+def test_autoattack_is_the_reference_code_in_eval_mode_with_our_eps(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch
+    # Images that PGD-20 breaks: APGD-CE, AutoAttack's first attack, breaks them too and the rest is skipped, which
+    # keeps this test short (an image that resists runs APGD-T, FAB-T and 5,000 Square queries on the CPU).
+    x_pgd = attacks.pgd(model, x, y, EPS, EPS / 10, 20, False)
+    with torch.no_grad():
+        broken = (model(x).argmax(1) == y) & (model(x_pgd).argmax(1) != y)
+    x, y = x[broken][:8], y[broken][:8]
+    with pytest.raises(ValueError, match="eval mode"):
+        attacks.autoattack(model.train(), x, y, EPS)
+    model.eval()
+    x_adv = attacks.autoattack(model, x, y, EPS, batch_size=8)
+    attacks.check_bounds(x_adv, x, EPS)
+    assert (x_adv - x).abs().max() > 0.5 * EPS  # it used our eps, not pyautoattack's 0.3 (which bounds would fail)
+    assert accuracy(model, x_adv, y) == 0.0 and len(x) == 8
+
+
+def test_nattack_lowers_accuracy_of_a_natural_model_and_counts_queries(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch
+    keep = (model(x).argmax(1) == y)[:]
+    x, y = x[keep][:6], y[keep][:6]
+    torch.manual_seed(0)
+    x_adv, queries = attacks.nattack(model, x, y, EPS, population=50, max_queries=2000)
+    attacks.check_bounds(x_adv, x, EPS)
+    assert accuracy(model, x_adv, y) <= 0.5  # from 100%
+    assert ((queries > 0) & (queries <= 2000)).all()
+    fooled = model(x_adv).argmax(1) != y
+    assert (queries[~fooled] > 2000 - 51).all()  # the unbroken images spent the budget
+
+
+def test_transfer_attacks_stay_in_bounds_and_hurt_their_source(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch
+    for attack in (attacks.ti_fgsm, attacks.di_fgsm):
+        x_adv = attack(model, x, y, EPS)
+        attacks.check_bounds(x_adv, x, EPS)
+        assert accuracy(model, x_adv, y) < accuracy(model, x, y)
+
+
+def test_evaluation_command_writes_the_paper_table_sanity_checks_and_features(natural_model, tmp_path, capsys):
+    _, folder = natural_model
+    code = evaluate.main([str(folder), "--data-dir", "sample", "--n", "16", "--attacks", "natural", "fgsm", "pgd20",
+                          "pgd100", "cw", "ti_fgsm", "--source", str(folder), "--sanity", "--features",
+                          "--out", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    acc = report["accuracy"]
+    assert list(acc) == ["natural", "fgsm", "pgd20", "pgd100", "cw", "ti_fgsm", "ensemble"]
+    assert acc["ensemble"] <= min(acc[n] for n in ("natural", "fgsm", "pgd20", "pgd100", "cw"))
+    assert report["settings"]["pgd20"] == {"attack": "PGD", "steps": 20, "step_size": EPS / 10,
+                                           "loss": "cross-entropy", "random_start": False, "restarts": 1,
+                                           "eps": EPS, "norm": "Linf"}  # fmt: skip
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("Natural") < md.index("FGSM") < md.index("PGD-20") < md.index("C&W") < md.index("Ensemble")
+    checks = {c["check"]: c["passed"] for c in report["sanity_checks"]}
+    assert checks["accuracy is about 0 at eps 128/255"] and checks["eval mode is deterministic (two forwards, identical logits)"]
+    assert code == (0 if all(checks.values()) else 4)
+    assert set(report["features"]) == {"f_pos", "f_neg", "f_neg_recal", "f_tilde"}
+    assert all(0 <= v["knn5"] <= 1 for v in report["features"].values())
+    metrics = report["model_index"][0]["results"][0]["metrics"]
+    assert {m["name"] for m in metrics} >= {"PGD-20 accuracy", "Ensemble accuracy"}
+    assert "PGD-20" in capsys.readouterr().out
+
+
+def test_knn_votes_weighted_by_similarity():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    assert evaluate.knn_accuracy(torch.tensor([[1.0, 0.05]]), torch.tensor([0]), bank, labels, k=3) == 1.0
+    assert evaluate.knn_accuracy(torch.tensor([[0.1, 1.0]]), torch.tensor([1]), bank, labels, k=3) == 1.0
+
+
+def test_plain_timm_model_evaluates_too(test_batch):
+    model = timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]).eval()
+    x, y = test_batch
+    result = evaluate.evaluate(model, x[:8], y[:8], ["natural", "fgsm"], progress=False)
+    assert set(result["accuracy"]) == {"natural", "fgsm", "ensemble"}
