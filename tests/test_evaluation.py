@@ -43,7 +43,9 @@ def reference_pgd(model, x, y, eps, alpha, steps):
 def test_pgd_agrees_with_an_independent_implementation_to_the_image(natural_model, test_batch):
     model, _ = natural_model
     x, y = test_batch
+    model.zero_grad(set_to_none=True)
     ours = attacks.pgd(model, x, y, EPS, EPS / 10, 20, random_start=False)
+    assert all(p.grad is None for p in model.parameters())  # input gradients only: nothing leaks into .grad
     theirs = reference_pgd(model, x, y, EPS, EPS / 10, 20)
     with torch.no_grad():
         assert torch.equal(model(ours).argmax(1) == y, model(theirs).argmax(1) == y)

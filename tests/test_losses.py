@@ -1,13 +1,10 @@
-"""TRADES and MART against their formulas on a hand-checked case; PGD's constraints and strength."""
+"""TRADES and MART against their formulas on a hand-checked case."""
 import math
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
-from fsr_models.attacks import pgd
-from fsr_models.datasets import load_cifar10
 from fsr_models.losses import classification_loss, mart_loss, trades_kl, trades_loss
 
 NAT = [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]
@@ -46,21 +43,3 @@ def test_at_is_cross_entropy_on_the_adversarial_logits_and_unknown_methods_fail(
     )
     with pytest.raises(ValueError, match="unknown training method"):
         classification_loss("fgsm", torch.tensor(ADV), torch.tensor(Y))
-
-
-def test_pgd_stays_in_the_ball_and_the_image_range_and_lowers_accuracy():
-    torch.manual_seed(0)
-    model = timm.create_model("resnet18_plain", widths=[16, 32, 64, 128])
-    x, y = load_cifar10("test", limit=256)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(30):  # naturally trained on these images: well above chance, not robust
-        optimizer.zero_grad()
-        F.cross_entropy(model.train()(x), y).backward()
-        optimizer.step()
-    model.eval().zero_grad(set_to_none=True)
-    x_adv = pgd(model, x, y, 8 / 255, 2 / 255, 10)
-    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
-    with torch.no_grad():
-        clean, adv = ((model(inputs).argmax(1) == y).float().mean().item() for inputs in (x, x_adv))
-    assert clean > 0.2 and adv < 0.02, (clean, adv)  # 0.25 -> 0.0 on this seed
-    assert all(p.grad is None for p in model.parameters())  # input gradients only
