@@ -381,18 +381,20 @@ def main(argv: list[str] | None = None) -> int:
             accelerator.print(f"time budget spent after epoch {epoch} of {progress['epochs']}: stopping early")
             break
 
-    # Final evaluation of the best weights on the test set, paper protocol (PGD-20, step eps/10, no random start).
+    # Every process reports its weights (they must agree), in one write: print() writes text and newline apart.
     digest = sum(p.double().sum().item() * (i + 1) for i, p in enumerate(net.state_dict().values()))
-    # One write per line: processes share stdout, and print() writes the text and its newline separately.
     sys.stdout.write(f"[rank {accelerator.process_index}] final weights checksum {digest!r}\n")
     sys.stdout.flush()
+
+    # Final evaluation of the best weights on the test set, paper protocol (PGD-20, step eps/10, no random start).
     best = load_model(out / "best").to(device)
     test_x, test_y, _ = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.test_size)
     test_clean, test_pgd = evaluate(accelerator, best, test_x.to(device), test_y.to(device), cfg, cfg.eval_attack_steps,
                                     cfg.eps / 10, False)  # fmt: skip
     results = {"test_images": len(test_x), "natural_acc": test_clean, f"pgd{cfg.eval_attack_steps}_acc": test_pgd,
-               "best_val_pgd_acc": progress["best_val_pgd"], "best_epoch": progress["best_epoch"], "epochs": epoch, "train_seconds": time.perf_counter() - started,
-               "eps": cfg.eps, "attack": f"PGD-{cfg.eval_attack_steps}, step eps/10, no random start"}  # fmt: skip
+               "best_val_pgd_acc": progress["best_val_pgd"], "best_epoch": progress["best_epoch"], "epochs": epoch,
+               "train_seconds": time.perf_counter() - started, "eps": cfg.eps,
+               "attack": f"PGD-{cfg.eval_attack_steps}, step eps/10, no random start"}  # fmt: skip
     if main_process:
         shard = cfg.shard_mb * 2**20 if cfg.shard_mb else "5GB"
         save_folder(best, out / "model", max_shard_size=shard, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
