@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import timm
 import torch
 import torchattacks
+from bench_models import timed  # this folder's other benchmark
 
 import fsr_models  # noqa: F401  (registers resnet18_fsr)
 from fsr_models.attacks import pgd
@@ -39,13 +39,7 @@ def main() -> None:
     outputs = {name: fn() for name, fn in runs.items()}  # warm-up, and the results compared below
     for _ in range(args.rounds):
         for name, fn in runs.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fn, device))
     with torch.no_grad():
         same = torch.equal(*(model(o).argmax(1) for o in outputs.values()))
     diff = (outputs["fsr_models.attacks.pgd"] - outputs["torchattacks.PGD"]).abs().max().item()
