@@ -6,6 +6,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+import fsr_models.hub
 from fsr_models import attacks, evaluate
 
 EPS = 8 / 255
@@ -146,3 +147,14 @@ def test_plain_timm_model_evaluates_too(test_batch):
     x, y = test_batch
     result = evaluate.evaluate(model, x[:8], y[:8], ["natural", "fgsm"], progress=False)
     assert set(result["accuracy"]) == {"natural", "fgsm", "ensemble"}
+
+
+def test_evaluation_command_fails_early_on_models_it_cannot_evaluate(tmp_path):
+    folder = tmp_path / "plain"
+    fsr_models.hub.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]), folder)
+    with pytest.raises(ValueError, match="--features needs an FSR network"):
+        evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--features", "--out", str(tmp_path / "r")])
+    fsr_models.hub.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64], num_classes=100), folder)
+    with pytest.raises(ValueError, match="100 classes, cifar10 has 10"):
+        evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
