@@ -24,7 +24,9 @@ INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
 
 
-def save_folder(model: torch.nn.Module, folder: str | os.PathLike, max_shard_size: str = "5GB", **config_fields) -> Path:
+def save_folder(
+    model: torch.nn.Module, folder: str | os.PathLike, max_shard_size: int | str = "5GB", **config_fields
+) -> Path:
     """Write a zoo network built by timm as `config.json` + `model.safetensors` into `folder`.
 
     Weights larger than `max_shard_size` (e.g. "16MB") are split into `model-0000i-of-0000n.safetensors` shards
