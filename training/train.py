@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 import fsr_models
 from fsr_models.attacks import pgd
 from fsr_models.datasets import load_dataset, to_float
+from fsr_models.evaluate import correct
 from fsr_models.hub import load_model, save_folder
 from fsr_models.losses import METHODS, classification_loss, trades_kl
 
@@ -145,11 +146,6 @@ def shard_batches(n: int, batch_size: int, accelerator: Accelerator, generator: 
         yield order[start : start + batch_size][accelerator.process_index :: accelerator.num_processes]
 
 
-@torch.no_grad()
-def _correct(net, x, y):
-    return (net(x).argmax(1) == y).sum()
-
-
 def evaluate(accelerator, net, images, labels, cfg: TrainConfig, steps, step_size, random_start):
     """Clean and PGD accuracy on all images, split over the processes; the model in eval mode."""
     net.eval()
@@ -161,7 +157,8 @@ def evaluate(accelerator, net, images, labels, cfg: TrainConfig, steps, step_siz
     for idx in batches:
         x, y = to_float(images[idx]), labels[idx]
         x_adv = pgd(net, x, y, cfg.eps, step_size, steps, random_start)
-        counts += torch.stack([_correct(net, x, y), _correct(net, x_adv, y), torch.tensor(len(y)).to(y.device)])
+        n = torch.tensor(len(y)).to(y.device)
+        counts += torch.stack([correct(net, x, y).sum(), correct(net, x_adv, y).sum(), n])
     clean, adv, n = accelerator.reduce(counts, "sum").tolist()
     return clean / n, adv / n
 
@@ -339,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
-            correct = (logits_adv.argmax(1) == y).sum()
-            totals += torch.stack([loss.detach(), loss_cls.detach(), loss_fsr.detach(), correct, torch.tensor(len(y))
+            n_correct = (logits_adv.argmax(1) == y).sum()
+            totals += torch.stack([loss.detach(), loss_cls.detach(), loss_fsr.detach(), n_correct, torch.tensor(len(y))
                                    .to(device)]).float()  # fmt: skip
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 accelerator.print(f"epoch {epoch + 1} step {step + 1}/{len(batches)} loss {loss.item():.4f}", flush=True)
