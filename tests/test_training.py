@@ -225,10 +225,11 @@ def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
 
 @needs_cifar10
 def test_gpu_script_runs_on_cpu_and_leaves_at_most_8_files_of_16_mib(cifar10_slice, tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "RUN_DIR": str(tmp_path / "run"), "PYTHON": sys.executable}
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "RUN_DIR": str(tmp_path / "run"), "PYTHON": sys.executable,
+           "DATA_DIR": str(cifar10_slice), "AA_IMAGES": "8", "AA_SECONDS": "300"}
     result = subprocess.run(
         [str(ROOT / "training" / "gpu_run.sh"), str(ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"), "0.1",
-         "precision=fp32", "channels_last=false", "batch_size=50", f"data_dir={cifar10_slice}", "train_limit=300",
+         "precision=fp32", "channels_last=false", "batch_size=50", "train_limit=300",
          "val_size=100", "test_size=50", "attack_steps=2", "val_attack_steps=2", "eval_attack_steps=2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -238,5 +239,7 @@ def test_gpu_script_runs_on_cpu_and_leaves_at_most_8_files_of_16_mib(cifar10_sli
     assert len([f for f in files if f.suffix == ".safetensors"]) > 1  # full-width ResNet-18-FSR: sharded
     results = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert results["train_config"]["shard_mb"] == 16 and results["test_images"] == 50
+    autoattack = results["evaluation"]["accuracy"]  # the AutoAttack report, on the first 8 test images
+    assert results["evaluation"]["images"] == 8 and autoattack["autoattack"] <= autoattack["pgd20"] <= autoattack["natural"]
     assert "epoch 1 " in (tmp_path / "out" / "train.log").read_text()
     assert load_model(tmp_path / "out").num_classes == 10

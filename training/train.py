@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed_precision = "no" if cfg.precision == "fp32" else cfg.precision
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=mixed_precision, log_with="tensorboard", project_dir=str(out))
     device, main_process = accelerator.device, accelerator.is_main_process
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
     checkpoint = out / "checkpoint"
     if not checkpoint.exists() and (out / "checkpoint.old").exists():  # killed between the two renames
         checkpoint = out / "checkpoint.old"

@@ -1,0 +1,45 @@
+"""The weights committed under hub/weights/ load as their folder name says and reproduce their recorded results."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsr_models.datasets import load_dataset, to_float
+from fsr_models.hub import check_safetensors, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
+FOLDERS = sorted(p for p in (ROOT / "hub" / "weights").glob("*.*") if (p / "config.json").is_file())
+
+
+def test_there_are_committed_weights():
+    assert "resnet18_fsr.at_cifar10" in [p.name for p in FOLDERS]
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_folder_is_what_its_name_says_with_shards_of_at_most_16_mib(folder):
+    arch, tag = folder.name.split(".", 1)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["architecture"], config["pretrained_cfg"]["tag"]) == (arch, tag)
+    shards = sorted(folder.glob("*.safetensors"))
+    assert shards and all(s.stat().st_size <= 16 * 2**20 for s in shards)
+    for shard in shards:
+        check_safetensors(shard)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test_images"] == 10000 and metrics["train_config"]["model"] == arch
+    assert (folder / "README.md").is_file() and (folder / "train.log").is_file()
+
+
+@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="needs the CIFAR-10 arrays in ../shared")
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_weights_reproduce_the_natural_accuracy_recorded_on_the_gpu(folder):
+    """Natural accuracy on the images the GPU run's evaluation used, to within 2 images (TF32 vs fp32 ties)."""
+    report = json.loads((folder / "metrics.json").read_text())["evaluation"]
+    model = load_model(folder).eval()
+    images, labels, _ = load_dataset("cifar10", "test", SHARED_CIFAR10, report["images"])
+    with torch.no_grad():
+        hits = sum((model(to_float(images[i : i + 250])).argmax(1) == labels[i : i + 250]).sum().item()
+                   for i in range(0, len(images), 250))  # fmt: skip
+    assert abs(hits - round(report["accuracy"]["natural"] * len(images))) <= 2
+    assert report["accuracy"]["autoattack"] <= report["accuracy"]["pgd20"] < report["accuracy"]["natural"]
