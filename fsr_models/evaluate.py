@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import EvalResult
+from huggingface_hub.repocard_data import eval_results_to_model_index
 from tqdm.auto import tqdm
 
 from . import attacks
@@ -212,19 +214,32 @@ def check_feature_analysis(model) -> None:
         raise ValueError("--features needs an FSR network with both Separation and Recalibration (paper Table 5)")
 
 
-def model_index(report: dict, model_name: str) -> list[dict]:
-    """The report as Hub model-index metadata: one metric per attack, with its settings."""
-    metrics = [
-        {"type": "accuracy", "name": f"{COLUMNS[n]} accuracy", "value": round(100 * v, 2),
-         "args": report["settings"].get(n, {"over": report["ensemble_over"]})}
+# The data sets' ids and names on the Hub, for model-card metadata.
+HUB_DATASETS = {"cifar10": ("uoft-cs/cifar10", "CIFAR-10"), "cifar100": ("uoft-cs/cifar100", "CIFAR-100"),
+                "svhn": ("ufldl-stanford/svhn", "SVHN"), "tiny_imagenet": ("zh-plus/tiny-imagenet", "Tiny ImageNet")}
+
+
+def column_title(name: str) -> str:
+    """'pgd20' -> 'PGD-20'; also names the PGD-k of a training run's final test (any k)."""
+    return COLUMNS.get(name) or f"PGD-{name.removeprefix('pgd')}"
+
+
+def eval_results(report: dict) -> list[EvalResult]:
+    """The report as Hub eval results (model-card metadata): one accuracy per attack, with its settings."""
+    hub_id, dataset_name = HUB_DATASETS.get(report["dataset"], (report["dataset"], report["dataset"]))
+    return [
+        EvalResult(task_type="image-classification", task_name="Image Classification",
+                   dataset_type=hub_id, dataset_name=dataset_name,
+                   dataset_split=f"test[:{report['images']}]", metric_type="accuracy",
+                   metric_name=f"{column_title(n)} accuracy", metric_value=round(100 * v, 2),
+                   metric_args=report["settings"].get(n, {"over": report["ensemble_over"]}))
         for n, v in report["accuracy"].items()
     ]  # fmt: skip
-    dataset = report["dataset"]
-    return [{"name": model_name, "results": [{
-        "task": {"type": "image-classification", "name": "Image Classification"},
-        "dataset": {"name": dataset, "type": dataset, "split": f"test[:{report['images']}]"},
-        "metrics": metrics,
-    }]}]  # fmt: skip
+
+
+def model_index(report: dict, model_name: str) -> list[dict]:
+    """The report as the Hub's model-index metadata."""
+    return eval_results_to_model_index(model_name, eval_results(report))
 
 
 def markdown(report: dict) -> str:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import timm
 import torch
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .hf import FSRForImageClassification
+from .models import HF_ORG
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -66,12 +69,30 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def download_folder(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
+    """A Hub repository's config and safetensors weights in the local cache (downloaded once; with
+    HF_HUB_OFFLINE=1 read from the cache). Nothing else is fetched, so nothing pickled is ever opened."""
+    patterns = [CONFIG_NAME] + (["*.safetensors", INDEX_NAME] if weights else [])
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise ValueError(
+            f"{repo_id}{f' at revision {revision}' if revision else ''} was not found on {constants.ENDPOINT}: check "
+            f"the repository id (the zoo's are {HF_ORG}/<architecture>.<tag>) and the revision (a branch, tag or "
+            "commit of that repository)"
+        ) from e
+
+
 def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> torch.nn.Module:
-    """A zoo network from a local folder, an `hf-hub:<id>`, or a registered name (`resnet18_fsr.at_cifar10`).
+    """A zoo network from a local folder, an `hf-hub:<id>[@revision]`, or a registered name
+    (`resnet18_fsr.at_cifar10`).
 
     `kwargs` go to `timm.create_model` (e.g. `num_classes=100` for a new head). A folder holds `config.json`
-    and `model.safetensors` (or its shards).
+    and `model.safetensors` (or its shards); a Hub repository is downloaded as such a folder and checked the same way.
     """
+    if str(source).startswith("hf-hub:"):
+        repo_id, _, revision = str(source).removeprefix("hf-hub:").partition("@")
+        return load_model(download_folder(repo_id, revision or None, weights=pretrained), pretrained, **kwargs)
     path = Path(source)
     if path.is_dir():
         if not (path / CONFIG_NAME).is_file():
@@ -83,6 +104,6 @@ def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> 
         model_args = {**config.get("model_args", {}), **kwargs}
         return timm.create_model(config["architecture"], pretrained=pretrained, pretrained_cfg=pretrained_cfg,
                                  pretrained_cfg_overlay=overlay, **model_args)  # fmt: skip
-    if os.sep in str(source) and not str(source).startswith("hf-hub:"):
+    if os.sep in str(source):
         raise ValueError(f"{source} is not a folder; give a folder, an 'hf-hub:<org>/<name>' id or a model name")
     return timm.create_model(str(source), pretrained=pretrained, **kwargs)

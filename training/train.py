@@ -177,7 +177,7 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
 
 def save_checkpoint(accelerator: Accelerator, out: Path, progress: dict) -> None:
     """Accelerate state + progress, swapped in so that a kill at any moment leaves one whole checkpoint."""
-    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()  # every process has written its part (its RNG state) before the swap
     if accelerator.is_main_process:

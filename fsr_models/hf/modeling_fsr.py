@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import timm
 import torch
+from safetensors import SafetensorError
 from transformers import PreTrainedModel
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
 from transformers.core_model_loading import PrefixChange
@@ -36,7 +37,12 @@ class FSRPreTrainedModel(PreTrainedModel):
         missing part would go unnoticed); a new head through `ignore_mismatched_sizes=True` stays allowed."""
         kwargs.setdefault("use_safetensors", True)  # never unpickle a downloaded checkpoint
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except SafetensorError as e:
+            source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+            raise ValueError(f"{source}: a weights file is not valid safetensors ({e}); it may be truncated. Download "
+                             "it again (force_download=True) or save it again.") from e  # fmt: skip
         if info["missing_keys"] or info["unexpected_keys"]:
             raise ValueError(
                 f"weights do not fit {model.config.timm_architecture} as configured: missing "

@@ -1,0 +1,135 @@
+"""Hub repositories of the zoo: turn a trained model into a repository folder, check it, and upload it.
+
+A repository folder holds `config.json` (loads in timm and transformers), `model.safetensors`, `metrics.json` (what
+was measured), `train_config.yaml` (when the run recorded one) and `README.md`, the model card generated from
+`metrics.json`. The weights are one `model.safetensors` file: timm's Hub loader reads only that name, and the
+zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's per-file limit. `publish` checks the folder
+and sends nothing when a check fails. The command line is `hub/publish.py`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, get_token
+from safetensors.torch import save_file
+
+from .card import card_eval_results, model_card
+from .hf import FSRForImageClassification
+from .hub import CONFIG_NAME, WEIGHTS_NAME, load_model, read_weights
+from .models import HF_ORG
+
+METRICS_NAME, TRAIN_CONFIG_NAME, CARD_NAME = "metrics.json", "train_config.yaml", "README.md"
+REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, TRAIN_CONFIG_NAME, CARD_NAME)
+REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, CARD_NAME)
+
+
+class PublishError(ValueError):
+    """A repository folder that must not be published as it is; the message says what to fix."""
+
+
+def source_folder(source: str | Path) -> Path:
+    """The zoo folder (config.json + weights) of a training run folder (its model/) or of a zoo folder itself."""
+    path = Path(source)
+    for candidate in (path, path / "model"):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    raise FileNotFoundError(f"{source} holds no {CONFIG_NAME}: give a training run folder (with model/) or a zoo "
+                            f"folder ({CONFIG_NAME} + {WEIGHTS_NAME})")  # fmt: skip
+
+
+def default_repo_id(config: dict) -> str:
+    return f"{HF_ORG}/{config['architecture']}.{config['pretrained_cfg']['tag']}"
+
+
+def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
+    """Write the repository folder of a trained model into `out` (which must not exist or be empty)."""
+    src, out = source_folder(source), Path(out)
+    config = json.loads((src / CONFIG_NAME).read_text())
+    if not (src / METRICS_NAME).is_file():
+        raise PublishError(f"{src} has no {METRICS_NAME}: a published model needs measured results. Evaluate it "
+                           "first (training/train.py writes them at the end of a run).")  # fmt: skip
+    metrics = json.loads((src / METRICS_NAME).read_text())
+    card = model_card(config, metrics, repo_id or default_repo_id(config))  # fails on metrics without results
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty: export into a new folder (nothing there was changed)")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / CONFIG_NAME, out / CONFIG_NAME)
+    save_file(read_weights(src), str(out / WEIGHTS_NAME), metadata={"format": "pt"})  # shards merged, checked
+    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    if "train_config" in metrics:
+        (out / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(metrics["train_config"], sort_keys=False))
+    card.save(out / CARD_NAME)
+    return out
+
+
+def check_repo_folder(folder: str | Path) -> list[str]:
+    """Every check a folder passes before upload; returns the files to upload.
+
+    The weights must load into the architecture config.json names, in timm and in transformers, with identical
+    logits; the card's metadata must hold the results that metrics.json records.
+    """
+    folder = Path(folder)
+    files = sorted(p.name for p in folder.iterdir())
+    missing = [n for n in REQUIRED_FILES if n not in files]
+    if missing:
+        raise PublishError(f"{folder} lacks {missing}: make the folder with hub/publish.py (export_repo)")
+    unexpected = [n for n in files if n not in REPO_FILES]
+    if unexpected:
+        raise PublishError(f"{folder} holds {unexpected}: a zoo repository holds only {list(REPO_FILES)}")
+    try:
+        timm_model = load_model(folder).eval()
+        hf_model = FSRForImageClassification.from_pretrained(folder).eval()
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise PublishError(f"{folder}: the weights do not load into the architecture its {CONFIG_NAME} names: {e}") from e
+    x = torch.rand(2, *timm_model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.equal(timm_model(x), hf_model(pixel_values=x).logits):
+            raise PublishError(f"{folder}: timm and transformers give different logits for the same weights")
+    metrics = json.loads((folder / METRICS_NAME).read_text())
+    try:
+        expected = card_eval_results(metrics)
+    except ValueError as e:
+        raise PublishError(f"{folder / METRICS_NAME}: {e}") from e
+    if ModelCard.load(folder / CARD_NAME).data.eval_results != expected:
+        raise PublishError(f"{folder / CARD_NAME}: its eval results are not those of {METRICS_NAME}; regenerate the "
+                           "card with hub/publish.py instead of editing it")  # fmt: skip
+    return [n for n in files if n in REPO_FILES]
+
+
+def upload_plan(folder: str | Path, files: list[str]) -> list[dict]:
+    """What an upload sends: each file's path in the repository, size and SHA-256."""
+    folder = Path(folder)
+    return [{"path": n, "bytes": (folder / n).stat().st_size,
+             "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest()} for n in files]  # fmt: skip
+
+
+def publish(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
+            dry_run: bool = False, commit_message: str | None = None) -> dict:  # fmt: skip
+    """Check `folder`, then upload it to `repo_id` in one commit (created if needed) with a token from the
+    environment (HF_TOKEN or `hf auth login`). `dry_run` only checks and returns what would be sent."""
+    folder = Path(folder)
+    files = check_repo_folder(folder)
+    card_repo = ModelCard.load(folder / CARD_NAME).data.model_name
+    if card_repo != repo_id:
+        raise PublishError(f"{folder / CARD_NAME} was written for {card_repo}, not {repo_id}: export again with "
+                           f"--repo-id {repo_id}")  # fmt: skip
+    result = {"repo_id": repo_id, "files": upload_plan(folder, files), "commit": None, "commit_url": None}
+    if dry_run:
+        return result
+    token = token or get_token()
+    if not token:
+        raise PublishError(f"no Hub token: set HF_TOKEN to a token with write access to {repo_id.split('/')[0]} "
+                           "(or run `hf auth login`), or use the dry run")  # fmt: skip
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    commit = api.create_commit(
+        repo_id, operations=[CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in files],
+        commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} (fsr-zoo hub/publish.py)",
+    )  # fmt: skip
+    result.update(commit=commit.oid, commit_url=commit.commit_url)
+    return result

@@ -1,0 +1,323 @@
+"""The Hub side: repository folders, model cards, publishing, and a real Hub API (olah, on loopback) serving them.
+
+Hub clients read HF_ENDPOINT when they are imported, so everything that talks to the server runs in subprocesses.
+The upload itself cannot reach a Hub offline: HfApi's two network calls are replaced by recorders, and the
+operations they receive are what the mirror then serves.
+"""
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import timm
+import torch
+from huggingface_hub import HfApi, ModelCard, constants
+from safetensors.torch import load_file, save_file
+
+from fsr_models.card import card_eval_results
+from fsr_models.publish import PublishError, check_repo_folder, export_repo, publish
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "hub" / "weights" / "resnet18_fsr.at_cifar10"
+REPO_ID = "fsr-zoo/resnet18_fsr.at_cifar10"
+
+
+@pytest.fixture(scope="module")
+def repo_folder(tmp_path_factory):
+    return export_repo(WEIGHTS, tmp_path_factory.mktemp("export") / "repo")
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """Records HfApi's network calls instead of making them."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs))
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        calls.append(("create_commit", repo_id, operations))
+        return SimpleNamespace(oid="1" * 40, commit_url=f"https://huggingface.co/{repo_id}/commit/{'1' * 40}")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
+    return calls
+
+
+def copy_of(folder, tmp_path):
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_folder):
+    assert sorted(p.name for p in repo_folder.iterdir()) == [
+        "README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"]  # fmt: skip
+    merged = load_file(repo_folder / "model.safetensors")
+    shards = {}
+    for shard in sorted(WEIGHTS.glob("model-*.safetensors")):
+        shards.update(load_file(shard))
+    assert merged.keys() == shards.keys() and all(torch.equal(merged[k], shards[k]) for k in merged)
+    assert check_repo_folder(repo_folder) == ["README.md", "config.json", "metrics.json", "model.safetensors",
+                                              "train_config.yaml"]  # fmt: skip
+
+
+def test_card_metadata_parses_back_into_the_same_eval_results(repo_folder):
+    card = ModelCard.load(repo_folder / "README.md")
+    metrics = json.loads((WEIGHTS / "metrics.json").read_text())
+    results = card.data.eval_results
+    assert results == card_eval_results(metrics)
+    assert [(r.metric_name, r.metric_value, r.dataset_split) for r in results] == [
+        ("Natural accuracy", 66.9, "test[:10000]"), ("PGD-20 accuracy", 40.14, "test[:10000]"),
+        ("Natural accuracy", 67.6, "test[:1000]"), ("PGD-20 accuracy", 41.6, "test[:1000]"),
+        ("AutoAttack accuracy", 37.8, "test[:1000]"), ("Ensemble accuracy", 41.5, "test[:1000]"),
+    ]  # fmt: skip
+    assert results[1].metric_args["steps"] == 20 and results[1].metric_args["random_start"] is False
+    assert card.data.model_name == REPO_ID and card.data.library_name == "timm"
+    assert card.data.datasets == ["uoft-cs/cifar10"] and card.data.license == "mit"
+    for must in ("Short schedule: 32 epochs", "after stage 4", f"hf-hub:{REPO_ID}", "Intended use", "@inproceedings"):
+        assert must in card.text, must
+
+
+def test_export_refuses_a_model_without_measured_results(tmp_path):
+    folder = copy_of(WEIGHTS, tmp_path)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({"train_config": metrics["train_config"]}))
+    with pytest.raises(ValueError, match="no measured robustness"):
+        export_repo(folder, tmp_path / "out1")
+    (folder / "metrics.json").unlink()
+    with pytest.raises(PublishError, match="no metrics.json"):
+        export_repo(folder, tmp_path / "out2")
+    assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+
+
+def test_publish_uploads_every_file_in_one_commit(repo_folder, hub_calls):
+    result = publish(repo_folder, REPO_ID)
+    (_, repo, _), (_, commit_repo, operations) = hub_calls
+    assert repo == commit_repo == REPO_ID and result["commit"] == "1" * 40
+    sent = {op.path_in_repo: hashlib.sha256(Path(op.path_or_fileobj).read_bytes()).hexdigest() for op in operations}
+    assert sent == {f["path"]: f["sha256"] for f in result["files"]}
+
+
+@pytest.mark.parametrize("damage", ["weights of another network", "card without results", "no metrics.json",
+                                    "card for another repository", "a pickle beside the weights"])  # fmt: skip
+def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls, damage):
+    folder = copy_of(repo_folder, tmp_path)
+    if damage == "weights of another network":
+        save_file(timm.create_model("resnet18_plain").state_dict(), str(folder / "model.safetensors"))
+        expected = "do not load into the architecture"
+    elif damage == "card without results":
+        (folder / "README.md").write_text("---\nlibrary_name: timm\nmodel_name: fsr-zoo/x\n---\n# a card\n")
+        expected = "eval results are not those of metrics.json"
+    elif damage == "no metrics.json":
+        (folder / "metrics.json").unlink()
+        expected = "lacks"
+    elif damage == "card for another repository":
+        expected = "was written for"
+    else:
+        torch.save({}, folder / "pytorch_model.bin")
+        expected = "holds only"
+    repo_id = "someone/else" if damage == "card for another repository" else REPO_ID
+    with pytest.raises(PublishError, match=expected):
+        publish(folder, repo_id)
+    assert hub_calls == []
+
+
+def test_publish_without_a_token_says_how_to_give_one(repo_folder, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", "/nonexistent/token")  # no stored login either
+    with pytest.raises(PublishError, match="HF_TOKEN"):
+        publish(repo_folder, REPO_ID)
+
+
+def test_command_line_dry_run_lists_what_would_be_sent(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "hub" / "publish.py"), str(WEIGHTS), "--dry-run", "--out",
+                             str(tmp_path / "repo")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in result.stdout
+    for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"):
+        assert name in result.stdout
+
+
+def test_model_card_md_is_up_to_date():
+    result = subprocess.run([sys.executable, str(ROOT / "hub" / "zoo_card.py"), "--check"], capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = (ROOT / "MODEL_CARD.md").read_text()
+    assert "| resnet18_fsr.at_cifar10 | [32 epochs (short schedule), batch 512]" in text
+    assert "| 66.90 | 40.14 | 37.80 (first 1,000) | 81.46 | 52.47 | 46.41 |" in text
+
+
+# --- a real Hub API -------------------------------------------------------------------------------------------
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-c", "user.name=fsr-zoo test", "-c", "user.email=test@fsr-zoo.invalid", *args],
+                   cwd=repo, check=True, capture_output=True)  # fmt: skip
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def hub(repo_folder, tmp_path_factory):
+    """olah serving git mirrors: the published repository (two commits) and one with a truncated weights file."""
+    base = tmp_path_factory.mktemp("hub")
+    # What publish sends, recorded, becomes the served repository's first commit.
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+        mp.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: calls.append(operations)
+                   or SimpleNamespace(oid=None, commit_url=None))  # fmt: skip
+        mp.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
+        plan = publish(repo_folder, REPO_ID)["files"]
+    repo = base / "mirrors" / "models" / REPO_ID
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for op in calls[0]:
+        shutil.copyfile(op.path_or_fileobj, repo / op.path_in_repo)
+    git(repo, "add", ".")
+    first = git(repo, "commit", "-qm", "upload")
+    # A later upload changes the weights: a pinned revision must keep giving the first ones.
+    weights = load_file(repo / "model.safetensors")
+    weights["fc.bias"] = weights["fc.bias"] + 1.0 * torch.arange(10)
+    save_file(weights, str(repo / "model.safetensors"), metadata={"format": "pt"})
+    second = git(repo, "commit", "-qam", "new head bias")
+    broken = base / "mirrors" / "models" / "fsr-zoo" / "broken"
+    broken.mkdir(parents=True)
+    git(broken, "init", "-q", "-b", "main")
+    shutil.copyfile(repo_folder / "config.json", broken / "config.json")
+    (broken / "model.safetensors").write_bytes((repo_folder / "model.safetensors").read_bytes()[:5_000_000])
+    git(broken, "add", ".")
+    git(broken, "commit", "-qm", "truncated upload")
+
+    port = free_port()
+    (base / "configs.toml").write_text(textwrap.dedent(f"""
+        [basic]
+        host = "127.0.0.1"
+        port = {port}
+        repos-path = "{base / 'olah-cache'}"
+        mirror-netloc = "127.0.0.1:{port}"
+        mirror-lfs-netloc = "127.0.0.1:{port}"
+        mirrors-path = ["{base / 'mirrors'}"]
+        [accessibility]
+        offline = true
+    """))  # fmt: skip
+    olah = shutil.which("olah-cli", path=str(Path(sys.executable).parent)) or shutil.which("olah-cli")
+    assert olah, "olah is a test dependency: pip install -e .[test]"
+    log = open(base / "olah.log", "w")
+    server = subprocess.Popen([olah, "-c", str(base / "configs.toml")], cwd=base, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{endpoint}/api/models/{REPO_ID}/revision/main", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail(f"olah did not start: {(base / 'olah.log').read_text()[-2000:]}")
+    yield SimpleNamespace(endpoint=endpoint, first=first, second=second, plan=plan, hf_home=base / "hf-home",
+                          server=server, base=base)  # fmt: skip
+    server.kill()
+    server.wait()
+    log.close()
+
+
+def run_client(hub, *parts: str, offline: bool = False) -> dict:
+    """Run a Hub client script (its parts, each indented as it likes) in a fresh process against the server, or
+    offline from the cache; its last stdout line is JSON."""
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(hub.hf_home), "HF_HUB_DISABLE_XET": "1",
+           **({"HF_HUB_OFFLINE": "1"} if offline else {})}  # fmt: skip
+    env.pop("HF_HUB_CACHE", None)
+    result = subprocess.run([sys.executable, "-c", "".join(map(textwrap.dedent, parts))], env=env, capture_output=True,
+                            text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+LOADERS = f"""
+    import hashlib, json, timm, torch
+    import fsr_models
+    from fsr_models.hub import load_model
+    from transformers import AutoModelForImageClassification
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)
+    def logits(model):
+        out = model.eval()(x)
+        return getattr(out, "logits", out)
+    reference = logits(load_model({str(WEIGHTS)!r}))  # the committed weights, read from disk
+    def same(model):
+        return torch.equal(logits(model), reference)
+    FIRST, REPO = "{{first}}", "{REPO_ID}"
+    checks = {{
+        "timm registered tag, pinned": same(timm.create_model("resnet18_fsr.at_cifar10", pretrained=True,
+                                             pretrained_cfg_overlay=dict(hf_hub_id=REPO + "@" + FIRST))),
+        "timm hf-hub, pinned": same(timm.create_model(f"hf-hub:{{REPO}}@{{FIRST}}", pretrained=True)),
+        "transformers, pinned": same(AutoModelForImageClassification.from_pretrained(REPO, revision=FIRST)),
+        "load_model hf-hub, pinned": same(load_model(f"hf-hub:{{REPO}}@{{FIRST}}")),
+        "timm registered tag, main, is the later upload": not same(timm.create_model(
+            "resnet18_fsr.at_cifar10", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id=REPO))),
+        "transformers main == timm hf-hub main": torch.equal(
+            logits(AutoModelForImageClassification.from_pretrained(REPO)),
+            logits(timm.create_model(f"hf-hub:{{REPO}}", pretrained=True))),
+    }}
+"""
+
+
+def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub):
+    result = run_client(hub, LOADERS.replace("{first}", hub.first), """
+        from huggingface_hub import hf_hub_download
+        served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
+                  for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml")}
+        print(json.dumps({"checks": checks, "served": served}))
+    """)
+    assert result["checks"] == {name: True for name in result["checks"]} and len(result["checks"]) == 6
+    assert result["served"] == {f["path"]: f["sha256"] for f in hub.plan}  # what publish sends is what is served
+
+
+def test_missing_repository_revision_or_broken_file_is_a_clear_error(hub):
+    result = run_client(hub, """
+        import json
+        import fsr_models
+        from fsr_models.hub import load_model
+        from transformers import AutoModelForImageClassification
+        errors = {}
+        for label, load in {
+            "repository": lambda: load_model("hf-hub:fsr-zoo/no-such-model"),
+            "revision": lambda: load_model("hf-hub:fsr-zoo/resnet18_fsr.at_cifar10@no-such-branch"),
+            "truncated, load_model": lambda: load_model("hf-hub:fsr-zoo/broken"),
+            "truncated, transformers": lambda: AutoModelForImageClassification.from_pretrained("fsr-zoo/broken"),
+        }.items():
+            try:
+                load()
+                errors[label] = None
+            except ValueError as e:
+                errors[label] = str(e)
+        print(json.dumps(errors))
+    """)
+    assert "fsr-zoo/no-such-model was not found on http://127.0.0.1" in result["repository"]
+    assert "fsr-zoo/resnet18_fsr.at_cifar10 at revision no-such-branch was not found" in result["revision"]
+    assert "not a valid safetensors file" in result["truncated, load_model"] and "truncated" in result["truncated, load_model"]
+    assert "not valid safetensors" in result["truncated, transformers"]
+
+
+def test_the_cache_serves_every_loader_with_the_hub_offline(hub):
+    hub.server.kill()  # the Hub is gone: only the cache of the previous tests is left
+    hub.server.wait()
+    result = run_client(hub, LOADERS.replace("{first}", hub.first), """
+        print(json.dumps(checks))
+    """, offline=True)  # fmt: skip
+    assert result == {name: True for name in result} and len(result) == 6
