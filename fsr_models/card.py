@@ -6,6 +6,8 @@ config under `train_config`, and, when `training/gpu_run.sh` or a later evaluati
 """
 from __future__ import annotations
 
+import math
+
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluate import HUB_DATASETS, attack_settings, column_title, eval_results
@@ -69,7 +71,10 @@ def _body(config: dict, metrics: dict, repo_id: str, dataset_name: str) -> str:
     where = (f"with a Feature Separation and Recalibration (FSR) module after stage {', '.join(map(str, fsr))} of the "
              f"backbone (Kim et al., CVPR 2023)") if fsr else "without FSR (the baseline of the FSR paper)"  # fmt: skip
     backbone = BACKBONE_NAMES.get(config["backbone"], config["backbone"])
-    lines += [f"A {backbone} image classifier for {dataset_name} ({config['num_classes']} classes, 32x32 "
+    channels, height, width = config["pretrained_cfg"]["input_size"]
+    size = f"{height}x{width}"
+    dataset = train["dataset"] if train else "cifar10"
+    lines += [f"A {backbone} image classifier for {dataset_name} ({config['num_classes']} classes, {size} "
               f"inputs in [0, 1], no normalisation) {where}, trained to resist L-inf attacks of eps "
               f"{metrics['eps'] * 255:g}/255. Part of the fsr-zoo model zoo: `timm` architecture `{arch}`, tag "
               f"`{tag}`.", ""]  # fmt: skip
@@ -100,10 +105,10 @@ def _body(config: dict, metrics: dict, repo_id: str, dataset_name: str) -> str:
             f"{train['batch_size']}, SGD lr {lr:g} (momentum {train['momentum']:g}, weight decay "
             f"{train['weight_decay']:g}), x{train['lr_gamma']:g} at {train['lr_milestones']} of the epochs, "
             f"{train['precision']}, augmentation {'pad-4 crop + flip' if train['augment'] else 'none'}",
-            f"- Training time: {metrics.get('train_seconds', 0):.0f} s",
+            *([f"- Training time: {metrics['train_seconds']:.0f} s"] if "train_seconds" in metrics else []),
             "",
             "The full config is `train_config.yaml` in this repository; with the fsr-zoo code, "
-            "`python training/train.py --config train_config.yaml --set data_dir=<CIFAR-10 folder> "
+            f"`python training/train.py --config train_config.yaml --set data_dir=<{dataset_name} folder> "
             "output_dir=<new folder>" + (f" epochs={epochs} time_budget_min=null" if train.get("time_budget_min")
                                          else "") + "` repeats the run.",
             "",
@@ -112,25 +117,27 @@ def _body(config: dict, metrics: dict, repo_id: str, dataset_name: str) -> str:
     lines += ["## Evaluation", ""]
     for report in measured_reports(metrics):
         names = list(report["accuracy"])
+        starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
         lines += [f"Accuracy (%) on the first {report['images']} {dataset_name} test images, eps "
-                  f"{report['eps'] * 255:g}/255 (L-inf), eval mode:", "",
+                  f"{report['eps'] * 255:g}/255 (L-inf), eval mode, PGD with step eps/10 and {starts}:", "",
                   "| " + " | ".join(column_title(n) for n in names) + " |", "| --- " * len(names) + "|",
                   "| " + " | ".join(f"{100 * report['accuracy'][n]:.2f}" for n in names) + " |", ""]  # fmt: skip
-    lines += ["PGD attacks use step eps/10 and no random start (the paper's protocol); AutoAttack is the standard "
-              "version of the reference code (pyautoattack); Ensemble counts an image only if every listed white-box "
-              "attack fails on it. Each metric's settings are in this card's metadata. Reproduce with "
-              f"`python -m fsr_models.evaluate hf-hub:{repo_id} --n 1000 --attacks natural pgd20 autoattack`.", ""]
+    eps_flag = "" if math.isclose(metrics["eps"], 8 / 255) else f" --eps {metrics['eps']!r}"
+    lines += ["AutoAttack is the standard version of the reference code (pyautoattack); Ensemble counts an image only "
+              "if every listed white-box attack fails on it. Each metric's settings are in this card's metadata. "
+              f"Reproduce with `python -m fsr_models.evaluate hf-hub:{repo_id} --dataset {dataset} --data-dir "
+              f"<{dataset_name} folder>{eps_flag} --n 1000 --attacks natural pgd20 autoattack`.", ""]
 
     lines += ["## Use", "", "```python", "import fsr_models  # registers the architectures with timm and transformers",
               "import timm", "", f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
-              "logits = model(images)  # images: float tensor (N, 3, 32, 32) in [0, 1]", "",
+              f"logits = model(images)  # images: float tensor (N, {channels}, {height}, {width}) in [0, 1]", "",
               "from transformers import AutoModelForImageClassification", "",
               f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')",
               "logits = model(pixel_values=images).logits", "```", ""]  # fmt: skip
     lines += ["## Intended use and limits", "",
               f"A research checkpoint for studying adversarial robustness on {dataset_name}. Its robustness holds "
               f"only in the threat model it was trained and measured for: L-inf perturbations of at most "
-              f"{metrics['eps'] * 255:g}/255 on {dataset_name}-like 32x32 images. It is not certified, it says "
+              f"{metrics['eps'] * 255:g}/255 on {dataset_name}-like {size} images. It is not certified, it says "
               "nothing about other norms, larger budgets, patches, corruptions or other data, and stronger or "
               "adaptive attacks may lower the figures above. Inputs must be [0, 1] pixels without normalisation.",
               ""]  # fmt: skip

@@ -227,10 +227,11 @@ def column_title(name: str) -> str:
 def eval_results(report: dict) -> list[EvalResult]:
     """The report as Hub eval results (model-card metadata): one accuracy per attack, with its settings."""
     hub_id, dataset_name = HUB_DATASETS.get(report["dataset"], (report["dataset"], report["dataset"]))
+    split = "validation" if report["dataset"] == "tiny_imagenet" else "test"  # Tiny ImageNet is tested on its val
     return [
         EvalResult(task_type="image-classification", task_name="Image Classification",
                    dataset_type=hub_id, dataset_name=dataset_name,
-                   dataset_split=f"test[:{report['images']}]", metric_type="accuracy",
+                   dataset_split=f"{split}[:{report['images']}]", metric_type="accuracy",
                    metric_name=f"{column_title(n)} accuracy", metric_value=round(100 * v, 2),
                    metric_args=report["settings"].get(n, {"over": report["ensemble_over"]}))
         for n, v in report["accuracy"].items()

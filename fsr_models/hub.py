@@ -15,7 +15,7 @@ from pathlib import Path
 import timm
 import torch
 from huggingface_hub import constants, snapshot_download
-from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -56,6 +56,9 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict of a folder's `model.safetensors`, or of its shards listed in `model.safetensors.index.json`."""
     folder = Path(folder)
     index = folder / INDEX_NAME
+    if index.is_file() and (folder / WEIGHTS_NAME).is_file():
+        raise ValueError(f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), which may differ: remove "
+                         "the stale one")  # fmt: skip
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     elif (folder / WEIGHTS_NAME).is_file():
@@ -72,15 +75,19 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 def download_folder(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
     """A Hub repository's config and safetensors weights in the local cache (downloaded once; with
     HF_HUB_OFFLINE=1 read from the cache). Nothing else is fetched, so nothing pickled is ever opened."""
-    patterns = [CONFIG_NAME] + (["*.safetensors", INDEX_NAME] if weights else [])
+    patterns = [CONFIG_NAME] + ([WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors"] if weights else [])
+    where = f"{repo_id}{f' at revision {revision}' if revision else ''}"
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
-    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:  # also private or gated ones without access
         raise ValueError(
-            f"{repo_id}{f' at revision {revision}' if revision else ''} was not found on {constants.ENDPOINT}: check "
-            f"the repository id (the zoo's are {HF_ORG}/<architecture>.<tag>) and the revision (a branch, tag or "
-            "commit of that repository)"
+            f"{where} was not found on {constants.ENDPOINT}: check the repository id (the zoo's are "
+            f"{HF_ORG}/<architecture>.<tag>) and the revision (a branch, tag or commit of that repository); for a "
+            "private or gated repository, set HF_TOKEN to a token that may read it"
         ) from e
+    except LocalEntryNotFoundError as e:
+        raise ValueError(f"{where} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE is set, "
+                         "or no network): load it once while online") from e  # fmt: skip
 
 
 def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> torch.nn.Module:

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
 
 from .card import card_eval_results, model_card
@@ -46,24 +48,52 @@ def default_repo_id(config: dict) -> str:
     return f"{HF_ORG}/{config['architecture']}.{config['pretrained_cfg']['tag']}"
 
 
+def check_repo_id(repo_id: str) -> None:
+    try:
+        validate_repo_id(repo_id)
+        if repo_id.count("/") != 1:
+            raise HFValidationError("it must name an owner")
+    except HFValidationError as e:
+        raise PublishError(f"{repo_id!r} is not a Hub model id of the form owner/name ({e})") from e
+
+
+def is_repo_folder(path: str | Path) -> bool:
+    """An exported repository folder (as opposed to a training run or a zoo folder with shards)."""
+    return all((Path(path) / n).is_file() for n in REQUIRED_FILES)
+
+
 def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
-    """Write the repository folder of a trained model into `out` (which must not exist or be empty)."""
+    """Write and check the repository folder of a trained model in `out`, which must not exist yet (or be an empty
+    folder). It is built beside `out` and moved there only when every check passes, so a failure leaves nothing."""
     src, out = source_folder(source), Path(out)
     config = json.loads((src / CONFIG_NAME).read_text())
     if not (src / METRICS_NAME).is_file():
         raise PublishError(f"{src} has no {METRICS_NAME}: a published model needs measured results. Evaluate it "
                            "first (training/train.py writes them at the end of a run).")  # fmt: skip
     metrics = json.loads((src / METRICS_NAME).read_text())
-    card = model_card(config, metrics, repo_id or default_repo_id(config))  # fails on metrics without results
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty: export into a new folder (nothing there was changed)")
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src / CONFIG_NAME, out / CONFIG_NAME)
-    save_file(read_weights(src), str(out / WEIGHTS_NAME), metadata={"format": "pt"})  # shards merged, checked
-    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
-    if "train_config" in metrics:
-        (out / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(metrics["train_config"], sort_keys=False))
-    card.save(out / CARD_NAME)
+    repo_id = repo_id or default_repo_id(config)
+    check_repo_id(repo_id)
+    card = model_card(config, metrics, repo_id)  # fails on metrics without results
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise FileExistsError(f"{out} already exists and is not an empty folder: export into a new folder")
+    weights = read_weights(src)  # shards merged; a corrupt one fails here, before anything is written
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a leftover of an interrupted export
+    partial.mkdir(parents=True)
+    try:
+        shutil.copyfile(src / CONFIG_NAME, partial / CONFIG_NAME)
+        save_file(weights, str(partial / WEIGHTS_NAME), metadata={"format": "pt"})
+        (partial / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+        if "train_config" in metrics:
+            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(metrics["train_config"], sort_keys=False))
+        card.save(partial / CARD_NAME)
+        check_repo_folder(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()
+    partial.rename(out)
     return out
 
 
@@ -90,14 +120,18 @@ def check_repo_folder(folder: str | Path) -> list[str]:
     with torch.no_grad():
         if not torch.equal(timm_model(x), hf_model(pixel_values=x).logits):
             raise PublishError(f"{folder}: timm and transformers give different logits for the same weights")
-    metrics = json.loads((folder / METRICS_NAME).read_text())
+    config, metrics = (json.loads((folder / n).read_text()) for n in (CONFIG_NAME, METRICS_NAME))
     try:
         expected = card_eval_results(metrics)
     except ValueError as e:
         raise PublishError(f"{folder / METRICS_NAME}: {e}") from e
-    if ModelCard.load(folder / CARD_NAME).data.eval_results != expected:
+    card = ModelCard.load(folder / CARD_NAME)
+    if card.data.eval_results != expected:
         raise PublishError(f"{folder / CARD_NAME}: its eval results are not those of {METRICS_NAME}; regenerate the "
                            "card with hub/publish.py instead of editing it")  # fmt: skip
+    if card.content != model_card(config, metrics, card.data.model_name).content:
+        raise PublishError(f"{folder / CARD_NAME} is not the card generated from {METRICS_NAME} (edited by hand?): "
+                           "regenerate it with hub/publish.py")  # fmt: skip
     return [n for n in files if n in REPO_FILES]
 
 
@@ -108,17 +142,21 @@ def upload_plan(folder: str | Path, files: list[str]) -> list[dict]:
              "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest()} for n in files]  # fmt: skip
 
 
-def publish(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool = False,
+def publish(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool | None = None,
             dry_run: bool = False, commit_message: str | None = None) -> dict:  # fmt: skip
-    """Check `folder`, then upload it to `repo_id` in one commit (created if needed) with a token from the
-    environment (HF_TOKEN or `hf auth login`). `dry_run` only checks and returns what would be sent."""
+    """Check `folder`, then make `repo_id` hold exactly its files, in one commit, with a token from the environment
+    (HF_TOKEN or `hf auth login`): the repository is created if needed, and files of an earlier upload that this
+    one does not have (old shards, say) are deleted in the same commit. `private` (when not None) sets the
+    repository's visibility, also for an existing one. `dry_run` only checks and returns what would be sent."""
     folder = Path(folder)
+    check_repo_id(repo_id)
     files = check_repo_folder(folder)
     card_repo = ModelCard.load(folder / CARD_NAME).data.model_name
     if card_repo != repo_id:
         raise PublishError(f"{folder / CARD_NAME} was written for {card_repo}, not {repo_id}: export again with "
                            f"--repo-id {repo_id}")  # fmt: skip
-    result = {"repo_id": repo_id, "files": upload_plan(folder, files), "commit": None, "commit_url": None}
+    result = {"repo_id": repo_id, "files": upload_plan(folder, files), "deleted": [], "commit": None,
+              "commit_url": None}  # fmt: skip
     if dry_run:
         return result
     token = token or get_token()
@@ -127,9 +165,13 @@ def publish(folder: str | Path, repo_id: str, *, token: str | None = None, priva
                            "(or run `hf auth login`), or use the dry run")  # fmt: skip
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
+    if private is not None:  # create_repo ignores `private` for a repository that exists
+        api.update_repo_settings(repo_id, private=private)
+    stale = sorted(set(api.list_repo_files(repo_id)) - set(files) - {".gitattributes"})
+    operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in files]
     commit = api.create_commit(
-        repo_id, operations=[CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in files],
+        repo_id, operations=operations + [CommitOperationDelete(path_in_repo=n) for n in stale],
         commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} (fsr-zoo hub/publish.py)",
     )  # fmt: skip
-    result.update(commit=commit.oid, commit_url=commit.commit_url)
+    result.update(deleted=stale, commit=commit.oid, commit_url=commit.commit_url)
     return result

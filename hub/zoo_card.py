@@ -16,7 +16,8 @@ sys.path.insert(0, str(ROOT))  # the checkout's fsr_models, also when not instal
 import timm  # noqa: E402
 
 import fsr_models  # noqa: E402
-from fsr_models.card import BACKBONE_NAMES, CITATION, PAPER_EPOCHS  # noqa: E402
+from fsr_models.card import BACKBONE_NAMES, CITATION, PAPER_EPOCHS, final_test_report  # noqa: E402
+from fsr_models.evaluate import column_title  # noqa: E402
 
 CARD = ROOT / "MODEL_CARD.md"
 WEIGHTS = ROOT / "hub" / "weights"
@@ -78,8 +79,9 @@ def render() -> str:
 
     lines += ["## Measured results beside the paper", "",
               "Accuracy (%), eps 8/255, PGD-20 with step eps/10 and no random start (the paper's protocol). Measured "
-              "natural and PGD-20 accuracy are on all 10,000 test images; AutoAttack (standard, pyautoattack) on the "
-              "first images as noted. The paper trained 100 epochs at batch 128.", "",
+              "natural and PGD-20 accuracy are on the test images the run column names (the whole CIFAR-10 test set "
+              "is 10,000); AutoAttack (standard, pyautoattack) on the first images as noted. The paper trained 100 "
+              "epochs at batch 128.", "",
               "| model.tag | training run | natural | PGD-20 | AutoAttack | paper natural | paper PGD-20 | paper AutoAttack |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name in sorted(set(trained) | {f"{a}.{t}" for a, t in PAPER}):
@@ -87,16 +89,20 @@ def render() -> str:
         paper = PAPER.get((arch, tag), (None, None, None))
         m = trained.get(name)
         if m is None:
-            run, natural, pgd20, aa = "not trained yet", None, None, "-"
+            run, natural, pgd20, aa = "not trained yet", None, "-", "-"
         else:
             epochs, cfg = m["epochs"], m["train_config"]
             short = " (short schedule)" if epochs < PAPER_EPOCHS else ""
-            run = f"[{epochs} epochs{short}, batch {cfg['batch_size']}](hub/weights/{name}/README.md)"
-            natural, pgd20 = 100 * m["natural_acc"], 100 * m["pgd20_acc"]
+            test = final_test_report(m)
+            run = (f"[{epochs} epochs{short}, batch {cfg['batch_size']}](hub/weights/{name}/README.md), tested on "
+                   f"{test['images']:,}")  # fmt: skip
+            (_, natural), (pgd_name, pgd_value) = test["accuracy"].items()
+            natural = 100 * natural
+            pgd20 = f"{100 * pgd_value:.2f}" + ("" if pgd_name == "pgd20" else f" ({column_title(pgd_name)})")
             report = m.get("evaluation", {})
             aa = (f"{100 * report['accuracy']['autoattack']:.2f} (first {report['images']:,})"
                   if "autoattack" in report.get("accuracy", {}) else "-")  # fmt: skip
-        lines.append(f"| {name} | {run} | {pct(natural)} | {pct(pgd20)} | {aa} | {pct(paper[0])} | {pct(paper[1])} "
+        lines.append(f"| {name} | {run} | {pct(natural)} | {pgd20} | {aa} | {pct(paper[0])} | {pct(paper[1])} "
                      f"| {pct(paper[2])} |")  # fmt: skip
     lines += ["", "Paper: Table 1 (ResNet-18), Table 2 (VGG16), Table 3 (AutoAttack, ResNet-18 on CIFAR-10). "
               "WideResNet-34-10, CIFAR-100 and Tiny ImageNet results are in the paper's supplementary material.", ""]
@@ -107,8 +113,9 @@ def render() -> str:
                 f"`train_config` in its `metrics.json`; natural and PGD-20 on the test set are written by "
                 f"`training/train.py` at the end of the run).")  # fmt: skip
         if "evaluation" in m:
-            line += (f" AutoAttack: `python -m fsr_models.evaluate hub/weights/{name} --data-dir <CIFAR-10 folder> "
-                     f"--n {m['evaluation']['images']} --attacks natural pgd20 autoattack`.")  # fmt: skip
+            line += (f" AutoAttack: `python -m fsr_models.evaluate hub/weights/{name} --dataset "
+                     f"{m['evaluation']['dataset']} --data-dir <data folder> --n {m['evaluation']['images']} "
+                     "--attacks natural pgd20 autoattack`.")  # fmt: skip
         lines.append(line)
     if not trained:
         lines.append("- No weights have been trained yet.")

@@ -4,6 +4,7 @@ Hub clients read HF_ENDPOINT when they are imported, so everything that talks to
 The upload itself cannot reach a Hub offline: HfApi's two network calls are replaced by recorders, and the
 operations they receive are what the mirror then serves.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -20,10 +21,11 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
-from huggingface_hub import HfApi, ModelCard, constants
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from safetensors.torch import load_file, save_file
 
 from fsr_models.card import card_eval_results
+from fsr_models.hub import read_weights
 from fsr_models.publish import PublishError, check_repo_folder, export_repo, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,12 +46,19 @@ def hub_calls(monkeypatch):
     def create_repo(self, repo_id, **kwargs):
         calls.append(("create_repo", repo_id, kwargs))
 
+    def update_repo_settings(self, repo_id, **kwargs):
+        calls.append(("update_repo_settings", repo_id, kwargs))
+
+    def list_repo_files(self, repo_id, **kwargs):  # an earlier upload of the shards, as in hub/weights/
+        calls.append(("list_repo_files", repo_id, kwargs))
+        return [".gitattributes", "README.md", "model-00001-of-00004.safetensors", "model.safetensors.index.json"]
+
     def create_commit(self, repo_id, operations, **kwargs):
         calls.append(("create_commit", repo_id, operations))
         return SimpleNamespace(oid="1" * 40, commit_url=f"https://huggingface.co/{repo_id}/commit/{'1' * 40}")
 
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    for method in (create_repo, update_repo_settings, list_repo_files, create_commit):
+        monkeypatch.setattr(HfApi, method.__name__, method)
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
     return calls
 
@@ -99,16 +108,45 @@ def test_export_refuses_a_model_without_measured_results(tmp_path):
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
 
 
-def test_publish_uploads_every_file_in_one_commit(repo_folder, hub_calls):
-    result = publish(repo_folder, REPO_ID)
-    (_, repo, _), (_, commit_repo, operations) = hub_calls
-    assert repo == commit_repo == REPO_ID and result["commit"] == "1" * 40
-    sent = {op.path_in_repo: hashlib.sha256(Path(op.path_or_fileobj).read_bytes()).hexdigest() for op in operations}
-    assert sent == {f["path"]: f["sha256"] for f in result["files"]}
+def test_publish_makes_the_repository_hold_exactly_the_folder_in_one_commit(repo_folder, hub_calls):
+    result = publish(repo_folder, REPO_ID, private=True)
+    assert [(name, repo) for name, repo, _ in hub_calls] == [("create_repo", REPO_ID), ("update_repo_settings", REPO_ID),
+                                                             ("list_repo_files", REPO_ID), ("create_commit", REPO_ID)]
+    assert hub_calls[1][2]["private"] is True  # also for a repository that existed (create_repo ignores it then)
+    operations = hub_calls[-1][2]
+    sent = {op.path_in_repo: hashlib.sha256(Path(op.path_or_fileobj).read_bytes()).hexdigest()
+            for op in operations if isinstance(op, CommitOperationAdd)}  # fmt: skip
+    assert sent == {f["path"]: f["sha256"] for f in result["files"]} and result["commit"] == "1" * 40
+    deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
+    assert deleted == result["deleted"] == ["model-00001-of-00004.safetensors", "model.safetensors.index.json"]
 
 
-@pytest.mark.parametrize("damage", ["weights of another network", "card without results", "no metrics.json",
-                                    "card for another repository", "a pickle beside the weights"])  # fmt: skip
+def test_export_failure_leaves_nothing_behind(tmp_path):
+    folder = copy_of(WEIGHTS, tmp_path)
+    shard = folder / "model-00002-of-00004.safetensors"
+    shard.write_bytes(shard.read_bytes()[:1_000_000])
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        export_repo(folder, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_a_folder_with_both_single_and_sharded_weights_is_refused(tmp_path):
+    folder = copy_of(WEIGHTS, tmp_path)
+    save_file(read_weights(WEIGHTS), str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match="holds both model.safetensors and model.safetensors.index.json"):
+        read_weights(folder)
+
+
+@pytest.mark.parametrize("repo_id", ["noslash", "a/b/c", "my org/na me!!"])
+def test_malformed_repository_ids_are_refused(repo_folder, tmp_path, repo_id):
+    with pytest.raises(PublishError, match="is not a Hub model id"):
+        publish(repo_folder, repo_id, dry_run=True)
+    with pytest.raises(PublishError, match="is not a Hub model id"):
+        export_repo(WEIGHTS, tmp_path / "out", repo_id)
+
+
+@pytest.mark.parametrize("damage", ["weights of another network", "card without results", "card edited by hand",
+                                    "no metrics.json", "card for another repository", "a pickle beside the weights"])
 def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls, damage):
     folder = copy_of(repo_folder, tmp_path)
     if damage == "weights of another network":
@@ -117,6 +155,10 @@ def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls
     elif damage == "card without results":
         (folder / "README.md").write_text("---\nlibrary_name: timm\nmodel_name: fsr-zoo/x\n---\n# a card\n")
         expected = "eval results are not those of metrics.json"
+    elif damage == "card edited by hand":
+        card = folder / "README.md"
+        card.write_text(card.read_text().replace("| 66.90 | 40.14 |", "| 76.90 | 50.14 |"))
+        expected = "not the card generated from metrics.json"
     elif damage == "no metrics.json":
         (folder / "metrics.json").unlink()
         expected = "lacks"
@@ -138,13 +180,27 @@ def test_publish_without_a_token_says_how_to_give_one(repo_folder, monkeypatch):
         publish(repo_folder, REPO_ID)
 
 
-def test_command_line_dry_run_lists_what_would_be_sent(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "hub" / "publish.py"), str(WEIGHTS), "--dry-run", "--out",
-                             str(tmp_path / "repo")], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in result.stdout
+def publish_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "hub" / "publish.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+def test_command_line_dry_run_then_the_kept_folder_as_it_is(tmp_path):
+    exported = publish_cli(WEIGHTS, "--dry-run", "--out", tmp_path / "repo")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in exported.stdout
     for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"):
-        assert name in result.stdout
+        assert name in exported.stdout
+    again = publish_cli(tmp_path / "repo", "--dry-run")  # the step before the upload: no second export
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in again.stdout
+
+
+def test_command_line_errors_are_one_line_and_exit_2(tmp_path):
+    (tmp_path / "run").mkdir()
+    result = publish_cli(tmp_path / "run", "--dry-run")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert "holds no config.json" in result.stderr
 
 
 def test_model_card_md_is_up_to_date():
@@ -172,18 +228,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def hub(repo_folder, tmp_path_factory):
-    """olah serving git mirrors: the published repository (two commits) and one with a truncated weights file."""
-    base = tmp_path_factory.mktemp("hub")
+def mirrors(repo_folder, tmp_path_factory):
+    """Git mirrors for olah: the published repository (two commits) and one with a truncated weights file."""
+    base = tmp_path_factory.mktemp("mirrors")
     # What publish sends, recorded, becomes the served repository's first commit.
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+        mp.setattr(HfApi, "list_repo_files", lambda self, repo_id, **kw: [])
         mp.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: calls.append(operations)
                    or SimpleNamespace(oid=None, commit_url=None))  # fmt: skip
         mp.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
         plan = publish(repo_folder, REPO_ID)["files"]
-    repo = base / "mirrors" / "models" / REPO_ID
+    repo = base / "models" / REPO_ID
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
     for op in calls[0]:
@@ -194,52 +251,64 @@ def hub(repo_folder, tmp_path_factory):
     weights = load_file(repo / "model.safetensors")
     weights["fc.bias"] = weights["fc.bias"] + 1.0 * torch.arange(10)
     save_file(weights, str(repo / "model.safetensors"), metadata={"format": "pt"})
-    second = git(repo, "commit", "-qam", "new head bias")
-    broken = base / "mirrors" / "models" / "fsr-zoo" / "broken"
+    git(repo, "commit", "-qam", "new head bias")
+    broken = base / "models" / "fsr-zoo" / "broken"
     broken.mkdir(parents=True)
     git(broken, "init", "-q", "-b", "main")
     shutil.copyfile(repo_folder / "config.json", broken / "config.json")
     (broken / "model.safetensors").write_bytes((repo_folder / "model.safetensors").read_bytes()[:5_000_000])
     git(broken, "add", ".")
     git(broken, "commit", "-qm", "truncated upload")
+    return SimpleNamespace(path=base, first=first, plan=plan)
 
+
+@contextlib.contextmanager
+def serving(mirrors, workdir: Path):
+    """olah on a free loopback port, offline, serving the mirrors; yields its endpoint."""
     port = free_port()
-    (base / "configs.toml").write_text(textwrap.dedent(f"""
+    (workdir / "configs.toml").write_text(textwrap.dedent(f"""
         [basic]
         host = "127.0.0.1"
         port = {port}
-        repos-path = "{base / 'olah-cache'}"
+        repos-path = "{workdir / 'olah-cache'}"
         mirror-netloc = "127.0.0.1:{port}"
         mirror-lfs-netloc = "127.0.0.1:{port}"
-        mirrors-path = ["{base / 'mirrors'}"]
+        mirrors-path = ["{mirrors.path}"]
         [accessibility]
         offline = true
     """))  # fmt: skip
     olah = shutil.which("olah-cli", path=str(Path(sys.executable).parent)) or shutil.which("olah-cli")
     assert olah, "olah is a test dependency: pip install -e .[test]"
-    log = open(base / "olah.log", "w")
-    server = subprocess.Popen([olah, "-c", str(base / "configs.toml")], cwd=base, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    with open(workdir / "olah.log", "w") as log:
+        server = subprocess.Popen([olah, "-c", str(workdir / "configs.toml")], cwd=workdir, stdout=log,
+                                  stderr=subprocess.STDOUT)  # fmt: skip
+        endpoint = f"http://127.0.0.1:{port}"
         try:
-            urllib.request.urlopen(f"{endpoint}/api/models/{REPO_ID}/revision/main", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail(f"olah did not start: {(base / 'olah.log').read_text()[-2000:]}")
-    yield SimpleNamespace(endpoint=endpoint, first=first, second=second, plan=plan, hf_home=base / "hf-home",
-                          server=server, base=base)  # fmt: skip
-    server.kill()
-    server.wait()
-    log.close()
+            for _ in range(120):
+                try:
+                    urllib.request.urlopen(f"{endpoint}/api/models/{REPO_ID}/revision/main", timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                pytest.fail(f"olah did not start: {(workdir / 'olah.log').read_text()[-2000:]}")
+            yield endpoint
+        finally:
+            server.kill()
+            server.wait()
 
 
-def run_client(hub, *parts: str, offline: bool = False) -> dict:
+@pytest.fixture(scope="module")
+def hub(mirrors, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("hub")
+    with serving(mirrors, workdir) as endpoint:
+        yield SimpleNamespace(endpoint=endpoint, hf_home=workdir / "hf-home", first=mirrors.first, plan=mirrors.plan)
+
+
+def run_client(endpoint: str, hf_home: Path, *parts: str, offline: bool = False) -> dict:
     """Run a Hub client script (its parts, each indented as it likes) in a fresh process against the server, or
     offline from the cache; its last stdout line is JSON."""
-    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(hub.hf_home), "HF_HUB_DISABLE_XET": "1",
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_XET": "1",
            **({"HF_HUB_OFFLINE": "1"} if offline else {})}  # fmt: skip
     env.pop("HF_HUB_CACHE", None)
     result = subprocess.run([sys.executable, "-c", "".join(map(textwrap.dedent, parts))], env=env, capture_output=True,
@@ -278,7 +347,7 @@ LOADERS = f"""
 
 
 def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub):
-    result = run_client(hub, LOADERS.replace("{first}", hub.first), """
+    result = run_client(hub.endpoint, hub.hf_home, LOADERS.replace("{first}", hub.first), """
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
                   for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml")}
@@ -289,7 +358,7 @@ def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub):
 
 
 def test_missing_repository_revision_or_broken_file_is_a_clear_error(hub):
-    result = run_client(hub, """
+    result = run_client(hub.endpoint, hub.hf_home, """
         import json
         import fsr_models
         from fsr_models.hub import load_model
@@ -314,10 +383,9 @@ def test_missing_repository_revision_or_broken_file_is_a_clear_error(hub):
     assert "not valid safetensors" in result["truncated, transformers"]
 
 
-def test_the_cache_serves_every_loader_with_the_hub_offline(hub):
-    hub.server.kill()  # the Hub is gone: only the cache of the previous tests is left
-    hub.server.wait()
-    result = run_client(hub, LOADERS.replace("{first}", hub.first), """
-        print(json.dumps(checks))
-    """, offline=True)  # fmt: skip
-    assert result == {name: True for name in result} and len(result) == 6
+def test_the_cache_serves_every_loader_with_the_hub_offline(mirrors, tmp_path):
+    loaders = LOADERS.replace("{first}", mirrors.first)
+    with serving(mirrors, tmp_path) as endpoint:  # a server of its own, stopped before the offline part
+        online = run_client(endpoint, tmp_path / "hf-home", loaders, "print(json.dumps(checks))")
+    offline = run_client(endpoint, tmp_path / "hf-home", loaders, "print(json.dumps(checks))", offline=True)
+    assert online == offline == {name: True for name in online} and len(online) == 6
