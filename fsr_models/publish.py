@@ -78,7 +78,8 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None)
         raise FileExistsError(f"{out} already exists and is not an empty folder: export into a new folder")
     weights = read_weights(src)  # shards merged; a corrupt one fails here, before anything is written
     partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # a leftover of an interrupted export
+    if partial.exists():  # never removed here: it is not known to be ours
+        raise FileExistsError(f"{partial} exists (left by an interrupted export?): remove it or export elsewhere")
     partial.mkdir(parents=True)
     try:
         shutil.copyfile(src / CONFIG_NAME, partial / CONFIG_NAME)
@@ -101,7 +102,7 @@ def check_repo_folder(folder: str | Path) -> list[str]:
     """Every check a folder passes before upload; returns the files to upload.
 
     The weights must load into the architecture config.json names, in timm and in transformers, with identical
-    logits; the card's metadata must hold the results that metrics.json records.
+    logits; the card must be the one generated from metrics.json, its metadata holding those results.
     """
     folder = Path(folder)
     files = sorted(p.name for p in folder.iterdir())
