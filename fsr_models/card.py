@@ -60,10 +60,10 @@ def model_card(config: dict, metrics: dict, repo_id: str) -> ModelCard:
               "adversarial-training", "feature-separation-and-recalibration"],
         model_name=repo_id, eval_results=card_eval_results(metrics),
     )  # fmt: skip
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(config, metrics, repo_id, dataset_name)}")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(config, metrics, repo_id, dataset, dataset_name)}")
 
 
-def _body(config: dict, metrics: dict, repo_id: str, dataset_name: str) -> str:
+def _body(config: dict, metrics: dict, repo_id: str, dataset: str, dataset_name: str) -> str:
     arch, tag = config["architecture"], config.get("pretrained_cfg", {}).get("tag", "")
     train = metrics.get("train_config")
     lines = [f"# {repo_id.split('/')[-1]}", ""]
@@ -73,7 +73,6 @@ def _body(config: dict, metrics: dict, repo_id: str, dataset_name: str) -> str:
     backbone = BACKBONE_NAMES.get(config["backbone"], config["backbone"])
     channels, height, width = config["pretrained_cfg"]["input_size"]
     size = f"{height}x{width}"
-    dataset = train["dataset"] if train else "cifar10"
     lines += [f"A {backbone} image classifier for {dataset_name} ({config['num_classes']} classes, {size} "
               f"inputs in [0, 1], no normalisation) {where}, trained to resist L-inf attacks of eps "
               f"{metrics['eps'] * 255:g}/255. Part of the fsr-zoo model zoo: `timm` architecture `{arch}`, tag "

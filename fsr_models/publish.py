@@ -98,11 +98,11 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None)
     return out
 
 
-def check_repo_folder(folder: str | Path) -> list[str]:
-    """Every check a folder passes before upload; returns the files to upload.
+def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[str]:
+    """Every check a folder passes before upload (to `repo_id`, when given); returns the files to upload.
 
     The weights must load into the architecture config.json names, in timm and in transformers, with identical
-    logits; the card must be the one generated from metrics.json, its metadata holding those results.
+    logits; the card must be the one generated from metrics.json (for `repo_id`), its metadata holding those results.
     """
     folder = Path(folder)
     files = sorted(p.name for p in folder.iterdir())
@@ -133,6 +133,9 @@ def check_repo_folder(folder: str | Path) -> list[str]:
     if card.content != model_card(config, metrics, card.data.model_name).content:
         raise PublishError(f"{folder / CARD_NAME} is not the card generated from {METRICS_NAME} (edited by hand?): "
                            "regenerate it with hub/publish.py")  # fmt: skip
+    if repo_id is not None and card.data.model_name != repo_id:
+        raise PublishError(f"{folder / CARD_NAME} was written for {card.data.model_name}, not {repo_id}: export again "
+                           f"with --repo-id {repo_id}")  # fmt: skip
     return [n for n in files if n in REPO_FILES]
 
 
@@ -151,11 +154,7 @@ def publish(folder: str | Path, repo_id: str, *, token: str | None = None, priva
     repository's visibility, also for an existing one. `dry_run` only checks and returns what would be sent."""
     folder = Path(folder)
     check_repo_id(repo_id)
-    files = check_repo_folder(folder)
-    card_repo = ModelCard.load(folder / CARD_NAME).data.model_name
-    if card_repo != repo_id:
-        raise PublishError(f"{folder / CARD_NAME} was written for {card_repo}, not {repo_id}: export again with "
-                           f"--repo-id {repo_id}")  # fmt: skip
+    files = check_repo_folder(folder, repo_id)
     result = {"repo_id": repo_id, "files": upload_plan(folder, files), "deleted": [], "commit": None,
               "commit_url": None}  # fmt: skip
     if dry_run:
