@@ -10,7 +10,7 @@ import math
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .evaluate import HUB_DATASETS, attack_settings, column_title, eval_results
+from .evaluate import HUB_DATASETS, accuracy_table, attack_settings, eval_results
 
 PAPER_EPOCHS = 100
 BACKBONE_NAMES = {"resnet18": "ResNet-18", "vgg16": "VGG16", "wrn34_10": "WideResNet-34-10"}
@@ -115,12 +115,10 @@ def _body(config: dict, metrics: dict, repo_id: str, dataset: str, dataset_name:
 
     lines += ["## Evaluation", ""]
     for report in measured_reports(metrics):
-        names = list(report["accuracy"])
         starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
         lines += [f"Accuracy (%) on the first {report['images']} {dataset_name} test images, eps "
                   f"{report['eps'] * 255:g}/255 (L-inf), eval mode, PGD with step eps/10 and {starts}:", "",
-                  "| " + " | ".join(column_title(n) for n in names) + " |", "| --- " * len(names) + "|",
-                  "| " + " | ".join(f"{100 * report['accuracy'][n]:.2f}" for n in names) + " |", ""]  # fmt: skip
+                  *accuracy_table(report), ""]  # fmt: skip
     eps_flag = "" if math.isclose(metrics["eps"], 8 / 255) else f" --eps {metrics['eps']!r}"
     lines += ["AutoAttack is the standard version of the reference code (pyautoattack); Ensemble counts an image only "
               "if every listed white-box attack fails on it. Each metric's settings are in this card's metadata. "

@@ -243,11 +243,18 @@ def model_index(report: dict, model_name: str) -> list[dict]:
     return eval_results_to_model_index(model_name, eval_results(report))
 
 
+def accuracy_table(report: dict, row_label: str | None = None) -> list[str]:
+    """The report's accuracies (%) as a Markdown table in the paper's column order, with an optional label column."""
+    accuracy = report["accuracy"]
+    cols = [n for n in COLUMNS if n in accuracy] + [n for n in accuracy if n not in COLUMNS]
+    label = [] if row_label is None else [("model", row_label)]
+    header = [title for title, _ in label] + [column_title(n) for n in cols]
+    values = [value for _, value in label] + [f"{100 * accuracy[n]:.2f}" for n in cols]
+    return [f"| {' | '.join(header)} |", "| --- " * len(header) + "|", f"| {' | '.join(values)} |"]
+
+
 def markdown(report: dict) -> str:
-    cols = [n for n in COLUMNS if n in report["accuracy"]]
-    values = " | ".join(f"{100 * report['accuracy'][n]:.2f}" for n in cols)
-    lines = [f"| model | {' | '.join(COLUMNS[n] for n in cols)} |", "| --- " * (len(cols) + 1) + "|",
-             f"| {report['model']} | {values} |"]  # fmt: skip
+    lines = accuracy_table(report, row_label=report["model"])
     lines.append(f"\nAccuracy (%) on the first {report['images']} {report['dataset']} test images, eps "
                  f"{report['eps'] * 255:g}/255 (Linf), {'strong protocol' if report['strong'] else 'paper protocol'}.")
     for c in report.get("sanity_checks", []):

@@ -38,9 +38,8 @@ def repo_folder(tmp_path_factory):
     return export_repo(WEIGHTS, tmp_path_factory.mktemp("export") / "repo")
 
 
-@pytest.fixture
-def hub_calls(monkeypatch):
-    """Records HfApi's network calls instead of making them."""
+def record_hub_calls(mp, remote_files: list[str]) -> list:
+    """Replace HfApi's network calls by recorders (on the Hub, `remote_files` are there already)."""
     calls = []
 
     def create_repo(self, repo_id, **kwargs):
@@ -49,18 +48,25 @@ def hub_calls(monkeypatch):
     def update_repo_settings(self, repo_id, **kwargs):
         calls.append(("update_repo_settings", repo_id, kwargs))
 
-    def list_repo_files(self, repo_id, **kwargs):  # an earlier upload of the shards, as in hub/weights/
+    def list_repo_files(self, repo_id, **kwargs):
         calls.append(("list_repo_files", repo_id, kwargs))
-        return [".gitattributes", "README.md", "model-00001-of-00004.safetensors", "model.safetensors.index.json"]
+        return remote_files
 
     def create_commit(self, repo_id, operations, **kwargs):
         calls.append(("create_commit", repo_id, operations))
         return SimpleNamespace(oid="1" * 40, commit_url=f"https://huggingface.co/{repo_id}/commit/{'1' * 40}")
 
     for method in (create_repo, update_repo_settings, list_repo_files, create_commit):
-        monkeypatch.setattr(HfApi, method.__name__, method)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
+        mp.setattr(HfApi, method.__name__, method)
+    mp.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
     return calls
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """The recorded calls, against a repository that holds an earlier upload of the shards (as in hub/weights/)."""
+    return record_hub_calls(monkeypatch, [".gitattributes", "README.md", "model-00001-of-00004.safetensors",
+                                          "model.safetensors.index.json"])  # fmt: skip
 
 
 def copy_of(folder, tmp_path):
@@ -232,18 +238,13 @@ def mirrors(repo_folder, tmp_path_factory):
     """Git mirrors for olah: the published repository (two commits) and one with a truncated weights file."""
     base = tmp_path_factory.mktemp("mirrors")
     # What publish sends, recorded, becomes the served repository's first commit.
-    calls = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
-        mp.setattr(HfApi, "list_repo_files", lambda self, repo_id, **kw: [])
-        mp.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: calls.append(operations)
-                   or SimpleNamespace(oid=None, commit_url=None))  # fmt: skip
-        mp.setenv("HF_TOKEN", "hf_test_token_for_the_recorder")
+        calls = record_hub_calls(mp, [])
         plan = publish(repo_folder, REPO_ID)["files"]
     repo = base / "models" / REPO_ID
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
-    for op in calls[0]:
+    for op in calls[-1][2]:  # the operations of create_commit
         shutil.copyfile(op.path_or_fileobj, repo / op.path_in_repo)
     git(repo, "add", ".")
     first = git(repo, "commit", "-qm", "upload")
