@@ -3,7 +3,7 @@
 Importing the package registers the networks with timm (`resnet18_fsr`, `vgg16_fsr`, `wrn34_10_fsr` and the
 `*_plain` baselines) and the transformers classes with the Auto classes.
 """
-from .fsr import FSR, FSR_OUTPUTS, FSRLoss, FSROutput, FSRParts, highest_wrong_class
+from .fsr import FSR, FSR_OUTPUTS, FSRLoss, FSROutput, FSRParts, fsr_health, fsr_health_problems, highest_wrong_class
 from .models import ARCHITECTURES, HF_ORG, PAPER_TAGS, PUBLISHED, CifarResNet, CifarVGG, FSRNet, WideResNet
 from .hf import FSRConfig, FSRForImageClassification
 

@@ -17,27 +17,76 @@ import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from .fsr import FSRLoss
 from .hf import FSRForImageClassification
 from .models import HF_ORG
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
+# The auxiliary heads h of `FSRLoss`, saved beside the network: only the FSR losses read them (fine-tuning), so
+# timm and transformers loading never see them.
+FSR_HEADS_NAME = "fsr_heads.safetensors"
 
 
 def save_folder(
-    model: torch.nn.Module, folder: str | os.PathLike, max_shard_size: int | str = "5GB", **config_fields
+    model: torch.nn.Module,
+    folder: str | os.PathLike,
+    max_shard_size: int | str = "5GB",
+    fsr_loss: FSRLoss | None = None,
+    **config_fields,
 ) -> Path:
     """Write a zoo network built by timm as `config.json` + `model.safetensors` into `folder`.
 
     Weights larger than `max_shard_size` (e.g. "16MB") are split into `model-0000i-of-0000n.safetensors` shards
-    with an index, as transformers does; `config_fields` (e.g. lambda_sep) go into the config.
+    with an index, as transformers does; `config_fields` (e.g. lambda_sep) go into the config. The trained auxiliary
+    heads of `fsr_loss`, when given, go into `fsr_heads.safetensors` beside them (`load_fsr_heads` reads them).
     """
     hf_model = FSRForImageClassification.from_timm_model(model, **config_fields)
     hf_model.save_pretrained(folder, max_shard_size=max_shard_size)
+    if fsr_loss is not None:
+        heads = {k: v.detach().cpu().contiguous() for k, v in fsr_loss.state_dict().items()}
+        save_file(heads, str(Path(folder) / FSR_HEADS_NAME), metadata={"format": "pt"})
     return Path(folder)
+
+
+def load_fsr_heads(source: str | os.PathLike, fsr_loss: FSRLoss) -> str:
+    """Load the auxiliary heads saved beside the zoo model `source` (a folder, `hf-hub:<id>[@revision]` or a
+    registered tag with a Hub source) into `fsr_loss`, for fine-tuning. Returns one sentence saying what happened:
+    loaded, or why the heads start afresh (none saved, or a different number of classes: a new head). Heads whose
+    feature widths do not fit are a ValueError."""
+    folder = _heads_folder(str(source))
+    path = folder / FSR_HEADS_NAME if folder is not None else None
+    if path is None or not path.is_file():
+        return f"{source} has no {FSR_HEADS_NAME}: the FSR auxiliary heads start from their initialisation"
+    check_safetensors(path)
+    saved, own = load_file(str(path)), fsr_loss.state_dict()
+    if set(saved) != set(own) or any(saved[k].shape[1:] != own[k].shape[1:] for k in own if k.endswith("weight")):
+        raise ValueError(
+            f"{path} does not fit this network's FSR positions: saved "
+            f"{ {k: tuple(v.shape) for k, v in saved.items()} }, needed { {k: tuple(v.shape) for k, v in own.items()} }"
+        )
+    if any(saved[k].shape != own[k].shape for k in own):
+        classes = next(v.shape[0] for k, v in saved.items() if k.endswith("weight"))
+        return (f"{source}'s FSR auxiliary heads were trained for {classes} classes, not {fsr_loss.heads[0].out_features}"
+                ": they start afresh, like the new classifier")  # fmt: skip
+    fsr_loss.load_state_dict(saved)
+    return f"loaded the trained FSR auxiliary heads of {source}"
+
+
+def _heads_folder(source: str) -> Path | None:
+    """The folder that holds (or would hold) a zoo model's files: local, or downloaded from the Hub."""
+    if source.startswith("hf-hub:"):
+        repo_id, _, revision = source.removeprefix("hf-hub:").partition("@")
+        return download_folder(repo_id, revision or None, weights=False, extra=[FSR_HEADS_NAME])
+    if Path(source).is_dir():
+        return Path(source)
+    cfg = timm.models.get_pretrained_cfg(source)
+    if cfg is not None and cfg.hf_hub_id:  # a published tag
+        return download_folder(cfg.hf_hub_id, None, weights=False, extra=[FSR_HEADS_NAME])
+    return None
 
 
 def check_safetensors(path: str | os.PathLike) -> None:
@@ -72,10 +121,10 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def download_folder(repo_id: str, revision: str | None = None, weights: bool = True) -> Path:
-    """A Hub repository's config and safetensors weights in the local cache (downloaded once; with
-    HF_HUB_OFFLINE=1 read from the cache). Nothing else is fetched, so nothing pickled is ever opened."""
-    patterns = [CONFIG_NAME] + ([WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors"] if weights else [])
+def download_folder(repo_id: str, revision: str | None = None, weights: bool = True, extra: list[str] = ()) -> Path:
+    """A Hub repository's config and safetensors weights (and the `extra` files) in the local cache (downloaded
+    once; with HF_HUB_OFFLINE=1 read from the cache). Nothing else is fetched, so nothing pickled is ever opened."""
+    patterns = [CONFIG_NAME, *extra] + ([WEIGHTS_NAME, INDEX_NAME, "model-*-of-*.safetensors"] if weights else [])
     where = f"{repo_id}{f' at revision {revision}' if revision else ''}"
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))

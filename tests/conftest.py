@@ -11,13 +11,13 @@ from fsr_models.hub import save_folder
 @pytest.fixture(scope="session")
 def natural_model(tmp_path_factory):
     """A quarter-width ResNet-18-FSR trained without attacks on the shipped 1,000 CIFAR-10 training images
-    (4 epochs): well above chance, not robust. Returns (model in eval mode, its saved folder)."""
+    (6 epochs): well above chance, not robust. Returns (model in eval mode, its saved folder)."""
     torch.manual_seed(0)
     model = timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128])
     images, labels, _ = load_dataset("cifar10", "train", "sample")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
-    for _ in range(4):
+    for _ in range(6):
         for idx in torch.randperm(len(images)).split(50):
             optimizer.zero_grad()
             F.cross_entropy(model(to_float(images[idx])), labels[idx]).backward()

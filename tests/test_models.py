@@ -1,7 +1,10 @@
 """The networks as timm models: sizes (paper Table 7), registration and cfgs, the timm interface, FSR behaviour."""
+import math
+
 import pytest
 import timm
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -201,3 +204,48 @@ def test_weights_that_do_not_fit_are_a_value_error():
         target.load_state_dict(source.state_dict())
     with pytest.raises(ValueError, match="missing"):
         target.load_state_dict(timm.create_model("resnet18_plain").state_dict())
+
+
+def _uniform_bound(weight):
+    return 1 / math.sqrt(nn.init._calculate_fan_in_and_fan_out(weight)[0])
+
+
+def _is_pytorch_default(weight):  # Kaiming-uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    bound = _uniform_bound(weight)
+    return weight.abs().max() <= bound and weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.15)
+
+
+def _is_kaiming_fan_out(weight):  # N(0, sqrt(2 / (k * k * out_channels)))
+    k2 = weight[0, 0].numel()
+    return weight.std().item() == pytest.approx(math.sqrt(2 / (k2 * weight.shape[0])), rel=0.15)
+
+
+@pytest.mark.parametrize(
+    "name,conv,conv_bias,linear,linear_bias",
+    [  # the authors' files: resnet_fsr.py has no init code; vgg_fsr.py and wideresnet34_fsr.py have their own
+        ("resnet18_fsr", _is_pytorch_default, None, _is_pytorch_default, "uniform"),
+        ("vgg16_fsr", _is_kaiming_fan_out, "zero", lambda w: w.std().item() == pytest.approx(0.01, rel=0.15), "zero"),
+        ("wrn34_10_fsr", _is_kaiming_fan_out, None, _is_pytorch_default, "zero"),
+    ],
+)
+def test_each_backbone_starts_as_the_authors_does(name, conv, conv_bias, linear, linear_bias):
+    torch.manual_seed(0)
+    model = timm.create_model(name, **(dict(widen_factor=2) if name.startswith("wrn") else {}))
+    heads = FSRLoss.for_model(model).heads
+    hf = fsr_models.FSRForImageClassification(fsr_models.FSRConfig.from_timm_model(model)).model  # post_init's init
+    for net in (model, hf):
+        modules = list(net.modules()) + (list(heads) if net is model else [])
+        convs = [m for m in modules if isinstance(m, nn.Conv2d) and m.weight.numel() >= 4096]  # enough draws
+        linears = [m for m in modules if isinstance(m, nn.Linear)]
+        assert all(any(c is m for m in convs) for f in net.fsr_modules() for c in f.modules() if isinstance(c, nn.Conv2d))
+        assert all(conv(m.weight) for m in convs), name
+        assert all(linear(m.weight) for m in linears if m.weight.numel() >= 4096), name
+        for m in [m for m in modules if isinstance(m, nn.Conv2d) and m.bias is not None] if conv_bias else []:
+            assert not m.bias.any()
+        for m in linears:
+            if linear_bias == "zero":
+                assert not m.bias.any()
+            else:
+                assert m.bias.any() and m.bias.abs().max() <= _uniform_bound(m.weight)
+        bns = [m for m in modules if isinstance(m, nn.BatchNorm2d)]
+        assert all(bool((m.weight == 1).all()) and not m.bias.any() for m in bns)

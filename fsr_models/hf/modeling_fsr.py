@@ -14,7 +14,6 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import PrefixChange
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..models._common import init_weights
 from .configuration_fsr import FSRConfig
 
 register_checkpoint_conversion_mapping("fsr", [PrefixChange(prefix_to_add="model")], overwrite=True)
@@ -28,8 +27,8 @@ class FSRPreTrainedModel(PreTrainedModel):
     input_modalities = ("image",)
 
     def _init_weights(self, module: torch.nn.Module) -> None:
-        # transformers' default would redraw convs from N(0, 0.02); keep the networks' own init.
-        init_weights([module])
+        # transformers' default would redraw convs from N(0, 0.02); keep the authors' init of this backbone.
+        self.model.weight_init([module])
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

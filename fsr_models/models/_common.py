@@ -1,7 +1,8 @@
 """What the three networks share: pretrained cfgs for the paper's settings and the timm-style interface."""
 from __future__ import annotations
 
-from typing import Iterable
+import math
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -96,8 +97,8 @@ class FSRNet(nn.Module):
     """The interface the three networks share, timm-style.
 
     `forward(x)` returns logits. `forward(x, return_fsr=True)` returns an `FSROutput` with the FSR parts the
-    training losses need (call it through the DDP wrapper so gradient sync sees it). Subclasses build their
-    layers, set `num_features`, `in_chans`, `fsr_stages`, `backbone_args` (the architecture's own keyword
+    training losses need (call it through the DDP wrapper so gradient sync sees it). Subclasses set
+    `weight_init`, build their layers (calling `weight_init(self.modules())` at the end), set `num_features`, `in_chans`, `fsr_stages`, `backbone_args` (the architecture's own keyword
     arguments, for configs) and `feature_info`, call `reset_classifier` last, and implement
     `_forward_features(x, fsr_parts)`, calling `self._run(module, x, fsr_parts)` for each FSR module.
     """
@@ -106,6 +107,9 @@ class FSRNet(nn.Module):
     num_features: int
     in_chans: int
     drop_rate: float = 0.0  # dropout before the classifier (timm's `drop_rate`; the paper uses none)
+    # The authors' initialisation for this backbone, applied to a module list: the network's layers at build time,
+    # transformers' `_init_weights` and the auxiliary heads of `FSRLoss.for_model` use the same function.
+    weight_init: Callable[[Iterable[nn.Module]], None]
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -191,12 +195,23 @@ class FSRNet(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def init_weights(modules: Iterable[nn.Module]) -> None:
-    """Kaiming-normal convs, unit BN, N(0, 0.01) linear weights, zero biases: the authors' init.
+def init_pytorch_default(modules: Iterable[nn.Module]) -> None:
+    """PyTorch's own initialisation (Kaiming-uniform, a = sqrt(5), for conv and linear weights; uniform biases within
+    1/sqrt(fan_in); unit BN): the authors' ResNet-18 has no init code and keeps it. Written out rather than through
+    `reset_parameters()` so that BN running statistics stay untouched and every draw goes through `nn.init.*`."""
+    for m in modules:
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+            if m.bias is not None:
+                bound = 1 / math.sqrt(nn.init._calculate_fan_in_and_fan_out(m.weight)[0])
+                nn.init.uniform_(m.bias, -bound, bound)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
-    Calls go through `nn.init.*` at call time, so transformers' guard against re-initialising loaded weights
-    (it patches those functions while loading) applies when its `_init_weights` calls this.
-    """
+
+def init_vgg(modules: Iterable[nn.Module]) -> None:
+    """The authors' VGG16 (`vgg_fsr.py`): Kaiming-normal fan-out convs, unit BN, N(0, 0.01) linears, zero biases."""
     for m in modules:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -207,4 +222,18 @@ def init_weights(modules: Iterable[nn.Module]) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+
+
+def init_wide_resnet(modules: Iterable[nn.Module]) -> None:
+    """The authors' WRN-34-10 (`wideresnet34_fsr.py`, from TRADES): convs N(0, sqrt(2 / (k * k * out_channels))),
+    unit BN, linears with PyTorch's default weight and a zero bias."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")  # the same N(0, 2 / (k*k*out))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
             nn.init.zeros_(m.bias)

@@ -9,7 +9,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, downsample_conv
 
 from ..fsr import FSR
-from ._common import FSRNet, check_pretrained_available, init_weights, paper_cfgs
+from ._common import FSRNet, check_pretrained_available, init_pytorch_default, paper_cfgs
 
 __all__ = ["CifarResNet"]
 
@@ -27,6 +27,8 @@ class CifarResNet(FSRNet):
         fsr_stages: stages (1-based) followed by an FSR module.
         fsr_tau, fsr_separation, fsr_recalibration, fsr_output: passed to every `FSR` module.
     """
+
+    weight_init = staticmethod(init_pytorch_default)  # the authors' ResNet-18 keeps PyTorch's default init
 
     def __init__(
         self,
@@ -77,7 +79,7 @@ class CifarResNet(FSRNet):
 
         self.num_features = self.head_hidden_size = in_chs
         self.reset_classifier(num_classes, global_pool)
-        init_weights(self.modules())
+        self.weight_init(self.modules())
 
     def _forward_features(self, x, fsr_parts):
         x = self.act1(self.bn1(self.conv1(x)))

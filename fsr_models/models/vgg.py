@@ -11,7 +11,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..fsr import FSR
-from ._common import FSRNet, check_pretrained_available, init_weights, paper_cfgs
+from ._common import FSRNet, check_pretrained_available, init_vgg, paper_cfgs
 
 __all__ = ["CifarVGG"]
 
@@ -35,6 +35,8 @@ class CifarVGG(FSRNet):
 
     Args are those of `CifarResNet`, with `stages` = ((width, convs), ...) in place of `layers`.
     """
+
+    weight_init = staticmethod(init_vgg)
 
     def __init__(
         self,
@@ -74,7 +76,7 @@ class CifarVGG(FSRNet):
         self.num_features = self.head_hidden_size = in_chs
         self.pre_logits = PreLogitsMlp(in_chs)
         self.reset_classifier(num_classes, global_pool)
-        init_weights(self.modules())
+        self.weight_init(self.modules())
 
     def _forward_features(self, x, fsr_parts):
         for module in self.features:

@@ -11,7 +11,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..fsr import FSR
-from ._common import FSRNet, check_pretrained_available, init_weights, paper_cfgs
+from ._common import FSRNet, check_pretrained_available, init_wide_resnet, paper_cfgs
 
 __all__ = ["WideResNet"]
 
@@ -44,6 +44,8 @@ class WideResNet(FSRNet):
 
     Other args are those of `CifarResNet`.
     """
+
+    weight_init = staticmethod(init_wide_resnet)
 
     def __init__(
         self,
@@ -96,7 +98,7 @@ class WideResNet(FSRNet):
 
         self.num_features = self.head_hidden_size = in_chs
         self.reset_classifier(num_classes, global_pool)
-        init_weights(self.modules())
+        self.weight_init(self.modules())
 
     def _forward_features(self, x, fsr_parts):
         x = self.conv1(x)
