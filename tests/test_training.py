@@ -78,7 +78,7 @@ def test_short_real_run_raises_pgd_accuracy_and_writes_a_hub_folder(cifar10_slic
 @needs_cifar10
 def test_killed_run_resumes_to_the_same_weights(cifar10_slice, tmp_path):
     args = ["val_size=100", "test_size=50", "epochs=3", "batch_size=50", "train_limit=400", "log_every=1",
-            "method=trades"]  # fmt: skip
+            "method=trades", "warmup_epochs=1.5"]  # the kill falls inside the warm-up: its step count is restored
     run(quick(cifar10_slice, tmp_path / "whole", *args))
 
     cmd = [sys.executable, str(TRAIN), "--cpu", *quick(cifar10_slice, tmp_path / "killed", *args)]
@@ -92,15 +92,17 @@ def test_killed_run_resumes_to_the_same_weights(cifar10_slice, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert json.loads((tmp_path / "killed" / "checkpoint" / "progress.json").read_text())["epoch"] == 1
     changed = run(quick(cifar10_slice, tmp_path / "killed", *args, "lr=0.5") + ["--resume"], check=False)
-    assert changed.returncode != 0 and "settings that differ" in changed.stderr
-    resumed = run(quick(cifar10_slice, tmp_path / "killed", *args) + ["--resume"])
+    assert changed.returncode == 2 and "settings that differ" in changed.stderr and "Traceback" not in changed.stderr
+    resumed = run(["--resume", str(tmp_path / "killed")])  # the saved settings: nothing else is needed
     assert "resumed" in resumed.stdout
 
     for name in ("model.safetensors", "model_1.safetensors"):  # the network and the FSR heads
         whole, again = (weights(tmp_path / r / "checkpoint" / name) for r in ("whole", "killed"))
         assert whole.keys() == again.keys()
         assert all(torch.equal(whole[k], again[k]) for k in whole), name
-    assert [m["epoch"] for m in metrics(tmp_path / "killed")] == [0, 1, 2, 3]  # the killed epoch left no line
+    history = metrics(tmp_path / "killed")
+    assert [m["epoch"] for m in history] == [0, 1, 2, 3]  # the killed epoch left no line
+    assert [m["lr"] for m in history[1:]] == [m["lr"] for m in metrics(tmp_path / "whole")[1:]]
     again = run(quick(cifar10_slice, tmp_path / "killed", *args) + ["--resume"])
     assert "finished all 3 epochs already" in again.stdout
 
@@ -172,34 +174,57 @@ def test_fine_tuning_from_a_folder_with_a_new_head(cifar10_slice, tmp_path):
     torch.manual_seed(0)
     import timm
 
-    save_folder(timm.create_model("resnet18_fsr", widths=[8, 16, 32, 64], num_classes=100), tmp_path / "source")
+    source_model = timm.create_model("resnet18_fsr", widths=[8, 16, 32, 64], num_classes=100)
+    save_folder(source_model, tmp_path / "source", fsr_loss=fsr_models.FSRLoss.for_model(source_model))
     out = tmp_path / "tuned"
-    run(quick(cifar10_slice, out, f"init={tmp_path / 'source'}", "model_args={}", "lr=0", "weight_decay=0",
+    result = run(quick(cifar10_slice, out, f"init={tmp_path / 'source'}", "model_args={}", "lr=0", "weight_decay=0",
               "val_size=100", "test_size=20", "epochs=1", "batch_size=50", "train_limit=200"))  # fmt: skip
     tuned = source(out / "model")
     original = source(tmp_path / "source")
     assert tuned.fc.out_features == 10 and original.fc.out_features == 100
     assert torch.equal(tuned.conv1.weight, original.conv1.weight)  # lr 0: the trunk is the source's
+    assert "trained for 100 classes, not 10: they start afresh" in result.stdout
 
 
-def test_bad_configs_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]"):
+def test_bad_configs_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"unknown config key 'epoch' in --set epoch=3"):
         train.load_config(None, ["epoch=3"])
+    config = ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"
+    with pytest.raises(ValueError, match=r"unknown config key 'lrr' in --set lrr=0.1") as error:
+        train.load_config(str(config), ["lrr=0.1"])
+    assert str(config) not in str(error.value)  # the YAML file is not blamed for a --set typo
+    (tmp_path / "typo.yaml").write_text("lrr: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['lrr'\] in .*typo.yaml"):
+        train.load_config(str(tmp_path / "typo.yaml"), [])
     with pytest.raises(ValueError, match="method must be one of"):
         train.load_config(None, ["method=fgsm"])
     with pytest.raises(ValueError, match="key=value"):
         train.load_config(None, ["epochs"])
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train.main(["--cpu", "--resume", "--set", f"output_dir={tmp_path}"])
+
+    def one_line_error(argv, message):  # user errors of the command line: exit 2, one line, no traceback
+        assert train.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+    one_line_error(["--cpu", "--resume", str(tmp_path)], "holds no run")
     (tmp_path / "config.yaml").write_text("model: resnet18_fsr\n")
-    with pytest.raises(FileExistsError, match="--resume"):
-        train.main(["--cpu", "--set", f"output_dir={tmp_path}"])
+    one_line_error(["--cpu", "--resume", str(tmp_path)], "no checkpoint")
+    one_line_error(["--cpu", "--set", f"output_dir={tmp_path}"], f"--resume {tmp_path}")
+    one_line_error(["--cpu", "--set", "lrr=0.1"], "unknown config key 'lrr'")
+    one_line_error(["--cpu", "--set", "eps=8"], "did you mean 8/255?")
+    one_line_error(["--cpu", "--set", "compile=fast"], "compile must be one of")
+    one_line_error(["--cpu", "--epochs", "5", "--lr-extension", "hold"], "use them with --resume")
+    one_line_error(["--cpu", "--set", f"data_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'run'}"],
+                   "nowhere")  # fmt: skip
+    assert not (tmp_path / "nowhere").exists()  # a mistyped data folder is not created
     for bad, message in [("lr=fast", "lr must be a number"), ("epochs=2.5", "whole number"),
                          ("shuffle=yes please", "true or false"), ("lr_milestones=[75, 90]", "fractions"),
-                         ("val_size=0", "at least 1")]:  # fmt: skip
+                         ("val_size=0", "at least 1"), ("attack_step=2", "2/255"), ("eps=1/0", "fraction"),
+                         ("warmup_epochs=-1", "not be negative"), ("weight_init=xavier", "weight_init")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             train.load_config(None, [bad])
     assert train.load_config(None, ["lr=1e-3", "epochs=1e2"]).lr == 0.001  # YAML reads 1e-3 as a string
+    assert train.load_config(None, ["eps=8/255"]).eps == 8 / 255
 
 
 def test_every_paper_setting_has_a_valid_config():
@@ -243,3 +268,137 @@ def test_gpu_script_runs_on_cpu_and_leaves_at_most_8_files_of_16_mib(cifar10_sli
     assert results["evaluation"]["images"] == 8 and autoattack["autoattack"] <= autoattack["pgd20"] <= autoattack["natural"]
     assert "epoch 1 " in (tmp_path / "out" / "train.log").read_text()
     assert load_model(tmp_path / "out").num_classes == 10
+
+
+def test_learning_rate_warms_up_per_step_then_drops_at_the_milestones():
+    factors = [train.lr_factor(s, 4, 1.5, [3, 4], 0.1) for s in range(20)]
+    assert factors[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])  # 1.5 epochs of 4 steps
+    assert factors[6:12] == pytest.approx([1.0] * 6) and factors[12:16] == pytest.approx([0.1] * 4)
+    assert factors[16:] == pytest.approx([0.01] * 4)
+    assert train.lr_factor(0, 4, 0.0, [], 0.1) == 1.0  # no warm-up: the paper's recipe
+
+
+@needs_cifar10
+def test_a_fixed_plan_in_pieces_ends_as_one_call_does(cifar10_slice, tmp_path):
+    args = ["val_size=100", "test_size=50", "epochs=3", "batch_size=50", "train_limit=250", "warmup_epochs=1"]
+    run(quick(cifar10_slice, tmp_path / "whole", *args))
+    first = run(quick(cifar10_slice, tmp_path / "pieces", *args, "stop_after_min=0.0001"))  # one epoch per call
+    assert "this call is spent after epoch 1 of 3" in first.stdout and f"--resume {tmp_path / 'pieces'}" in first.stdout
+    assert (tmp_path / "pieces" / "best" / "config.json").is_file() and not (tmp_path / "pieces" / "model").exists()
+    second = run(["--resume", str(tmp_path / "pieces")])
+    assert "this call's 0.0001 min fit about 1 epochs (to epoch 2 of 3)" in second.stdout
+    run(["--resume", str(tmp_path / "pieces")])
+    whole, pieces = (weights(tmp_path / r / "model" / "model.safetensors") for r in ("whole", "pieces"))
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)
+    results = json.loads((tmp_path / "pieces" / "model" / "metrics.json").read_text())
+    assert (results["train_images"], results["val_images"], results["sgd_steps"]) == (150, 100, 9)
+
+
+@needs_cifar10
+def test_a_finished_run_extends_with_an_explicit_schedule(cifar10_slice, tmp_path):
+    args = ["val_size=100", "test_size=50", "epochs=2", "batch_size=50", "train_limit=250", "lr_milestones=[0.75]"]
+    for how in ("hold", "stretch"):
+        run(quick(cifar10_slice, tmp_path / how, *args))
+    refused = run(["--resume", str(tmp_path / "hold"), "--set", "epochs=3"], check=False)
+    assert refused.returncode == 2 and "--epochs N with --lr-extension" in refused.stderr
+    for how in ("hold", "stretch"):
+        run(["--resume", str(tmp_path / how), "--epochs", "4", "--lr-extension", how])
+    hold, stretch = ([m["lr"] for m in metrics(tmp_path / how)[1:]] for how in ("hold", "stretch"))
+    base = 0.1 * 50 / 128  # the milestone at 75 % of 2 epochs is epoch 2: the 2-epoch run never reached it
+    assert hold == pytest.approx([base] * 4)  # the added epochs keep the lr the plan ended with
+    assert stretch == pytest.approx([base] * 3 + [base / 10])  # the milestone moves to 75 % of 4 epochs
+    assert json.loads((tmp_path / "hold" / "model" / "metrics.json").read_text())["epochs"] == 4
+    assert "epochs: 4" in (tmp_path / "hold" / "config.yaml").read_text()
+
+
+@needs_cifar10
+def test_fsr_heads_and_health_travel_with_the_run(cifar10_slice, tmp_path):
+    torch.manual_seed(0)
+    import timm
+
+    from fsr_models.hub import FSR_HEADS_NAME
+
+    source = timm.create_model("resnet18_fsr", widths=[8, 16, 32, 64])
+    recal_bn = source.fsr4.recalibration_net[4]  # R's second BN: every channel below zero, so R(f-) = 0
+    torch.nn.init.zeros_(recal_bn.weight)
+    torch.nn.init.constant_(recal_bn.bias, -1.0)
+    heads = fsr_models.FSRLoss.for_model(source)
+    torch.nn.init.constant_(heads.heads[0].bias, 0.5)
+    save_folder(source, tmp_path / "source", fsr_loss=heads)
+    out = tmp_path / "tuned"
+    result = run(quick(cifar10_slice, out, f"init={tmp_path / 'source'}", "model_args={}", "lr=0", "weight_decay=0",
+                       "val_size=100", "test_size=20", "epochs=1", "batch_size=50", "train_limit=200"))  # fmt: skip
+    assert f"loaded the trained FSR auxiliary heads of {tmp_path / 'source'}" in result.stdout
+    assert "warning: fsr4: the Recalibration Net is dead" in result.stdout
+    for folder in ("best", "model"):
+        saved = weights(out / folder / FSR_HEADS_NAME)
+        assert torch.equal(saved["heads.0.bias"], torch.full((10,), 0.5))  # lr 0: the source's heads, kept
+    history = metrics(out)
+    assert history[0]["fsr4/r_contribution"] == 0 and history[1]["fsr4/r_live_2"] == 0
+    assert 0 < history[1]["fsr4/mask_mean"] < 1 and history[1]["fsr4/s_live_1"] > 0.5
+    results = json.loads((out / "model" / "metrics.json").read_text())
+    assert results["fsr_health"]["fsr4"]["r_contribution"] == 0
+
+
+def test_compiled_step_equals_the_eager_step():
+    """inductor's CPU backend runs the eval-mode attack and the train-mode step as graphs; with its random
+    numbers drawn as eager draws them (fallback_random), one SGD step gives the same network to float tolerance."""
+    import copy
+
+    import timm
+    from torch._inductor import config as inductor_config
+
+    torch.manual_seed(0)
+    cfg = train.load_config(None, ["attack_steps=2"])
+    eager = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    graph = copy.deepcopy(eager)
+    nets = {"eager": (eager, eager), "compiled": (graph, torch.compile(graph))}
+    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    losses, masks = {}, []
+    with inductor_config.patch(fallback_random=True):
+        for name, (net, run_net) in nets.items():
+            fsr_loss = fsr_models.FSRLoss.for_model(net)
+            torch.manual_seed(1)
+            optimizer = torch.optim.SGD(list(net.parameters()) + list(fsr_loss.parameters()), lr=0.1, momentum=0.9)
+            loss, *_ = train.adversarial_loss(cfg, run_net, run_net, fsr_loss, x, y)
+            loss.backward()
+            optimizer.step()
+            losses[name] = loss.item()
+            masks.append(run_net(x, return_fsr=True).fsr_parts[0].mask)  # train mode: a fresh Gumbel draw
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    for (k, a), b in zip(eager.state_dict().items(), graph.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+    again = nets["compiled"][1](x, return_fsr=True).fsr_parts[0].mask
+    assert not torch.equal(masks[1], again)  # the noise is drawn afresh at every call of the graph
+
+
+def test_compile_falls_back_to_eager_with_one_line(monkeypatch, capsys):
+    class Accel:
+        print = staticmethod(print)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Compiler: cc not found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    assert not train.compile_available("reduce-overhead", torch.device("cpu"), Accel())
+    out = capsys.readouterr().out
+    assert out == "compile=reduce-overhead is not available here (RuntimeError: Compiler: cc not found); running eager\n"
+    monkeypatch.undo()  # the real toolchain works here
+    assert train.compile_available("default", torch.device("cpu"), Accel())
+
+
+@pytest.mark.slow
+@needs_cifar10
+def test_compiled_runs_agree_across_ranks_and_resume_to_the_same_weights(cifar10_slice, tmp_path):
+    args = ["val_size=100", "test_size=50", "epochs=2", "batch_size=50", "train_limit=300", "compile=default",
+            "model_args={layers: [1, 1, 1, 1], widths: [8, 16, 32, 64]}"]  # fmt: skip
+    result = run(quick(cifar10_slice, tmp_path / "ddp", *args),
+                 env_extra={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+                 launcher=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"])
+    sums = dict(re.findall(r"\[rank (\d)\] final weights checksum ([-\d.e+]+)", result.stdout))
+    assert sorted(sums) == ["0", "1"] and sums["0"] == sums["1"], result.stdout[-2000:]
+    run(quick(cifar10_slice, tmp_path / "whole", *args))
+    run(quick(cifar10_slice, tmp_path / "pieces", *args, "stop_after_min=0.0001"))
+    run(["--resume", str(tmp_path / "pieces")])
+    whole, pieces = (weights(tmp_path / r / "model" / "model.safetensors") for r in ("whole", "pieces"))
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)

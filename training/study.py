@@ -1,0 +1,178 @@
+"""Run a list of short training settings on the same data and budget, and draw their curves side by side.
+
+    python training/study.py training/studies/cpu_recipe.yaml --runs runs/study-cpu --report docs/convergence/cpu
+    python training/study.py STUDY.yaml --runs DIR --report DIR --jobs 2 --set data_dir=/data/cifar10
+    python training/study.py STUDY.yaml --runs DIR --report DIR --plot-only      # redraw from finished runs
+
+A study file (YAML) holds `base` (TrainConfig settings every run shares), `models` (each setting runs once per
+model) and `settings` (name -> the settings that differ). Every run is `training/train.py` itself, in a process
+of its own, in `<runs>/<setting>.<model>/`: a finished run is kept, an interrupted one resumed, so the command can
+simply be run again. The report folder gets each run's per-epoch curves (`<run>.jsonl`, the trainer's
+metrics.jsonl) and final test results (`<run>.json`), `curves_epoch.png` and `curves_step.png` (validation PGD and
+clean accuracy, adversarial training accuracy and the FSR health figures against epoch and against SGD step, one
+line per run) and `table.md`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import matplotlib
+import yaml
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+TRAIN = Path(__file__).resolve().with_name("train.py")
+sys.path.insert(0, str(TRAIN.parent))
+from train import ConfigError, config_values, load_config  # noqa: E402
+
+# (metrics.jsonl key, panel title); FSR keys are per module ("fsr4/r_contribution"), the first module is drawn.
+PANELS = [("val_pgd_acc", "validation PGD accuracy"), ("val_clean_acc", "validation clean accuracy"),
+          ("train_adv_acc", "adversarial training accuracy"), ("r_contribution", "R's contribution |(1-m)R(f-)| / |f-|"),
+          ("r_live_2", "live units after R's 2nd ReLU"), ("s_live_2", "live units after S's 2nd ReLU"),
+          ("mask_mean", "mask mean"), ("mask_saturated", "mask share > 0.99 or < 0.01")]  # fmt: skip
+
+
+def load_study(path: Path, overrides: list[str]) -> dict[str, dict]:
+    """Run name -> its full settings; each one is checked as train.py checks a config before anything runs."""
+    study = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(study) - {"base", "models", "settings"})
+    if unknown or not study.get("settings"):
+        raise ConfigError(f"{path}: a study holds base, models and settings (name -> settings), got {sorted(study)}")
+    base = {**(study.get("base") or {}), **config_values(None, overrides)}
+    runs = {}
+    for name, setting in study["settings"].items():
+        for model in study.get("models") or [None]:
+            values = {**base, **(setting or {}), **({"model": model} if model else {})}
+            load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])  # fails early, naming the key
+            runs[f"{name}.{model}" if model else name] = values
+    return runs
+
+
+def train_run(name: str, values: dict, runs_dir: Path, threads: int | None) -> tuple[str, int]:
+    """One run through train.py: started, resumed or left alone when it has finished."""
+    out = runs_dir / name
+    if (out / "model" / "metrics.json").is_file():
+        return name, 0
+    if (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir():
+        args = ["--resume", str(out)]
+    else:
+        shutil.rmtree(out, ignore_errors=True)  # a run that stopped before its first checkpoint starts again
+        args = ["--set", *(f"{k}={json.dumps(v)}" for k, v in {**values, "output_dir": str(out)}.items())]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / f"{name}.log", "a") as log:
+        code = subprocess.run([sys.executable, str(TRAIN), *args], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    return name, code
+
+
+def first_module_value(row: dict, key: str):
+    """A health figure of the first FSR module of a metrics line (None for a network without FSR)."""
+    if key == "mask_saturated":
+        above, below = first_module_value(row, "mask_above_0.99"), first_module_value(row, "mask_below_0.01")
+        return None if above is None else above + below
+    return next((v for k, v in row.items() if k.endswith(f"/{key}")), None)
+
+
+def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> None:
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
+    settings = sorted({name.split(".")[0] for name in curves})
+    colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(settings)}
+    for ax, (key, panel) in zip(axes.flat, PANELS):
+        for name, rows in curves.items():
+            points = [(r[x_key], r.get(key, first_module_value(r, key))) for r in rows if x_key in r]
+            points = [(x, y) for x, y in points if y is not None]
+            if points:
+                plain = name.endswith("_plain")
+                ax.plot(*zip(*points), color=colors[name.split(".")[0]], linestyle="--" if plain else "-",
+                        marker="o", markersize=3, label=name)  # fmt: skip
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("epoch" if x_key == "epoch" else "SGD steps")
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.08 + 0.025 * (len(labels) // 4), 1, 0.97))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[str, dict]) -> str:
+    rows = ["| run | batch | lr | warm-up epochs | precision | init | epochs | SGD steps | best val PGD | test natural | "
+            "test PGD-20 | R contribution | R live (2nd ReLU) | S live (2nd ReLU) | mask mean | train min |",
+            "| --- " * 16 + "|"]  # fmt: skip
+    for name, values in runs.items():
+        cfg, last, res = load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]), curves[name][-1], results[name]
+        health = next(iter(res.get("fsr_health", {}).values()), {})
+        fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
+        pgd = next((v for k, v in res.items() if k.startswith("pgd") and k.endswith("_acc")), None)
+        rows.append(f"| {name} | {cfg.batch_size} | {cfg.lr * cfg.batch_size / 128:g} | {cfg.warmup_epochs:g} | "
+                    f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
+                    f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * res['natural_acc'], '{:.1f}')} | "
+                    f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
+                    f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "
+                    f"{fig(health.get('mask_mean'))} | {res['train_seconds'] / 60:.1f} |")  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
+def report(runs: dict[str, dict], runs_dir: Path, report_dir: Path, title: str) -> None:
+    """Copy each finished run's curves and results into `report_dir`; draw the figures and the table there."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    curves, results = {}, {}
+    for name in runs:
+        out = runs_dir / name
+        if not (out / "model" / "metrics.json").is_file():
+            continue
+        shutil.copyfile(out / "metrics.jsonl", report_dir / f"{name}.jsonl")
+        results[name] = json.loads((out / "model" / "metrics.json").read_text())
+        (report_dir / f"{name}.json").write_text(json.dumps(results[name], indent=2))
+        curves[name] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    finished = {name: runs[name] for name in curves}
+    plot(curves, "epoch", report_dir / "curves_epoch.png", f"{title}: against epoch")
+    plot(curves, "step", report_dir / "curves_step.png", f"{title}: against SGD step")
+    (report_dir / "table.md").write_text(table(finished, curves, results))
+    missing = [name for name in runs if name not in curves]
+    print(f"report: {report_dir} ({len(curves)} of {len(runs)} runs{f'; not finished: {missing}' if missing else ''})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", type=Path, help="the study's YAML file (training/studies/)")
+    parser.add_argument("--runs", type=Path, required=True, help="folder of the training runs (large: checkpoints)")
+    parser.add_argument("--report", type=Path, required=True, help="folder of the curves, figures and table (small)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="settings for every run (e.g. data_dir=...), over the study's base")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: each gets cores / jobs threads)")
+    parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these (setting or setting.model names)")
+    parser.add_argument("--plot-only", action="store_true", help="draw the report from the runs as they are")
+    args = parser.parse_args(argv)
+    try:
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+        runs = load_study(args.study, args.set)
+        chosen = {n: v for n, v in runs.items() if not args.only or n in args.only or n.split(".")[0] in args.only}
+        if args.only and not chosen:
+            raise ConfigError(f"--only {args.only} matches none of the study's runs {list(runs)}")
+    except (ConfigError, OSError, yaml.YAMLError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = []
+    if not args.plot_only:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for name, code in pool.map(lambda item: train_run(*item, args.runs, threads), chosen.items()):
+                print(f"{name}: {'done' if code == 0 else f'exit {code}, see {args.runs / name}.log'}", flush=True)
+                failed += [name] if code else []
+    report(runs, args.runs, args.report, args.study.stem)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
