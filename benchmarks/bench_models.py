@@ -1,8 +1,15 @@
 """Throughput of each network with and without FSR, and the FSR / plain time ratio, for three steps:
 forward (eval), a training step (forward, cross-entropy plus the FSR losses for FSR networks, backward, SGD step),
-and the PGD-10 adversarial-training step of training/train.py (PGD-10 in eval mode, then the training step).
+and the PGD-10 adversarial-training step of training/train.py (its own `adversarial_loss`: PGD-10 in eval mode, then
+the losses in train mode; then backward and the SGD step), with the time of one CIFAR-10 epoch (49,000 images) at
+that speed.
 
     python benchmarks/bench_models.py [--rounds 5] [--batch 32] [--device cpu] [--backbones resnet18 ...]
+    python benchmarks/bench_models.py --batch 512 --precision bf16 --channels-last --compile reduce-overhead
+                                                          # the GPU's training fast path (CUDA graphs)
+
+`--compile` runs every step through `torch.compile` (the time of the first call, compilation included, is printed)
+and checks that the FSR mask's Gumbel noise is drawn afresh at every call of the compiled train-mode graph.
 
 Plain and FSR versions are timed in alternation within one run, and the median of the rounds is reported, so that
 the ratio is measured under the same machine load (this machine is shared and noisy).
@@ -11,15 +18,22 @@ The paper reports about 5% overhead for FSR (114 s vs 120 s per PGD-10 epoch of 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 
 import fsr_models
-from fsr_models.attacks import pgd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+from train import COMPILE_MODES, adversarial_loss, load_config  # noqa: E402
+
+CIFAR10_EPOCH = 49_000  # training images of an epoch (50,000 less the 1,000 held out)
 
 
 def timed(fn, device: torch.device) -> float:
@@ -32,36 +46,56 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def make_steps(name: str, batch: int, device: torch.device):
-    """Forward, training-step and PGD-10 AT-step closures for `name` on a random batch."""
+def make_steps(name: str, batch: int, device: torch.device, args: argparse.Namespace):
+    """Forward, training-step and PGD-10 AT-step closures for `name` on a random batch, and the compiled (or eager)
+    network they run."""
     model = timm.create_model(name).to(device)
     fsr_loss = fsr_models.FSRLoss.for_model(model).to(device) if model.fsr_modules() else None
     params = list(model.parameters()) + (list(fsr_loss.parameters()) if fsr_loss else [])
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
     x = torch.rand(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
+    if args.channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    net = model if args.compile == "none" else torch.compile(model, mode=args.compile)
+    cfg = load_config(None, ["attack_steps=10"])  # the paper's PGD-10 AT step
+    bf16 = args.precision == "bf16"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
     @torch.no_grad()
     def forward():
-        model.eval()
-        model(x)
+        net.eval()
+        with autocast():
+            net(x)
 
-    def train_step(inputs=x):
-        model.train()
-        out = model(inputs, return_fsr=fsr_loss is not None)
-        if fsr_loss is None:
-            loss = F.cross_entropy(out, y)
-        else:
-            loss = F.cross_entropy(out.logits, y) + fsr_loss(out, y)
+    def train_step():
+        net.train()
+        with autocast():
+            out = net(x, return_fsr=fsr_loss is not None)
+            loss = F.cross_entropy(out, y) if fsr_loss is None else F.cross_entropy(out.logits, y) + fsr_loss(out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     def at_step():
-        model.eval()
-        train_step(pgd(model, x, y, 8 / 255, 2 / 255, 10))
+        with autocast():
+            loss = adversarial_loss(cfg, net, net, fsr_loss, x, y)[0]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-    return forward, train_step, at_step
+    return (forward, train_step, at_step), net
+
+
+def fresh_noise(net, device: torch.device) -> bool:
+    """Whether two calls of the train-mode FSR network draw different masks (under CUDA graphs too)."""
+    net.train()
+    x = torch.rand(2, 3, 32, 32, device=device)
+    with torch.no_grad():
+        first = net(x, return_fsr=True).fsr_parts[0].mask.clone()  # a replay may reuse the output's memory
+        return not torch.equal(first, net(x, return_fsr=True).fsr_parts[0].mask)
 
 
 def main() -> None:
@@ -70,21 +104,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="batch size (WRN-34-10 uses a quarter of it)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbones", nargs="+", default=list(fsr_models.ARCHITECTURES))
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES, help="torch.compile mode of every step")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast, as training")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format, as training")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}, {args.rounds} rounds, median")
+          f"torch {torch.__version__}, {args.precision}{', channels_last' if args.channels_last else ''}, compile "
+          f"{args.compile}, {args.rounds} rounds, median")  # fmt: skip
     kinds = ("forward", "train", "PGD-10 AT")
-    print(f"{'network':<16} {'batch':>5} " + " ".join(f"{k + ' img/s':>15} {'FSR/plain':>9}" for k in kinds))
+    print(f"{'network':<16} {'batch':>5} " + " ".join(f"{k + ' img/s':>15} {'FSR/plain':>9}" for k in kinds)
+          + f" {'AT epoch s':>10}")  # fmt: skip
     for backbone in args.backbones:
         fsr_name, plain_name = fsr_models.ARCHITECTURES[backbone]
         batch = max(1, args.batch // 4) if backbone.startswith("wrn") else args.batch
-        steps = {name: make_steps(name, batch, device) for name in (plain_name, fsr_name)}
+        built = {name: make_steps(name, batch, device, args) for name in (plain_name, fsr_name)}
+        steps = {name: fns for name, (fns, _) in built.items()}
         times = {(name, kind): [] for name in steps for kind in range(len(kinds))}
-        for name, fns in steps.items():  # warm-up: allocator, oneDNN / cuDNN algorithm choice
-            for fn in fns:
-                fn()
+        for name, fns in steps.items():  # warm-up: compilation, allocator, oneDNN / cuDNN algorithm choice
+            first = [timed(fn, device) for fn in fns] + [timed(fn, device) for fn in fns]
+            if args.compile != "none":
+                print(f"{name}: first calls (compilation) {sum(first):.1f} s")
+        if args.compile != "none":
+            print(f"{fsr_name}: FSR mask noise drawn afresh at every call of the compiled graph: "
+                  f"{'yes' if fresh_noise(built[fsr_name][1], device) else 'NO'}")  # fmt: skip
         for _ in range(args.rounds):
             for name, fns in steps.items():
                 for kind, fn in enumerate(fns):
@@ -95,7 +140,8 @@ def main() -> None:
             for k in range(len(kinds)):
                 ratio = f"{median[fsr_name, k] / median[plain_name, k]:.3f}" if name == fsr_name else ""
                 cells.append(f"{batch / median[name, k]:>15.1f} {ratio:>9}")
-            print(f"{name:<16} {batch:>5} " + " ".join(cells))
+            epoch = CIFAR10_EPOCH / (batch / median[name, len(kinds) - 1])
+            print(f"{name:<16} {batch:>5} " + " ".join(cells) + f" {epoch:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,51 @@
-"""Model cards for the zoo's Hub repositories, written from what a run measured (metrics.json), never by hand.
+"""Model cards for the zoo's Hub repositories, written from what a run recorded and measured, never by hand.
 
-`metrics.json` is the training script's record: the test-set results of the final evaluation, the full training
-config under `train_config`, and, when `training/gpu_run.sh` or a later evaluation added it, the report of
-`python -m fsr_models.evaluate` under `evaluation`. Every number in a card comes from there.
+`metrics.json` is the training script's record: the test-set results of the final evaluation, the run's size
+(`train_images`, `val_images`, `sgd_steps`; derived from the config for older runs), the FSR health of the saved
+weights, the full training config under `train_config`, and, when `training/gpu_run.sh` or a later evaluation added
+it, the report of `python -m fsr_models.evaluate` under `evaluation`. A folder may also hold `robustness.json` (an
+evaluation report with the accuracy-against-eps curve and FSR health, `--curve`), its plot `robustness_curve.png`,
+and `comparison.json` (the record of the zoo model the card compares against: the same network with or without FSR,
+same tag). Every number in a card comes from these files.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
+import timm
+import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .evaluate import HUB_DATASETS, accuracy_table, attack_settings, eval_results
+from .datasets import SAMPLE_SIZES
+from .evaluate import ATTACKS, HUB_DATASETS, accuracy_table, attack_settings, column_title, eval_results, health_table
+from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
+from .hf.configuration_fsr import BACKBONES
+from .hub import CONFIG_NAME, FSR_HEADS_NAME
+from .models import HF_ORG
 
+METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
+COMPARISON_NAME = "comparison.json"
 PAPER_EPOCHS = 100
+PAPER_EPS = 8 / 255
+TRAIN_SET_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "tiny_imagenet": 100_000}
 BACKBONE_NAMES = {"resnet18": "ResNet-18", "vgg16": "VGG16", "wrn34_10": "WideResNet-34-10"}
 METHOD_NAMES = {"at": "PGD adversarial training (AT, Madry et al.)", "trades": "TRADES", "mart": "MART",
                 "natural": "natural (non-adversarial) training"}  # fmt: skip
+WIDTH_NAMES = {0.125: "eighth-width", 0.25: "quarter-width", 0.5: "half-width", 2: "double-width"}
+ATTACK_NOTES = {  # said once under the tables where the attack appears
+    "cw": "C&W is PGD-30 on the C&W margin loss (kappa 50).",
+    "autoattack": "AutoAttack is the standard version of the reference code (pyautoattack).",
+    "ensemble": "Ensemble counts an image only if it is classified correctly clean and under every white-box attack "
+                "of its table.",
+    "ti_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
+    "di_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
+    "nattack": "NAttack is a query-based black-box attack (Li et al. 2019).",
+}  # fmt: skip
 CITATION = """@inproceedings{kim2023fsr,
   title     = {Feature Separation and Recalibration for Adversarial Robustness},
   author    = {Kim, Woo Jae and Cho, Yoonki and Jung, Junsik and Yoon, Sung-Eui},
@@ -24,120 +54,433 @@ CITATION = """@inproceedings{kim2023fsr,
 }"""
 
 
+@dataclass
+class Record:
+    """What a zoo folder or repository records about its model, as a card reads it."""
+
+    config: dict
+    metrics: dict
+    robustness: dict | None = None  # robustness.json
+    curve_png: bool = False  # robustness_curve.png is there
+    comparison: dict | None = None  # comparison.json: {"model": "<arch>.<tag>", "metrics": its metrics.json}
+    fsr_heads: bool = False  # fsr_heads.safetensors is there
+
+    @property
+    def name(self) -> str:
+        return f"{self.config['architecture']}.{self.config['pretrained_cfg'].get('tag', '')}"
+
+
+def read_record(folder: str | Path) -> Record:
+    folder = Path(folder)
+    read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else None  # noqa: E731
+    return Record(read(CONFIG_NAME), read(METRICS_NAME), read(ROBUSTNESS_NAME), (folder / CURVE_NAME).is_file(),
+                  read(COMPARISON_NAME), (folder / FSR_HEADS_NAME).is_file())  # fmt: skip
+
+
+# --- what was trained ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def paper_backbone_args(architecture: str) -> dict:
+    """The paper network's own architecture arguments (built on the meta device: no memory, no time)."""
+    with torch.device("meta"):
+        return timm.create_model(architecture).backbone_args
+
+
+def _dashed(values) -> str:
+    return "-".join("x".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in values)
+
+
+def _stage_widths(backbone: str, args: dict) -> tuple[list, list]:
+    """(widths, depths) per stage of a ResNet or VGG, from its architecture arguments."""
+    if backbone == "vgg16":
+        return [c for c, _ in args["stages"]], [n for _, n in args["stages"]]
+    return list(args["widths"]), list(args["layers"])
+
+
+def network_name(config: dict) -> str:
+    """The network as a reader should know it: 'ResNet-18', 'quarter-width ResNet-18 (widths 16-32-64-128)',
+    'WideResNet-28-4', or the backbone's name with what differs from the paper's."""
+    backbone, args = config["backbone"], config.get("backbone_args") or {}
+    paper = paper_backbone_args(config["architecture"])
+    if backbone == "wrn34_10":
+        name = f"WideResNet-{args.get('depth', paper['depth'])}-{args.get('widen_factor', paper['widen_factor'])}"
+    elif {k: v for k, v in args.items() if k in paper} == paper:
+        name = BACKBONE_NAMES[backbone]
+    else:
+        (widths, depths), (paper_widths, paper_depths) = _stage_widths(backbone, args), _stage_widths(backbone, paper)
+        ratios = {w / p for w, p in zip(widths, paper_widths)}
+        if depths == paper_depths and len(ratios) == 1:
+            ratio = ratios.pop()
+            width = WIDTH_NAMES.get(ratio, f"{ratio:g}x-width")
+            name = f"{width} {BACKBONE_NAMES[backbone]} (widths {_dashed(widths)})"
+        else:
+            name = f"{BACKBONE_NAMES[backbone]}-like network ({', '.join(t for *_, t in _backbone_deviations(config))})"
+    extra = [text for key, _, text in _backbone_deviations(config) if key in ("in_chans", "global_pool")]
+    return name + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _backbone_deviations(config: dict) -> list[tuple[str, str, str]]:
+    """(argument, its value as text, sentence) for each architecture argument that differs from the paper's."""
+    args = config.get("backbone_args") or {}
+    paper = {"in_chans": 3, "global_pool": "avg", **paper_backbone_args(config["architecture"])}
+    shown = lambda v: _dashed(v) if isinstance(v, list) else str(v)  # noqa: E731
+    return [(key, shown(value), f"{key} {shown(value)} (the paper's: {shown(paper.get(key))})")
+            for key, value in args.items() if value != paper.get(key)]  # fmt: skip
+
+
+def run_facts(metrics: dict) -> dict:
+    """The run's size: training and validation images, epochs, SGD steps, warm-up, and whether it used only a subset
+    of the data set's training images; from metrics.json, or derived from its training config for runs that did not
+    record them (CIFAR-10 has 50,000 training images, the shipped sample 1,000; the first `train_limit` are used, the
+    last `val_size` of those held out; an epoch is the whole batches)."""
+    train = metrics.get("train_config") or {}
+    dataset = train.get("dataset", "cifar10")
+    full = TRAIN_SET_SIZES.get(dataset)
+    available = SAMPLE_SIZES["train"] if str(train.get("data_dir")) == "sample" else full
+    used = min(available, train["train_limit"]) if available and train.get("train_limit") else available
+    val_images = metrics.get("val_images", train.get("val_size"))
+    train_images = metrics.get("train_images", used - val_images if used and val_images is not None else None)
+    epochs = metrics.get("epochs", train.get("epochs"))
+    batch = train.get("batch_size")
+    steps = metrics.get("sgd_steps", epochs * (train_images // batch) if train_images and batch else None)
+    return {"dataset": dataset, "available": available, "train_images": train_images, "val_images": val_images,
+            "epochs": epochs, "batch_size": batch, "sgd_steps": steps, "warmup_epochs": train.get("warmup_epochs", 0),
+            "subset": bool(full and train_images is not None and train_images + (val_images or 0) < full)}  # fmt: skip
+
+
+def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
+    """How a run differs from the paper's setting of its tag, as (repository-name part, sentence) pairs: network
+    widths or depth, FSR settings, a subset of the training data, another eps. The schedule is not among them (a
+    short schedule of the paper's recipe is still that recipe, and its card says how short)."""
+    out = [(f"{key.replace('_', '')}{value}", text) for key, value, text in _backbone_deviations(config)]
+    if config.get("fsr_stages"):
+        paper_stages = list(BACKBONES[config["backbone"]][0])
+        if config["fsr_stages"] != paper_stages:
+            stages = ", ".join(map(str, config["fsr_stages"]))
+            out.append((f"fsr{_dashed(config['fsr_stages'])}",
+                        f"FSR after stages {stages} (the paper's: {', '.join(map(str, paper_stages))})"))
+        if config.get("fsr_tau", 0.1) != 0.1:
+            out.append((f"tau{config['fsr_tau']:g}", f"mask temperature tau {config['fsr_tau']:g} (the paper's: 0.1)"))
+        if config.get("fsr_separation") is False:
+            out.append(("nosep", "without FSR's Separation stage (the paper's 'w/o Sep' ablation)"))
+        if config.get("fsr_recalibration") is False:
+            out.append(("norec", "without FSR's Recalibration stage (the paper's 'w/o Rec' ablation)"))
+        if config.get("fsr_output", "f_tilde") != "f_tilde":
+            out.append((f"out{config['fsr_output'].replace('_', '')}", f"FSR passes on {config['fsr_output']} instead "
+                        "of the recalibrated feature (the paper's Table 5 analysis)"))  # fmt: skip
+        for key in ("lambda_sep", "lambda_rec"):
+            if config.get(key, 1.0) != 1.0:
+                out.append((f"{key.replace('ambda_', '')}{config[key]:g}", f"{key} {config[key]:g} (the paper's: 1)"))
+    facts = run_facts(metrics)
+    if facts["subset"]:
+        out.append((f"train{facts['train_images']}", f"trained on {facts['train_images']:,} of the "
+                    f"{TRAIN_SET_SIZES[facts['dataset']]:,} {dataset_name(facts['dataset'])} training images"))
+    eps = (metrics.get("train_config") or {}).get("eps", metrics.get("eps", PAPER_EPS))
+    if not math.isclose(eps, PAPER_EPS, abs_tol=1e-7):
+        out.append((f"eps{eps * 255:g}", f"trained for eps {eps_text(eps)} (the paper's: 8/255)"))
+    return out
+
+
+def paper_repo_id(config: dict) -> str:
+    return f"{HF_ORG}/{config['architecture']}.{config['pretrained_cfg']['tag']}"
+
+
+def default_repo_id(config: dict, metrics: dict) -> str:
+    """`fsr-zoo/<architecture>.<tag>` for a run in the paper's setting of its tag; for any other run the same name
+    with its deviations from that setting appended, `.`-separated (e.g.
+    `fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128.train250`), so that it never takes a paper tag's name."""
+    return ".".join([paper_repo_id(config), *(part for part, _ in deviations(config, metrics))])
+
+
+def dataset_name(dataset: str) -> str:
+    return HUB_DATASETS.get(dataset, (dataset, dataset))[1]
+
+
+def eps_text(eps: float) -> str:
+    """8/255 for eps 8/255; other values as they are."""
+    k = eps * 255
+    return f"{round(k)}/255" if math.isclose(k, round(k), abs_tol=1e-6) else f"{eps:g}"
+
+
+# --- what was measured --------------------------------------------------------------------------------------------
+
+
 def final_test_report(metrics: dict) -> dict:
     """The training run's final test (clean and PGD-k, step eps/10, no random start) in the evaluation report's form."""
     pgd = next(k.removesuffix("_acc") for k in metrics if k.startswith("pgd") and k.endswith("_acc"))
     eps = metrics["eps"]
-    return {"dataset": metrics.get("train_config", {}).get("dataset", "cifar10"), "images": metrics["test_images"],
-            "eps": eps, "accuracy": {"natural": metrics["natural_acc"], pgd: metrics[f"{pgd}_acc"]},
+    train = metrics.get("train_config", {})
+    return {"dataset": train.get("dataset", "cifar10"), "images": metrics["test_images"], "eps": eps, "strong": False,
+            "data_source": "sample" if str(train.get("data_dir")) == "sample" else None,
+            "accuracy": {"natural": metrics["natural_acc"], pgd: metrics[f"{pgd}_acc"]},
             "settings": {"natural": attack_settings("natural", eps, False),
                          pgd: {**attack_settings("pgd20", eps, False), "steps": int(pgd.removeprefix("pgd"))}},
             "ensemble_over": []}  # fmt: skip
 
 
-def measured_reports(metrics: dict) -> list[dict]:
-    """The reports a card shows: the run's own test, then the evaluation report if there is one."""
+def measured_reports(metrics: dict, robustness: dict | None = None) -> list[tuple[str, dict]]:
+    """The reports a card shows, named: the run's own final test, the evaluation report in metrics.json if there is
+    one, and robustness.json if there is one."""
     missing = [k for k in ("natural_acc", "test_images", "eps") if k not in metrics]
     if missing or not any(k.startswith("pgd") and k.endswith("_acc") for k in metrics):
         raise ValueError(
             f"metrics.json has no measured robustness ({missing or 'no pgd*_acc'} missing): a card needs the test "
             "results that training/train.py writes (natural_acc, pgdK_acc, test_images, eps)"
         )
-    return [final_test_report(metrics)] + ([metrics["evaluation"]] if "evaluation" in metrics else [])
+    reports = [("the training run's final test", final_test_report(metrics))]
+    if "evaluation" in metrics:
+        reports.append(("a later evaluation (metrics.json, evaluation)", metrics["evaluation"]))
+    if robustness:
+        reports.append((f"the robustness evaluation ({ROBUSTNESS_NAME})", robustness))
+    return reports
 
 
-def card_eval_results(metrics: dict) -> list[EvalResult]:
-    return [result for report in measured_reports(metrics) for result in eval_results(report)]
+def card_eval_results(metrics: dict, robustness: dict | None = None) -> list[EvalResult]:
+    return [result for _, report in measured_reports(metrics, robustness) for result in eval_results(report)]
 
 
-def model_card(config: dict, metrics: dict, repo_id: str) -> ModelCard:
+def evaluate_command(model: str, report: dict) -> str:
+    """The `python -m fsr_models.evaluate` command that measures `report` again."""
+    attacks = [a for a in report["accuracy"] if a in ATTACKS]
+    source = str(report.get("data_source") or "")
+    data_dir = "sample" if source.startswith("sample") else f"<{dataset_name(report['dataset'])} folder>"
+    return " ".join([
+        f"python -m fsr_models.evaluate {model} --dataset {report['dataset']} --data-dir {data_dir}",
+        f"--n {report['images']} --attacks {' '.join(attacks)}",
+        *([f"--eps {eps_text(report['eps'])}"] if not math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7) else []),
+        *(["--strong"] if report.get("strong") else []), *(["--curve"] if "curve" in report else []),
+    ])  # fmt: skip
+
+
+def report_lines(title: str, report: dict, model: str) -> list[str]:
+    """One measured report: what and on which images, its accuracy table, and the command that repeats it."""
+    starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
+    lines = [f"{title[0].upper()}{title[1:]}: accuracy (%) on the first {report['images']:,} "
+             f"{dataset_name(report['dataset'])} test images, eps {eps_text(report['eps'])} (L-inf), eval mode, PGD "
+             f"with step eps/10 and {starts}:", "", *accuracy_table(report), ""]  # fmt: skip
+    unmeasurable = [column_title(a) for a in report["accuracy"] if a not in ATTACKS and a != "ensemble"]
+    lines += [f"Measure again: `{evaluate_command(model, report)}`"
+              + (f" ({', '.join(unmeasurable)} is not one of its attacks)." if unmeasurable else "."), ""]
+    return lines
+
+
+def attack_notes(reports: list[dict]) -> list[str]:
+    shown = {a for report in reports for a in report["accuracy"]}
+    notes = list(dict.fromkeys(note for attack, note in ATTACK_NOTES.items() if attack in shown))
+    return [" ".join(notes), ""] if notes else []
+
+
+def curve_lines(robustness: dict, image: str | None) -> list[str]:
+    """The robustness curve: the plot (when there is one) and its numbers."""
+    curve = robustness["curve"]
+    lines = [f"![Accuracy against eps]({image})", ""] if image else []
+    return lines + [
+        f"Accuracy (%) against eps, {curve['attack']}, on the first {curve['images']:,} "
+        f"{dataset_name(robustness['dataset'])} test images:", "",
+        "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in curve["eps"]) + " |",
+        "| --- " * (len(curve["eps"]) + 1) + "|",
+        "| accuracy | " + " | ".join(f"{100 * a:.2f}" for a in curve["accuracy"]) + " |", "",
+    ]  # fmt: skip
+
+
+def health_lines(record: Record) -> list[str]:
+    """FSR's health figures with a plain warning when part of FSR is dead; robustness.json's, else metrics.json's."""
+    if record.robustness and record.robustness.get("fsr_health"):
+        health, images = record.robustness["fsr_health"], record.robustness["images"]
+    elif record.metrics.get("fsr_health"):
+        health, images = record.metrics["fsr_health"], record.metrics["test_images"]
+    else:
+        return ["No FSR health figures were recorded with these weights (training/train.py and `python -m "
+                "fsr_models.evaluate` record them).", ""]  # fmt: skip
+    lines = [f"How alive each FSR module is on the first {images:,} test images, with these weights: R contribution "
+             "is |(1 - m) R(f-)| / |f-|, the Recalibration Net's share of the recalibrated feature; 'units live' "
+             "is the share of hidden channels after each BN + ReLU of the Separation (S) and Recalibration (R) "
+             "Nets that are positive for some image; m is the separation mask.", "", *health_table(health), ""]
+    problems = fsr_health_problems(health)
+    if problems:
+        lines += ["**Warning: part of FSR is dead in these weights.**", "", *(f"- {p}" for p in problems), ""]
+        if any(h.get("r_contribution", 1.0) < R_CONTRIBUTION_MIN for h in health.values()):
+            lines += ["So this model is in effect FSR without Recalibration (the paper's 'w/o Rec' ablation), not "
+                      "the paper's FSR, until it is retrained.", ""]  # fmt: skip
+    return lines
+
+
+def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) -> list[str]:
+    """The measured side-by-side of two zoo models (the same network with and without FSR, same tag), with who is
+    ahead on each measure and how their training differed."""
+    rows = {this: metrics, other: other_metrics}
+    tests = {name: final_test_report(m) for name, m in rows.items()}
+    columns = []  # (title, {name: accuracy})
+    if tests[this]["images"] == tests[other]["images"]:
+        for key in tests[this]["accuracy"]:
+            if key in tests[other]["accuracy"]:
+                columns.append((f"{column_title(key)} ({tests[this]['images']:,})",
+                                {n: t["accuracy"][key] for n, t in tests.items()}))  # fmt: skip
+    evaluations = {name: m.get("evaluation") for name, m in rows.items()}
+    if all(evaluations.values()) and evaluations[this]["images"] == evaluations[other]["images"]:
+        for key in ("autoattack",):
+            if all(key in e["accuracy"] for e in evaluations.values()):
+                columns.append((f"{column_title(key)} (first {evaluations[this]['images']:,})",
+                                {n: e["accuracy"][key] for n, e in evaluations.items()}))  # fmt: skip
+    lines = ["| model | epochs | " + " | ".join(title for title, _ in columns) + " |",
+             "| --- " * (len(columns) + 2) + "|"]  # fmt: skip
+    lines += [f"| {name} | {m['epochs']} | " + " | ".join(f"{100 * values[name]:.2f}" for _, values in columns) + " |"
+              for name, m in rows.items()]  # fmt: skip
+    ahead = {this: [], other: []}
+    for title, values in columns:
+        diff = 100 * (values[this] - values[other])
+        if round(diff, 2):
+            ahead[this if diff > 0 else other].append(f"{title.split(' (')[0]} (+{abs(diff):.2f} points)")
+    said = [f"`{name}` is ahead on {_and(leads)}" for name, leads in ahead.items() if leads]
+    lines += ["", ("; ".join(said) if said else "The two are equal on every measure") + "."]
+    train, other_train = metrics.get("train_config") or {}, other_metrics.get("train_config") or {}
+    differ = [k for k in sorted(set(train) | set(other_train)) if k not in ("model", "output_dir", "data_dir")
+              and train.get(k) != other_train.get(k)]  # fmt: skip
+    same = ("Both were trained with the same config apart from the network" if not differ else "Their training "
+            "configs differ in " + ", ".join(f"{k} ({train.get(k)} vs {other_train.get(k)})" for k in differ))  # fmt: skip
+    if metrics["epochs"] != other_metrics["epochs"] and train.get("time_budget_min") and not differ:
+        same += (f"; the {train['time_budget_min']:g}-minute budget fitted {metrics['epochs']} epochs to `{this}` and "
+                 f"{other_metrics['epochs']} to `{other}`")  # fmt: skip
+    return lines + ["", same + ".", ""]
+
+
+def _and(items: list[str]) -> str:
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else items[0]
+
+
+# --- the card -----------------------------------------------------------------------------------------------------
+
+
+def model_card(record: Record, repo_id: str) -> ModelCard:
     """The card of one Hub repository: metadata (with model-index results) and the prose a user needs."""
-    dataset = metrics.get("train_config", {}).get("dataset", "cifar10")
-    hub_dataset, dataset_name = HUB_DATASETS.get(dataset, (dataset, dataset))
+    dataset = (record.metrics.get("train_config") or {}).get("dataset", "cifar10")
+    hub_dataset = HUB_DATASETS.get(dataset, (dataset, dataset))[0]
     data = ModelCardData(
         library_name="timm", license="mit", pipeline_tag="image-classification", datasets=[hub_dataset],
         tags=["image-classification", "timm", "transformers", "safetensors", "adversarial-robustness",
               "adversarial-training", "feature-separation-and-recalibration"],
-        model_name=repo_id, eval_results=card_eval_results(metrics),
+        model_name=repo_id, eval_results=card_eval_results(record.metrics, record.robustness),
     )  # fmt: skip
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(config, metrics, repo_id, dataset, dataset_name)}")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(record, repo_id, dataset)}")
 
 
-def _body(config: dict, metrics: dict, repo_id: str, dataset: str, dataset_name: str) -> str:
+def _body(record: Record, repo_id: str, dataset: str) -> str:
+    config, metrics = record.config, record.metrics
     arch, tag = config["architecture"], config.get("pretrained_cfg", {}).get("tag", "")
-    train = metrics.get("train_config")
-    lines = [f"# {repo_id.split('/')[-1]}", ""]
+    facts, name = run_facts(metrics), dataset_name(dataset)
     fsr = config.get("fsr_stages") or []
-    where = (f"with a Feature Separation and Recalibration (FSR) module after stage {', '.join(map(str, fsr))} of the "
-             f"backbone (Kim et al., CVPR 2023)") if fsr else "without FSR (the baseline of the FSR paper)"  # fmt: skip
-    backbone = BACKBONE_NAMES.get(config["backbone"], config["backbone"])
     channels, height, width = config["pretrained_cfg"]["input_size"]
     size = f"{height}x{width}"
-    lines += [f"A {backbone} image classifier for {dataset_name} ({config['num_classes']} classes, {size} "
-              f"inputs in [0, 1], no normalisation) {where}, trained to resist L-inf attacks of eps "
-              f"{metrics['eps'] * 255:g}/255. Part of the fsr-zoo model zoo: `timm` architecture `{arch}`, tag "
-              f"`{tag}`.", ""]  # fmt: skip
+    where = (f"with a Feature Separation and Recalibration (FSR) module after stage {', '.join(map(str, fsr))} of the "
+             f"backbone (Kim et al., CVPR 2023)") if fsr else "without FSR (the baseline of the FSR paper)"  # fmt: skip
+    trained_on = f" on {facts['train_images']:,} training images" if facts["train_images"] else ""
+    natural = (metrics.get("train_config") or {}).get("method") == "natural"
+    trained = (f"trained{trained_on} without adversarial examples, measured against" if natural else
+               f"adversarially trained{trained_on} to resist")  # fmt: skip
+    lines = [f"# {repo_id.split('/')[-1]}", "",
+             f"A {network_name(config)} image classifier for {name} ({config['num_classes']} classes, {size} inputs "
+             f"in [0, 1], no normalisation) {where}, {trained} L-inf attacks of eps {eps_text(metrics['eps'])}. Part "
+             f"of the fsr-zoo model zoo: `timm` architecture `{arch}`, tag `{tag}`.", ""]  # fmt: skip
+    differs = deviations(config, metrics)
+    if differs:
+        lines += [f"**Not the paper's setting of `{arch}.{tag}`:**", "", *(f"- {text}" for _, text in differs), ""]
     if fsr:
+        heads = (f"; the trained ones are in `{FSR_HEADS_NAME}`, for fine-tuning (`fsr_models.hub.load_fsr_heads`)"
+                 if record.fsr_heads else "")  # fmt: skip
         lines += ["FSR splits the feature map with a learned mask into robust and non-robust activations "
                   "(Separation) and adjusts the non-robust ones to carry useful cues again (Recalibration); the "
-                  "sum replaces the feature map. The auxiliary heads that train the mask are not part of this "
-                  "checkpoint: they are only needed for training.", ""]  # fmt: skip
+                  "sum replaces the feature map. The auxiliary heads that train the mask are not part of the "
+                  f"network: only the training losses use them{heads}.", ""]  # fmt: skip
+    lines += _training_lines(metrics, facts, name, bool(fsr))
 
-    lines += ["## Training", ""]
-    if train is None:
-        lines += ["No training config was recorded with these weights.", ""]
-    else:
-        epochs = metrics.get("epochs", train["epochs"])
-        method = METHOD_NAMES.get(train["method"], train["method"])
-        if train["method"] in ("trades", "mart"):
-            method += f" (beta {train['beta']:g})"
-        if epochs < PAPER_EPOCHS:
-            lines += [f"**Short schedule: {epochs} epochs, not the paper's {PAPER_EPOCHS}-epoch recipe.** Expect "
-                      "lower accuracy than the paper reports.", ""]  # fmt: skip
-        lr = train["lr"] * train["batch_size"] / 128
-        lines += [
-            f"- Method: {method}" + (f" + FSR losses (lambda_sep {train['lambda_sep']:g}, lambda_rec "
-                                     f"{train['lambda_rec']:g})" if fsr else ""),  # fmt: skip
-            f"- Attack during training: PGD-{train['attack_steps']}, eps {train['eps'] * 255:g}/255, step "
-            f"{train['attack_step'] * 255:g}/255, random start {train['random_start']}",
-            f"- {epochs} epochs (best epoch by validation PGD accuracy: {metrics.get('best_epoch', '?')}), batch "
-            f"{train['batch_size']}, SGD lr {lr:g} (momentum {train['momentum']:g}, weight decay "
-            f"{train['weight_decay']:g}), x{train['lr_gamma']:g} at {train['lr_milestones']} of the epochs, "
-            f"{train['precision']}, augmentation {'pad-4 crop + flip' if train['augment'] else 'none'}",
-            *([f"- Training time: {metrics['train_seconds']:.0f} s"] if "train_seconds" in metrics else []),
-            "",
-            "The full config is `train_config.yaml` in this repository; with the fsr-zoo code, "
-            f"`python training/train.py --config train_config.yaml --set data_dir=<{dataset_name} folder> "
-            "output_dir=<new folder>" + (f" epochs={epochs} time_budget_min=null" if train.get("time_budget_min")
-                                         else "") + "` repeats the run.",
-            "",
-        ]  # fmt: skip
-
+    reports = measured_reports(metrics, record.robustness)
     lines += ["## Evaluation", ""]
-    for report in measured_reports(metrics):
-        starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
-        lines += [f"Accuracy (%) on the first {report['images']} {dataset_name} test images, eps "
-                  f"{report['eps'] * 255:g}/255 (L-inf), eval mode, PGD with step eps/10 and {starts}:", "",
-                  *accuracy_table(report), ""]  # fmt: skip
-    eps_flag = "" if math.isclose(metrics["eps"], 8 / 255) else f" --eps {metrics['eps']!r}"
-    lines += ["AutoAttack is the standard version of the reference code (pyautoattack); Ensemble counts an image only "
-              "if every listed white-box attack fails on it. Each metric's settings are in this card's metadata. "
-              f"Reproduce with `python -m fsr_models.evaluate hf-hub:{repo_id} --dataset {dataset} --data-dir "
-              f"<{dataset_name} folder>{eps_flag} --n 1000 --attacks natural pgd20 autoattack`.", ""]
+    for title, report in reports:
+        lines += report_lines(title, report, f"hf-hub:{repo_id}")
+    lines += attack_notes([report for _, report in reports])
+    lines += ["Each metric's settings are in this card's metadata.", ""]
+    if record.robustness and "curve" in record.robustness:
+        lines += ["## Robustness curve", "", *curve_lines(record.robustness, CURVE_NAME if record.curve_png else None)]
+    if fsr:
+        lines += ["## FSR health", "", *health_lines(record)]
+    if record.comparison:
+        other = record.comparison["model"]
+        lines += [f"## Compared with {'the plain baseline' if fsr else 'the same network with FSR'}", "",
+                  f"Measured the same way, the zoo's `{other}` ({'without' if fsr else 'with'} FSR) beside this model "
+                  f"(accuracy %, eps {eps_text(metrics['eps'])}; test images in brackets):", "",
+                  *comparison_lines(record.name, metrics, other, record.comparison["metrics"])]  # fmt: skip
 
     lines += ["## Use", "", "```python", "import fsr_models  # registers the architectures with timm and transformers",
               "import timm", "", f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
               f"logits = model(images)  # images: float tensor (N, {channels}, {height}, {width}) in [0, 1]", "",
-              "from transformers import AutoModelForImageClassification", "",
+              "from transformers import AutoModelForImageClassification, pipeline", "",
               f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')",
-              "logits = model(pixel_values=images).logits", "```", ""]  # fmt: skip
+              "logits = model(pixel_values=images).logits",
+              f"classify = pipeline('image-classification', model='{repo_id}')  # PIL images in, label names out",
+              "```", ""]  # fmt: skip
     lines += ["## Intended use and limits", "",
-              f"A research checkpoint for studying adversarial robustness on {dataset_name}. Its robustness holds "
+              f"A research checkpoint for studying adversarial robustness on {name}. Its robustness holds "
               f"only in the threat model it was trained and measured for: L-inf perturbations of at most "
-              f"{metrics['eps'] * 255:g}/255 on {dataset_name}-like {size} images. It is not certified, it says "
-              "nothing about other norms, larger budgets, patches, corruptions or other data, and stronger or "
-              "adaptive attacks may lower the figures above. Inputs must be [0, 1] pixels without normalisation.",
-              ""]  # fmt: skip
+              f"{eps_text(metrics['eps'])} on {name}-like {size} images. It is not certified, it says nothing about "
+              "other norms, larger budgets, patches, corruptions or other data, and stronger or adaptive attacks may "
+              "lower the figures above. Inputs must be [0, 1] pixels without normalisation (the repository's image "
+              "processor does that for the pipeline).", ""]  # fmt: skip
     lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
 
+
+def schedule_text(metrics: dict, facts: dict) -> str:
+    """'32 epochs (3,040 SGD steps of batch 512), no warm-up, lr x0.1 after epoch 24, then x0.1 after epoch 29'."""
+    train = metrics["train_config"]
+    epochs = facts["epochs"]
+    steps = f" ({facts['sgd_steps']:,} SGD steps of batch {facts['batch_size']})" if facts["sgd_steps"] else ""
+    warmup = (f"a linear learning-rate warm-up over {facts['warmup_epochs']:g} epochs" if facts["warmup_epochs"]
+              else "no warm-up")  # fmt: skip
+    if metrics.get("extensions"):
+        drops = f"at {', '.join(f'{100 * f:g}%' for f in train['lr_milestones'])} of the planned epochs"
+        drops += "; extended " + ", ".join(f"after epoch {e['after_epoch']} from {e['from']} to {e['to']} epochs "
+                                           f"(lr: {e['lr']})" for e in metrics["extensions"])  # fmt: skip
+        return f"{epochs} epochs{steps}, {warmup}, lr x{train['lr_gamma']:g} {drops}"
+    # training/train.py drops the lr after epoch round(f * epochs) for each milestone fraction f
+    after = Counter(m for m in (round(f * epochs) for f in train["lr_milestones"]) if m < epochs)
+    drops = ", then ".join(f"x{train['lr_gamma'] ** k:g} after epoch {m}" for m, k in sorted(after.items()))
+    return f"{epochs} epochs{steps}, {warmup}, lr {drops or 'constant (its drops fall after the last epoch)'}"
+
+
+def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[str]:
+    train = metrics.get("train_config")
+    lines = ["## Training", ""]
+    if train is None:
+        return lines + ["No training config was recorded with these weights.", ""]
+    epochs = facts["epochs"]
+    method = METHOD_NAMES.get(train["method"], train["method"])
+    if train["method"] in ("trades", "mart"):
+        method += f" (beta {train['beta']:g})"
+    if epochs < PAPER_EPOCHS:
+        lines += [f"**Short schedule: {epochs} epochs, not the paper's {PAPER_EPOCHS}-epoch recipe.** Expect "
+                  "lower accuracy than the paper reports.", ""]  # fmt: skip
+    lr = train["lr"] * train["batch_size"] / 128
+    sample = " in the shipped sample" if str(train.get("data_dir")) == "sample" else ""
+    subset = f" (of {facts['available']:,}{sample})" if facts["subset"] and facts["available"] else ""
+    budget = f", in a {train['time_budget_min']:g}-minute budget" if train.get("time_budget_min") else ""
+    lines += [
+        f"- Data: {facts['train_images']:,} {name} training images{subset}; {facts['val_images']:,} more held out "
+        "for validation (the saved weights are those of the best epoch by PGD accuracy on them); augmentation "
+        f"{'pad-4 crop + flip' if train['augment'] else 'none'}",
+        f"- Method: {method}" + (f" + FSR losses (lambda_sep {train['lambda_sep']:g}, lambda_rec "
+                                 f"{train['lambda_rec']:g})" if fsr else ""),  # fmt: skip
+        f"- Attack during training: PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step "
+        f"{eps_text(train['attack_step'])}, {'a' if train['random_start'] else 'no'} random start",
+        f"- Schedule: {schedule_text(metrics, facts)}{budget}; best epoch {metrics.get('best_epoch', '?')}",
+        f"- Optimiser: SGD lr {lr:g} (momentum {train['momentum']:g}, weight decay {train['weight_decay']:g}), "
+        f"{train['precision']}",
+        *([f"- Training time: {metrics['train_seconds']:.0f} s"] if "train_seconds" in metrics else []),
+        "",
+        "The full config is `train_config.yaml` in this repository; with the fsr-zoo code, "
+        f"`python training/train.py --config train_config.yaml --set data_dir=<{name} folder> "
+        "output_dir=<new folder>" + (f" epochs={epochs} time_budget_min=null" if train.get("time_budget_min")
+                                     else "") + "` repeats the run.",
+        "",
+    ]  # fmt: skip
+    return lines

@@ -1,35 +1,44 @@
 """Robustness evaluation: the paper's white-box table, AutoAttack, black-box attacks, checks against gradient masking
 and the FSR feature analysis (Table 5), written as a JSON report and a Markdown table.
 
-    python -m fsr_models.evaluate MODEL [--dataset cifar10] [--data-dir DIR] [--n 1000]
-        [--attacks natural fgsm pgd20 pgd100 cw autoattack] [--source MODEL] [--strong] [--sanity] [--features]
-        [--out DIR]
+    python -m fsr_models.evaluate MODEL --data-dir DIR|sample [--download] [--dataset cifar10] [--n 1000]
+        [--attacks natural fgsm pgd20 pgd100 cw autoattack] [--eps 8/255] [--source MODEL] [--strong] [--sanity]
+        [--curve] [--features] [--out DIR]
 
-MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder in the zoo layout (a training run's
-`model/` or `best/`), a training run folder, or any timm model name (`resnet18` evaluates a plain timm model, which
-must take [0, 1] pixels). The paper's protocol is the default: eps 8/255, eval mode, no random start, step eps/10
-(FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W margin with kappa 50). `--strong` adds a random
-start and 5 restarts. Ensemble counts an image only if it is classified correctly clean and under every white-box
-attack of the table. TI-FGSM and DI-FGSM are crafted on `--source` (a naturally trained model) and tested on MODEL.
+MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder in the zoo layout (also as
+`local-dir:<folder>`; a training run's `model/` or `best/`), a training run folder, or any timm model name (`resnet18`
+evaluates a plain timm model, which must take [0, 1] pixels). The paper's protocol is the default: eps 8/255, eval
+mode, no random start, step eps/10 (FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W margin with
+kappa 50). `--strong` adds a random start and 5 restarts. Ensemble counts an image only if it is classified correctly
+clean and under every white-box attack of the table. TI-FGSM and DI-FGSM are crafted on `--source` (a naturally
+trained model) and tested on MODEL. The first n test images of the data folder are evaluated ('sample': the 512
+shipped with the package); the folder is never created or downloaded into without `--download`.
+`--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. User errors end in one
+line `error: ...` and exit code 2; a failed sanity check ends in exit code 4.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import EvalResult
+from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.repocard_data import eval_results_to_model_index
 from tqdm.auto import tqdm
 
 from . import attacks
-from .datasets import load_dataset, to_float
+from .datasets import DATA_DIR_ENV, data_source, load_dataset, to_float
+from .fsr import LIVE_UNITS_MIN, R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
 from .hub import load_model
+from .models._common import DATASETS
 
 WHITE_BOX = ("natural", "fgsm", "pgd20", "pgd100", "cw")  # Ensemble is over these (the paper's set A, clean included)
 COLUMNS = {  # report key -> column title, in the paper's order
@@ -37,6 +46,11 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "autoattack": "AutoAttack", "ti_fgsm": "TI-FGSM", "di_fgsm": "DI-FGSM", "nattack": "NAttack",
 }  # fmt: skip
 ATTACKS = tuple(k for k in COLUMNS if k != "ensemble")
+PAPER_EPS = 8 / 255
+CURVE_EPS = (0, 2, 4, 8, 16, 32, 64, 128)  # in /255: the sweep of the curve and of the sanity checks
+CURVE_ATTACK = "PGD-20, step eps/4, no random start"
+FSR_CHECK = (f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep at least "
+             f"{LIVE_UNITS_MIN:.0%} of their units, mask not constant)")  # fmt: skip
 
 
 def attack_settings(name: str, eps: float, strong: bool) -> dict:
@@ -126,8 +140,32 @@ def input_gradient_is_zero(model, x, y) -> torch.Tensor:
     return grad.flatten(1).abs().amax(1) == 0
 
 
-def sanity_checks(model, x, y, result, eps, batch_size=200) -> list[dict]:
-    """Checks that robustness is not an artefact of masked gradients (Athalye et al.; Carlini et al. 2019)."""
+def robustness_curve(model, x, y, batch_size=200, natural=None, progress=False) -> dict:
+    """Accuracy against eps, PGD-20 with step eps/4 and no random start at eps CURVE_EPS / 255: the data of the
+    robustness plot and of the sanity checks on it. `natural`, the clean accuracy when already known, is eps 0."""
+    def accuracy_at(e):
+        if e == 0 and natural is not None:
+            return natural
+        steps = 20 if e else 0  # eps 0: the clean images
+        pgd20 = lambda xb, yb: attacks.pgd(model, xb, yb, e / 255, e / 255 / 4, steps, random_start=False)  # noqa: E731
+        return batched(lambda xb, yb: correct(model, pgd20(xb, yb), yb), x, y, batch_size).float().mean().item()
+
+    start = time.perf_counter()
+    accuracy = [accuracy_at(e) for e in tqdm(CURVE_EPS, desc="robustness curve", disable=not progress)]
+    return {"attack": CURVE_ATTACK, "images": len(x), "eps": [e / 255 for e in CURVE_EPS], "accuracy": accuracy,
+            "seconds": time.perf_counter() - start}  # fmt: skip
+
+
+def fsr_active_check(health: dict) -> dict:
+    """The sanity check on `fsr_health`'s figures: a dead part of FSR is no gradient masking, but the network is then
+    not the paper's FSR (a dead Recalibration Net passes f- on unchanged)."""
+    problems = fsr_health_problems(health)
+    return {"check": FSR_CHECK, "passed": not problems, "detail": problems}
+
+
+def sanity_checks(model, x, y, result, eps, batch_size=200, curve=None, health=None) -> list[dict]:
+    """Checks that robustness is not an artefact of masked gradients (Athalye et al.; Carlini et al. 2019), and that
+    every FSR module is active. `curve` (robustness_curve) and `health` (fsr_health) are computed when not given."""
     checks, acc, tol = [], result["accuracy"], 1.5 / math.sqrt(len(x)) / 2  # about 1.5 standard errors at 50%
 
     def check(name, passed, detail):
@@ -136,13 +174,15 @@ def sanity_checks(model, x, y, result, eps, batch_size=200) -> list[dict]:
     def accuracy_under(attack):
         return batched(lambda xb, yb: correct(model, attack(xb, yb), yb), x, y, batch_size).float().mean().item()
 
-    sweep = {e: accuracy_under(lambda xb, yb, e=e: attacks.pgd(model, xb, yb, e / 255, e / 255 / 4, 20, False))
-             for e in (2, 4, 8, 16, 32, 64, 128)}  # fmt: skip
-    sweep = {0: acc.get("natural", accuracy_under(lambda xb, yb: xb)), **sweep}
-    values = list(sweep.values())
+    health = fsr_health(model, x, batch_size) if health is None else health
+    if health:
+        checks.append(fsr_active_check(health))
+    curve = curve or robustness_curve(model, x, y, batch_size, acc.get("natural"))
+    values = curve["accuracy"]
     check("accuracy never rises as eps grows (PGD-20, step eps/4)",
-          all(b <= a + tol for a, b in zip(values, values[1:])), {f"{e}/255": v for e, v in sweep.items()})  # fmt: skip
-    check("accuracy is about 0 at eps 128/255", sweep[128] <= 0.02, sweep[128])
+          all(b <= a + tol for a, b in zip(values, values[1:])),
+          {f"{e * 255:g}/255": v for e, v in zip(curve["eps"], values)})  # fmt: skip
+    check("accuracy is about 0 at eps 128/255", values[-1] <= 0.02, values[-1])
     if "pgd20" in acc and "pgd100" in acc:
         check("more PGD steps never help the model (PGD-100 <= PGD-20)", acc["pgd100"] <= acc["pgd20"] + tol,
               {"pgd20": acc["pgd20"], "pgd100": acc["pgd100"]})  # fmt: skip
@@ -253,82 +293,233 @@ def accuracy_table(report: dict, row_label: str | None = None) -> list[str]:
     return [f"| {' | '.join(header)} |", "| --- " * len(header) + "|", f"| {' | '.join(values)} |"]
 
 
+def protocol(report: dict) -> str:
+    if report["strong"]:
+        return "strong protocol (random start, 5 restarts)"
+    if math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7):
+        return "paper protocol"
+    return "the paper's attacks at another eps than its 8/255"
+
+
+def health_table(health: dict) -> list[str]:
+    """fsr_health's figures per FSR module as a Markdown table."""
+    pct = lambda h, key: f"{100 * h[key]:.0f}" if key in h else "-"  # noqa: E731
+    lines = ["| FSR module | R contribution | S units live (%, ReLU 1 / 2) | R units live (%, ReLU 1 / 2) | mask mean "
+             "| mask > 0.99 (%) | mask < 0.01 (%) |", "| --- " * 7 + "|"]  # fmt: skip
+    for name, h in health.items():
+        r = f"{h['r_contribution']:.3g}" if "r_contribution" in h else "-"
+        mask = f"{h['mask_mean']:.3f}" if "mask_mean" in h else "-"
+        lines.append(f"| {name} | {r} | {pct(h, 's_live_1')} / {pct(h, 's_live_2')} | {pct(h, 'r_live_1')} / "
+                     f"{pct(h, 'r_live_2')} | {mask} | {pct(h, 'mask_above_0.99')} | {pct(h, 'mask_below_0.01')} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = accuracy_table(report, row_label=report["model"])
-    lines.append(f"\nAccuracy (%) on the first {report['images']} {report['dataset']} test images, eps "
-                 f"{report['eps'] * 255:g}/255 (Linf), {'strong protocol' if report['strong'] else 'paper protocol'}.")
+    lines.append(f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
+                 f"{report['images']}) of {report['data_source']}, eps {report['eps'] * 255:g}/255 (Linf), "
+                 f"{protocol(report)}.")  # fmt: skip
+    if "curve" in report:
+        c = report["curve"]
+        lines += ["", f"Robustness curve ({c['attack']}, {c['images']} images):", "",
+                  "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in c["eps"]) + " |",
+                  "| --- " * (len(c["eps"]) + 1) + "|",
+                  "| accuracy (%) | " + " | ".join(f"{100 * a:.1f}" for a in c["accuracy"]) + " |"]  # fmt: skip
+    if "fsr_health" in report:
+        lines += ["", "FSR health on the clean images (`fsr_models.fsr.fsr_health`):", "",
+                  *health_table(report["fsr_health"])]
+    if "features" in report:
+        lines += ["", "FSR feature analysis (paper Table 5): accuracy (%) when FSR passes on each feature; k-NN "
+                  "accuracy of PGD-20 features among clean training features:", "",
+                  "| FSR output | Natural | PGD-20 | 5-NN | 20-NN |", "| --- " * 5 + "|"]  # fmt: skip
+        keys = ("natural", "pgd20", "knn5", "knn20")
+        lines += [f"| {name} | " + " | ".join(f"{100 * v[k]:.2f}" for k in keys) + " |"
+                  for name, v in report["features"].items()]  # fmt: skip
+    if report.get("sanity_checks"):
+        lines.append("")
     for c in report.get("sanity_checks", []):
-        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']} ({c['detail']})")
+        detail = "; ".join(c["detail"]) if isinstance(c["detail"], list) else c["detail"]
+        detail = f" ({detail})" if detail not in (None, "", {}) else ""
+        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}{detail}")
     return "\n".join(lines) + "\n"
 
 
+def plot_curve(report: dict, path: Path) -> None:
+    """The robustness curve as a PNG: accuracy (%) against eps in /255 (symlog axis), the paper's 8/255 marked."""
+    from matplotlib.figure import Figure  # no pyplot: nothing to display, Agg renders the file
+
+    c = report["curve"]
+    eps, acc = [e * 255 for e in c["eps"]], [100 * a for a in c["accuracy"]]
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(eps, acc, marker="o", label=c["attack"])
+    for e, a in zip(eps, acc):
+        ax.annotate(f"{a:.1f}", (e, a), textcoords="offset points", xytext=(3, 5), fontsize=8)
+    paper = min(range(len(eps)), key=lambda i: abs(eps[i] - PAPER_EPS * 255))
+    ax.axvline(PAPER_EPS * 255, color="tab:red", linestyle="--",
+               label=f"the paper's eps 8/255: {acc[paper]:.1f}%")  # fmt: skip
+    ax.set_xscale("symlog", linthresh=2)
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.set_xlim(0, max(eps) * 1.3)
+    ax.set_ylim(-2, 110)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_xlabel("eps (x/255)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{report['model']}\n{report['dataset']} test images {report['indices']} ({c['images']} images)",
+                 fontsize=10)  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.savefig(path, dpi=120)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every user error is one line on stderr, `error: ...`, and exit code 2 (no usage dump, no traceback)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(str(message).split())}\n")
+
+
+def eps_value(text: str) -> float:
+    """An L-inf radius on [0, 1] pixels: '8/255', '0.0314' or '0'."""
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction such as 8/255") from None
+    if not 0 <= value <= 1:
+        hint = f" (did you mean {text}/255?)" if 1 < value <= 255 and "/" not in text else ""
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]: eps is in pixel units, and pixels are in [0, 1]"
+                                         + hint)
+    return float(value)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1: give a whole number >= 1")
+    return value
+
+
+def device_value(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def out_folder(text: str) -> Path:
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
+    return Path(text)
+
+
 def load_any(source: str) -> torch.nn.Module:
-    """A zoo model (tag, hf-hub id, folder, training run folder) or any timm model name."""
-    path = Path(source)
+    """A zoo model (tag, hf-hub id, folder or local-dir:<folder>, training run folder) or any timm model name.
+    What a user may get wrong (a missing folder, an unknown or uncached name) is a ValueError that says so."""
+    path = Path(source.removeprefix("local-dir:"))
+    if source.startswith("local-dir:") and not path.is_dir():
+        raise ValueError(f"{source}: {path} is not a folder")
     if path.is_dir() and (path / "model").is_dir() and not (path / "config.json").exists():
         path = path / "model" if (path / "model" / "config.json").exists() else path / "best"
     if path.is_dir():
         return load_model(path)
-    return load_model(source)  # pretrained: a model name without weights fails with a message that says so
+    try:
+        return load_model(source)  # pretrained: a model name without weights fails with a message that says so
+    except LocalEntryNotFoundError as e:
+        raise ValueError(f"{source}: its pretrained weights are not in the local cache and the Hub cannot be reached "
+                         "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder") from e
+    except RuntimeError as e:  # timm: an unknown model name, or a tag without published weights
+        raise ValueError(f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "
+                         "a training run folder or a timm model name)") from e
+
+
+def load_inputs(args) -> tuple:
+    """The model, the transfer source, the test images and the k-NN bank, checked against each other before hours of
+    attacks; what does not fit is a ValueError or FileNotFoundError that says why."""
+    model = load_any(args.model).to(args.device).eval()
+    source = load_any(args.source).to(args.device).eval() if args.source else None
+    images, labels, label_names = load_dataset(args.dataset, "test", args.data_dir, args.n, download=args.download)
+    if len(images) < args.n:
+        raise ValueError(f"--n {args.n}: only {len(images)} {args.dataset} test images in "
+                         f"{data_source(args.data_dir, 'test')}")  # fmt: skip
+    classes = len(label_names) if label_names else int(labels.max()) + 1
+    for name, m in [(args.model, model)] + ([(args.source, source)] if source is not None else []):
+        cfg = getattr(m, "pretrained_cfg", {})
+        if tuple(cfg.get("mean", (0, 0, 0))) != (0, 0, 0) or tuple(cfg.get("std", (1, 1, 1))) != (1, 1, 1):
+            raise ValueError(f"{name} expects normalised input (mean {cfg.get('mean')}, std {cfg.get('std')}); attacks "
+                             "need a model that takes [0, 1] pixels: put the normalisation inside the model")
+        if m.num_classes != classes:
+            raise ValueError(f"{name} has {m.num_classes} classes, {args.dataset} has {classes}")
+    bank = None
+    if args.features:
+        check_feature_analysis(model)
+        bank_x, bank_y, _ = load_dataset(args.dataset, "train", args.data_dir, 5000, download=args.download)
+        bank = to_float(bank_x).to(args.device), bank_y.to(args.device)
+    return model, source, to_float(images).to(args.device), labels.to(args.device), bank
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model")
-    parser.add_argument("--dataset", default="cifar10")
-    parser.add_argument("--data-dir", help="data folder (default $FSR_DATA_DIR; 'sample' for the shipped CIFAR-10)")
-    parser.add_argument("--n", type=int, default=1000, help="test images (the first n)")
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a tag, hf-hub:<id>, a folder (or local-dir:<folder>), a run folder, a timm name")
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
+    parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
+                        help=f"data folder (default ${DATA_DIR_ENV}); 'sample': the 512 shipped CIFAR-10 test images")
+    parser.add_argument("--download", action="store_true", help="let torchvision download the data set into --data-dir")
+    parser.add_argument("--n", type=positive_int, default=1000, help="test images: the first n (default 1000)")
     parser.add_argument("--attacks", nargs="+", default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"],
                         choices=ATTACKS)  # fmt: skip
-    parser.add_argument("--eps", type=float, default=8 / 255)
+    parser.add_argument("--eps", type=eps_value, default=PAPER_EPS, help="L-inf radius in [0, 1], e.g. 8/255 (default)")
     parser.add_argument("--source", help="model to craft TI-FGSM / DI-FGSM on (a naturally trained one)")
     parser.add_argument("--strong", action="store_true", help="random start and 5 restarts for the PGD attacks")
-    parser.add_argument("--sanity", action="store_true", help="run the checks against gradient masking")
+    parser.add_argument("--sanity", action="store_true", help="checks against gradient masking, and FSR's health")
+    parser.add_argument("--curve", action="store_true", help=f"accuracy against eps ({CURVE_ATTACK}) as a PNG")
     parser.add_argument("--features", action="store_true", help="the FSR feature analysis (paper Table 5)")
-    parser.add_argument("--batch-size", type=int, default=200)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default="eval", help="folder for report.json and report.md")
+    parser.add_argument("--batch-size", type=positive_int, default=200)
+    parser.add_argument("--device", type=device_value, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=out_folder, default="eval", help="folder for report.json, report.md and the PNG")
     args = parser.parse_args(argv)
+    args.attacks = list(dict.fromkeys(args.attacks))
+    if {"ti_fgsm", "di_fgsm"} & set(args.attacks) and not args.source:
+        parser.error("argument --attacks: ti_fgsm and di_fgsm are transfer attacks: give --source, the model to craft "
+                     "them on")  # fmt: skip
+    try:
+        model, source, x, y, bank = load_inputs(args)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
 
-    device = torch.device(args.device)
-    model = load_any(args.model).to(device).eval()
-    source = load_any(args.source).to(device).eval() if args.source else None
-    images, labels, label_names = load_dataset(args.dataset, "test", args.data_dir, args.n)
-    # Fail before hours of attacks, not after them.
-    cfg = getattr(model, "pretrained_cfg", {})
-    if tuple(cfg.get("mean", (0, 0, 0))) != (0, 0, 0) or tuple(cfg.get("std", (1, 1, 1))) != (1, 1, 1):
-        raise ValueError(f"{args.model} expects normalised input (mean {cfg.get('mean')}, std {cfg.get('std')}); "
-                         "attacks need a model that takes [0, 1] pixels: put the normalisation inside the model")
-    classes = len(label_names) if label_names else int(labels.max()) + 1
-    if model.num_classes != classes:
-        raise ValueError(f"{args.model} has {model.num_classes} classes, {args.dataset} has {classes}")
-    if len(images) < args.n:
-        print(f"note: {len(images)} test images available, not {args.n}", file=sys.stderr)
-    if args.features:
-        check_feature_analysis(model)
-        bank_x, bank_y, _ = load_dataset(args.dataset, "train", args.data_dir, 5000)
-    x, y = to_float(images).to(device), labels.to(device)
     result = evaluate(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size)
-    report = {"model": args.model, "dataset": args.dataset, "images": len(x), "eps": args.eps, "strong": args.strong,
+    report = {"model": args.model, "dataset": args.dataset, "data_source": data_source(args.data_dir, "test"),
+              "indices": f"0:{len(x)}", "images": len(x), "eps": args.eps, "strong": args.strong,
               "accuracy": result["accuracy"], "settings": result["settings"], "ensemble_over": result["ensemble_over"],
               "seconds": result["seconds"], "source": args.source}  # fmt: skip
     if source is not None:
         for n in ("ti_fgsm", "di_fgsm"):
             report["settings"].get(n, {})["transfer_from"] = args.source
+    health = fsr_health(model, x, args.batch_size)
+    if health:
+        report["fsr_health"] = health
+    if args.curve or args.sanity:
+        report["curve"] = robustness_curve(model, x, y, args.batch_size, result["accuracy"].get("natural"), True)
     if args.sanity:
-        report["sanity_checks"] = sanity_checks(model, x, y, result, args.eps, args.batch_size)
+        report["sanity_checks"] = sanity_checks(model, x, y, result, args.eps, args.batch_size, report["curve"], health)
     if args.features:
-        report["features"] = feature_analysis(model, x, y, to_float(bank_x).to(device), bank_y.to(device), args.eps,
-                                              args.batch_size)  # fmt: skip
+        report["features"] = feature_analysis(model, x, y, *bank, args.eps, args.batch_size)
     report["model_index"] = model_index(report, args.model)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(markdown(report))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+    (args.out / "report.md").write_text(markdown(report))
+    if "curve" in report:
+        plot_curve(report, args.out / "robustness_curve.png")
     print(markdown(report))
-    failed = [c["check"] for c in report.get("sanity_checks", []) if not c["passed"]]
-    for name in failed:
-        print(f"SANITY CHECK FAILED: {name}: robustness may be an artefact of masked gradients", file=sys.stderr)
+    failed = [c for c in report.get("sanity_checks", []) if not c["passed"]]
+    for c in failed:
+        why = "; ".join(c["detail"]) if c["check"] == FSR_CHECK else "robustness may be an artefact of masked gradients"
+        print(f"SANITY CHECK FAILED: {c['check']}: {why}", file=sys.stderr)
     return 4 if failed else 0
 
 

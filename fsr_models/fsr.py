@@ -67,6 +67,8 @@ class FSR(nn.Module):
     value for u = 0.5, where it cancels, so m = sigmoid(r / tau): one deterministic function for users and attackers.
     """
 
+    __jit_unused_properties__ = ["output"]  # TorchScript: its setter is Python-only; forward reads _output
+
     def __init__(
         self,
         channels: int,
@@ -124,7 +126,7 @@ class FSR(nn.Module):
         if self.recalibration_net is not None:
             f_neg_recal = f_neg + (1 - m) * self.recalibration_net(f_neg)
 
-        if self.output == "f_tilde":
+        if self._output == "f_tilde":
             if f_pos is None:
                 out = f_neg_recal
             elif f_neg_recal is None:
@@ -132,9 +134,10 @@ class FSR(nn.Module):
             else:
                 out = f_pos + f_neg_recal
         else:
-            out = {"f_pos": f_pos, "f_neg": f_neg, "f_neg_recal": f_neg_recal}[self.output]
+            out = {"f_pos": f_pos, "f_neg": f_neg, "f_neg_recal": f_neg_recal}[self._output]
+        assert out is not None  # the output setter refuses a feature this module lacks; TorchScript needs it said
 
-        if return_parts:
+        if return_parts and not torch.jit.is_scripting():  # the parts are for training, in eager mode
             return out, FSRParts(f_pos, f_neg, f_neg_recal, m)
         return out
 

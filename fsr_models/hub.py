@@ -1,9 +1,11 @@
-"""Saving and loading the zoo's one folder layout: `config.json` (timm + transformers keys) and `model.safetensors`.
+"""Saving and loading the zoo's one folder layout: `config.json` (timm + transformers keys), `model.safetensors` (or
+its shards with their index), `preprocessor_config.json` (the image processor of transformers' pipelines) and,
+beside them for fine-tuning, `fsr_heads.safetensors` (the trained auxiliary heads of the FSR losses).
 
 The same folder, or a Hub repository holding it, loads with
 `timm.create_model('hf-hub:<id>')`, `timm.create_model('local-dir:<folder>', pretrained=True)`,
-`timm.create_model('<arch>', pretrained=True, pretrained_cfg_overlay=dict(file='<folder>/model.safetensors'))` and
-`transformers.AutoModelForImageClassification.from_pretrained('<folder or id>')`, after `import fsr_models`.
+`transformers.AutoModelForImageClassification.from_pretrained('<folder or id>')`,
+`transformers.pipeline('image-classification', model='<folder or id>')` and `load_model`, after `import fsr_models`.
 Weights are read through safetensors only: nothing here unpickles a file.
 """
 from __future__ import annotations
@@ -20,12 +22,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .fsr import FSRLoss
-from .hf import FSRForImageClassification
+from .hf import FSRConfig, FSRForImageClassification, image_processor
 from .models import HF_ORG
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
+IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
 # The auxiliary heads h of `FSRLoss`, saved beside the network: only the FSR losses read them (fine-tuning), so
 # timm and transformers loading never see them.
 FSR_HEADS_NAME = "fsr_heads.safetensors"
@@ -38,18 +41,41 @@ def save_folder(
     fsr_loss: FSRLoss | None = None,
     **config_fields,
 ) -> Path:
-    """Write a zoo network built by timm as `config.json` + `model.safetensors` into `folder`.
+    """Write a zoo network built by timm as `config.json` + `model.safetensors` + `preprocessor_config.json` into
+    `folder`.
 
     Weights larger than `max_shard_size` (e.g. "16MB") are split into `model-0000i-of-0000n.safetensors` shards
     with an index, as transformers does; `config_fields` (e.g. lambda_sep) go into the config. The trained auxiliary
-    heads of `fsr_loss`, when given, go into `fsr_heads.safetensors` beside them (`load_fsr_heads` reads them).
+    heads of `fsr_loss`, when given, go into `fsr_heads.safetensors` beside them (`load_fsr_heads` reads them);
+    without it, heads left in the folder by an earlier save are removed, since they belong to other weights.
     """
     hf_model = FSRForImageClassification.from_timm_model(model, **config_fields)
     hf_model.save_pretrained(folder, max_shard_size=max_shard_size)
-    if fsr_loss is not None:
+    heads_path = Path(folder) / FSR_HEADS_NAME
+    if fsr_loss is None:
+        heads_path.unlink(missing_ok=True)
+    else:
         heads = {k: v.detach().cpu().contiguous() for k, v in fsr_loss.state_dict().items()}
-        save_file(heads, str(Path(folder) / FSR_HEADS_NAME), metadata={"format": "pt"})
+        save_file(heads, str(heads_path), metadata={"format": "pt"})
     return Path(folder)
+
+
+def image_processor_config(folder: str | os.PathLike) -> str:
+    """The `preprocessor_config.json` that belongs to a zoo folder's `config.json`, as the text saving writes."""
+    return image_processor(FSRConfig.from_pretrained(folder)).to_json_string()
+
+
+def read_fsr_heads(path: str | os.PathLike, fsr_loss: FSRLoss) -> dict[str, torch.Tensor]:
+    """The auxiliary heads saved in `path`, checked to fit the FSR positions and feature widths of `fsr_loss` (a
+    ValueError naming the file otherwise); their number of classes, `heads["heads.0.weight"].shape[0]`, may differ."""
+    check_safetensors(path)
+    saved, own = load_file(str(path)), fsr_loss.state_dict()
+    if set(saved) != set(own) or any(saved[k].shape[1:] != own[k].shape[1:] for k in own if k.endswith("weight")):
+        raise ValueError(
+            f"{path} does not fit this network's FSR positions: saved "
+            f"{ {k: tuple(v.shape) for k, v in saved.items()} }, needed { {k: tuple(v.shape) for k, v in own.items()} }"
+        )
+    return saved
 
 
 def load_fsr_heads(source: str | os.PathLike, fsr_loss: FSRLoss) -> str:
@@ -61,17 +87,11 @@ def load_fsr_heads(source: str | os.PathLike, fsr_loss: FSRLoss) -> str:
     path = folder / FSR_HEADS_NAME if folder is not None else None
     if path is None or not path.is_file():
         return f"{source} has no {FSR_HEADS_NAME}: the FSR auxiliary heads start from their initialisation"
-    check_safetensors(path)
-    saved, own = load_file(str(path)), fsr_loss.state_dict()
-    if set(saved) != set(own) or any(saved[k].shape[1:] != own[k].shape[1:] for k in own if k.endswith("weight")):
-        raise ValueError(
-            f"{path} does not fit this network's FSR positions: saved "
-            f"{ {k: tuple(v.shape) for k, v in saved.items()} }, needed { {k: tuple(v.shape) for k, v in own.items()} }"
-        )
-    if any(saved[k].shape != own[k].shape for k in own):
-        classes = next(v.shape[0] for k, v in saved.items() if k.endswith("weight"))
-        return (f"{source}'s FSR auxiliary heads were trained for {classes} classes, not {fsr_loss.heads[0].out_features}"
-                ": they start afresh, like the new classifier")  # fmt: skip
+    saved = read_fsr_heads(path, fsr_loss)
+    classes, wanted = saved["heads.0.weight"].shape[0], fsr_loss.heads[0].out_features
+    if classes != wanted:
+        return (f"{source}'s FSR auxiliary heads were trained for {classes} classes, not {wanted}: they start afresh, "
+                "like the new classifier")  # fmt: skip
     fsr_loss.load_state_dict(saved)
     return f"loaded the trained FSR auxiliary heads of {source}"
 

@@ -1,10 +1,13 @@
 """Hub repositories of the zoo: turn a trained model into a repository folder, check it, and upload it.
 
-A repository folder holds `config.json` (loads in timm and transformers), `model.safetensors`, `metrics.json` (what
-was measured), `train_config.yaml` (when the run recorded one) and `README.md`, the model card generated from
-`metrics.json`. The weights are one `model.safetensors` file: timm's Hub loader reads only that name, and the
-zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's per-file limit. `publish` checks the folder
-and sends nothing when a check fails. The command line is `hub/publish.py`.
+A repository folder holds `config.json` (loads in timm and transformers), `model.safetensors`,
+`preprocessor_config.json` (the image processor of transformers' pipelines), `metrics.json` (what was measured),
+`train_config.yaml` (when the run recorded one) and `README.md`, the model card generated from these files; and,
+when the source has them, `fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning), `robustness.json`
+and `robustness_curve.png` (a robustness evaluation and its plot), and `comparison.json` (the record of the zoo
+model the card compares against). The weights are one `model.safetensors` file: timm's Hub loader reads only that
+name, and the zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's per-file limit. `publish`
+checks the folder and sends nothing when a check fails. The command line is `hub/publish.py`.
 """
 from __future__ import annotations
 
@@ -20,14 +23,22 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
 
-from .card import card_eval_results, model_card
+from .card import (
+    COMPARISON_NAME, CURVE_NAME, METRICS_NAME, ROBUSTNESS_NAME, card_eval_results, default_repo_id, deviations,
+    model_card, read_record,
+)  # fmt: skip
+from .fsr import FSRLoss
 from .hf import FSRForImageClassification
-from .hub import CONFIG_NAME, WEIGHTS_NAME, load_model, read_weights
-from .models import HF_ORG
+from .hub import (
+    CONFIG_NAME, FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, WEIGHTS_NAME, image_processor_config, load_model, read_fsr_heads,
+    read_weights,
+)  # fmt: skip
 
-METRICS_NAME, TRAIN_CONFIG_NAME, CARD_NAME = "metrics.json", "train_config.yaml", "README.md"
-REPO_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, TRAIN_CONFIG_NAME, CARD_NAME)
-REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, CARD_NAME)
+TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
+REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME)
+# Copied from the source when it has them (train_config.yaml: written when metrics.json records the config).
+OPTIONAL_FILES = (TRAIN_CONFIG_NAME, FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, COMPARISON_NAME)
+REPO_FILES = REQUIRED_FILES + OPTIONAL_FILES
 
 
 class PublishError(ValueError):
@@ -44,10 +55,6 @@ def source_folder(source: str | Path) -> Path:
                             f"folder ({CONFIG_NAME} + {WEIGHTS_NAME})")  # fmt: skip
 
 
-def default_repo_id(config: dict) -> str:
-    return f"{HF_ORG}/{config['architecture']}.{config['pretrained_cfg']['tag']}"
-
-
 def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
@@ -62,18 +69,37 @@ def is_repo_folder(path: str | Path) -> bool:
     return all((Path(path) / n).is_file() for n in REQUIRED_FILES)
 
 
-def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
+def zoo_counterpart(config: dict, metrics: dict, zoo: str | Path | None) -> dict | None:
+    """The comparison a card carries: the record of the zoo folder that holds the same network with FSR (for a
+    plain one) or without it (for an FSR one), same tag, when both runs are in the paper's setting of that tag."""
+    if zoo is None or deviations(config, metrics):
+        return None
+    arch, tag = config["architecture"], config["pretrained_cfg"]["tag"]
+    backbone, kind = arch.rsplit("_", 1)
+    other = f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}.{tag}"
+    folder = Path(zoo) / other
+    if not (folder / METRICS_NAME).is_file():
+        return None
+    record = read_record(folder)
+    return None if deviations(record.config, record.metrics) else {"model": other, "metrics": record.metrics}
+
+
+def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None, zoo: str | Path | None = None) -> Path:
     """Write and check the repository folder of a trained model in `out`, which must not exist yet (or be an empty
-    folder). It is built beside `out` and moved there only when every check passes, so a failure leaves nothing."""
+    folder). It is built beside `out` and moved there only when every check passes, so a failure leaves nothing.
+
+    `repo_id` defaults to `default_repo_id` (the paper tag's name only for a run in the paper's setting). `zoo`, a
+    folder of `<architecture>.<tag>` folders (the checkout's hub/weights), supplies the comparison with the same
+    network with or without FSR that the card then carries (as `comparison.json`)."""
     src, out = source_folder(source), Path(out)
-    config = json.loads((src / CONFIG_NAME).read_text())
     if not (src / METRICS_NAME).is_file():
         raise PublishError(f"{src} has no {METRICS_NAME}: a published model needs measured results. Evaluate it "
                            "first (training/train.py writes them at the end of a run).")  # fmt: skip
-    metrics = json.loads((src / METRICS_NAME).read_text())
-    repo_id = repo_id or default_repo_id(config)
+    record = read_record(src)
+    record.comparison = zoo_counterpart(record.config, record.metrics, zoo)
+    repo_id = repo_id or default_repo_id(record.config, record.metrics)
     check_repo_id(repo_id)
-    card = model_card(config, metrics, repo_id)  # fails on metrics without results
+    card = model_card(record, repo_id)  # fails on metrics without results
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder: export into a new folder")
     weights = read_weights(src)  # shards merged; a corrupt one fails here, before anything is written
@@ -84,9 +110,15 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None)
     try:
         shutil.copyfile(src / CONFIG_NAME, partial / CONFIG_NAME)
         save_file(weights, str(partial / WEIGHTS_NAME), metadata={"format": "pt"})
-        (partial / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
-        if "train_config" in metrics:
-            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(metrics["train_config"], sort_keys=False))
+        (partial / IMAGE_PROCESSOR_NAME).write_text(image_processor_config(src))  # also for folders saved without it
+        (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
+        if "train_config" in record.metrics:
+            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(record.metrics["train_config"], sort_keys=False))
+        for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, partial / name)
+        if record.comparison:
+            (partial / COMPARISON_NAME).write_text(json.dumps(record.comparison, indent=2))
         card.save(partial / CARD_NAME)
         check_repo_folder(partial)
     except BaseException:
@@ -102,7 +134,9 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
     """Every check a folder passes before upload (to `repo_id`, when given); returns the files to upload.
 
     The weights must load into the architecture config.json names, in timm and in transformers, with identical
-    logits; the card must be the one generated from metrics.json (for `repo_id`), its metadata holding those results.
+    logits; the image processor must be the one config.json gives, the auxiliary heads (when there) the network's
+    own; the card must be the one generated from metrics.json and the folder's other records (for `repo_id`), its
+    metadata holding those results.
     """
     folder = Path(folder)
     files = sorted(p.name for p in folder.iterdir())
@@ -121,22 +155,38 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
     with torch.no_grad():
         if not torch.equal(timm_model(x), hf_model(pixel_values=x).logits):
             raise PublishError(f"{folder}: timm and transformers give different logits for the same weights")
-    config, metrics = (json.loads((folder / n).read_text()) for n in (CONFIG_NAME, METRICS_NAME))
+    if (folder / IMAGE_PROCESSOR_NAME).read_text() != image_processor_config(folder):
+        raise PublishError(f"{folder / IMAGE_PROCESSOR_NAME} is not the image processor of {CONFIG_NAME} (edited by "
+                           "hand?): export the folder again")  # fmt: skip
+    if (folder / FSR_HEADS_NAME).is_file():
+        check_fsr_heads(folder / FSR_HEADS_NAME, timm_model)
+    record = read_record(folder)
     try:
-        expected = card_eval_results(metrics)
-    except ValueError as e:
+        expected = card_eval_results(record.metrics, record.robustness)
+    except (ValueError, KeyError) as e:
         raise PublishError(f"{folder / METRICS_NAME}: {e}") from e
     card = ModelCard.load(folder / CARD_NAME)
     if card.data.eval_results != expected:
         raise PublishError(f"{folder / CARD_NAME}: its eval results are not those of {METRICS_NAME}; regenerate the "
                            "card with hub/publish.py instead of editing it")  # fmt: skip
-    if card.content != model_card(config, metrics, card.data.model_name).content:
-        raise PublishError(f"{folder / CARD_NAME} is not the card generated from {METRICS_NAME} (edited by hand?): "
-                           "regenerate it with hub/publish.py")  # fmt: skip
+    if card.content != model_card(record, card.data.model_name).content:
+        raise PublishError(f"{folder / CARD_NAME} is not the card generated from {METRICS_NAME} and the folder's "
+                           "other records (edited by hand?): regenerate it with hub/publish.py")  # fmt: skip
     if repo_id is not None and card.data.model_name != repo_id:
         raise PublishError(f"{folder / CARD_NAME} was written for {card.data.model_name}, not {repo_id}: export again "
                            f"with --repo-id {repo_id}")  # fmt: skip
     return [n for n in files if n in REPO_FILES]
+
+
+def check_fsr_heads(path: Path, model: torch.nn.Module) -> None:
+    """The auxiliary heads beside a network must be its own: its FSR positions, widths and classes."""
+    try:
+        heads = read_fsr_heads(path, FSRLoss.for_model(model))
+    except ValueError as e:  # also: a network without FSR has no heads
+        raise PublishError(f"{path} is not a set of auxiliary heads of this network: {e}") from e
+    if heads["heads.0.weight"].shape[0] != model.num_classes:
+        raise PublishError(f"{path} holds heads for {heads['heads.0.weight'].shape[0]} classes, the network has "
+                           f"{model.num_classes}: export the folder again")  # fmt: skip
 
 
 def upload_plan(folder: str | Path, files: list[str]) -> list[dict]:

@@ -6,10 +6,14 @@
     HF_TOKEN=hf_... python hub/publish.py runs/<run>            # or export (to a temporary folder) and upload
 
 SOURCE is a training run folder (its model/ is used), a zoo folder with metrics.json (hub/weights/<name>), or a
-repository folder exported earlier with --out. The repository id defaults to fsr-zoo/<architecture>.<tag>. Nothing
-is sent when a check fails: weights that do not load into the architecture config.json names, timm and
-transformers disagreeing, or a card that is not the one generated from measured results. The upload makes the
-repository hold exactly these files (older ones, e.g. shards, are deleted in the same commit).
+repository folder exported earlier with --out. The repository id defaults to fsr-zoo/<architecture>.<tag> for a run
+in the paper's setting of its tag, and to that name with the run's deviations appended for any other run (other
+widths or FSR settings, a subset of the training data, another eps), e.g.
+fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128.train250. Where hub/weights holds the same network with or
+without FSR for the same tag, the card compares the two. Nothing is sent when a check fails: weights that do not
+load into the architecture config.json names, timm and transformers disagreeing, or a card that is not the one
+generated from measured results. The upload makes the repository hold exactly these files (older ones, e.g. shards,
+are deleted in the same commit).
 """
 import argparse
 import json
@@ -17,19 +21,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's fsr_models, also when not installed
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's fsr_models, also when not installed
 
 from huggingface_hub import ModelCard  # noqa: E402
 
-from fsr_models.publish import (  # noqa: E402
-    CARD_NAME, CONFIG_NAME, default_repo_id, export_repo, is_repo_folder, publish, source_folder,
-)  # fmt: skip
+from fsr_models.card import paper_repo_id  # noqa: E402
+from fsr_models.publish import CARD_NAME, CONFIG_NAME, export_repo, is_repo_folder, publish  # noqa: E402
+
+ZOO = ROOT / "hub" / "weights"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="training run folder, zoo folder with metrics.json, or exported folder")
-    parser.add_argument("--repo-id", help="Hub repository (default fsr-zoo/<architecture>.<tag>)")
+    parser.add_argument("--repo-id", help="Hub repository (default: fsr-zoo/<architecture>.<tag>[.<deviations>])")
     parser.add_argument("--out", help="keep the exported repository folder here (default: a temporary folder)")
     parser.add_argument("--dry-run", action="store_true", help="export and check, then list what would be sent")
     parser.add_argument("--private", action="store_true", help="make the repository private (also an existing one)")
@@ -47,23 +53,21 @@ def main(argv=None) -> int:
 def run(args, scratch: Path) -> int:
     if is_repo_folder(args.source):  # exported and checked earlier: publish it as it is
         folder = Path(args.source)
-        repo_id = args.repo_id or ModelCard.load(folder / CARD_NAME).data.model_name
     else:
-        config = json.loads((source_folder(args.source) / CONFIG_NAME).read_text())
-        repo_id = args.repo_id or default_repo_id(config)
-        folder = export_repo(args.source, args.out or scratch, repo_id)
+        folder = export_repo(args.source, args.out or scratch, args.repo_id, zoo=ZOO)
+    repo_id = args.repo_id or ModelCard.load(folder / CARD_NAME).data.model_name
     result = publish(folder, repo_id, private=args.private or None, dry_run=args.dry_run,
                      commit_message=args.message)  # fmt: skip
     print(f"{'would upload' if args.dry_run else 'uploaded'} {folder} -> {repo_id}:")
     for f in result["files"]:
-        print(f"  {f['path']:<20} {f['bytes']:>12,d} bytes  sha256 {f['sha256']}")
+        print(f"  {f['path']:<24} {f['bytes']:>12,d} bytes  sha256 {f['sha256']}")
     if args.dry_run and not args.out and not is_repo_folder(args.source):
         print("(the exported folder was temporary: pass --out DIR to keep it, then publish DIR)")
     for name in result["deleted"]:
         print(f"  deleted from the repository: {name}")
     if result["commit"]:
         print(f"commit {result['commit']}: {result['commit_url']}")
-        if repo_id == default_repo_id(json.loads((folder / CONFIG_NAME).read_text())):
+        if repo_id == paper_repo_id(json.loads((folder / CONFIG_NAME).read_text())):
             print(f"Next: add '{repo_id.split('/')[-1]}' to PUBLISHED in fsr_models/models/_common.py (then "
                   "timm.create_model(..., pretrained=True) finds it) and run python hub/zoo_card.py.")
     return 0

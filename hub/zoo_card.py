@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Write MODEL_CARD.md, the zoo's card, from what exists: the registered models, hub/weights/*/metrics.json (every
-measured number) and the paper's tables (quoted, and marked as the paper's).
+"""Write MODEL_CARD.md, the zoo's card, from what exists: the registered models, hub/weights/<model>.<tag>/
+(metrics.json and, where there, robustness.json and robustness_curve.png: every measured number) and the paper's
+tables (quoted, and marked as the paper's); and each hub/weights folder's preprocessor_config.json, the image
+processor its config.json gives (the same code writes it into every saved folder).
 
-    python hub/zoo_card.py            # rewrite MODEL_CARD.md
-    python hub/zoo_card.py --check    # exit 1 if MODEL_CARD.md is not what the current files give
+    python hub/zoo_card.py            # rewrite MODEL_CARD.md and the folders' preprocessor_config.json
+    python hub/zoo_card.py --check    # exit 1 if any of them is not what the current files give
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -16,8 +17,13 @@ sys.path.insert(0, str(ROOT))  # the checkout's fsr_models, also when not instal
 import timm  # noqa: E402
 
 import fsr_models  # noqa: E402
-from fsr_models.card import BACKBONE_NAMES, CITATION, PAPER_EPOCHS, final_test_report  # noqa: E402
+from fsr_models.card import (  # noqa: E402
+    BACKBONE_NAMES, CITATION, CURVE_NAME, METHOD_NAMES, PAPER_EPOCHS, Record, attack_notes, comparison_lines,
+    curve_lines, dataset_name, deviations, final_test_report, health_lines, measured_reports, network_name,
+    read_record, report_lines, run_facts, schedule_text,
+)  # fmt: skip
 from fsr_models.evaluate import column_title  # noqa: E402
+from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config  # noqa: E402
 
 CARD = ROOT / "MODEL_CARD.md"
 WEIGHTS = ROOT / "hub" / "weights"
@@ -40,9 +46,9 @@ PAPER = {
 }  # fmt: skip
 
 
-def trained_weights() -> dict[str, dict]:
-    """hub/weights/<arch>.<tag>/metrics.json, by folder name."""
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(WEIGHTS.glob("*.*/metrics.json"))}
+def trained_weights() -> dict[str, Record]:
+    """What hub/weights/<arch>.<tag>/ records, by folder name."""
+    return {p.parent.name: read_record(p.parent) for p in sorted(WEIGHTS.glob("*.*/metrics.json"))}
 
 
 def pct(value) -> str:
@@ -53,13 +59,13 @@ def render() -> str:
     trained = trained_weights()
     lines = [
         "# fsr-zoo: the zoo's model card", "",
-        "<!-- Written by `python hub/zoo_card.py` from the registered models and hub/weights/*/metrics.json; "
-        "edit that script, not this file. -->", "",
+        "<!-- Written by `python hub/zoo_card.py` from the registered models and hub/weights/*/ (metrics.json, "
+        "robustness.json); edit that script, not this file. -->", "",
         "Image classifiers made robust to L-inf adversarial examples (eps 8/255) by adversarial training, with and "
         "without Feature Separation and Recalibration (FSR, Kim et al., CVPR 2023), as timm models and transformers "
         "`PreTrainedModel`s (`import fsr_models` registers both). Inputs are [0, 1] pixels without normalisation. "
         "Every measured number below was produced by a run in this repository and is read from that run's "
-        "`metrics.json`; the paper's numbers are quoted from its tables and marked as such.", "",
+        "`metrics.json` or `robustness.json`; the paper's numbers are quoted from its tables and marked as such.", "",
         "## Models and tags", "",
         "| architecture | network | FSR | parameters (M) | tags | weights published on the Hub | trained here, not yet on the Hub |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -81,21 +87,23 @@ def render() -> str:
               "Accuracy (%), eps 8/255, PGD-20 with step eps/10 and no random start (the paper's protocol). Measured "
               "natural and PGD-20 accuracy are on the test images the run column names (the whole CIFAR-10 test set "
               "is 10,000); AutoAttack (standard, pyautoattack) on the first images as noted. The paper trained 100 "
-              "epochs at batch 128.", "",
+              "epochs at batch 128 on all training images.", "",
               "| model.tag | training run | natural | PGD-20 | AutoAttack | paper natural | paper PGD-20 | paper AutoAttack |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for name in sorted(set(trained) | {f"{a}.{t}" for a, t in PAPER}):
         arch, tag = name.split(".", 1)
         paper = PAPER.get((arch, tag), (None, None, None))
-        m = trained.get(name)
-        if m is None:
+        record = trained.get(name)
+        if record is None:
             run, natural, pgd20, aa = "not trained yet", None, "-", "-"
         else:
-            epochs, cfg = m["epochs"], m["train_config"]
-            short = " (short schedule)" if epochs < PAPER_EPOCHS else ""
+            m, facts = record.metrics, run_facts(record.metrics)
+            short = " (short schedule)" if facts["epochs"] < PAPER_EPOCHS else ""
+            differs = deviations(record.config, m)
+            setting = f"; not the paper's setting: {'; '.join(t for _, t in differs)}" if differs else ""
             test = final_test_report(m)
-            run = (f"[{epochs} epochs{short}, batch {cfg['batch_size']}](hub/weights/{name}/README.md), tested on "
-                   f"{test['images']:,}")  # fmt: skip
+            run = (f"[{facts['train_images']:,} images, {facts['epochs']} epochs{short}, batch {facts['batch_size']}]"
+                   f"(hub/weights/{name}/README.md){setting}, tested on {test['images']:,}")  # fmt: skip
             (_, natural), (pgd_name, pgd_value) = test["accuracy"].items()
             natural = 100 * natural
             pgd20 = f"{100 * pgd_value:.2f}" + ("" if pgd_name == "pgd20" else f" ({column_title(pgd_name)})")
@@ -107,20 +115,24 @@ def render() -> str:
     lines += ["", "Paper: Table 1 (ResNet-18), Table 2 (VGG16), Table 3 (AutoAttack, ResNet-18 on CIFAR-10). "
               "WideResNet-34-10, CIFAR-100 and Tiny ImageNet results are in the paper's supplementary material.", ""]
 
-    lines += ["## How each number was produced", ""]
-    for name, m in trained.items():
-        line = (f"- `{name}`: trained and tested by the command in `hub/weights/{name}/README.md` (the full config is "
-                f"`train_config` in its `metrics.json`; natural and PGD-20 on the test set are written by "
-                f"`training/train.py` at the end of the run).")  # fmt: skip
-        if "evaluation" in m:
-            line += (f" AutoAttack: `python -m fsr_models.evaluate hub/weights/{name} --dataset "
-                     f"{m['evaluation']['dataset']} --data-dir <data folder> --n {m['evaluation']['images']} "
-                     "--attacks natural pgd20 autoattack`.")  # fmt: skip
-        lines.append(line)
+    lines += ["## The trained models", ""]
+    for name, record in trained.items():
+        lines += [f"### {name}", "", *model_lines(name, record)]
     if not trained:
-        lines.append("- No weights have been trained yet.")
-    lines += ["", "Publish a trained model with `python hub/publish.py <run or weights folder>` (`--dry-run` first); "
-              "it writes the repository's own card from the same `metrics.json`.", ""]  # fmt: skip
+        lines += ["No weights have been trained yet.", ""]
+    pairs = [(name, other) for name in trained if name.split(".")[0].endswith("_fsr")
+             if (other := name.replace("_fsr.", "_plain.", 1)) in trained
+             and not deviations(trained[name].config, trained[name].metrics)
+             and not deviations(trained[other].config, trained[other].metrics)]  # fmt: skip
+    if pairs:
+        lines += ["## FSR against its plain baseline, measured", "",
+                  "Each FSR model beside the same network without FSR, trained for the same tag (accuracy %, eps "
+                  "8/255; test images in brackets).", ""]  # fmt: skip
+        for fsr, plain in pairs:
+            lines += [f"### {fsr} and {plain}", "",
+                      *comparison_lines(fsr, trained[fsr].metrics, plain, trained[plain].metrics)]
+    lines += ["Publish a trained model with `python hub/publish.py <run or weights folder>` (`--dry-run` first); "
+              "it writes the repository's own card from the same files.", ""]  # fmt: skip
 
     lines += ["## Intended use and limits", "",
               "Research checkpoints for studying adversarial robustness. Robustness holds only in the threat model "
@@ -131,19 +143,46 @@ def render() -> str:
     return "\n".join(lines)
 
 
+def model_lines(name: str, record: Record) -> list[str]:
+    """One trained model: what it is and how it was trained, every measured report with the command that repeats
+    it, its robustness curve and, for FSR, its health."""
+    config, m = record.config, record.metrics
+    facts, train = run_facts(m), m["train_config"]
+    fsr = config.get("fsr_stages")
+    where = f"with FSR after stage {', '.join(map(str, fsr))}" if fsr else "without FSR"
+    budget = f", in a {train['time_budget_min']:g}-minute budget" if train.get("time_budget_min") else ""
+    lines = [f"{network_name(config)} {where}, {METHOD_NAMES.get(train['method'], train['method'])} on "
+             f"{facts['train_images']:,} {dataset_name(facts['dataset'])} training images: "
+             f"{schedule_text(m, facts)}{budget}. Trained and tested by the command in "
+             f"[hub/weights/{name}/README.md](hub/weights/{name}/README.md); the full config is `train_config` in its "
+             "`metrics.json`.", ""]  # fmt: skip
+    reports = measured_reports(m, record.robustness)
+    for title, report in reports:
+        lines += report_lines(title, report, f"hub/weights/{name}")
+    lines += attack_notes([report for _, report in reports])
+    if record.robustness and "curve" in record.robustness:
+        lines += curve_lines(record.robustness, f"hub/weights/{name}/{CURVE_NAME}" if record.curve_png else None)
+    if fsr:
+        lines += health_lines(record)
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only check that MODEL_CARD.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that the files are up to date")
     args = parser.parse_args(argv)
-    text = render()
+    files = {CARD: render(), **{p.parent / IMAGE_PROCESSOR_NAME: image_processor_config(p.parent)
+                                for p in sorted(WEIGHTS.glob("*.*/config.json"))}}  # fmt: skip
+    stale = [path for path, text in files.items() if not path.is_file() or path.read_text() != text]
     if args.check:
-        if not CARD.is_file() or CARD.read_text() != text:
-            print(f"{CARD} is out of date: run python hub/zoo_card.py", file=sys.stderr)
-            return 1
-        print(f"{CARD} is up to date")
-        return 0
-    CARD.write_text(text)
-    print(f"wrote {CARD}")
+        for path in stale:
+            print(f"{path} is out of date: run python hub/zoo_card.py", file=sys.stderr)
+        if not stale:
+            print(f"{CARD} and the hub/weights image processors are up to date")
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(files[path])
+        print(f"wrote {path}")
     return 0
 
 

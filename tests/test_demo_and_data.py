@@ -26,10 +26,20 @@ def test_data_dir_reads_the_full_arrays():
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
 
 
-def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+def test_missing_data_is_a_clear_error_and_nothing_is_created_or_downloaded_unasked(tmp_path, monkeypatch):
     monkeypatch.delenv("FSR_DATA_DIR", raising=False)
-    with pytest.raises(FileNotFoundError, match=r"not in .* could not be downloaded .* put train.npz arrays there"):
-        load_cifar10("train", tmp_path)  # this machine has no network: torchvision's download fails
+    with pytest.raises(FileNotFoundError, match=r"cifar10 train is not in .* was not asked to be downloaded: put "
+                                                r"CIFAR-10's train.npz / test.npz arrays .* with --download"):
+        load_cifar10("train", tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"data folder {tmp_path / 'typo'} does not exist"):
+        load_dataset("cifar100", "test", tmp_path / "typo")
+    assert not any(tmp_path.iterdir())  # nothing created: neither the mistyped folder nor torchvision's
+    with pytest.raises(FileNotFoundError, match=r"svhn test is not in .* could not be downloaded"):
+        load_dataset("svhn", "test", tmp_path / "svhn", download=True)  # asked, but this machine has no network
+    with pytest.raises(FileNotFoundError, match="no data folder: give a folder for cifar10 test .*FSR_DATA_DIR"):
+        load_dataset("cifar10", "test")  # the library does not fall back to the shipped sample either
+    with pytest.raises(FileNotFoundError, match="the shipped sample is CIFAR-10 only"):
+        load_dataset("svhn", "test", "sample")
     with pytest.raises(FileNotFoundError, match="FSR_DATA_DIR"):
         load_cifar10("train")
     with pytest.raises(FileNotFoundError, match="tiny-imagenet-200/wnids.txt"):

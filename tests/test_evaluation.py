@@ -1,15 +1,19 @@
 """The attacks and the evaluation command on a small naturally trained network."""
 import json
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import fsr_models.hub
 from fsr_models import attacks, evaluate
+from fsr_models.fsr import fsr_health
 
 EPS = 8 / 255
+SHIPPED_FSR = Path(__file__).resolve().parents[1] / "hub" / "weights" / "resnet18_fsr.at_cifar10"
 
 
 def accuracy(model, x, y):
@@ -132,7 +136,12 @@ def test_evaluation_command_writes_the_paper_table_sanity_checks_and_features(na
     assert all(0 <= v["knn5"] <= 1 for v in report["features"].values())
     metrics = report["model_index"][0]["results"][0]["metrics"]
     assert {m["name"] for m in metrics} >= {"PGD-20 accuracy", "Ensemble accuracy"}
-    assert "PGD-20" in capsys.readouterr().out
+    # The sanity sweep is the robustness curve; the FSR figures are in the report and the printed tables.
+    assert report["curve"]["eps"][-1] == 128 / 255 and (tmp_path / "robustness_curve.png").is_file()
+    assert set(report["fsr_health"]["fsr4"]) >= {"r_contribution", "s_live_1", "r_live_2", "mask_mean"}
+    assert checks[evaluate.FSR_CHECK]  # trained naturally, every part of FSR still works
+    out = capsys.readouterr().out
+    assert "PGD-20" in out and "| fsr4 |" in out and "| f_neg_recal |" in out
 
 
 def test_knn_votes_weighted_by_similarity():
@@ -149,12 +158,66 @@ def test_plain_timm_model_evaluates_too(test_batch):
     assert set(result["accuracy"]) == {"natural", "fgsm", "ensemble"}
 
 
-def test_evaluation_command_fails_early_on_models_it_cannot_evaluate(tmp_path):
+def test_evaluation_command_fails_early_on_models_it_cannot_evaluate(tmp_path, capsys):
     folder = tmp_path / "plain"
     fsr_models.hub.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]), folder)
-    with pytest.raises(ValueError, match="--features needs an FSR network"):
+    with pytest.raises(SystemExit) as exit_:
         evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--features", "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2 and "--features needs an FSR network" in capsys.readouterr().err
     fsr_models.hub.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64], num_classes=100), folder)
-    with pytest.raises(ValueError, match="100 classes, cifar10 has 10"):
+    with pytest.raises(SystemExit) as exit_:
         evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2 and f"{folder} has 100 classes, cifar10 has 10" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_curve_falls_with_eps_to_about_zero_and_is_plotted(natural_model, tmp_path):
+    _, folder = natural_model
+    code = evaluate.main([str(folder), "--data-dir", "sample", "--n", "32", "--attacks", "natural", "--curve",
+                          "--out", str(tmp_path)])  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    curve = report["curve"]
+    assert code == 0 and "sanity_checks" not in report  # the sweep alone
+    assert curve["attack"] == "PGD-20, step eps/4, no random start" and curve["images"] == 32
+    assert curve["eps"] == [e / 255 for e in (0, 2, 4, 8, 16, 32, 64, 128)]
+    acc = curve["accuracy"]
+    assert acc[0] == report["accuracy"]["natural"] > 0.25
+    assert all(b <= a + 1 / 32 for a, b in zip(acc, acc[1:])) and acc[-1] <= 1 / 32, acc  # within one image
+    with Image.open(tmp_path / "robustness_curve.png") as png:
+        assert png.format == "PNG" and png.size[0] > 400 and png.size[1] > 300
+    assert "| eps (/255) | 0 | 2 | 4 | 8 | 16 | 32 | 64 | 128 |" in (tmp_path / "report.md").read_text()
+
+
+def dead_recalibration(model):
+    """Zero the Recalibration Net's second BN (weight 0, bias -1): its ReLU, hence R, outputs 0 for every image."""
+    bn = model.fsr4.recalibration_net[4]
+    with torch.no_grad():
+        bn.weight.zero_()
+        bn.bias.fill_(-1.0)
+    return model
+
+
+def test_sanity_fails_when_the_recalibration_net_is_dead(test_batch, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128]).eval()
+    fresh = evaluate.fsr_active_check(fsr_health(model, test_batch[0][:8]))
+    assert fresh == {"check": evaluate.FSR_CHECK, "passed": True, "detail": []}  # an untrained FSR is active
+    fsr_models.hub.save_folder(dead_recalibration(model), tmp_path / "model")
+    code = evaluate.main([str(tmp_path / "model"), "--data-dir", "sample", "--n", "4", "--attacks", "natural",
+                          "--sanity", "--out", str(tmp_path / "eval")])  # fmt: skip
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    (check,) = [c for c in report["sanity_checks"] if c["check"] == evaluate.FSR_CHECK]
+    assert code == 4 and not check["passed"] and report["fsr_health"]["fsr4"]["r_contribution"] == 0
+    assert any("fsr4: the Recalibration Net is dead" in problem for problem in check["detail"])
+    assert "Recalibration Net is dead" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHIPPED_FSR.is_dir(), reason="no shipped ResNet-18 + FSR weights")
+def test_shipped_fsr_weights_have_a_dead_recalibration_net(test_batch):
+    """What `--sanity` reports for hub/weights/resnet18_fsr.at_cifar10 (the whole command on the full network takes
+    minutes): R's second ReLU never fires, so FSR there is Separation alone."""
+    health = fsr_health(fsr_models.hub.load_model(SHIPPED_FSR), test_batch[0][:16])
+    check = evaluate.fsr_active_check(health)
+    assert check["check"] == evaluate.FSR_CHECK and not check["passed"]
+    assert health["fsr4"]["r_contribution"] == 0 and health["fsr4"]["r_live_2"] == 0
+    assert "fsr4: the Recalibration Net is dead" in check["detail"][0]

@@ -1,4 +1,5 @@
-"""One folder layout (config.json + model.safetensors) for every loader: timm, transformers, the Hub cache."""
+"""One folder layout (config.json + model.safetensors or its shards + preprocessor_config.json, fsr_heads.safetensors
+beside them) for every loader: timm, transformers, the Hub cache."""
 import json
 import os
 
@@ -9,8 +10,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForImageClassification
 
+from fsr_models import FSRLoss
 from fsr_models.hf import FSRConfig, FSRForImageClassification
-from fsr_models.hub import load_model, save_folder
+from fsr_models.hub import FSR_HEADS_NAME, load_fsr_heads, load_model, save_folder
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def test_one_folder_gives_identical_logits_in_timm_and_transformers(tmp_path, im
     model = trained_like(name)
     reference = model(images)
     save_folder(model, tmp_path)
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors", "preprocessor_config.json"]
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as f:
         assert set(f.keys()) == set(model.state_dict())  # timm's own keys, no wrapper prefix
 
@@ -174,3 +176,45 @@ def test_network_inside_transformers_keeps_the_saved_timm_cfg(tmp_path):
     hf_model = AutoModelForImageClassification.from_pretrained(tmp_path)
     data_cfg = timm.data.resolve_model_data_config(hf_model.model)
     assert tuple(data_cfg["input_size"]) == (3, 64, 64) and hf_model.model.pretrained_cfg["tag"] == "at_tiny_imagenet"
+
+
+@pytest.mark.parametrize("max_shard_size", ["200KB", "5GB"], ids=["sharded", "one file"])
+def test_every_loader_reads_the_whole_folder_sharded_or_not(tmp_path, images, max_shard_size):
+    """timm's local-dir: reads one .safetensors file of a folder; the zoo's folders load whole in every loader, also
+    with the auxiliary heads beside the weights (a .safetensors file that sorts before the shards)."""
+    model = trained_like("resnet18_fsr", widths=[16, 32, 64, 128])
+    save_folder(model, tmp_path, max_shard_size=max_shard_size, fsr_loss=FSRLoss.for_model(model))
+    shards = sorted(p.name for p in tmp_path.glob("model*.safetensors"))
+    assert (len(shards) > 1) == (max_shard_size == "200KB") and (tmp_path / FSR_HEADS_NAME).is_file()
+    reference = model(images)
+    with torch.no_grad():
+        assert torch.equal(timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()(images), reference)
+        assert torch.equal(AutoModelForImageClassification.from_pretrained(tmp_path).eval()(images).logits, reference)
+        assert torch.equal(load_model(tmp_path).eval()(images), reference)
+
+
+def test_fsr_heads_round_trip_and_say_why_they_start_afresh(tmp_path):
+    model = trained_like("resnet18_fsr", widths=[16, 32, 64, 128])
+    heads = FSRLoss.for_model(model)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.add_(torch.randn_like(p))  # not the init values: a load must bring them back
+    save_folder(model, tmp_path / "saved", fsr_loss=heads)
+
+    fresh = FSRLoss.for_model(model)
+    assert load_fsr_heads(tmp_path / "saved", fresh) == f"loaded the trained FSR auxiliary heads of {tmp_path / 'saved'}"
+    assert fresh.state_dict().keys() == heads.state_dict().keys()
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in heads.state_dict().items())
+
+    wider = FSRLoss.for_model(trained_like("resnet18_fsr", widths=[16, 32, 64, 128], num_classes=100))
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    message = load_fsr_heads(tmp_path / "saved", wider)
+    assert "trained for 10 classes, not 100" in message and "start afresh" in message
+    assert all(torch.equal(wider.state_dict()[k], v) for k, v in before.items())  # left as initialised
+
+    with pytest.raises(ValueError, match=f"{tmp_path / 'saved' / FSR_HEADS_NAME} does not fit"):
+        load_fsr_heads(tmp_path / "saved", FSRLoss.for_model(timm.create_model("resnet18_fsr")))  # 512 wide, not 128
+
+    save_folder(model, tmp_path / "saved")  # the network alone: the old heads are not its heads any more
+    assert not (tmp_path / "saved" / FSR_HEADS_NAME).exists()
+    assert "has no fsr_heads.safetensors" in load_fsr_heads(tmp_path / "saved", fresh)

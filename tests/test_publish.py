@@ -24,8 +24,9 @@ import torch
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from safetensors.torch import load_file, save_file
 
+from fsr_models import FSRLoss
 from fsr_models.card import card_eval_results
-from fsr_models.hub import read_weights
+from fsr_models.hub import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, read_weights, save_folder
 from fsr_models.publish import PublishError, check_repo_folder, export_repo, publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,14 @@ REPO_ID = "fsr-zoo/resnet18_fsr.at_cifar10"
 
 @pytest.fixture(scope="module")
 def repo_folder(tmp_path_factory):
-    return export_repo(WEIGHTS, tmp_path_factory.mktemp("export") / "repo")
+    """The repository of the shipped weights, exported from a folder as training/train.py writes one: 16 MiB shards,
+    the FSR auxiliary heads beside them, metrics.json; compared with the zoo's plain baseline."""
+    source = tmp_path_factory.mktemp("source") / "model"
+    model = load_model(WEIGHTS)
+    torch.manual_seed(0)
+    save_folder(model, source, max_shard_size="16MB", fsr_loss=FSRLoss.for_model(model))
+    shutil.copyfile(WEIGHTS / "metrics.json", source / "metrics.json")
+    return export_repo(source, tmp_path_factory.mktemp("export") / "repo", zoo=WEIGHTS.parent)
 
 
 def record_hub_calls(mp, remote_files: list[str]) -> list:
@@ -75,14 +83,14 @@ def copy_of(folder, tmp_path):
 
 def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_folder):
     assert sorted(p.name for p in repo_folder.iterdir()) == [
-        "README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"]  # fmt: skip
+        "README.md", "comparison.json", "config.json", FSR_HEADS_NAME, "metrics.json", "model.safetensors",
+        IMAGE_PROCESSOR_NAME, "train_config.yaml"]  # fmt: skip
     merged = load_file(repo_folder / "model.safetensors")
     shards = {}
     for shard in sorted(WEIGHTS.glob("model-*.safetensors")):
         shards.update(load_file(shard))
     assert merged.keys() == shards.keys() and all(torch.equal(merged[k], shards[k]) for k in merged)
-    assert check_repo_folder(repo_folder) == ["README.md", "config.json", "metrics.json", "model.safetensors",
-                                              "train_config.yaml"]  # fmt: skip
+    assert check_repo_folder(repo_folder) == sorted(p.name for p in repo_folder.iterdir())
 
 
 def test_card_metadata_parses_back_into_the_same_eval_results(repo_folder):
@@ -98,7 +106,8 @@ def test_card_metadata_parses_back_into_the_same_eval_results(repo_folder):
     assert results[1].metric_args["steps"] == 20 and results[1].metric_args["random_start"] is False
     assert card.data.model_name == REPO_ID and card.data.library_name == "timm"
     assert card.data.datasets == ["uoft-cs/cifar10"] and card.data.license == "mit"
-    for must in ("Short schedule: 32 epochs", "after stage 4", f"hf-hub:{REPO_ID}", "Intended use", "@inproceedings"):
+    for must in ("Short schedule: 32 epochs", "after stage 4", f"hf-hub:{REPO_ID}", "Intended use", "@inproceedings",
+                 "## Compared with the plain baseline", FSR_HEADS_NAME, "pipeline('image-classification'"):
         assert must in card.text, must
 
 
@@ -152,7 +161,8 @@ def test_malformed_repository_ids_are_refused(repo_folder, tmp_path, repo_id):
 
 
 @pytest.mark.parametrize("damage", ["weights of another network", "card without results", "card edited by hand",
-                                    "no metrics.json", "card for another repository", "a pickle beside the weights"])
+                                    "no metrics.json", "card for another repository", "a pickle beside the weights",
+                                    "image processor edited", "heads of another network", "comparison edited"])
 def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls, damage):
     folder = copy_of(repo_folder, tmp_path)
     if damage == "weights of another network":
@@ -170,6 +180,19 @@ def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls
         expected = "lacks"
     elif damage == "card for another repository":
         expected = "was written for"
+    elif damage == "image processor edited":
+        processor = folder / IMAGE_PROCESSOR_NAME
+        processor.write_text(processor.read_text().replace('"do_normalize": false', '"do_normalize": true'))
+        expected = "is not the image processor of config.json"
+    elif damage == "heads of another network":
+        save_file(FSRLoss.for_model(timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128])).state_dict(),
+                  str(folder / FSR_HEADS_NAME))  # fmt: skip
+        expected = "is not a set of auxiliary heads of this network"
+    elif damage == "comparison edited":
+        comparison = json.loads((folder / "comparison.json").read_text())
+        comparison["metrics"]["pgd20_acc"] = 0.6
+        (folder / "comparison.json").write_text(json.dumps(comparison))
+        expected = "not the card generated"
     else:
         torch.save({}, folder / "pytorch_model.bin")
         expected = "holds only"
@@ -195,7 +218,8 @@ def test_command_line_dry_run_then_the_kept_folder_as_it_is(tmp_path):
     exported = publish_cli(WEIGHTS, "--dry-run", "--out", tmp_path / "repo")
     assert exported.returncode == 0, exported.stderr[-2000:]
     assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in exported.stdout
-    for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"):
+    for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml",
+                 IMAGE_PROCESSOR_NAME, "comparison.json"):  # the CLI compares with the checkout's hub/weights
         assert name in exported.stdout
     again = publish_cli(tmp_path / "repo", "--dry-run")  # the step before the upload: no second export
     assert again.returncode == 0, again.stderr[-2000:]
@@ -214,7 +238,7 @@ def test_model_card_md_is_up_to_date():
                             text=True, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     text = (ROOT / "MODEL_CARD.md").read_text()
-    assert "| resnet18_fsr.at_cifar10 | [32 epochs (short schedule), batch 512]" in text
+    assert "| resnet18_fsr.at_cifar10 | [49,000 images, 32 epochs (short schedule), batch 512]" in text
     assert "| 66.90 | 40.14 | 37.80 (first 1,000) | 81.46 | 52.47 | 46.41 |" in text
 
 
@@ -321,10 +345,12 @@ def run_client(endpoint: str, hf_home: Path, *parts: str, offline: bool = False)
 LOADERS = f"""
     import hashlib, json, timm, torch
     import fsr_models
-    from fsr_models.hub import load_model
-    from transformers import AutoModelForImageClassification
+    from fsr_models.hub import load_fsr_heads, load_model
+    from PIL import Image
+    from transformers import AutoModelForImageClassification, pipeline
     torch.manual_seed(0)
-    x = torch.rand(4, 3, 32, 32)
+    x = torch.randint(0, 256, (4, 3, 32, 32)) / 255  # what 8-bit images give, for the pipeline
+    images = [Image.fromarray((255 * image).round().byte().permute(1, 2, 0).numpy()) for image in x]
     def logits(model):
         out = model.eval()(x)
         return getattr(out, "logits", out)
@@ -343,6 +369,11 @@ LOADERS = f"""
         "transformers main == timm hf-hub main": torch.equal(
             logits(AutoModelForImageClassification.from_pretrained(REPO)),
             logits(timm.create_model(f"hf-hub:{{REPO}}", pretrained=True))),
+        "pipeline, pinned, names the classes": [r[0]["label"] for r in pipeline(
+            "image-classification", model=REPO, revision=FIRST)(images, top_k=1)] == [
+            load_model({str(WEIGHTS)!r}).pretrained_cfg["label_names"][i] for i in reference.argmax(1)],
+        "FSR heads, pinned": load_fsr_heads(f"hf-hub:{{REPO}}@{{FIRST}}", fsr_models.FSRLoss.for_model(
+            load_model({str(WEIGHTS)!r}))).startswith("loaded the trained FSR auxiliary heads"),
     }}
 """
 
@@ -351,10 +382,11 @@ def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub):
     result = run_client(hub.endpoint, hub.hf_home, LOADERS.replace("{first}", hub.first), """
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
-                  for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml")}
+                  for name in ("README.md", "comparison.json", "config.json", "fsr_heads.safetensors", "metrics.json",
+                               "model.safetensors", "preprocessor_config.json", "train_config.yaml")}
         print(json.dumps({"checks": checks, "served": served}))
     """)
-    assert result["checks"] == {name: True for name in result["checks"]} and len(result["checks"]) == 6
+    assert result["checks"] == {name: True for name in result["checks"]} and len(result["checks"]) == 8
     assert result["served"] == {f["path"]: f["sha256"] for f in hub.plan}  # what publish sends is what is served
 
 
@@ -389,4 +421,4 @@ def test_the_cache_serves_every_loader_with_the_hub_offline(mirrors, tmp_path):
     with serving(mirrors, tmp_path) as endpoint:  # a server of its own, stopped before the offline part
         online = run_client(endpoint, tmp_path / "hf-home", loaders, "print(json.dumps(checks))")
     offline = run_client(endpoint, tmp_path / "hf-home", loaders, "print(json.dumps(checks))", offline=True)
-    assert online == offline == {name: True for name in online} and len(online) == 6
+    assert online == offline == {name: True for name in online} and len(online) == 8

@@ -5,6 +5,7 @@ import re
 import signal
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -248,26 +249,50 @@ def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
     assert not torch.equal(out, x)
 
 
-@needs_cifar10
-def test_gpu_script_runs_on_cpu_and_leaves_at_most_8_files_of_16_mib(cifar10_slice, tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "RUN_DIR": str(tmp_path / "run"), "PYTHON": sys.executable,
-           "DATA_DIR": str(cifar10_slice), "AA_IMAGES": "8", "AA_SECONDS": "300"}
+def gpu_script(config_args, env_extra, tmp_path, out="out"):
+    env = {**os.environ, "OUT": str(tmp_path / out), "PYTHON": sys.executable, "AA_SECONDS": "600", **env_extra}
     result = subprocess.run(
-        [str(ROOT / "training" / "gpu_run.sh"), str(ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"), "0.1",
-         "precision=fp32", "channels_last=false", "batch_size=50", "train_limit=300",
-         "val_size=100", "test_size=50", "attack_steps=2", "val_attack_steps=2", "eval_attack_steps=2"],
+        [str(ROOT / "training" / "gpu_run.sh"), str(ROOT / "training/configs/resnet18_fsr_at_cifar10.yaml"),
+         *config_args, "precision=fp32", "channels_last=false", "compile=none", "batch_size=50", "val_size=100",
+         "test_size=50", "attack_steps=2", "val_attack_steps=2", "eval_attack_steps=2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    files = sorted((tmp_path / "out").iterdir())
+    files = sorted((tmp_path / out).iterdir())
     assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
-    assert len([f for f in files if f.suffix == ".safetensors"]) > 1  # full-width ResNet-18-FSR: sharded
-    results = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    with tarfile.open(tmp_path / out / "run.tar") as tar:  # every file but the weight shards, in one
+        tar.extractall(tmp_path / out)
+    return result
+
+
+@needs_cifar10
+def test_gpu_script_runs_on_cpu_and_leaves_at_most_8_files_of_16_mib(cifar10_slice, tmp_path):
+    env = {"RUN_DIR": str(tmp_path / "run"), "DATA_DIR": str(cifar10_slice), "AA_IMAGES": "4"}
+    gpu_script(["0.1", "train_limit=300"], env, tmp_path)
+    out = tmp_path / "out"
+    assert len(list(out.glob("model-*.safetensors"))) > 1  # full-width ResNet-18-FSR: sharded
+    results = json.loads((out / "metrics.json").read_text())
     assert results["train_config"]["shard_mb"] == 16 and results["test_images"] == 50
-    autoattack = results["evaluation"]["accuracy"]  # the AutoAttack report, on the first 8 test images
-    assert results["evaluation"]["images"] == 8 and autoattack["autoattack"] <= autoattack["pgd20"] <= autoattack["natural"]
-    assert "epoch 1 " in (tmp_path / "out" / "train.log").read_text()
-    assert load_model(tmp_path / "out").num_classes == 10
+    report = json.loads((out / "robustness.json").read_text())  # AutoAttack and the curve, first 4 test images
+    accuracy = report["accuracy"]
+    assert report["images"] == 4 and accuracy["autoattack"] <= accuracy["pgd20"] <= accuracy["natural"]
+    assert (out / "robustness_curve.png").stat().st_size > 0 and (out / "fsr_heads.safetensors").is_file()
+    assert "epoch 1 " in (out / "train.log").read_text()
+    assert load_model(out).num_classes == 10
+
+
+@needs_cifar10
+def test_gpu_script_runs_a_fixed_plan_over_calls(cifar10_slice, tmp_path):
+    env = {"PLAN": "1", "RUN_DIR": str(tmp_path / "run"), "DATA_DIR": str(cifar10_slice), "AA_IMAGES": "0"}
+    first = gpu_script(["0.0001", "epochs=2", SMALL, "train_limit=250"], env, tmp_path, "call1")
+    assert "this call is spent after epoch 1 of 2" in first.stdout
+    assert not (tmp_path / "call1" / "metrics.json").exists() and load_model(tmp_path / "call1").num_classes == 10
+    second = gpu_script(["0.0001"], env, tmp_path, "call2")  # the same command resumes and finishes the plan
+    assert "resumed" in second.stdout
+    results = json.loads((tmp_path / "call2" / "metrics.json").read_text())
+    assert results["epochs"] == 2 and results["train_config"]["stop_after_min"] == 0.0001
+    log = (tmp_path / "call2" / "train.log").read_text()
+    assert "epoch 1 " in log and "epoch 2 " in log  # the log of both calls
 
 
 def test_learning_rate_warms_up_per_step_then_drops_at_the_milestones():
@@ -342,7 +367,9 @@ def test_fsr_heads_and_health_travel_with_the_run(cifar10_slice, tmp_path):
 
 def test_compiled_step_equals_the_eager_step():
     """inductor's CPU backend runs the eval-mode attack and the train-mode step as graphs; with its random
-    numbers drawn as eager draws them (fallback_random), one SGD step gives the same network to float tolerance."""
+    numbers drawn as eager draws them (fallback_random), one SGD step gives the same network. In float64: in
+    float32 the first layers' gradients of a PGD batch differ by up to 1% between any two kernels (BN's backward
+    over clamped, low-variance inputs amplifies rounding), which says nothing about the graphs."""
     import copy
 
     import timm
@@ -350,24 +377,24 @@ def test_compiled_step_equals_the_eager_step():
 
     torch.manual_seed(0)
     cfg = train.load_config(None, ["attack_steps=2"])
-    eager = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    eager = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).double()
     graph = copy.deepcopy(eager)
     nets = {"eager": (eager, eager), "compiled": (graph, torch.compile(graph))}
-    x, y = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    x, y = torch.rand(8, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (8,))
     losses, masks = {}, []
     with inductor_config.patch(fallback_random=True):
         for name, (net, run_net) in nets.items():
-            fsr_loss = fsr_models.FSRLoss.for_model(net)
-            torch.manual_seed(1)
+            torch.manual_seed(1)  # the same heads, random start and Gumbel draws for both
+            fsr_loss = fsr_models.FSRLoss.for_model(net).double()
             optimizer = torch.optim.SGD(list(net.parameters()) + list(fsr_loss.parameters()), lr=0.1, momentum=0.9)
             loss, *_ = train.adversarial_loss(cfg, run_net, run_net, fsr_loss, x, y)
             loss.backward()
             optimizer.step()
             losses[name] = loss.item()
             masks.append(run_net(x, return_fsr=True).fsr_parts[0].mask)  # train mode: a fresh Gumbel draw
-    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-9)
     for (k, a), b in zip(eager.state_dict().items(), graph.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9, msg=k)
     again = nets["compiled"][1](x, return_fsr=True).fsr_parts[0].mask
     assert not torch.equal(masks[1], again)  # the noise is drawn afresh at every call of the graph
 

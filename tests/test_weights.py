@@ -3,10 +3,12 @@ import json
 from pathlib import Path
 
 import pytest
+import timm
 import torch
+from transformers import AutoModelForImageClassification
 
 from fsr_models.datasets import load_dataset, to_float
-from fsr_models.hub import check_safetensors, load_model
+from fsr_models.hub import IMAGE_PROCESSOR_NAME, check_safetensors, image_processor_config, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
@@ -29,6 +31,16 @@ def test_folder_is_what_its_name_says_with_shards_of_at_most_16_mib(folder):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test_images"] == 10000 and metrics["train_config"]["model"] == arch
     assert (folder / "README.md").is_file() and (folder / "train.log").is_file()
+    assert (folder / IMAGE_PROCESSOR_NAME).read_text() == image_processor_config(folder)  # `python hub/zoo_card.py`
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_sharded_weights_load_whole_in_timm_transformers_and_load_model(folder):
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = load_model(folder).eval()(x)
+        assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), reference)
+        assert torch.equal(AutoModelForImageClassification.from_pretrained(folder).eval()(x).logits, reference)
 
 
 @pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="needs the CIFAR-10 arrays in ../shared")

@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
-# The GPU machine's job: train a config for a time budget on the fast path (data and augmentation on the GPU,
-# bf16 autocast, channels_last, batch 512 with the learning rate scaled), evaluate the best weights on the test
-# set (clean and PGD-20), run AutoAttack on its first images, and leave in $OUT what comes back (at most 8 files
-# of at most 16 MiB): the weights as safetensors shards with their index, config.json, metrics.json (results, the
-# AutoAttack report under "evaluation" and the full training config) and train.log.
+# The GPU machine's job: train a config on the fast path (data and augmentation on the GPU, bf16 autocast,
+# channels_last, compiled steps with CUDA graphs, batch 512 with the learning rate scaled unless the config names its
+# batch size), evaluate the best weights on the test set (clean and PGD-20), run AutoAttack and the robustness curve
+# on its first images, and leave in $OUT
+# what comes back (at most 8 files of at most 16 MiB): the weights as safetensors shards, and run.tar with every
+# other file (config.json, the shard index, preprocessor_config.json, fsr_heads.safetensors, metrics.json,
+# robustness.json, robustness_curve.png, train.log). `tar -xf run.tar` beside the shards restores the folder.
 #
-#   training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]     e.g. training/gpu_run.sh \
-#       training/configs/resnet18_fsr_at_cifar10.yaml 8 test_size=10000
+#   training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]            one call: the epochs are fitted to MINUTES
+#   PLAN=1 training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]     a fixed plan (the config's epochs) over calls
 #
-# Data: CIFAR-10 pieces in $DATA_DIR (default .gpu-data/cifar10/: train-0.npz, train-1.npz, ..., test.npz), carried
-# there in earlier calls (../shared/tools/gpu-data-chunks prints them). AutoAttack (standard) runs on the first
-# $AA_IMAGES test images (default 1000; 0 skips it) and is stopped after $AA_SECONDS seconds (default 150): the
-# weights and test figures are in $OUT before it starts, and the log says when it was stopped.
-# Library versions newer than the machine's can travel as wheels in .whl/ (see the device tool's README); they are
-# installed first when present. KEY=VALUE pairs override the fast-path settings below, e.g. batch_size=256 or, to
-# try the script on a CPU, precision=fp32 channels_last=false batch_size=50 (with DATA_DIR=../shared/data/cifar10).
+# With PLAN=1 each call trains for MINUTES and checkpoints in $RUN_DIR (default runs/gpu-run: an ignored folder, kept
+# on the machine while it stays warm); the same command again resumes it (KEY=VALUE pairs then only repeat the first
+# call's). A call that does not finish the plan leaves the best weights so far and the log in $OUT; the call that
+# finishes it evaluates. The first call prints how many epochs a call fits at the measured speed.
+# Data: CIFAR-10 pieces in $DATA_DIR (default .gpu-data/cifar10/: train-0.npz, train-1.npz, ..., test.npz) carried
+# there in earlier calls. AutoAttack (standard) and the curve run on the first $AA_IMAGES test images (default 1000;
+# 0 skips them) and are stopped after $AA_SECONDS seconds (default 150). $BENCH, when set, holds the arguments of a
+# run of benchmarks/bench_models.py first (its table goes into run.tar as bench.txt). Library versions newer than the
+# machine's can travel as wheels in .whl/; they are installed first when present. KEY=VALUE pairs override the
+# fast-path settings below, e.g. batch_size=256 or, to try the script on a CPU, precision=fp32 channels_last=false
+# compile=none batch_size=50 (with DATA_DIR=<a CIFAR-10 folder>).
 set -euo pipefail
-if [ $# -lt 2 ]; then sed -n '2,17p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,23p' "$0"; exit 2; fi
 config=$1 minutes=$2
 shift 2
 out=${OUT:-runs/gpu-out}
-run=${RUN_DIR:-/tmp/fsr-gpu-run}
 data=${DATA_DIR:-.gpu-data/cifar10} aa_images=${AA_IMAGES:-1000} aa_seconds=${AA_SECONDS:-150}
 PYTHON=${PYTHON:-python3}  # the GPU machine's python3 holds PyTorch
 mkdir -p "$out"
-rm -rf "$run"
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site
@@ -32,24 +36,58 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else "")'
-"$PYTHON" training/train.py --config "$config" --set data_dir="$data" time_budget_min="$minutes" \
-  shard_mb=16 output_dir="$run" precision=bf16 channels_last=true batch_size=512 "$@" 2>&1 \
-  | tr '\r' '\n' | grep -v 'it/s\]$\|s/it\]$' | tee "$out/train.log"
-cp "$run"/model/* "$out"/
-if [ "$aa_images" -gt 0 ]; then
-  status=0
-  timeout "$aa_seconds" "$PYTHON" -m fsr_models.evaluate "$run/model" --data-dir "$data" --n "$aa_images" \
-    --attacks natural pgd20 autoattack --batch-size 1000 --out "$run/eval" >>"$out/train.log" 2>&1 || status=$?
-  if [ "$status" -eq 0 ]; then
-    "$PYTHON" - "$run/eval/report.json" "$out/metrics.json" <<'EOF'
-import json, sys
-report, metrics = (json.load(open(path)) for path in sys.argv[1:])
-json.dump({**metrics, "evaluation": report}, open(sys.argv[2], "w"), indent=2)
-EOF
-    cat "$run/eval/report.md"
-  else
-    echo "AutoAttack evaluation stopped (exit $status, limit $aa_seconds s): see the end of train.log" \
-      | tee -a "$out/train.log"
-  fi
+extras=()
+if [ -n "${BENCH:-}" ]; then
+  # shellcheck disable=SC2086  # $BENCH is a list of arguments
+  "$PYTHON" benchmarks/bench_models.py $BENCH | tee "$out/bench.txt"
+  extras+=(bench.txt)
 fi
+
+fast=(data_dir="$data" shard_mb=16 precision=bf16 channels_last=true compile=reduce-overhead)
+grep -q '^batch_size:' "$config" || fast+=(batch_size=512)  # the fast path's batch, unless the recipe names its own
+if [ -n "${PLAN:-}" ]; then
+  run=${RUN_DIR:-runs/gpu-run}
+  if [ -d "$run/checkpoint" ] || [ -d "$run/checkpoint.old" ]; then
+    args=(--resume "$run" --set data_dir="$data" stop_after_min="$minutes")
+  else
+    rm -rf "$run"
+    args=(--config "$config" --set "${fast[@]}" stop_after_min="$minutes" output_dir="$run" "$@")
+  fi
+else
+  run=${RUN_DIR:-/tmp/fsr-gpu-run}
+  rm -rf "$run"
+  args=(--config "$config" --set "${fast[@]}" time_budget_min="$minutes" output_dir="$run" "$@")
+fi
+mkdir -p "$run"
+"$PYTHON" training/train.py "${args[@]}" 2>&1 | tr '\r' '\n' | grep -v 'it/s\]$\|s/it\]$' | tee -a "$run/train.log"
+
+if [ -f "$run/model/metrics.json" ]; then  # the plan is finished: the evaluated model comes back
+  folder="$run/model"
+  if [ "$aa_images" -gt 0 ]; then
+    status=0
+    timeout "$aa_seconds" "$PYTHON" -m fsr_models.evaluate "$folder" --data-dir "$data" --n "$aa_images" \
+      --attacks natural pgd20 autoattack --curve --batch-size 1000 --out "$run/eval" >>"$run/train.log" 2>&1 \
+      || status=$?
+    if [ "$status" -eq 0 ]; then
+      cp "$run/eval/report.json" "$folder/robustness.json"
+      cp "$run/eval/robustness_curve.png" "$folder/robustness_curve.png"
+      cat "$run/eval/report.md"
+    else
+      echo "AutoAttack evaluation stopped (exit $status, limit $aa_seconds s): see the end of train.log" \
+        | tee -a "$run/train.log"
+    fi
+  fi
+else  # a call of a plan: the best weights so far come back, in case the machine is gone before the next call
+  folder="$run/best"
+fi
+cp "$folder"/*.safetensors "$out"/
+rm -f "$out/fsr_heads.safetensors"  # it travels in run.tar with the other small files
+cp "$run/train.log" "$out/train.log"
+small=()
+for f in "$folder"/*; do
+  case "$(basename "$f")" in *.safetensors) [ "$(basename "$f")" = fsr_heads.safetensors ] || continue ;; esac
+  cp "$f" "$out/" && small+=("$(basename "$f")")
+done
+tar -C "$out" -cf "$out/run.tar" "${small[@]}" train.log "${extras[@]}"
+(cd "$out" && rm -f "${small[@]}" train.log "${extras[@]}")
 ls -la "$out"

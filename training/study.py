@@ -3,14 +3,17 @@
     python training/study.py training/studies/cpu_recipe.yaml --runs runs/study-cpu --report docs/convergence/cpu
     python training/study.py STUDY.yaml --runs DIR --report DIR --jobs 2 --set data_dir=/data/cifar10
     python training/study.py STUDY.yaml --runs DIR --report DIR --plot-only      # redraw from finished runs
+    python training/study.py STUDY.yaml --runs DIR --report DIR --minutes 8      # one session of 8 minutes
 
 A study file (YAML) holds `base` (TrainConfig settings every run shares), `models` (each setting runs once per
-model) and `settings` (name -> the settings that differ). Every run is `training/train.py` itself, in a process
+model, unless it names its own `model`) and `settings` (name -> the settings that differ). Every run is `training/train.py` itself, in a process
 of its own, in `<runs>/<setting>.<model>/`: a finished run is kept, an interrupted one resumed, so the command can
 simply be run again. The report folder gets each run's per-epoch curves (`<run>.jsonl`, the trainer's
 metrics.jsonl) and final test results (`<run>.json`), `curves_epoch.png` and `curves_step.png` (validation PGD and
 clean accuracy, adversarial training accuracy and the FSR health figures against epoch and against SGD step, one
-line per run) and `table.md`.
+line per run) and `table.md`. With `--minutes M` the command stops within M minutes: each run it starts may use
+what is left (the trainer's `stop_after_min`, checkpointed), no run starts once the time is spent, and the same
+command later goes on where it stopped.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -49,23 +53,32 @@ def load_study(path: Path, overrides: list[str]) -> dict[str, dict]:
     base = {**(study.get("base") or {}), **config_values(None, overrides)}
     runs = {}
     for name, setting in study["settings"].items():
-        for model in study.get("models") or [None]:
-            values = {**base, **(setting or {}), **({"model": model} if model else {})}
+        setting = setting or {}
+        for model in [setting["model"]] if "model" in setting else study.get("models") or [None]:  # a setting may name its own
+            values = {**base, **setting, **({"model": model} if model else {})}
             load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])  # fails early, naming the key
             runs[f"{name}.{model}" if model else name] = values
     return runs
 
 
-def train_run(name: str, values: dict, runs_dir: Path, threads: int | None) -> tuple[str, int]:
-    """One run through train.py: started, resumed or left alone when it has finished."""
+def train_run(name: str, values: dict, runs_dir: Path, threads: int | None, deadline: float | None) -> tuple[str, int]:
+    """One run through train.py: started, resumed or left alone when it has finished; within `deadline` (a
+    time.monotonic() value) when given. Returns (name, exit code), exit code None when it was not started."""
     out = runs_dir / name
     if (out / "model" / "metrics.json").is_file():
         return name, 0
+    limit = {}
+    if deadline is not None:
+        minutes = (deadline - time.monotonic()) / 60
+        if minutes <= 0:
+            return name, None
+        limit = {"stop_after_min": round(minutes, 3)}
     if (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir():
-        args = ["--resume", str(out)]
+        args = ["--resume", str(out), "--set", *(f"{k}={v}" for k, v in limit.items())]
     else:
         shutil.rmtree(out, ignore_errors=True)  # a run that stopped before its first checkpoint starts again
-        args = ["--set", *(f"{k}={json.dumps(v)}" for k, v in {**values, "output_dir": str(out)}.items())]
+        settings = {**values, **limit, "output_dir": str(out)}
+        args = ["--set", *(f"{k}={json.dumps(v)}" for k, v in settings.items())]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(runs_dir / f"{name}.log", "a") as log:
@@ -152,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: each gets cores / jobs threads)")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these (setting or setting.model names)")
     parser.add_argument("--plot-only", action="store_true", help="draw the report from the runs as they are")
+    parser.add_argument("--minutes", type=float, help="stop within this many minutes (the same command goes on later)")
     args = parser.parse_args(argv)
     try:
         if args.jobs < 1:
@@ -166,9 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     if not args.plot_only:
         threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+        deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
         with ThreadPoolExecutor(args.jobs) as pool:
-            for name, code in pool.map(lambda item: train_run(*item, args.runs, threads), chosen.items()):
-                print(f"{name}: {'done' if code == 0 else f'exit {code}, see {args.runs / name}.log'}", flush=True)
+            for name, code in pool.map(lambda item: train_run(*item, args.runs, threads, deadline), chosen.items()):
+                finished = (args.runs / name / "model" / "metrics.json").is_file()
+                state = ("not started: no time left" if code is None else "done" if finished else
+                         "stopped for time: run the command again" if code == 0 else f"exit {code}")  # fmt: skip
+                print(f"{name}: {state} (log: {args.runs / name}.log)", flush=True)
                 failed += [name] if code else []
     report(runs, args.runs, args.report, args.study.stem)
     return 1 if failed else 0

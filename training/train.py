@@ -185,8 +185,9 @@ def resumed_config(out: Path, path: str | None, overrides: list[str]) -> TrainCo
     """The settings saved in a run folder; a config file or --set may repeat them or change RESUME_MAY_CHANGE."""
     if not (out / "config.yaml").is_file():
         raise ConfigError(f"--resume: {out} holds no run (no config.yaml); start without --resume or fix the folder")
-    saved = yaml.safe_load((out / "config.yaml").read_text())
-    given = dataclasses.asdict(TrainConfig(**{**saved, **config_values(path, overrides)}))
+    saved_values = yaml.safe_load((out / "config.yaml").read_text())
+    saved = dataclasses.asdict(TrainConfig(**saved_values))
+    given = dataclasses.asdict(TrainConfig(**{**saved_values, **config_values(path, overrides)}))
     changed = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v and k not in RESUME_MAY_CHANGE}
     if changed:
         hint = " To train longer, use --epochs N with --lr-extension." if "epochs" in changed else ""
@@ -517,6 +518,7 @@ def train(args: argparse.Namespace) -> int:
                 return 3
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            step_lr = optimizer.param_groups[0]["lr"]  # this step's (the scheduler then sets the next one's)
             optimizer.step()
             scheduler.step()
             progress["step"] += 1
@@ -536,7 +538,7 @@ def train(args: argparse.Namespace) -> int:
         val_clean, val_pgd = evaluate(accelerator, net, val_x, val_y, cfg, cfg.val_attack_steps, cfg.attack_step, True)
         seconds = time.perf_counter() - epoch_start
         metrics = {
-            "epoch": epoch, "step": progress["step"], "lr": optimizer.param_groups[0]["lr"],
+            "epoch": epoch, "step": progress["step"], "lr": step_lr,
             "loss": totals[0].item() / steps, "loss_cls": totals[1].item() / steps, "loss_fsr": totals[2].item() / steps,
             "train_adv_acc": totals[3].item() / max(totals[4].item(), 1), "val_clean_acc": val_clean,
             "val_pgd_acc": val_pgd, "images_per_s": totals[4].item() / seconds, "seconds": seconds,

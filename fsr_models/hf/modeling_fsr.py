@@ -15,6 +15,7 @@ from transformers.core_model_loading import PrefixChange
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_fsr import FSRConfig
+from .image_processing_fsr import image_processor
 
 register_checkpoint_conversion_mapping("fsr", [PrefixChange(prefix_to_add="model")], overwrite=True)
 
@@ -51,11 +52,16 @@ class FSRPreTrainedModel(PreTrainedModel):
         return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory, *args, state_dict=None, **kwargs):
-        # Save the network's own keys (timm's layout); the registered mapping re-adds `model.` on load.
+        """transformers' save, in the zoo's layout: the network's own keys (timm's layout; the registered mapping
+        re-adds `model.` on load) and the image processor's `preprocessor_config.json`, so that every saved folder
+        (and `push_to_hub`, which saves through here) works in `pipeline("image-classification")`."""
         # Trainer and Accelerate pass this model's state_dict(), whose keys carry the `model.` prefix.
         state_dict = self.model.state_dict() if state_dict is None else state_dict
         state_dict = {k.removeprefix(f"{self.base_model_prefix}."): v for k, v in state_dict.items()}
-        return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        result = super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        if kwargs.get("is_main_process", True):
+            image_processor(self.config).save_pretrained(save_directory)
+        return result
 
 
 class FSRForImageClassification(FSRPreTrainedModel):

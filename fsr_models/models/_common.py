@@ -1,16 +1,16 @@
 """What the three networks share: pretrained cfgs for the paper's settings and the timm-style interface."""
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: TorchScript reads FSRNet's class annotations and needs real types.
 import math
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier
-from timm.models import resolve_pretrained_cfg
+from timm.layers import create_classifier, get_device_dtype
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
 
-from ..fsr import FSR, FSROutput
+from ..fsr import FSR, FSROutput, FSRParts
 
 # The Hub organisation that holds every published checkpoint; repositories are named "<arch>.<tag>".
 HF_ORG = "fsr-zoo"
@@ -49,7 +49,7 @@ PAPER_TAGS = tuple(f"{method}_{data}" for data in ("cifar10", "svhn") for method
 )
 
 
-def _cfg(arch: str, tag: str, **kwargs) -> dict:
+def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
     num_classes, label_names, input_size = DATASETS[tag.split("_", 1)[1]]
     name = f"{arch}.{tag}"
     return {
@@ -57,7 +57,7 @@ def _cfg(arch: str, tag: str, **kwargs) -> dict:
         "num_classes": num_classes,
         "label_names": label_names,
         "input_size": input_size,
-        "pool_size": None,
+        "pool_size": (input_size[1] // reduction, input_size[2] // reduction),  # forward_features' map at input_size
         "crop_pct": 1.0,
         "interpolation": "bilinear",
         "mean": (0.0, 0.0, 0.0),  # the models take [0, 1] pixels: the data config must pass them through
@@ -72,9 +72,10 @@ def _cfg(arch: str, tag: str, **kwargs) -> dict:
     }
 
 
-def paper_cfgs(arch: str, **kwargs) -> dict[str, dict]:
-    """One cfg per paper setting, "arch.tag" -> cfg, for `generate_default_cfgs`."""
-    return {f"{arch}.{tag}": _cfg(arch, tag, **kwargs) for tag in PAPER_TAGS}
+def paper_cfgs(arch: str, reduction: int, **kwargs) -> dict[str, dict]:
+    """One cfg per paper setting, "arch.tag" -> cfg, for `generate_default_cfgs`; `reduction` is the stride of
+    `forward_features`' output."""
+    return {f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for tag in PAPER_TAGS}
 
 
 def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> None:
@@ -93,18 +94,46 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> 
         )
 
 
+def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:
+    """An FSR module (`kwargs`: FSR's) on timm's `device` / `dtype`: FSR takes neither, so it is moved there."""
+    return FSR(channels, **kwargs).to(device=device, dtype=dtype)
+
+
+# The head: what forward_head runs after the features.
+HEAD_MODULES = ("pre_logits", "global_pool", "fc")
+
+
+def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    """timm's `build_model_with_cfg` for a zoo network, after `check_pretrained_available`. The weights of a
+    `local-dir:` folder are read whole by `fsr_models.hub.read_weights` (timm 1.0.31 reads one safetensors file of a
+    folder: the first shard of a sharded one), and no copy of the weights stays in the model's pretrained_cfg."""
+    check_pretrained_available(variant, pretrained, kwargs)
+    cfg = kwargs.get("pretrained_cfg")
+    if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
+        from ..hub import read_weights  # fsr_models.hub imports this package: import on use
+
+        kwargs["pretrained_cfg"] = {**cfg, "source": None, "state_dict": read_weights(cfg["file"])}
+    model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
+    model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
+    return model
+
+
 class FSRNet(nn.Module):
     """The interface the three networks share, timm-style.
 
-    `forward(x)` returns logits. `forward(x, return_fsr=True)` returns an `FSROutput` with the FSR parts the
-    training losses need (call it through the DDP wrapper so gradient sync sees it). Subclasses set
-    `weight_init`, build their layers (calling `weight_init(self.modules())` at the end), set `num_features`, `in_chans`, `fsr_stages`, `backbone_args` (the architecture's own keyword
-    arguments, for configs) and `feature_info`, call `reset_classifier` last, and implement
-    `_forward_features(x, fsr_parts)`, calling `self._run(module, x, fsr_parts)` for each FSR module.
+    `forward(x)` returns logits, in eager mode and under `torch.jit.script`. `forward(x, return_fsr=True)` (eager
+    only) returns an `FSROutput` with the FSR parts the training losses need (call it through the DDP wrapper so
+    gradient sync sees it). Subclasses set `weight_init`; build their feature layers, registered in execution
+    order (`forward_intermediates`, `return_fsr` and timm's `features_only` run them in that order), then
+    `pre_logits` (between pooling and classifier), calling `weight_init(self.modules())` at the end; set
+    `num_features`, `in_chans`, `fsr_stages`, `backbone_args` (the architecture's own keyword arguments, for
+    configs) and `feature_info` (per stage, the module whose output is its feature); call `reset_classifier` last;
+    and implement `_forward_features(x)`, the same layers written out so that TorchScript can compile them.
     """
 
     num_classes: int
     num_features: int
+    head_hidden_size: int
     in_chans: int
     drop_rate: float = 0.0  # dropout before the classifier (timm's `drop_rate`; the paper uses none)
     # The authors' initialisation for this backbone, applied to a module list: the network's layers at build time,
@@ -125,41 +154,136 @@ class FSRNet(nn.Module):
             raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}; convert uint8 with x.float() / 255")
 
     @staticmethod
-    def _run(module: nn.Module, x: torch.Tensor, fsr_parts: list | None) -> torch.Tensor:
+    def _run(module: nn.Module, x: torch.Tensor, fsr_parts: list[FSRParts] | None) -> torch.Tensor:
         if fsr_parts is not None and isinstance(module, FSR):
             x, parts = module(x, return_parts=True)
             fsr_parts.append(parts)
             return x
         return module(x)
 
-    def _forward_features(self, x: torch.Tensor, fsr_parts: list | None) -> torch.Tensor:
+    def _stages(self) -> list[list[str]]:
+        """The feature layers in execution (registration) order, cut after each feature_info module; the last list
+        holds those after the last feature (VGG's last pool). A child holding feature_info modules is opened."""
+        taps = [info["module"] for info in self.feature_info]
+        names = []
+        for name, child in self.named_children():
+            if name in HEAD_MODULES:
+                continue
+            if any(tap.startswith(f"{name}.") for tap in taps):
+                names += [f"{name}.{sub}" for sub, _ in child.named_children()]
+            else:
+                names.append(name)
+        stages: list[list[str]] = [[]]
+        for name in names:
+            stages[-1].append(name)
+            if name in taps:
+                stages.append([])
+        return stages
+
+    def _forward_stages(
+        self,
+        x: torch.Tensor,
+        take_indices: Collection[int] = (),
+        stop_index: int | None = None,
+        fsr_parts: list[FSRParts] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature layers (through stage `stop_index` if given): the last output and the features of the stages
+        in `take_indices`; the parts of each FSR module are appended to `fsr_parts` if given."""
+        stages = self._stages()
+        intermediates = []
+        for i, names in enumerate(stages if stop_index is None else stages[: stop_index + 1]):
+            for name in names:
+                x = self._run(self.get_submodule(name), x, fsr_parts)
+            if i in take_indices:
+                intermediates.append(x)
+        return x, intermediates
+
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self._forward_features(x, None)
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return self._forward_features(x)
 
-    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.global_pool(x)
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """`forward_features(x)` and the features of the stages in `indices` (of feature_info: None all, an int the
+        last n): each stage's feature_info module's output, so FSR's output where the stage ends with FSR.
+
+        `norm` has nothing to apply (no norm follows the last stage); `stop_early` stops after the last stage taken,
+        whose feature is then also the first value returned.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        self._check_input(x)
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        x, intermediates = self._forward_stages(x, take_indices, max_index if stop_early else None)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Remove the layers that the features of `indices` do not need; returns their indices for
+        `forward_intermediates`. Layers after the last feature kept (VGG's last pool) go with the head, which goes
+        whenever later stages do (it is sized for the final features). `prune_norm` has no norm to remove."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        prune_end = max_index < len(self.feature_info) - 1
+        if prune_end or prune_head:
+            for names in self._stages()[max_index + 1 :]:
+                for name in names:
+                    self.set_submodule(name, nn.Identity().train(self.training))  # _forward_features still calls it
+            if prune_end:
+                self.num_features = self.feature_info[max_index]["num_chs"]
+            self.pre_logits = nn.Identity().train(self.training)  # VGG's MLP is sized for the final features
+            self.reset_classifier(0, "")
+        return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self._pre_logits(x)
+        x = self.pre_logits(self.global_pool(x))
         if pre_logits:
             return x
-        return self.fc(F.dropout(x, self.drop_rate, self.training) if self.drop_rate else x)
+        if self.drop_rate:
+            x = F.dropout(x, self.drop_rate, self.training)
+        return self.fc(x)
 
     def forward(self, x: torch.Tensor, return_fsr: bool = False):
+        if return_fsr:
+            if torch.jit.is_scripting():
+                raise RuntimeError("return_fsr=True is for training in eager mode: a scripted network returns logits")
+            return self._forward_fsr(x)
+        return self.forward_head(self.forward_features(x))
+
+    def _forward_fsr(self, x: torch.Tensor) -> FSROutput:
         self._check_input(x)
-        fsr_parts = [] if return_fsr else None
-        logits = self.forward_head(self._forward_features(x, fsr_parts))
-        return FSROutput(logits, tuple(fsr_parts)) if return_fsr else logits
+        fsr_parts: list[FSRParts] = []
+        features, _ = self._forward_stages(x, fsr_parts=fsr_parts)
+        return FSROutput(self.forward_head(features), tuple(fsr_parts))
 
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier with `num_classes` outputs (0: none). `global_pool` None keeps the current pooling, or
+        pools with 'avg' when an unpooled network (global_pool='') gets classes again."""
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type or ("avg" if num_classes else "")
+        pool, fc = create_classifier(self.num_features, num_classes, pool_type=global_pool, **get_device_dtype(self))
+        # An AssertionError, as timm's heads give for pooling they cannot take
+        assert pool.feat_mult() == 1 or isinstance(self.pre_logits, nn.Identity), (
+            f"{type(self).__name__}'s pre-logits MLP takes {self.num_features} features: global_pool={global_pool!r}, "
+            "which changes the pooled width, is not supported"
+        )
         self.num_classes = num_classes
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.global_pool, self.fc = pool.train(self.training), fc.train(self.training)
+        self.head_hidden_size = self.num_features * pool.feat_mult()
 
     def fsr_modules(self) -> list[FSR]:
         return [m for m in self.modules() if isinstance(m, FSR)]

@@ -4,12 +4,12 @@ FSR sits after layer4 (512 x 4 x 4 at 32x32 inputs), before global pooling, as i
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, downsample_conv
 
-from ..fsr import FSR
-from ._common import FSRNet, check_pretrained_available, init_pytorch_default, paper_cfgs
+from ._common import FSRNet, build_fsr, build_network, init_pytorch_default, paper_cfgs
 
 __all__ = ["CifarResNet"]
 
@@ -18,7 +18,7 @@ class CifarResNet(FSRNet):
     """ResNet for small images, with FSR after the stages listed in `fsr_stages` (1-4; empty for the plain net).
 
     Args:
-        layers: BasicBlocks per stage.
+        layers: BasicBlocks per stage (four stages).
         widths: channels per stage (the stem has the first stage's); narrower nets make quick tests.
         num_classes: classifier outputs (0 for a feature extractor).
         in_chans: input channels.
@@ -26,6 +26,7 @@ class CifarResNet(FSRNet):
         drop_rate: dropout before the classifier (timm's training script passes it).
         fsr_stages: stages (1-based) followed by an FSR module.
         fsr_tau, fsr_separation, fsr_recalibration, fsr_output: passed to every `FSR` module.
+        device, dtype: where and in which dtype to create parameters (timm's factory arguments).
     """
 
     weight_init = staticmethod(init_pytorch_default)  # the authors' ResNet-18 keeps PyTorch's default init
@@ -43,59 +44,68 @@ class CifarResNet(FSRNet):
         fsr_separation: bool = True,
         fsr_recalibration: bool = True,
         fsr_output: str = "f_tilde",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
-        if len(widths) != len(layers):
-            raise ValueError(f"give one width per stage: layers {tuple(layers)}, widths {tuple(widths)}")
+        dd = {"device": device, "dtype": dtype}
+        if len(layers) != 4 or len(widths) != 4:
+            raise ValueError(f"give four stages, a width for each: layers {tuple(layers)}, widths {tuple(widths)}")
         if not set(fsr_stages) <= set(range(1, len(widths) + 1)):
             raise ValueError(f"fsr_stages of a ResNet must be in 1..{len(widths)}, got {tuple(fsr_stages)}")
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.fsr_stages = tuple(fsr_stages)
         self.backbone_args = dict(layers=list(layers), widths=list(widths))
-        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False, **dd)
+        self.bn1 = nn.BatchNorm2d(widths[0], **dd)
         self.act1 = nn.ReLU(inplace=True)
         self.feature_info = [dict(num_chs=widths[0], reduction=1, module="act1")]
 
+        fsr_args = dict(tau=fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
         # Children are registered in execution order (stage, then its FSR): timm's features_only runs them so.
         in_chs, reduction = widths[0], 1
         for stage, (width, depth) in enumerate(zip(widths, layers), start=1):
             stride = 1 if stage == 1 else 2
             reduction *= stride
-            downsample = downsample_conv(in_chs, width, 1, stride) if stride != 1 or in_chs != width else None
-            blocks = [BasicBlock(in_chs, width, stride, downsample)]
-            blocks += [BasicBlock(width, width) for _ in range(depth - 1)]
+            downsample = downsample_conv(in_chs, width, 1, stride, **dd) if stride != 1 or in_chs != width else None
+            blocks = [BasicBlock(in_chs, width, stride, downsample, **dd)]
+            blocks += [BasicBlock(width, width, **dd) for _ in range(depth - 1)]
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))
             out_module = f"layer{stage}"
             if stage in fsr_stages:
-                self.add_module(
-                    f"fsr{stage}", FSR(width, fsr_tau, separation=fsr_separation,
-                                       recalibration=fsr_recalibration, output=fsr_output)
-                )  # fmt: skip
+                self.add_module(f"fsr{stage}", build_fsr(width, **fsr_args, **dd))
                 out_module = f"fsr{stage}"
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=out_module))
             in_chs = width
 
-        self.num_features = self.head_hidden_size = in_chs
+        self.num_features = in_chs
+        self.pre_logits = nn.Identity()
         self.reset_classifier(num_classes, global_pool)
         self.weight_init(self.modules())
 
-    def _forward_features(self, x, fsr_parts):
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
-        for stage in range(1, len(self.backbone_args["layers"]) + 1):
-            x = getattr(self, f"layer{stage}")(x)
-            if hasattr(self, f"fsr{stage}"):
-                x = self._run(getattr(self, f"fsr{stage}"), x, fsr_parts)
+        x = self.layer1(x)
+        if hasattr(self, "fsr1"):
+            x = self.fsr1(x)
+        x = self.layer2(x)
+        if hasattr(self, "fsr2"):
+            x = self.fsr2(x)
+        x = self.layer3(x)
+        if hasattr(self, "fsr3"):
+            x = self.fsr3(x)
+        x = self.layer4(x)
+        if hasattr(self, "fsr4"):
+            x = self.fsr4(x)
         return x
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
-    check_pretrained_available(variant, pretrained, kwargs)
-    return build_model_with_cfg(CifarResNet, variant, pretrained, **kwargs)
+    return build_network(CifarResNet, variant, pretrained, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({**paper_cfgs("resnet18_fsr"), **paper_cfgs("resnet18_plain")})
+default_cfgs = generate_default_cfgs({**paper_cfgs("resnet18_fsr", 8), **paper_cfgs("resnet18_plain", 8)})
 
 
 @register_model

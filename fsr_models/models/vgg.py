@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ..fsr import FSR
-from ._common import FSRNet, check_pretrained_available, init_vgg, paper_cfgs
+from ._common import FSRNet, build_fsr, build_network, init_vgg, paper_cfgs
 
 __all__ = ["CifarVGG"]
 
@@ -21,19 +20,25 @@ VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 class PreLogitsMlp(nn.Sequential):
     """The two hidden layers of the VGG classifier; on an unpooled map (global_pool='') it acts per position."""
 
-    def __init__(self, width: int):
-        super().__init__(nn.Linear(width, width), nn.ReLU(inplace=True), nn.Linear(width, width), nn.ReLU(inplace=True))
+    def __init__(self, width: int, device=None, dtype=None):
+        dd = {"device": device, "dtype": dtype}
+        super().__init__(
+            nn.Linear(width, width, **dd), nn.ReLU(inplace=True), nn.Linear(width, width, **dd), nn.ReLU(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 4:
-            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        return super().forward(x)
+        spatial = x.ndim == 4
+        if spatial:
+            x = x.permute(0, 2, 3, 1)
+        for layer in self:  # not super().forward(): TorchScript has no super()
+            x = layer(x)
+        return x.permute(0, 3, 1, 2) if spatial else x
 
 
 class CifarVGG(FSRNet):
     """VGG with BN, FSR after the conv stages listed in `fsr_stages` (1-5, before that stage's pool).
 
-    Args are those of `CifarResNet`, with `stages` = ((width, convs), ...) in place of `layers`.
+    Args are those of `CifarResNet`, with `stages` = ((width, convs), ...) in place of `layers` and `widths`.
     """
 
     weight_init = staticmethod(init_vgg)
@@ -50,8 +55,11 @@ class CifarVGG(FSRNet):
         fsr_separation: bool = True,
         fsr_recalibration: bool = True,
         fsr_output: str = "f_tilde",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         if not set(fsr_stages) <= set(range(1, len(stages) + 1)):
             raise ValueError(f"fsr_stages of a VGG must be in 1..{len(stages)}, got {tuple(fsr_stages)}")
         self.in_chans = in_chans
@@ -59,41 +67,36 @@ class CifarVGG(FSRNet):
         self.fsr_stages = tuple(fsr_stages)
         self.backbone_args = dict(stages=[list(s) for s in stages])
         self.feature_info = []
+        fsr_args = dict(tau=fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
         layers: list[nn.Module] = []
         in_chs = in_chans
         for stage, (width, convs) in enumerate(stages, start=1):
             for _ in range(convs):
-                layers += [nn.Conv2d(in_chs, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                conv = nn.Conv2d(in_chs, width, 3, padding=1, **dd)
+                layers += [conv, nn.BatchNorm2d(width, **dd), nn.ReLU(inplace=True)]
                 in_chs = width
             if stage in fsr_stages:
-                layers.append(FSR(width, fsr_tau, separation=fsr_separation,
-                                  recalibration=fsr_recalibration, output=fsr_output))  # fmt: skip
-            # Features are taken before each pool, as timm's VGG does.
+                layers.append(build_fsr(width, **fsr_args, **dd))
+            # Features are taken before each pool, as timm's VGG does; the last pool follows the last feature.
             self.feature_info.append(dict(num_chs=width, reduction=2 ** (stage - 1), module=f"features.{len(layers) - 1}"))
             layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
 
-        self.num_features = self.head_hidden_size = in_chs
-        self.pre_logits = PreLogitsMlp(in_chs)
+        self.num_features = in_chs
+        self.pre_logits = PreLogitsMlp(in_chs, **dd)
         self.reset_classifier(num_classes, global_pool)
         self.weight_init(self.modules())
 
-    def _forward_features(self, x, fsr_parts):
-        for module in self.features:
-            x = self._run(module, x, fsr_parts)
-        return x
-
-    def _pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pre_logits(self.global_pool(x))
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarVGG:
-    check_pretrained_available(variant, pretrained, kwargs)
-    return build_model_with_cfg(CifarVGG, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    return build_network(CifarVGG, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
-default_cfgs = generate_default_cfgs(
-    {**paper_cfgs("vgg16_fsr", first_conv="features.0"), **paper_cfgs("vgg16_plain", first_conv="features.0")}
+default_cfgs = generate_default_cfgs(  # forward_features ends after the 5th pool: stride 32
+    {**paper_cfgs("vgg16_fsr", 32, first_conv="features.0"), **paper_cfgs("vgg16_plain", 32, first_conv="features.0")}
 )
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 
-from ..fsr import FSR
-from ._common import FSRNet, check_pretrained_available, init_wide_resnet, paper_cfgs
+from ._common import FSRNet, build_fsr, build_network, init_wide_resnet, paper_cfgs
 
 __all__ = ["WideResNet"]
 
@@ -19,17 +18,18 @@ __all__ = ["WideResNet"]
 class PreActBlock(nn.Module):
     """BN-ReLU-conv3x3-BN-ReLU-conv3x3; a 1x1 conv shortcut (on the activated input) when the shape changes."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int):
+    def __init__(self, in_chs: int, out_chs: int, stride: int, device=None, dtype=None):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_chs)
+        dd = {"device": device, "dtype": dtype}
+        self.bn1 = nn.BatchNorm2d(in_chs, **dd)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.conv1 = nn.Conv2d(in_chs, out_chs, 3, stride, padding=1, bias=False, **dd)
+        self.bn2 = nn.BatchNorm2d(out_chs, **dd)
         self.act2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, 3, padding=1, bias=False, **dd)
         self.shortcut = None
         if stride != 1 or in_chs != out_chs:
-            self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False)
+            self.shortcut = nn.Conv2d(in_chs, out_chs, 1, stride, bias=False, **dd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(x))
@@ -60,8 +60,11 @@ class WideResNet(FSRNet):
         fsr_separation: bool = True,
         fsr_recalibration: bool = True,
         fsr_output: str = "f_tilde",
+        device=None,
+        dtype=None,
     ):
         super().__init__()
+        dd = {"device": device, "dtype": dtype}
         if (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
         if not set(fsr_stages) <= {1, 2, 3}:
@@ -72,52 +75,52 @@ class WideResNet(FSRNet):
         self.drop_rate = drop_rate
         self.fsr_stages = tuple(fsr_stages)
         self.backbone_args = dict(depth=depth, widen_factor=widen_factor)
-        self.conv1 = nn.Conv2d(in_chans, 16, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_chans, 16, 3, padding=1, bias=False, **dd)
         self.feature_info = [dict(num_chs=16, reduction=1, module="conv1")]
-
-        def fsr(width: int) -> FSR:
-            return FSR(width, fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
+        fsr_args = dict(tau=fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
 
         # Children are registered in execution order: timm's features_only runs them so.
         in_chs, reduction = 16, 1
         for group, width in enumerate(widths, start=1):
             stride = 1 if group == 1 else 2
             reduction *= stride
-            blocks = [PreActBlock(in_chs if i == 0 else width, width, stride if i == 0 else 1)
+            blocks = [PreActBlock(in_chs if i == 0 else width, width, stride if i == 0 else 1, **dd)
                       for i in range(blocks_per_group)]  # fmt: skip
             self.add_module(f"block{group}", nn.Sequential(*blocks))
             in_chs = width
             if group == len(widths):  # pre-activation nets end with BN-ReLU; FSR at group 3 follows it
-                self.bn = nn.BatchNorm2d(width)
+                self.bn = nn.BatchNorm2d(width, **dd)
                 self.act = nn.ReLU(inplace=True)
             out_module = "act" if group == len(widths) else f"block{group}"
             if group in fsr_stages:
-                self.add_module(f"fsr{group}", fsr(width))
+                self.add_module(f"fsr{group}", build_fsr(width, **fsr_args, **dd))
                 out_module = f"fsr{group}"
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=out_module))
 
-        self.num_features = self.head_hidden_size = in_chs
+        self.num_features = in_chs
+        self.pre_logits = nn.Identity()
         self.reset_classifier(num_classes, global_pool)
         self.weight_init(self.modules())
 
-    def _forward_features(self, x, fsr_parts):
-        x = self.conv1(x)
-        for group in (1, 2, 3):
-            x = getattr(self, f"block{group}")(x)
-            if group == 3:
-                x = self.act(self.bn(x))
-            if hasattr(self, f"fsr{group}"):
-                x = self._run(getattr(self, f"fsr{group}"), x, fsr_parts)
+    def _forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block1(self.conv1(x))
+        if hasattr(self, "fsr1"):
+            x = self.fsr1(x)
+        x = self.block2(x)
+        if hasattr(self, "fsr2"):
+            x = self.fsr2(x)
+        x = self.act(self.bn(self.block3(x)))
+        if hasattr(self, "fsr3"):
+            x = self.fsr3(x)
         return x
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> WideResNet:
-    check_pretrained_available(variant, pretrained, kwargs)
     # A stem and three groups: four feature levels, where timm's default asks for five.
-    return build_model_with_cfg(WideResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
+    return build_network(WideResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({**paper_cfgs("wrn34_10_fsr"), **paper_cfgs("wrn34_10_plain")})
+default_cfgs = generate_default_cfgs({**paper_cfgs("wrn34_10_fsr", 4), **paper_cfgs("wrn34_10_plain", 4)})
 
 
 @register_model

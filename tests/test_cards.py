@@ -1,0 +1,174 @@
+"""Model cards and MODEL_CARD.md say exactly what was trained and measured: read against the files they come from."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+from huggingface_hub import ModelCard
+
+from fsr_models import evaluate
+from fsr_models.card import (
+    CURVE_NAME, ROBUSTNESS_NAME, default_repo_id, model_card, network_name, paper_repo_id, read_record, run_facts,
+)  # fmt: skip
+from fsr_models.datasets import load_dataset, to_float
+from fsr_models.fsr import fsr_health
+from fsr_models.hf import FSRConfig
+from fsr_models.hub import load_model
+from fsr_models.publish import PublishError, check_repo_folder, export_repo
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "hub" / "weights"
+FSR, PLAIN = ZOO / "resnet18_fsr.at_cifar10", ZOO / "resnet18_plain.at_cifar10"
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def card_text(folder: Path) -> str:
+    return ModelCard.load(folder / "README.md").text
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A real CPU run of training/train.py that is not the paper's setting: an eighth-width ResNet-18-FSR, AT on 250
+    of the shipped sample's training images (50 more held out) for 2 epochs, tested on 20 images, no AutoAttack."""
+    out = tmp_path_factory.mktemp("small") / "run"
+    args = ["--config", str(ROOT / "training/configs/quickstart_cpu.yaml"), "--set", "data_dir=sample",
+            "model_args={widths: [8, 16, 32, 64]}", "train_limit=300", "val_size=50", "test_size=20", "epochs=2",
+            "time_budget_min=null", "attack_steps=2", "val_attack_steps=2", f"output_dir={out}"]  # fmt: skip
+    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--cpu", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def test_card_of_a_small_run_says_what_was_trained_and_measured(small_run, tmp_path):
+    metrics = json.loads((small_run / "model" / "metrics.json").read_text())
+    repo = export_repo(small_run, tmp_path / "repo", zoo=ZOO)
+    card = ModelCard.load(repo / "README.md")
+    text = card.text
+    config = json.loads((repo / "config.json").read_text())
+    # A run outside the paper's setting never takes the paper tag's repository name.
+    assert card.data.model_name == default_repo_id(config, metrics) != paper_repo_id(config)
+    assert card.data.model_name == "fsr-zoo/resnet18_fsr.at_cifar10.widths8-16-32-64.train250"
+    assert "eighth-width ResNet-18 (widths 8-16-32-64)" in text and "widths 8-16-32-64 (the paper's: 64-128-256-512)" in text
+    assert "A ResNet-18 image classifier" not in text
+    facts = run_facts(metrics)
+    assert facts["train_images"] == 250 and facts["val_images"] == 50
+    assert "250 CIFAR-10 training images (of 1,000 in the shipped sample); 50 more held out" in text
+    assert "trained on 250 of the 50,000 CIFAR-10 training images" in text
+    assert f"{metrics['epochs']} epochs ({facts['sgd_steps']:,} SGD steps of batch 50), no warm-up" in text
+    assert f"Short schedule: {metrics['epochs']} epochs" in text
+    assert f"first {metrics['test_images']} CIFAR-10 test images" in text
+    assert f"| {pct(metrics['natural_acc'])} | {pct(metrics['pgd20_acc'])} |" in text
+    assert f"--data-dir sample --n {metrics['test_images']} --attacks natural pgd20`" in text
+    assert "autoattack" not in (repo / "README.md").read_text().lower()  # it never ran: not in text nor metadata
+    assert "Compared with" not in text  # the zoo's models are full-width runs: nothing to compare with
+    assert "fsr_heads.safetensors" in text and (repo / "fsr_heads.safetensors").is_file()
+    assert check_repo_folder(repo) == sorted(p.name for p in repo.iterdir())
+
+
+def test_card_shows_the_robustness_report_its_curve_and_fsr_health(small_run, tmp_path):
+    """robustness.json as `python -m fsr_models.evaluate <folder> --curve` writes it, beside the model."""
+    folder = Path(shutil.copytree(small_run / "model", tmp_path / "model"))
+    assert evaluate.main([str(folder), "--data-dir", "sample", "--n", "8", "--attacks", "natural", "pgd20", "--curve",
+                          "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
+    shutil.copyfile(tmp_path / "eval" / "report.json", folder / ROBUSTNESS_NAME)
+    shutil.copyfile(tmp_path / "eval" / CURVE_NAME, folder / CURVE_NAME)
+    report = json.loads((folder / ROBUSTNESS_NAME).read_text())
+    repo = export_repo(folder, tmp_path / "repo")
+    assert (repo / ROBUSTNESS_NAME).is_file() and (repo / CURVE_NAME).read_bytes() == (folder / CURVE_NAME).read_bytes()
+    text = card_text(repo)
+    assert f"![Accuracy against eps]({CURVE_NAME})" in text
+    curve = report["curve"]
+    assert "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in curve["eps"]) + " |" in text
+    assert "| accuracy | " + " | ".join(pct(a) for a in curve["accuracy"]) + " |" in text
+    assert f"--n 8 --attacks natural pgd20 --curve`" in text
+    assert f"| {pct(report['accuracy']['natural'])} | {pct(report['accuracy']['pgd20'])} |" in text
+    metadata = [(r.metric_name, r.metric_value, r.dataset_split) for r in ModelCard.load(repo / "README.md").data.eval_results]
+    assert ("PGD-20 accuracy", round(100 * report["accuracy"]["pgd20"], 2), "test[:8]") in metadata
+    health = report["fsr_health"]["fsr4"]
+    assert f"| fsr4 | {health['r_contribution']:.3g} |" in text and "Warning" not in text  # a fresh R is alive
+    check_repo_folder(repo)
+    readme = repo / "README.md"
+    readme.write_text(readme.read_text().replace("![Accuracy against eps]", "![Our great robustness]"))
+    with pytest.raises(PublishError, match="not the card generated"):
+        check_repo_folder(repo)
+
+
+@pytest.mark.parametrize("this, other", [(FSR, PLAIN), (PLAIN, FSR)], ids=["fsr", "plain"])
+def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart(tmp_path, this, other):
+    repo = export_repo(this, tmp_path / "repo", zoo=ZOO)
+    text = card_text(repo)
+    metrics, other_metrics = (json.loads((f / "metrics.json").read_text()) for f in (this, other))
+    assert ModelCard.load(repo / "README.md").data.model_name == f"fsr-zoo/{this.name}"  # the paper's setting
+    train = metrics["train_config"]
+    train_images = 50_000 - train["val_size"]  # all of CIFAR-10's training images, less the validation ones
+    assert f"- Data: {train_images:,} CIFAR-10 training images; {train['val_size']:,} more held out" in text
+    steps = metrics["epochs"] * (train_images // train["batch_size"])
+    assert f"{metrics['epochs']} epochs ({steps:,} SGD steps of batch {train['batch_size']}), no warm-up" in text
+    assert f"| {pct(metrics['natural_acc'])} | {pct(metrics['pgd20_acc'])} |" in text
+    aa = metrics["evaluation"]["accuracy"]["autoattack"]
+    rows = [f"| {f.name} | {m['epochs']} | {pct(m['natural_acc'])} | {pct(m['pgd20_acc'])} | "
+            f"{pct(m['evaluation']['accuracy']['autoattack'])} |" for f, m in ((this, metrics), (other, other_metrics))]
+    assert all(row in text for row in rows)
+    assert json.loads((repo / "comparison.json").read_text()) == {"model": other.name, "metrics": other_metrics}
+    gaps = [100 * (other_metrics[k] - metrics[k]) for k in ("natural_acc", "pgd20_acc")]
+    gaps.append(100 * (other_metrics["evaluation"]["accuracy"]["autoattack"] - aa))
+    ahead, behind = (other, this) if gaps[0] > 0 else (this, other)
+    assert (f"`{ahead.name}` is ahead on Natural (+{abs(gaps[0]):.2f} points), PGD-20 (+{abs(gaps[1]):.2f} points) "
+            f"and AutoAttack (+{abs(gaps[2]):.2f} points).") in text  # fmt: skip
+    assert "Both were trained with the same config apart from the network" in text
+    assert ("FSR health" in text) == (this == FSR)
+    check_repo_folder(repo)
+
+
+def test_dead_recalibration_net_is_a_plain_warning_in_the_cards(tmp_path):
+    """fsr_health measured with the shipped FSR weights on 64 test images of the shipped sample, as a new run's
+    metrics.json records it; the card and MODEL_CARD.md then say that R is dead."""
+    images, _, _ = load_dataset("cifar10", "test", "sample", 64)
+    health = fsr_health(load_model(FSR).eval(), to_float(images))
+    record = read_record(FSR)
+    record.robustness = None  # the figures of metrics.json, not those of a robustness.json shipped later
+    record.metrics = {**record.metrics, "fsr_health": health}
+    text = model_card(record, "fsr-zoo/resnet18_fsr.at_cifar10").text
+    assert health["fsr4"]["r_contribution"] == 0 and health["fsr4"]["r_live_2"] == 0
+    assert "**Warning: part of FSR is dead in these weights.**" in text
+    assert "fsr4: the Recalibration Net is dead" in text and "in effect FSR without Recalibration" in text
+    assert f"| fsr4 | 0 | {100 * health['fsr4']['s_live_1']:.0f} / {100 * health['fsr4']['s_live_2']:.0f} | 100 / 0 |" in text
+
+
+def test_names_and_repository_ids_of_non_standard_networks():
+    def config(arch, **fields):
+        return FSRConfig.from_timm_model(timm.create_model(arch, **fields)).to_dict()
+
+    metrics = json.loads((FSR / "metrics.json").read_text())  # a full-data run of the paper's recipe
+    quarter = config("resnet18_fsr.at_cifar10", widths=[16, 32, 64, 128])
+    assert network_name(quarter) == "quarter-width ResNet-18 (widths 16-32-64-128)"
+    assert default_repo_id(quarter, metrics) == "fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128"
+    norec = config("resnet18_fsr.at_cifar10", fsr_recalibration=False, fsr_tau=0.5)
+    assert network_name(norec) == "ResNet-18"
+    assert default_repo_id(norec, metrics) == "fsr-zoo/resnet18_fsr.at_cifar10.tau0.5.norec"
+    assert network_name(config("wrn34_10_plain.at_cifar10", depth=16, widen_factor=2)) == "WideResNet-16-2"
+    assert default_repo_id(config("resnet18_plain.at_cifar10"), metrics) == "fsr-zoo/resnet18_plain.at_cifar10"
+    subset = {**metrics, "train_config": {**metrics["train_config"], "train_limit": 10_000}}
+    assert default_repo_id(config("resnet18_plain.at_cifar10"), subset) == "fsr-zoo/resnet18_plain.at_cifar10.train9000"
+
+
+def test_model_card_md_compares_the_shipped_pair_and_speaks_to_users():
+    text = (ROOT / "MODEL_CARD.md").read_text()
+    fsr, plain = (json.loads((f / "metrics.json").read_text()) for f in (FSR, PLAIN))
+    assert "## FSR against its plain baseline, measured" in text
+    for f, m in ((FSR, fsr), (PLAIN, plain)):
+        assert f"| {f.name} | {m['epochs']} | {pct(m['natural_acc'])} | {pct(m['pgd20_acc'])} |" in text
+        assert f"### {f.name}" in text and f"python -m fsr_models.evaluate hub/weights/{f.name} " in text
+    for name in ("MODEL_CARD.md", *(f"hub/weights/{f.name}/README.md" for f in (FSR, PLAIN))):
+        user_text = (ROOT / name).read_text()
+        assert not re.search(r"\bissue \d|\.\./shared|REFERENCE\.md|device session", user_text), name
+    assert "Recalibration Net is dead" in (FSR / "README.md").read_text()

@@ -1,0 +1,103 @@
+"""The evaluation command as a new user meets it: every mistyped value or missing input is one line `error: ...`
+and exit code 2 before any attack runs; what did run says which data it used."""
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import timm
+
+from fsr_models import evaluate
+from fsr_models.hub import save_folder
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A small untrained plain ResNet-18 in the zoo layout: enough to run the command."""
+    path = tmp_path_factory.mktemp("plain") / "model"
+    save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]), path)
+    return path
+
+
+def run(*argv):
+    return evaluate.main([str(a) for a in argv])
+
+
+def user_error(capsys, *argv) -> str:
+    """The one line a user error prints (exit code 2, nothing on stdout)."""
+    with pytest.raises(SystemExit) as exit_:
+        run(*argv)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2 and not out and err.count("\n") == 1 and err.startswith("error: "), (out, err)
+    return err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--eps", "8"], "argument --eps: 8 is outside [0, 1]: eps is in pixel units, and pixels are in [0, 1] "
+                     "(did you mean 8/255?)"),
+    (["--eps", "2040/255"], "argument --eps: 2040/255 is outside [0, 1]"),
+    (["--eps", "eight"], "argument --eps: 'eight' is not a number or a fraction such as 8/255"),
+    (["--n", "0"], "argument --n: 0 is below 1: give a whole number >= 1"),
+    (["--n", "-5"], "argument --n: -5 is below 1"),
+    (["--n", "1.5"], "argument --n: '1.5' is not a whole number"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is below 1"),
+    (["--n", "600"], "--n 600: only 512 cifar10 test images in sample (shipped first 512 CIFAR-10 test images)"),
+    (["--attacks", "ti_fgsm"], "ti_fgsm and di_fgsm are transfer attacks: give --source"),
+])  # fmt: skip
+def test_bad_values_are_one_line_errors_that_name_them(folder, tmp_path, capsys, argv, message):
+    err = user_error(capsys, folder, "--data-dir", "sample", *argv, "--out", tmp_path / "eval")
+    assert message in err
+    assert not (tmp_path / "eval").exists()
+
+
+def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_images(folder, tmp_path):
+    assert run(folder, "--data-dir", "sample", "--n", "4", "--eps", "8/255", "--attacks", "natural", "fgsm",
+               "--out", tmp_path) == 0  # fmt: skip
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["eps"] == 8 / 255 and report["settings"]["fgsm"]["step_size"] == 8 / 255
+    assert report["data_source"] == "sample (shipped first 512 CIFAR-10 test images)" and report["indices"] == "0:4"
+    assert report["images"] == 4 and "fsr_health" not in report  # a network without FSR
+    assert ("test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (Linf), "
+            "paper protocol.") in (tmp_path / "report.md").read_text()  # fmt: skip
+    assert run(folder, "--data-dir", "sample", "--n", "4", "--eps", "4/255", "--attacks", "natural",
+               "--out", tmp_path) == 0  # fmt: skip
+    assert "eps 4/255 (Linf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="no shared CIFAR-10 copy beside the checkout")
+def test_a_data_folder_is_recorded_as_the_source(folder, tmp_path):
+    assert run(folder, "--data-dir", SHARED_CIFAR10, "--n", "600", "--attacks", "natural", "--out", tmp_path) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["data_source"], report["indices"], report["images"]) == (str(SHARED_CIFAR10), "0:600", 600)
+
+
+def test_missing_data_is_an_error_and_nothing_is_created_or_downloaded(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FSR_DATA_DIR", raising=False)
+    err = user_error(capsys, folder, "--n", "4", "--out", tmp_path / "eval")  # no silent fallback to the sample
+    assert "no data folder: give a folder for cifar10 test (--data-dir DIR" in err and "'sample'" in err
+    missing = tmp_path / "cifar10"
+    err = user_error(capsys, folder, "--data-dir", missing, "--n", "4", "--out", tmp_path / "eval")
+    assert f"data folder {missing} does not exist" in err and "test.npz" in err and "--download" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = user_error(capsys, folder, "--data-dir", empty, "--n", "4", "--out", tmp_path / "eval")
+    assert "cifar10 test is not in" in err and "was not asked to be downloaded" in err
+    assert not missing.exists() and not any(empty.iterdir()) and not (tmp_path / "eval").exists()
+
+
+def test_models_given_as_local_dir_and_names_that_cannot_load(folder, tmp_path, capsys, monkeypatch):
+    assert run(f"local-dir:{folder}", "--data-dir", "sample", "--n", "2", "--attacks", "natural",
+               "--out", tmp_path) == 0  # fmt: skip
+    assert json.loads((tmp_path / "report.json").read_text())["model"] == f"local-dir:{folder}"
+    assert f"local-dir:{folder}" in capsys.readouterr().out
+    err = user_error(capsys, f"local-dir:{tmp_path / 'nope'}", "--data-dir", "sample")
+    assert f"{tmp_path / 'nope'} is not a folder" in err
+    assert "Unknown model (resnet_nope)" in user_error(capsys, "resnet_nope", "--data-dir", "sample")
+    # A plain timm name whose weights are not cached, offline: no download attempt, no traceback.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    err = user_error(capsys, "resnet18", "--data-dir", "sample")
+    assert "resnet18: its pretrained weights are not in the local cache and the Hub cannot be reached" in err
+    assert "is not in the local cache" in user_error(capsys, "hf-hub:fsr-zoo/nope", "--data-dir", "sample")

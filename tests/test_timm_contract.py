@@ -1,0 +1,237 @@
+"""The contract of timm's own model tests (its tests/test_models.py) for the six networks: pretrained cfgs, the head,
+forward_intermediates / prune_intermediate_layers / features_only, and the routes to TorchScript, export and compile."""
+import copy
+import inspect
+import io
+
+import pytest
+import timm
+import torch
+from timm.models._features import FeatureGetterNet, FeatureListNet
+
+import fsr_models
+from fsr_models.fsr import FSR
+
+ALL = [name for pair in fsr_models.ARCHITECTURES.values() for name in pair]
+# Tests of mechanics use narrow networks of the same structure; cfg tests build the real sizes on the meta device.
+SMALL = {
+    "resnet18": dict(widths=[8, 16, 32, 64]),
+    "vgg16": dict(stages=[[8, 2], [16, 2], [32, 3], [32, 3], [32, 3]]),
+    "wrn34_10": dict(widen_factor=1),
+}
+STRIDE = {"resnet18": 8, "vgg16": 32, "wrn34_10": 4}  # of forward_features' output
+FSR_TAP = {"resnet18_fsr": 4, "vgg16_fsr": 3, "wrn34_10_fsr": 3}  # the feature_info index that is FSR's output
+
+
+def backbone(name):
+    return name.rsplit("_", 1)[0]
+
+
+def build(name, **kwargs):
+    return timm.create_model(name, **{**SMALL[backbone(name)], **kwargs})
+
+
+def assert_equal_lists(actual, expected):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_pretrained_cfgs_describe_the_network(name):
+    for tag in ("at_cifar10", "at_cifar100", "at_tiny_imagenet"):  # the distinct (classes, input size) pairs
+        model = timm.create_model(f"{name}.{tag}", device="meta").eval()
+        cfg = model.pretrained_cfg
+        side = cfg["input_size"][1]
+        x = torch.empty(1, *cfg["input_size"], device="meta")
+        assert cfg["pool_size"] == (side // STRIDE[backbone(name)],) * 2
+        assert model.in_chans == cfg["input_size"][0] == 3
+        features = model.forward_features(x)
+        assert features.shape == (1, model.num_features, *cfg["pool_size"])  # pool_size is the unpooled map
+        assert model.forward_head(features, pre_logits=True).shape == (1, model.head_hidden_size)
+        assert model(x).shape == (1, cfg["num_classes"]) and model.num_classes == cfg["num_classes"]
+        weights = model.state_dict()
+        assert weights[f"{cfg['first_conv']}.weight"].shape[1] == model.in_chans
+        assert weights[f"{cfg['classifier']}.weight"].shape == (cfg["num_classes"], model.head_hidden_size)
+        data = timm.data.resolve_data_config({}, model=model)
+        assert data["input_size"] == cfg["input_size"] and data["crop_pct"] == 1.0
+        assert data["mean"] == (0.0, 0.0, 0.0) and data["std"] == (1.0, 1.0, 1.0)
+
+    # without the classifier: pooled features; without pooling too: the map of pool_size
+    model.reset_classifier(0)
+    assert model.num_classes == 0 and model(x).shape == (1, model.head_hidden_size)
+    model.reset_classifier(0, "")
+    assert model(x).shape[-2:] == cfg["pool_size"]
+    model = timm.create_model(name, num_classes=0, global_pool="", device="meta").eval()
+    assert model(torch.empty(1, 3, 32, 32, device="meta")).shape[-2:] == (32 // STRIDE[backbone(name)],) * 2
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_factory_arguments(name):
+    model = timm.create_model(name, device="meta", dtype=torch.float64)  # no device context: the arguments alone
+    assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.float64}
+    with pytest.raises(TypeError):  # an unknown argument is not silently dropped
+        timm.create_model(name, not_a_model_arg=1, device="meta")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_and_dtype_change(name):
+    model = build(name, num_classes=42).train()
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 42) and not out.isnan().any()
+    out.mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    model.eval().to(torch.bfloat16)
+    assert model(torch.rand(2, 3, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_reset_classifier_keeps_the_pooling(name):
+    model = build(name, global_pool="max").eval()
+    assert inspect.signature(model.reset_classifier).parameters["global_pool"].default is None
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+        model.reset_classifier(5)
+        assert model.global_pool.pool_type == "max" and model(x).shape == (2, 5)
+        assert torch.equal(model.forward_head(model.forward_features(x), pre_logits=True), pooled)
+        model.reset_classifier(0, "")
+        model.reset_classifier(7)  # an unpooled network that gets classes again is pooled with 'avg'
+        assert model.global_pool.pool_type == "avg" and model(x).shape == (2, 7)
+    model.to(device="meta", dtype=torch.float64)
+    model.reset_classifier(3)  # the new head is made where the network is, in its mode
+    assert model.fc.weight.device.type == "meta" and model.fc.weight.dtype == torch.float64
+    assert not any(m.training for m in model.modules())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_concat_pooling_widens_the_head_or_is_refused(name):
+    if name.startswith("vgg"):  # the pre-logits MLP takes num_features inputs
+        with pytest.raises(AssertionError, match="pre-logits MLP"):
+            build(name, global_pool="catavgmax")
+        with pytest.raises(AssertionError, match="pre-logits MLP"):
+            build(name).reset_classifier(7, "catavgmax")
+        return
+    model = build(name, global_pool="catavgmax").eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert model.head_hidden_size == 2 * model.num_features
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, model.head_hidden_size)
+    assert model(x).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_intermediates_are_the_feature_info_outputs(name):
+    model = build(name).eval()
+    x = torch.rand(2, 3, 32, 32)
+    outputs = {}
+    for info in model.feature_info:
+        module = model.get_submodule(info["module"])
+        module.register_forward_hook(lambda m, args, out, key=info["module"]: outputs.__setitem__(key, out))
+    fsr_taps = [i for i, info in enumerate(model.feature_info) if isinstance(model.get_submodule(info["module"]), FSR)]
+    assert fsr_taps == ([FSR_TAP[name]] if name in FSR_TAP else [])  # FSR's output is its stage's feature
+
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        assert_equal_lists(intermediates, [outputs[info["module"]] for info in model.feature_info])
+        assert [tuple(t.shape) for t in intermediates] == [
+            (2, info["num_chs"], 32 // info["reduction"], 32 // info["reduction"]) for info in model.feature_info
+        ]
+        assert torch.equal(final, model.forward_features(x))
+
+        assert_equal_lists(model.forward_intermediates(x, indices=2, intermediates_only=True), intermediates[-2:])
+        assert_equal_lists(model.forward_intermediates(x, indices=[0, -1])[1], [intermediates[0], intermediates[-1]])
+        final, taken = model.forward_intermediates(x, indices=[1], stop_early=True)
+        assert torch.equal(final, intermediates[1]) and torch.equal(taken[0], intermediates[1])
+    with pytest.raises(ValueError, match="NCHW"):
+        model.forward_intermediates(x, output_fmt="NHWC")
+    with pytest.raises(ValueError, match="dtype"):
+        model.forward_intermediates((x * 255).to(torch.uint8))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_prune_intermediate_layers(name):
+    model = build(name).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+        taps = model.forward_intermediates(x, intermediates_only=True)
+        kept = copy.deepcopy(model)
+        kept.prune_intermediate_layers([-1], prune_head=False)
+        assert torch.equal(kept(x), logits)
+
+    for i in range(len(taps)):
+        pruned = copy.deepcopy(model)
+        assert pruned.prune_intermediate_layers([i]) == [i]
+        assert pruned.num_classes == 0 and pruned.num_features == model.feature_info[i]["num_chs"]
+        assert len(pruned.fsr_modules()) == int(name in FSR_TAP and FSR_TAP[name] <= i)  # FSR after the tap goes
+        with torch.no_grad():
+            assert torch.equal(pruned.forward_intermediates(x, indices=[i], intermediates_only=True)[0], taps[i])
+            assert torch.equal(pruned.forward_features(x), taps[i])  # the features end at the tap
+            assert torch.equal(pruned(x), taps[i])  # no head: neither pooling nor classifier
+        pruned.reset_classifier(7, "avg")
+        assert pruned.head_hidden_size == model.feature_info[i]["num_chs"]
+        out = pruned.train()(x)
+        assert out.shape == (2, 7)
+        out.sum().backward()  # nothing left that the features do not use (DDP)
+        assert [n for n, p in pruned.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_features_only_hooks_and_getter_agree(name):
+    torch.manual_seed(0)
+    listed = build(name, features_only=True).eval()
+    torch.manual_seed(0)
+    getter = build(name, features_only=True, feature_cls="getter").eval()
+    assert isinstance(listed, FeatureListNet) and isinstance(getter, FeatureGetterNet)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        maps = listed(x)
+        assert_equal_lists(getter(x), maps)
+    assert listed.feature_info.channels() == getter.feature_info.channels() == [m.shape[1] for m in maps]
+    assert listed.feature_info.reduction() == getter.feature_info.reduction() == [32 // m.shape[-1] for m in maps]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("name", ALL)
+def test_torchscript_gives_the_eager_logits(name):
+    model = build(name).eval()
+    scripted = torch.jit.script(model)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(scripted(x), model(x))
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        assert torch.equal(torch.jit.load(buffer)(x), model(x))
+        if name in FSR_TAP:  # training mode: the same Gumbel draws give the same logits
+            model.train()
+            torch.manual_seed(0)
+            eager = model(x)
+            torch.manual_seed(0)
+            assert torch.equal(scripted.train()(x), eager)
+    with pytest.raises(torch.jit.Error, match="eager mode"):
+        scripted(x, True)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("ablation", [dict(fsr_separation=False), dict(fsr_recalibration=False), dict(fsr_output="f_neg")])
+def test_torchscript_of_the_ablations(ablation):
+    model = build("resnet18_fsr", **ablation).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(model)(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["resnet18_fsr", "vgg16_fsr", "wrn34_10_fsr"])
+def test_export_and_compile_give_the_eager_outputs(name):
+    model = build(name).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected, parts = model(x), model(x, return_fsr=True).fsr_parts[0]
+        torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), expected, rtol=1e-5, atol=1e-6)
+        compiled = torch.compile(model, backend="eager", fullgraph=True)  # one graph each: no graph breaks
+        torch.testing.assert_close(compiled(x), expected, rtol=1e-5, atol=1e-6)
+        out = compiled(x, return_fsr=True)  # what the training step compiles
+        torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out.fsr_parts[0].mask, parts.mask, rtol=1e-5, atol=1e-6)
