@@ -74,7 +74,7 @@ def train_run(name: str, values: dict, runs_dir: Path, threads: int | None, dead
             return name, None
         limit = {"stop_after_min": round(minutes, 3)}
     if (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir():
-        args = ["--resume", str(out), "--set", *(f"{k}={v}" for k, v in limit.items())]
+        args = ["--resume", str(out), *(["--set", *(f"{k}={v}" for k, v in limit.items())] if limit else [])]
     else:
         shutil.rmtree(out, ignore_errors=True)  # a run that stopped before its first checkpoint starts again
         settings = {**values, **limit, "output_dir": str(out)}
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     if not args.plot_only:
         threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-        deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
+        deadline = time.monotonic() + 60 * args.minutes if args.minutes is not None else None
         with ThreadPoolExecutor(args.jobs) as pool:
             for name, code in pool.map(lambda item: train_run(*item, args.runs, threads, deadline), chosen.items()):
                 finished = (args.runs / name / "model" / "metrics.json").is_file()
