@@ -1,4 +1,5 @@
 """training/train.py end to end on small real CIFAR-10 slices and a reduced-width ResNet-18-FSR."""
+import dataclasses
 import json
 import os
 import re
@@ -238,6 +239,17 @@ def test_every_paper_setting_has_a_valid_config():
     assert (paper.epochs, paper.batch_size, paper.lr, paper.attack_steps, paper.attack_step) == (100, 128, 0.1, 10, 2 / 255)
 
 
+def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network():
+    fsr, plain = (train.load_config(str(ROOT / f"training/configs/resnet18_{m}_at_cifar10_b128_30ep.yaml"), [])
+                  for m in ("fsr", "plain"))  # fmt: skip
+    assert (fsr.model, plain.model) == ("resnet18_fsr", "resnet18_plain")
+    own = {"model": None, "output_dir": None}  # the output folder is named after the model
+    assert {**dataclasses.asdict(fsr), **own} == {**dataclasses.asdict(plain), **own}
+    # batch 128 is named in the file, so training/gpu_run.sh keeps it instead of its batch 512
+    assert (fsr.batch_size, fsr.lr, fsr.epochs, fsr.warmup_epochs, fsr.weight_init) == (128, 0.1, 30, 0, "authors")
+    assert "\nbatch_size: 128\n" in (ROOT / "training/configs/resnet18_fsr_at_cifar10_b128_30ep.yaml").read_text()
+
+
 def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror():
     torch.manual_seed(0)
     x = torch.rand(64, 3, 32, 32)
@@ -317,6 +329,8 @@ def test_a_fixed_plan_in_pieces_ends_as_one_call_does(cifar10_slice, tmp_path):
     assert all(torch.equal(whole[k], pieces[k]) for k in whole)
     results = json.loads((tmp_path / "pieces" / "model" / "metrics.json").read_text())
     assert (results["train_images"], results["val_images"], results["sgd_steps"]) == (150, 100, 9)
+    epoch_seconds = [m["seconds"] for m in metrics(tmp_path / "pieces")[1:]]
+    assert results["train_seconds"] == pytest.approx(sum(epoch_seconds))  # all three calls, not the last one
 
 
 @needs_cifar10

@@ -126,12 +126,13 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
         health = next(iter(res.get("fsr_health", {}).values()), {})
         fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
         pgd = next((v for k, v in res.items() if k.startswith("pgd") and k.endswith("_acc")), None)
+        epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}  # a resumed epoch: its last try
         rows.append(f"| {name} | {cfg.batch_size} | {cfg.lr * cfg.batch_size / 128:g} | {cfg.warmup_epochs:g} | "
                     f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
                     f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * res['natural_acc'], '{:.1f}')} | "
                     f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
                     f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "
-                    f"{fig(health.get('mask_mean'))} | {res['train_seconds'] / 60:.1f} |")  # fmt: skip
+                    f"{fig(health.get('mask_mean'))} | {sum(epoch_seconds.values()) / 60:.1f} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 

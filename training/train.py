@@ -423,6 +423,7 @@ def train(args: argparse.Namespace) -> int:
                                   "milestones": milestone_epochs(cfg, cfg.epochs)}  # fmt: skip
     progress.setdefault("step", progress["epoch"] * steps_per_epoch)  # checkpoints of older versions lack these
     progress.setdefault("milestones", milestone_epochs(cfg, progress["epochs"]))
+    progress.setdefault("train_seconds", 0.0)  # summed over the calls of a plan in pieces
     # Per SGD step (warm-up), reading the milestones from `progress`, which a time budget or an extension moves.
     # Not prepared: Accelerate's prepared scheduler steps once per process per call.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
@@ -552,6 +553,7 @@ def train(args: argparse.Namespace) -> int:
             accelerator.print(plan_message(seconds, 0, progress["epochs"], cfg.stop_after_min))
         log({**metrics, **health(val_x)})
         progress["epoch"] = epoch
+        progress["train_seconds"] += seconds
         if val_pgd > progress["best_val_pgd"]:
             progress["best_val_pgd"] = val_pgd
             progress["best_epoch"] = epoch
@@ -588,7 +590,7 @@ def train(args: argparse.Namespace) -> int:
     results = {"test_images": len(test_x), "natural_acc": test_clean, f"pgd{cfg.eval_attack_steps}_acc": test_pgd,
                "best_val_pgd_acc": progress["best_val_pgd"], "best_epoch": progress["best_epoch"], "epochs": epoch,
                "train_images": n_train, "val_images": len(val_x), "sgd_steps": progress["step"],
-               "train_seconds": time.perf_counter() - started, "eps": cfg.eps,
+               "train_seconds": progress["train_seconds"], "eps": cfg.eps,
                "attack": f"PGD-{cfg.eval_attack_steps}, step eps/10, no random start"}  # fmt: skip
     if "extensions" in progress:
         results["extensions"] = progress["extensions"]
