@@ -105,13 +105,13 @@ def load_dataset(
             f"{split} (--data-dir DIR, data_dir=DIR or ${DATA_DIR_ENV}); only a small CIFAR-10 sample ships with the "
             f"package, as the folder 'sample' ({SAMPLE_SIZES['train']} training and {SAMPLE_SIZES['test']} test images)"
         )
-    root = Path(data_dir)
+    root = Path(data_dir).expanduser()  # "~/data" quoted, or from a shell that leaves ~ after "=" alone
     if not root.is_dir() and not (download and name in TORCHVISION):
         raise FileNotFoundError(f"data folder {root} does not exist: {_how_to_get(name, root)}")
     if name == "cifar10" and (root / f"{split}.npz").is_file():
         return (*_from_arrays(root / f"{split}.npz", limit), labels)
     parts = sorted(root.glob(f"{split}-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
-    if name == "cifar10" and parts:  # pieces carried to the GPU machine (../shared/tools/gpu-data-chunks), in order
+    if name == "cifar10" and parts:  # the arrays in pieces (train-0.npz, train-1.npz, ...), concatenated in order
         x, y = map(torch.cat, zip(*(_from_arrays(p, None) for p in parts)))
         return x[:limit], y[:limit], labels
     if name == "tiny_imagenet":

@@ -1,13 +1,12 @@
 """The README's main job and the CIFAR-10 arrays it runs on."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-
-from fsr_models import demo
-import numpy as np
 from PIL import Image
 
+from fsr_models import demo
 from fsr_models.datasets import load_cifar10, load_dataset
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
@@ -24,6 +23,14 @@ def test_shipped_sample_is_the_start_of_the_real_test_set():
 def test_data_dir_reads_the_full_arrays():
     x, y = load_cifar10("train", SHARED_CIFAR10, limit=10)
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+
+
+def test_a_data_folder_under_the_home_directory_may_be_written_with_a_tilde(tmp_path, monkeypatch):
+    (tmp_path / "cifar10").mkdir()
+    np.savez(tmp_path / "cifar10" / "test.npz", x=np.zeros((3, 32, 32, 3), np.uint8), y=np.array([7, 8, 9], np.uint8))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    x, y = load_cifar10("test", "~/cifar10")  # as data_dir=~/cifar10 arrives from a shell that does not expand it
+    assert x.shape == (3, 3, 32, 32) and y.tolist() == [7, 8, 9]
 
 
 def test_missing_data_is_a_clear_error_and_nothing_is_created_or_downloaded_unasked(tmp_path, monkeypatch):

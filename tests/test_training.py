@@ -307,6 +307,17 @@ def test_gpu_script_runs_a_fixed_plan_over_calls(cifar10_slice, tmp_path):
     assert "epoch 1 " in log and "epoch 2 " in log  # the log of both calls
 
 
+def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
+    # PYTHON=true turns every Python step into a no-op (the call then fails for want of weights): what is left is
+    # where each plan lives, so that the plain twin's command never resumes the finished FSR run
+    for name in ("resnet18_fsr_at_cifar10_b128_30ep", "resnet18_plain_at_cifar10_b128_30ep"):
+        subprocess.run(["bash", str(ROOT / "training" / "gpu_run.sh"), str(ROOT / f"training/configs/{name}.yaml"), "1"],
+                       cwd=tmp_path, env={**os.environ, "PLAN": "1", "PYTHON": "true", "OUT": str(tmp_path / "out")},
+                       capture_output=True)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "gpu-run-resnet18_fsr_at_cifar10_b128_30ep", "gpu-run-resnet18_plain_at_cifar10_b128_30ep"]
+
+
 def test_learning_rate_warms_up_per_step_then_drops_at_the_milestones():
     factors = [train.lr_factor(s, 4, 1.5, [3, 4], 0.1) for s in range(20)]
     assert factors[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])  # 1.5 epochs of 4 steps

@@ -10,7 +10,7 @@
 #   training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]            one call: the epochs are fitted to MINUTES
 #   PLAN=1 training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]     a fixed plan (the config's epochs) over calls
 #
-# With PLAN=1 each call trains for MINUTES and checkpoints in $RUN_DIR (default runs/gpu-run: an ignored folder, kept
+# With PLAN=1 each call trains for MINUTES and checkpoints in $RUN_DIR (default runs/gpu-run-<config name>: ignored, kept
 # on the machine while it stays warm); the same command again resumes it (KEY=VALUE pairs then only repeat the first
 # call's). A call that does not finish the plan leaves the best weights so far and the log in $OUT; the call that
 # finishes it evaluates. The first call prints how many epochs a call fits at the measured speed.
@@ -46,7 +46,7 @@ fi
 fast=(data_dir="$data" shard_mb=16 precision=bf16 channels_last=true compile=reduce-overhead)
 grep -q '^batch_size:' "$config" || fast+=(batch_size=512)  # the fast path's batch, unless the recipe names its own
 if [ -n "${PLAN:-}" ]; then
-  run=${RUN_DIR:-runs/gpu-run}
+  run=${RUN_DIR:-runs/gpu-run-$(basename "$config" .yaml)}  # one folder per config: a twin never resumes the other
   if [ -d "$run/checkpoint" ] || [ -d "$run/checkpoint.old" ]; then
     args=(--resume "$run" --set data_dir="$data" stop_after_min="$minutes")
   else
