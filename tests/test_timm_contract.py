@@ -214,6 +214,28 @@ def test_torchscript_gives_the_eager_logits(name):
         scripted(x, True)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_fx_graphs_give_the_eager_outputs_and_keep_the_input_check(name):
+    """timm's FX route (its fx tests, GraphExtractNet, features_only with feature_cls='fx') traces the network."""
+    from timm.models._features_fx import FeatureGraphNet, GraphExtractNet, get_graph_node_names
+
+    model = build(name).eval()
+    x = torch.rand(2, 3, 32, 32)
+    train_nodes, eval_nodes = get_graph_node_names(model)
+    logits = GraphExtractNet(model, [eval_nodes[-1]]).eval()
+    features = FeatureGraphNet(model, out_indices=tuple(range(len(model.feature_info)))).eval()
+    with torch.no_grad():
+        assert torch.equal(logits(x), model(x))
+        assert_equal_lists(features(x), model.forward_intermediates(x, intermediates_only=True))
+        if name in FSR_TAP:  # training mode: the same Gumbel draws give the same logits
+            torch.manual_seed(0)
+            eager = model.train()(x)
+            torch.manual_seed(0)
+            assert torch.equal(logits.train()(x), eager)
+    with pytest.raises(ValueError, match="expected 3 channels in dim 1"):
+        logits(torch.rand(2, 4, 32, 32))  # the check of the input is a call in the graph, not traced away
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 @pytest.mark.parametrize("ablation", [dict(fsr_separation=False), dict(fsr_recalibration=False), dict(fsr_output="f_neg")])
 def test_torchscript_of_the_ablations(ablation):

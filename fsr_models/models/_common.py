@@ -6,7 +6,7 @@ from typing import Callable, Collection, Iterable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier, get_device_dtype
+from timm.layers import create_classifier, get_device_dtype, register_notrace_function
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
@@ -118,6 +118,28 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     return model
 
 
+
+@register_notrace_function  # torch.fx (timm's FX feature extraction) keeps the call, not its shape tests on proxies
+def check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """`x`, or a clear error for what is not a batch of float NCHW images with `in_chans` channels. (Returning `x`
+    keeps the call in FX graphs, which drop calls whose results nothing uses.)"""
+    if not torch.jit.is_scripting():  # a scripted graph (of torch.fx) calls it too: TorchScript skips the tests
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"expected images of shape (batch, {in_chans}, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != in_chans:
+            raise ValueError(
+                f"expected {in_chans} channels in dim 1 (NCHW), got shape {tuple(x.shape)}; "
+                "channels-last images need x.permute(0, 3, 1, 2)"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected float pixels in [0, 1], got dtype {x.dtype}; convert uint8 with x.float() / 255"
+            )
+    return x
+
+
 class FSRNet(nn.Module):
     """The interface the three networks share, timm-style.
 
@@ -139,19 +161,6 @@ class FSRNet(nn.Module):
     # The authors' initialisation for this backbone, applied to a module list: the network's layers at build time,
     # transformers' `_init_weights` and the auxiliary heads of `FSRLoss.for_model` use the same function.
     weight_init: Callable[[Iterable[nn.Module]], None]
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"expected images of shape (batch, {self.in_chans}, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected {self.in_chans} channels in dim 1 (NCHW), got shape {tuple(x.shape)}; "
-                "channels-last images need x.permute(0, 3, 1, 2)"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}; convert uint8 with x.float() / 255")
 
     @staticmethod
     def _run(module: nn.Module, x: torch.Tensor, fsr_parts: list[FSRParts] | None) -> torch.Tensor:
@@ -202,9 +211,7 @@ class FSRNet(nn.Module):
         raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():
-            self._check_input(x)
-        return self._forward_features(x)
+        return self._forward_features(check_images(x, self.in_chans))
 
     def forward_intermediates(
         self,
@@ -223,7 +230,7 @@ class FSRNet(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        self._check_input(x)
+        x = check_images(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         x, intermediates = self._forward_stages(x, take_indices, max_index if stop_early else None)
         return intermediates if intermediates_only else (x, intermediates)
@@ -255,14 +262,14 @@ class FSRNet(nn.Module):
         return self.fc(x)
 
     def forward(self, x: torch.Tensor, return_fsr: bool = False):
-        if return_fsr:
+        if isinstance(return_fsr, bool) and return_fsr:  # under torch.fx tracing the flag is a Proxy: logits
             if torch.jit.is_scripting():
                 raise RuntimeError("return_fsr=True is for training in eager mode: a scripted network returns logits")
             return self._forward_fsr(x)
         return self.forward_head(self.forward_features(x))
 
     def _forward_fsr(self, x: torch.Tensor) -> FSROutput:
-        self._check_input(x)
+        x = check_images(x, self.in_chans)
         fsr_parts: list[FSRParts] = []
         features, _ = self._forward_stages(x, fsr_parts=fsr_parts)
         return FSROutput(self.forward_head(features), tuple(fsr_parts))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ._common import FSRNet, build_fsr, build_network, init_vgg, paper_cfgs
@@ -17,6 +18,7 @@ __all__ = ["CifarVGG"]
 VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
+@register_notrace_module  # torch.fx: a leaf, since its layout test (pooled or not) reads the input's shape
 class PreLogitsMlp(nn.Sequential):
     """The two hidden layers of the VGG classifier; on an unpooled map (global_pool='') it acts per position."""
 
