@@ -118,17 +118,20 @@ def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> N
 
 
 def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[str, dict]) -> str:
-    rows = ["| run | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | best epoch | best val PGD | test natural | "
-            "test PGD-20 | R contribution | R live (2nd ReLU) | S live (2nd ReLU) | mask mean | train min |",
+    rows = ["| run | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | best epoch | "
+            "best val PGD | test natural | test PGD-20 | R contribution | R live (2nd ReLU) | S live (2nd ReLU) | "
+            "mask mean | train min |",
             "| --- " * 17 + "|"]  # fmt: skip
     for name, values in runs.items():
         cfg, last, res = load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]), curves[name][-1], results[name]
         health = next(iter(res.get("fsr_health", {}).values()), {})
         fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
         pgd = next((v for k, v in res.items() if k.startswith("pgd") and k.endswith("_acc")), None)
-        epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}  # a resumed epoch: its last try
+        # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
+        epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}
         rows.append(f"| {name} | {cfg.batch_size} | {cfg.lr * cfg.batch_size / 128:g} | {cfg.warmup_epochs:g} | "
-                    f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | {res['best_epoch']} | "
+                    f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
+                    f"{res['best_epoch']} | "
                     f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * res['natural_acc'], '{:.1f}')} | "
                     f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
                     f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "

@@ -118,7 +118,6 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     return model
 
 
-
 @register_notrace_function  # torch.fx (timm's FX feature extraction) keeps the call, not its shape tests on proxies
 def check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     """`x`, or a clear error for what is not a batch of float NCHW images with `in_chans` channels. (Returning `x`
