@@ -214,6 +214,7 @@ def test_torchscript_gives_the_eager_logits(name):
         scripted(x, True)
 
 
+@pytest.mark.filterwarnings("ignore:The nodes obtained by tracing the model in train mode")  # FSR's Gumbel draws
 @pytest.mark.parametrize("name", ALL)
 def test_fx_graphs_give_the_eager_outputs_and_keep_the_input_check(name):
     """timm's FX route (its fx tests, GraphExtractNet, features_only with feature_cls='fx') traces the network."""
