@@ -10,12 +10,26 @@ may be the unwrapped module of a DDP model. Callers choose the mode: attacks on 
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pixel_fraction(text: str, name: str = "eps") -> float:
+    """An attack size on the [0, 1] pixel scale, written '8/255', '0.0314' or '0'; a ValueError that says what is
+    wrong (with a hint for '8', which means 8/255) otherwise."""
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a number or a fraction such as 8/255") from None
+    if not 0 <= value <= 1:
+        hint = f" (did you mean {text}/255?)" if 1 < value <= 255 and "/" not in text else ""
+        raise ValueError(f"{text} is outside [0, 1]: {name} is in pixel units, and pixels are in [0, 1]{hint}")
+    return float(value)
 
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:

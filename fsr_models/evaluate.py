@@ -24,7 +24,6 @@ import math
 import os
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -382,14 +381,9 @@ class Parser(argparse.ArgumentParser):
 def eps_value(text: str) -> float:
     """An L-inf radius on [0, 1] pixels: '8/255', '0.0314' or '0'."""
     try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction such as 8/255") from None
-    if not 0 <= value <= 1:
-        hint = f" (did you mean {text}/255?)" if 1 < value <= 255 and "/" not in text else ""
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]: eps is in pixel units, and pixels are in [0, 1]"
-                                         + hint)
-    return float(value)
+        return attacks.pixel_fraction(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_int(text: str) -> int:

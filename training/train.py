@@ -24,7 +24,6 @@ import math
 import shutil
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import timm
@@ -35,7 +34,7 @@ from accelerate.utils import broadcast, set_seed
 from tqdm.auto import tqdm
 
 import fsr_models
-from fsr_models.attacks import pgd
+from fsr_models.attacks import pgd, pixel_fraction
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.evaluate import correct
 from fsr_models.fsr import fsr_health, fsr_health_problems
@@ -99,7 +98,10 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("eps", "attack_step"):
-            setattr(self, name, pixel_fraction(name, getattr(self, name)))
+            try:
+                setattr(self, name, pixel_fraction(str(getattr(self, name)), name))
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from None
         for field in dataclasses.fields(self):  # YAML reads 1e-3 as a string and 1e2 as a float: check each value
             value, kind = getattr(self, field.name), field.type
             if value is None and "None" in kind:
@@ -139,18 +141,6 @@ class TrainConfig:
             raise ConfigError(f"weight_init must be 'authors' or 'kaiming_fan_out', got {self.weight_init!r}")
         self.output_dir = self.output_dir.format(model=Path(self.init or self.model).name, method=self.method,
                                                  dataset=self.dataset)  # fmt: skip
-
-
-def pixel_fraction(name: str, value) -> float:
-    """An attack size on the [0, 1] pixel scale, written as a number or a fraction such as 8/255."""
-    try:
-        number = float(Fraction(str(value)))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"{name} must be a number or a fraction such as 8/255, got {value!r}") from None
-    if not 0 <= number <= 1:
-        raise ConfigError(f"{name} {value} is outside [0, 1]: pixels are in [0, 1], so eps is too "
-                          f"(did you mean {value}/255?)")  # fmt: skip
-    return number
 
 
 def config_values(path: str | None, overrides: list[str]) -> dict:
