@@ -62,8 +62,8 @@ def weights(path):
 @needs_cifar10
 def test_short_real_run_raises_pgd_accuracy_and_writes_a_hub_folder(cifar10_slice, tmp_path):
     out = tmp_path / "run"
-    # batch 25 at the config's lr 0.1 (200 SGD steps): over 10 seeds the best epoch beat the untrained network by
-    # 8-18 points; at batch 50 and lr 0.2 it fell within 5 points of it for 2 seeds in 8
+    # batch 25 at the config's lr (0.1 per 128 images, so 0.02 here; 200 SGD steps): over 10 seeds the best epoch
+    # beat the untrained network by 8-18 points; at batch 50 and lr 0.2 it fell within 5 points of it for 2 seeds in 8
     run(quick(cifar10_slice, out, "model_args={widths: [16, 32, 64, 128]}", "val_size=200", "test_size=200",
               "epochs=5", "batch_size=25"))  # fmt: skip
     history = metrics(out)
