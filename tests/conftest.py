@@ -1,33 +1,84 @@
-"""Shared fixtures: a small naturally trained FSR network (fitted once per session)."""
-import pytest
-import timm
-import torch
-import torch.nn.functional as F
+"""What the tests share: where the data and the weights are, the small committed network that the attack tests use,
+the training scripts as modules, and one reference training run that the trainer, card and study tests build on.
 
-from fsr_models.datasets import load_cifar10, load_dataset, to_float
-from fsr_models.hub import save_folder
+Nothing here asserts how well a network learned: the attack tests use weights committed under tests/data/ (made by
+tests/make_natural_checkpoint.py), and the tests that train check what a run writes and computes, not its accuracy.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+if "PYTEST_XDIST_WORKER" in os.environ:  # two workers on two cores: one thread each (set before torch starts)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+
+from fsr_models.datasets import load_cifar10  # noqa: E402
+from fsr_models.hub import load_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "hub" / "weights"  # the committed zoo weights, one folder per <architecture>.<tag>
+SHIPPED_FSR, SHIPPED_PLAIN = ZOO / "resnet18_fsr.at_cifar10", ZOO / "resnet18_plain.at_cifar10"
+CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"  # the full CIFAR-10 arrays, where a checkout has them beside it
+NATURAL_CHECKPOINT = ROOT / "tests" / "data" / "natural_resnet18_fsr"
+TRAIN_CONFIG = ROOT / "training" / "configs" / "resnet18_fsr_at_cifar10.yaml"
+# Tests of mechanics train a ResNet-18-FSR with one block per stage at an eighth of the width.
+TINY_ARGS = "model_args={layers: [1, 1, 1, 1], widths: [8, 16, 32, 64]}"
+needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"needs the CIFAR-10 arrays in {CIFAR10}")
+
+
+def load_script(path: str, name: str):
+    """The script at `path` (from the checkout's root) as the module `name`, to call its main(argv) in this process.
+    training/study.py imports training/train.py as `train`."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / path)
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+def tiny_run_args(out: Path, *settings: str, data_dir: str | Path = "sample") -> list[str]:
+    """train.py's arguments for a short TRADES + FSR run of the tiny network on the shipped CIFAR-10 sample: 250
+    training images (5 steps of 50 per epoch) and 50 held out, 2 epochs, a warm-up of 1.5 epochs and an lr drop at
+    75 % of the plan (after the last epoch: a 2-epoch run never reaches it), PGD-1 in training and validation,
+    the paper's PGD-20 in the final test of 20 images. `settings` (key=value) are added or override these."""
+    return ["--cpu", "--config", str(TRAIN_CONFIG), "--set", f"data_dir={data_dir}", TINY_ARGS, "method=trades",
+            "train_limit=300", "val_size=50", "test_size=20", "epochs=2", "batch_size=50", "warmup_epochs=1.5",
+            "lr_milestones=[0.75]", "attack_steps=1", "val_attack_steps=1", "log_every=1",
+            f"output_dir={out}", *settings]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
-def natural_model(tmp_path_factory):
-    """A quarter-width ResNet-18-FSR trained without attacks on the shipped 1,000 CIFAR-10 training images
-    (6 epochs): well above chance, not robust. Returns (model in eval mode, its saved folder)."""
-    torch.manual_seed(0)
-    model = timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128])
-    images, labels, _ = load_dataset("cifar10", "train", "sample")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    for _ in range(6):
-        for idx in torch.randperm(len(images)).split(50):
-            optimizer.zero_grad()
-            F.cross_entropy(model(to_float(images[idx])), labels[idx]).backward()
-            optimizer.step()
-    model.eval()
-    folder = tmp_path_factory.mktemp("natural") / "model"
-    save_folder(model, folder)
-    return model, folder
+def train_script():
+    return load_script("training/train.py", "train")
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, train_script) -> Path:
+    """One finished run of `tiny_run_args`, in-process. Tests that change a run work on a copy."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    assert train_script.main(tiny_run_args(out)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def natural_model():
+    """The committed naturally trained tiny ResNet-18-FSR (well above chance, not robust), in eval mode, and its
+    folder."""
+    return load_model(NATURAL_CHECKPOINT).eval(), NATURAL_CHECKPOINT
 
 
 @pytest.fixture(scope="session")
 def test_batch():
-    return load_cifar10("test", limit=64)
+    """The first 64 CIFAR-10 test images of the shipped sample, as [0, 1] floats, and their labels."""
+    return load_cifar10("test", "sample", limit=64)
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> Path:
+    if not CIFAR10.is_dir():
+        pytest.skip(f"needs the CIFAR-10 arrays in {CIFAR10}")
+    return CIFAR10

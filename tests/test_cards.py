@@ -1,14 +1,12 @@
 """Model cards and MODEL_CARD.md say exactly what was trained and measured: read against the files they come from."""
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import timm
+from conftest import ROOT, SHIPPED_FSR, SHIPPED_PLAIN, ZOO
 from huggingface_hub import ModelCard
 
 from fsr_models import evaluate
@@ -18,12 +16,10 @@ from fsr_models.card import (
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
-from fsr_models.hub import load_model
+from fsr_models.hub import FSR_HEADS_NAME, load_model
 from fsr_models.publish import PublishError, check_repo_folder, export_repo
 
-ROOT = Path(__file__).resolve().parents[1]
-ZOO = ROOT / "hub" / "weights"
-FSR, PLAIN = ZOO / "resnet18_fsr.at_cifar10", ZOO / "resnet18_plain.at_cifar10"
+FSR, PLAIN = SHIPPED_FSR, SHIPPED_PLAIN
 
 
 def pct(value: float) -> str:
@@ -34,49 +30,35 @@ def card_text(folder: Path) -> str:
     return ModelCard.load(folder / "README.md").text
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A real CPU run of training/train.py that is not the paper's setting: an eighth-width ResNet-18-FSR, AT on 250
-    of the shipped sample's training images (50 more held out) for 2 epochs, tested on 20 images, no AutoAttack."""
-    out = tmp_path_factory.mktemp("small") / "run"
-    args = ["--config", str(ROOT / "training/configs/quickstart_cpu.yaml"), "--set", "data_dir=sample",
-            "model_args={widths: [8, 16, 32, 64]}", "train_limit=300", "val_size=50", "test_size=20", "epochs=2",
-            "time_budget_min=null", "attack_steps=2", "val_attack_steps=2", f"output_dir={out}"]  # fmt: skip
-    result = subprocess.run([sys.executable, str(ROOT / "training" / "train.py"), "--cpu", *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out
-
-
-def test_card_of_a_small_run_says_what_was_trained_and_measured(small_run, tmp_path):
-    metrics = json.loads((small_run / "model" / "metrics.json").read_text())
-    repo = export_repo(small_run, tmp_path / "repo", zoo=ZOO)
+def test_card_of_a_small_run_says_what_was_trained_and_measured(reference_run, tmp_path):
+    """The reference run is not the paper's setting: a tiny network, TRADES on 250 of the shipped sample's training
+    images (50 more held out) for 2 epochs with a warm-up, tested on 20 images, no AutoAttack."""
+    metrics = json.loads((reference_run / "model" / "metrics.json").read_text())
+    repo = export_repo(reference_run, tmp_path / "repo", zoo=ZOO)
     card = ModelCard.load(repo / "README.md")
     text = card.text
     config = json.loads((repo / "config.json").read_text())
     # A run outside the paper's setting never takes the paper tag's repository name.
     assert card.data.model_name == default_repo_id(config, metrics) != paper_repo_id(config)
-    assert card.data.model_name == "fsr-zoo/resnet18_fsr.at_cifar10.widths8-16-32-64.train250"
-    assert "eighth-width ResNet-18 (widths 8-16-32-64)" in text and "widths 8-16-32-64 (the paper's: 64-128-256-512)" in text
+    assert card.data.model_name == "fsr-zoo/resnet18_fsr.trades_cifar10.layers1-1-1-1.widths8-16-32-64.train250"
+    assert network_name(config).startswith("ResNet-18-like network") and network_name(config) in text
     assert "A ResNet-18 image classifier" not in text
     facts = run_facts(metrics)
-    assert facts["train_images"] == 250 and facts["val_images"] == 50
+    assert (facts["train_images"], facts["val_images"], facts["sgd_steps"], facts["warmup_epochs"]) == (250, 50, 10, 1.5)
     assert "250 CIFAR-10 training images (of 1,000 in the shipped sample); 50 more held out" in text
-    assert "trained on 250 of the 50,000 CIFAR-10 training images" in text
-    assert f"{metrics['epochs']} epochs ({facts['sgd_steps']:,} SGD steps of batch 50), no warm-up" in text
-    assert f"Short schedule: {metrics['epochs']} epochs" in text
+    assert f"{metrics['epochs']} epochs ({facts['sgd_steps']:,} SGD steps of batch 50)" in text
     assert f"first {metrics['test_images']} CIFAR-10 test images" in text
     assert f"| {pct(metrics['natural_acc'])} | {pct(metrics['pgd20_acc'])} |" in text
     assert f"--data-dir sample --n {metrics['test_images']} --attacks natural pgd20`" in text
     assert "autoattack" not in (repo / "README.md").read_text().lower()  # it never ran: not in text nor metadata
     assert "Compared with" not in text  # the zoo's models are full-width runs: nothing to compare with
-    assert "fsr_heads.safetensors" in text and (repo / "fsr_heads.safetensors").is_file()
+    assert FSR_HEADS_NAME in text and (repo / FSR_HEADS_NAME).is_file()
     assert check_repo_folder(repo) == sorted(p.name for p in repo.iterdir())
 
 
-def test_card_shows_the_robustness_report_its_curve_and_fsr_health(small_run, tmp_path):
+def test_card_shows_the_robustness_report_its_curve_and_fsr_health(reference_run, tmp_path):
     """robustness.json as `python -m fsr_models.evaluate <folder> --curve` writes it, beside the model."""
-    folder = Path(shutil.copytree(small_run / "model", tmp_path / "model"))
+    folder = Path(shutil.copytree(reference_run / "model", tmp_path / "model"))
     assert evaluate.main([str(folder), "--data-dir", "sample", "--n", "8", "--attacks", "natural", "pgd20", "--curve",
                           "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
     shutil.copyfile(tmp_path / "eval" / "report.json", folder / ROBUSTNESS_NAME)

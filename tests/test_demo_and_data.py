@@ -1,6 +1,4 @@
 """The README's main job and the CIFAR-10 arrays it runs on."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -8,8 +6,6 @@ from PIL import Image
 
 from fsr_models import demo
 from fsr_models.datasets import load_cifar10, load_dataset
-
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 def test_shipped_sample_is_the_start_of_the_real_test_set():
@@ -19,9 +15,8 @@ def test_shipped_sample_is_the_start_of_the_real_test_set():
     assert (x[0, :, 0, 0] * 255).round().tolist() == [158, 112, 49]
 
 
-@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="no shared CIFAR-10 copy beside the checkout")
-def test_data_dir_reads_the_full_arrays():
-    x, y = load_cifar10("train", SHARED_CIFAR10, limit=10)
+def test_data_dir_reads_the_full_arrays(cifar10_dir):
+    x, y = load_cifar10("train", cifar10_dir, limit=10)
     assert x.shape == (10, 3, 32, 32) and y.tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
 
 

@@ -1,7 +1,6 @@
 """The evaluation command as a new user meets it: every mistyped value or missing input is one line `error: ...`
 and exit code 2 before any attack runs; what did run says which data it used."""
 import json
-from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
@@ -9,8 +8,6 @@ import timm
 
 from fsr_models import evaluate
 from fsr_models.hub import save_folder
-
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +63,10 @@ def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_image
     assert "eps 4/255 (Linf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="no shared CIFAR-10 copy beside the checkout")
-def test_a_data_folder_is_recorded_as_the_source(folder, tmp_path):
-    assert run(folder, "--data-dir", SHARED_CIFAR10, "--n", "600", "--attacks", "natural", "--out", tmp_path) == 0
+def test_a_data_folder_is_recorded_as_the_source(folder, tmp_path, cifar10_dir):
+    assert run(folder, "--data-dir", cifar10_dir, "--n", "600", "--attacks", "natural", "--out", tmp_path) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert (report["data_source"], report["indices"], report["images"]) == (str(SHARED_CIFAR10), "0:600", 600)
+    assert (report["data_source"], report["indices"], report["images"]) == (str(cifar10_dir), "0:600", 600)
 
 
 def test_missing_data_is_an_error_and_nothing_is_created_or_downloaded(folder, tmp_path, capsys, monkeypatch):

@@ -1,11 +1,11 @@
-"""The attacks and the evaluation command on a small naturally trained network."""
+"""The attacks and the evaluation command on the committed small naturally trained network (tests/data/)."""
 import json
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import SHIPPED_FSR
 from PIL import Image
 
 import fsr_models.hub
@@ -13,7 +13,6 @@ from fsr_models import attacks, evaluate
 from fsr_models.fsr import fsr_health
 
 EPS = 8 / 255
-SHIPPED_FSR = Path(__file__).resolve().parents[1] / "hub" / "weights" / "resnet18_fsr.at_cifar10"
 
 
 def accuracy(model, x, y):
@@ -27,9 +26,9 @@ def test_natural_model_pgd_below_fgsm_below_clean_and_near_zero(natural_model, t
     clean = accuracy(model, x, y)
     fgsm = accuracy(model, attacks.fgsm(model, x, y, EPS), y)
     pgd20 = accuracy(model, attacks.pgd(model, x, y, EPS, EPS / 10, 20, random_start=False), y)
+    # The committed weights: 67% clean, FGSM 5%, PGD-20 0% on these 64 images (tests/make_natural_checkpoint.py
+    # with seeds 0-4 gave 67-77%, 0-5% and 0%).
     assert clean > 0.25  # trained: well above chance
-    # About 0: 4 of these 64 images (6%) resist even PGD-100 on this small, briefly trained network, with no zero
-    # input gradients among them; a full-size natural ResNet-18 falls to 0.
     assert pgd20 <= fgsm <= clean and pgd20 <= 0.1, (clean, fgsm, pgd20)
 
 
@@ -199,7 +198,7 @@ def dead_recalibration(model):
 
 def test_sanity_fails_when_the_recalibration_net_is_dead(test_batch, tmp_path, capsys):
     torch.manual_seed(0)
-    model = timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128]).eval()
+    model = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
     fresh = evaluate.fsr_active_check(fsr_health(model, test_batch[0][:8]))
     assert fresh == {"check": evaluate.FSR_CHECK, "passed": True, "detail": []}  # an untrained FSR is active
     fsr_models.hub.save_folder(dead_recalibration(model), tmp_path / "model")

@@ -1,29 +1,24 @@
 """transformers' image-classification pipeline and AutoImageProcessor on the zoo's folders: PIL images in, label names
 out, with the preprocessing the networks were trained with (resize to the input size, x / 255, no normalisation)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
+from conftest import SHIPPED_PLAIN as PLAIN
 from PIL import Image
 from transformers import AutoImageProcessor, pipeline
 
+from fsr_models.datasets import SAMPLES
 from fsr_models.hf import FSRConfig, image_processor
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, save_folder
-
-ROOT = Path(__file__).resolve().parents[1]
-PLAIN = ROOT / "hub" / "weights" / "resnet18_plain.at_cifar10"
-SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 
 
 @pytest.fixture(scope="module")
 def real_images():
-    """The first 50 real CIFAR-10 test images (uint8 HWC) and their labels."""
-    if not SHARED_CIFAR10.is_dir():
-        pytest.skip("needs the CIFAR-10 arrays in ../shared")
-    with np.load(SHARED_CIFAR10 / "test.npz") as arrays:
+    """The first 50 real CIFAR-10 test images (uint8 HWC, from the shipped sample) and their labels."""
+    with np.load(SAMPLES["test"]) as arrays:
         return arrays["x"][:50], arrays["y"][:50].astype(int)
 
 

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+from conftest import ROOT, SHIPPED_FSR, load_script
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from safetensors.torch import load_file, save_file
 
@@ -29,8 +30,7 @@ from fsr_models.card import card_eval_results
 from fsr_models.hub import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, read_weights, save_folder
 from fsr_models.publish import PublishError, check_repo_folder, export_repo, publish
 
-ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "hub" / "weights" / "resnet18_fsr.at_cifar10"
+WEIGHTS = SHIPPED_FSR
 REPO_ID = "fsr-zoo/resnet18_fsr.at_cifar10"
 
 
@@ -214,16 +214,16 @@ def publish_cli(*args):
                           text=True, timeout=300)  # fmt: skip
 
 
-def test_command_line_dry_run_then_the_kept_folder_as_it_is(tmp_path):
-    exported = publish_cli(WEIGHTS, "--dry-run", "--out", tmp_path / "repo")
-    assert exported.returncode == 0, exported.stderr[-2000:]
-    assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in exported.stdout
-    for name in ("README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml",
-                 IMAGE_PROCESSOR_NAME, "comparison.json"):  # the CLI compares with the checkout's hub/weights
-        assert name in exported.stdout
-    again = publish_cli(tmp_path / "repo", "--dry-run")  # the step before the upload: no second export
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"would upload {tmp_path / 'repo'} -> {REPO_ID}" in again.stdout
+def test_command_line_dry_run_then_the_kept_folder_as_it_is(tmp_path, capsys):
+    cli = load_script("hub/publish.py", "hub_publish")
+    assert cli.main([str(WEIGHTS), "--dry-run", "--out", str(tmp_path / "repo")]) == 0
+    assert f"{tmp_path / 'repo'} -> {REPO_ID}" in capsys.readouterr().out
+    assert {"README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml", IMAGE_PROCESSOR_NAME,
+            "comparison.json"} <= set(check_repo_folder(tmp_path / "repo"))  # compared with the checkout's hub/weights
+    exported = (tmp_path / "repo" / "README.md").stat().st_mtime_ns
+    assert cli.main([str(tmp_path / "repo"), "--dry-run"]) == 0  # the step before the upload: no second export
+    assert f"{tmp_path / 'repo'} -> {REPO_ID}" in capsys.readouterr().out
+    assert (tmp_path / "repo" / "README.md").stat().st_mtime_ns == exported
 
 
 def test_command_line_errors_are_one_line_and_exit_2(tmp_path):
@@ -234,9 +234,7 @@ def test_command_line_errors_are_one_line_and_exit_2(tmp_path):
 
 
 def test_model_card_md_is_up_to_date():
-    result = subprocess.run([sys.executable, str(ROOT / "hub" / "zoo_card.py"), "--check"], capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert load_script("hub/zoo_card.py", "zoo_card").main(["--check"]) == 0
     text = (ROOT / "MODEL_CARD.md").read_text()
     assert "| resnet18_fsr.at_cifar10 | [49,000 images, 32 epochs (short schedule), batch 512]" in text
     assert "| 66.90 | 40.14 | 37.80 (first 1,000) | 81.46 | 52.47 | 46.41 |" in text
@@ -378,24 +376,15 @@ LOADERS = f"""
 """
 
 
-def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub):
-    result = run_client(hub.endpoint, hub.hf_home, LOADERS.replace("{first}", hub.first), """
+@pytest.fixture(scope="module")
+def online(hub):
+    """Every loader, run once against the server: its checks, what the server served (hashes), and the errors of
+    loads that must fail."""
+    return run_client(hub.endpoint, hub.hf_home, LOADERS.replace("{first}", hub.first), """
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
                   for name in ("README.md", "comparison.json", "config.json", "fsr_heads.safetensors", "metrics.json",
                                "model.safetensors", "preprocessor_config.json", "train_config.yaml")}
-        print(json.dumps({"checks": checks, "served": served}))
-    """)
-    assert result["checks"] == {name: True for name in result["checks"]} and len(result["checks"]) == 8
-    assert result["served"] == {f["path"]: f["sha256"] for f in hub.plan}  # what publish sends is what is served
-
-
-def test_missing_repository_revision_or_broken_file_is_a_clear_error(hub):
-    result = run_client(hub.endpoint, hub.hf_home, """
-        import json
-        import fsr_models
-        from fsr_models.hub import load_model
-        from transformers import AutoModelForImageClassification
         errors = {}
         for label, load in {
             "repository": lambda: load_model("hf-hub:fsr-zoo/no-such-model"),
@@ -408,17 +397,25 @@ def test_missing_repository_revision_or_broken_file_is_a_clear_error(hub):
                 errors[label] = None
             except ValueError as e:
                 errors[label] = str(e)
-        print(json.dumps(errors))
+        print(json.dumps({"checks": checks, "served": served, "errors": errors}))
     """)
-    assert "fsr-zoo/no-such-model was not found on http://127.0.0.1" in result["repository"]
-    assert "fsr-zoo/resnet18_fsr.at_cifar10 at revision no-such-branch was not found" in result["revision"]
-    assert "not a valid safetensors file" in result["truncated, load_model"] and "truncated" in result["truncated, load_model"]
-    assert "not valid safetensors" in result["truncated, transformers"]
 
 
-def test_the_cache_serves_every_loader_with_the_hub_offline(mirrors, tmp_path):
-    loaders = LOADERS.replace("{first}", mirrors.first)
-    with serving(mirrors, tmp_path) as endpoint:  # a server of its own, stopped before the offline part
-        online = run_client(endpoint, tmp_path / "hf-home", loaders, "print(json.dumps(checks))")
-    offline = run_client(endpoint, tmp_path / "hf-home", loaders, "print(json.dumps(checks))", offline=True)
-    assert online == offline == {name: True for name in online} and len(online) == 8
+def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub, online):
+    assert online["checks"] == {name: True for name in online["checks"]} and len(online["checks"]) == 8
+    assert online["served"] == {f["path"]: f["sha256"] for f in hub.plan}  # what publish sends is what is served
+
+
+def test_missing_repository_revision_or_broken_file_is_a_clear_error(online):
+    errors = online["errors"]
+    assert "fsr-zoo/no-such-model was not found on http://127.0.0.1" in errors["repository"]
+    assert "fsr-zoo/resnet18_fsr.at_cifar10 at revision no-such-branch was not found" in errors["revision"]
+    assert "not a valid safetensors file" in errors["truncated, load_model"] and "truncated" in errors["truncated, load_model"]
+    assert "not valid safetensors" in errors["truncated, transformers"]
+
+
+def test_the_cache_serves_every_loader_with_the_hub_offline(hub, online):
+    # The cache the online run filled; the endpoint is a port nobody listens on, so nothing can come from a server.
+    offline = run_client(f"http://127.0.0.1:{free_port()}", hub.hf_home, LOADERS.replace("{first}", hub.first),
+                         "print(json.dumps(checks))", offline=True)  # fmt: skip
+    assert offline == online["checks"]

@@ -1,70 +1,45 @@
 """training/study.py: settings run through the trainer, resumed or skipped on a second call, drawn side by side."""
 import json
-import sys
-from pathlib import Path
+import shutil
 
-import numpy as np
-import pytest
+import yaml
+from conftest import load_script
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
-sys.path.insert(0, str(ROOT / "training"))
-import study  # noqa: E402
-
-STUDY = """
-base:
-  model_args: {widths: [8, 16, 32, 64]}
-  train_limit: 300
-  val_size: 100
-  test_size: 20
-  epochs: 1
-  batch_size: 50
-  attack_steps: 1
-  val_attack_steps: 1
-  eval_attack_steps: 2
-models: [resnet18_fsr, resnet18_plain]
-settings:
-  small_lr:
-    lr: 0.05
-  warm:
-    model: resnet18_fsr
-    warmup_epochs: 1
-"""
+study = load_script("training/study.py", "study")
 
 
-@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="needs the CIFAR-10 arrays in ../shared")
-def test_study_runs_each_setting_once_and_draws_them(tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, n in (("train", 300), ("test", 20)):
-        with np.load(SHARED_CIFAR10 / f"{split}.npz") as arrays:
-            np.savez(data / f"{split}.npz", x=arrays["x"][:n], y=arrays["y"][:n])
-    (tmp_path / "study.yaml").write_text(STUDY)
-    args = [str(tmp_path / "study.yaml"), "--runs", str(tmp_path / "runs"), "--report", str(tmp_path / "report"),
-            "--set", f"data_dir={data}"]  # fmt: skip
-    assert study.main(args + ["--only", "warm"]) == 0
-    assert "warm.resnet18_fsr: done" in capsys.readouterr().out
-    assert study.main(args + ["--minutes", "0"]) == 0  # no time left: nothing new starts
-    assert "small_lr.resnet18_fsr: not started: no time left" in capsys.readouterr().out
+def test_study_runs_each_setting_once_and_draws_them(reference_run, tmp_path):
+    # The study's base is the reference run's settings: that run, copied in as the setting "reference", is kept as
+    # finished; the setting "plain" trains the plain twin (a process of its own) for one epoch.
+    base = yaml.safe_load((reference_run / "config.yaml").read_text())
+    base = {k: base[k] for k in ("model_args", "data_dir", "method", "train_limit", "val_size", "test_size", "epochs",
+                                 "batch_size", "warmup_epochs", "lr_milestones", "attack_steps", "val_attack_steps")}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump({
+        "base": base, "models": ["resnet18_fsr"],
+        "settings": {"reference": {}, "plain": {"model": "resnet18_plain", "epochs": 1, "warmup_epochs": 0}},
+    }, sort_keys=False))  # fmt: skip
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    shutil.copytree(reference_run, runs / "reference.resnet18_fsr")
+    args = [str(tmp_path / "study.yaml"), "--runs", str(runs), "--report", str(report)]
+    assert study.main(args + ["--only", "plain", "--minutes", "0"]) == 0  # no time left: nothing new starts
+    assert not (runs / "plain.resnet18_plain").exists()
+    finished = runs / "reference.resnet18_fsr" / "model" / "metrics.json"
+    mtime = finished.stat().st_mtime_ns
     assert study.main(args) == 0
-    report = tmp_path / "report"
-    names = ["small_lr.resnet18_fsr", "small_lr.resnet18_plain", "warm.resnet18_fsr"]
-    for name in names:
+    assert finished.stat().st_mtime_ns == mtime  # finished runs are kept, not run again
+    names = ["reference.resnet18_fsr", "plain.resnet18_plain"]
+    for name, epochs, steps in zip(names, (2, 1), (10, 5)):
         curve = [json.loads(line) for line in (report / f"{name}.jsonl").read_text().splitlines()]
-        assert [m["epoch"] for m in curve] == [0, 1] and curve[1]["step"] == 4  # the trainer's own metrics
-        assert json.loads((report / f"{name}.json").read_text())["sgd_steps"] == 4
-    assert "fsr4/r_contribution" in curve[1]  # the last one, warm.resnet18_fsr: an FSR network
-    assert "warmup_epochs: 1.0" in (tmp_path / "runs" / names[2] / "config.yaml").read_text()
+        assert [m["epoch"] for m in curve] == list(range(epochs + 1)) and curve[-1]["step"] == steps  # the trainer's
+        assert json.loads((report / f"{name}.json").read_text())["sgd_steps"] == steps
+        assert ("fsr4/r_contribution" in curve[-1]) == name.endswith("_fsr")
+    saved = yaml.safe_load((runs / names[1] / "config.yaml").read_text())
+    assert (saved["model"], saved["epochs"], saved["warmup_epochs"]) == ("resnet18_plain", 1, 0.0)
     table = (report / "table.md").read_text().splitlines()
     assert [row.split(" | ")[0].strip("| ") for row in table[2:]] == names
     for figure in ("curves_epoch.png", "curves_step.png"):
         assert Image.open(report / figure).size[0] > 1000
-    capsys.readouterr()
-    finished = tmp_path / "runs" / names[0] / "model" / "metrics.json"
-    mtime = finished.stat().st_mtime
-    assert study.main(args) == 0  # finished runs are kept, not run again
-    assert "small_lr.resnet18_fsr: done" in capsys.readouterr().out and finished.stat().st_mtime == mtime
 
 
 def test_bad_study_files_are_one_line_errors(tmp_path, capsys):

@@ -1,18 +1,16 @@
 """The weights committed under hub/weights/ load as their folder name says and reproduce their recorded results."""
 import json
-from pathlib import Path
 
 import pytest
 import timm
 import torch
+from conftest import ZOO
 from transformers import AutoModelForImageClassification
 
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, check_safetensors, image_processor_config, load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
-FOLDERS = sorted(p for p in (ROOT / "hub" / "weights").glob("*.*") if (p / "config.json").is_file())
+FOLDERS = sorted(p for p in ZOO.glob("*.*") if (p / "config.json").is_file())
 
 
 def test_there_are_committed_weights():
@@ -43,13 +41,12 @@ def test_sharded_weights_load_whole_in_timm_transformers_and_load_model(folder):
         assert torch.equal(AutoModelForImageClassification.from_pretrained(folder).eval()(x).logits, reference)
 
 
-@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="needs the CIFAR-10 arrays in ../shared")
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
-def test_weights_reproduce_the_natural_accuracy_recorded_on_the_gpu(folder):
+def test_weights_reproduce_the_natural_accuracy_recorded_on_the_gpu(folder, cifar10_dir):
     """Natural accuracy on the images the GPU run's evaluation used, to within 2 images (TF32 vs fp32 ties)."""
     report = json.loads((folder / "metrics.json").read_text())["evaluation"]
     model = load_model(folder).eval()
-    images, labels, _ = load_dataset("cifar10", "test", SHARED_CIFAR10, report["images"])
+    images, labels, _ = load_dataset("cifar10", "test", cifar10_dir, report["images"])
     with torch.no_grad():
         hits = sum((model(to_float(images[i : i + 250])).argmax(1) == labels[i : i + 250]).sum().item()
                    for i in range(0, len(images), 250))  # fmt: skip

@@ -16,17 +16,19 @@
 # finishes it evaluates. The first call prints how many epochs a call fits at the measured speed.
 # Data: CIFAR-10 pieces in $DATA_DIR (default .gpu-data/cifar10/: train-0.npz, train-1.npz, ..., test.npz) carried
 # there in earlier calls. AutoAttack (standard) and the curve run on the first $AA_IMAGES test images (default 1000;
-# 0 skips them) and are stopped after $AA_SECONDS seconds (default 150). $BENCH, when set, holds the arguments of a
+# 0 skips them) and are stopped after $AA_SECONDS seconds (default 150); $EVAL_ATTACKS names the attacks of that
+# evaluation (default: natural pgd20 autoattack). $BENCH, when set, holds the arguments of a
 # run of benchmarks/bench_models.py first (its table goes into run.tar as bench.txt). Library versions newer than the
 # machine's can travel as wheels in .whl/; they are installed first when present. KEY=VALUE pairs override the
 # fast-path settings below, e.g. batch_size=256 or, to try the script on a CPU, precision=fp32 channels_last=false
 # compile=none batch_size=50 (with DATA_DIR=<a CIFAR-10 folder>).
 set -euo pipefail
-if [ $# -lt 2 ]; then sed -n '2,23p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,24p' "$0"; exit 2; fi
 config=$1 minutes=$2
 shift 2
 out=${OUT:-runs/gpu-out}
 data=${DATA_DIR:-.gpu-data/cifar10} aa_images=${AA_IMAGES:-1000} aa_seconds=${AA_SECONDS:-150}
+read -ra eval_attacks <<<"${EVAL_ATTACKS:-natural pgd20 autoattack}"
 PYTHON=${PYTHON:-python3}  # the GPU machine's python3 holds PyTorch
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -66,7 +68,7 @@ if [ -f "$run/model/metrics.json" ]; then  # the plan is finished: the evaluated
   if [ "$aa_images" -gt 0 ]; then
     status=0
     timeout "$aa_seconds" "$PYTHON" -m fsr_models.evaluate "$folder" --data-dir "$data" --n "$aa_images" \
-      --attacks natural pgd20 autoattack --curve --batch-size 1000 --out "$run/eval" >>"$run/train.log" 2>&1 \
+      --attacks "${eval_attacks[@]}" --curve --batch-size 1000 --out "$run/eval" >>"$run/train.log" 2>&1 \
       || status=$?
     if [ "$status" -eq 0 ]; then
       cp "$run/eval/report.json" "$folder/robustness.json"
