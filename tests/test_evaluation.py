@@ -1,5 +1,6 @@
 """The attacks and the evaluation command on the committed small naturally trained network (tests/data/)."""
 import json
+import sys
 
 import pytest
 import timm
@@ -85,7 +86,17 @@ def test_autoattack_is_the_reference_code_in_eval_mode_with_our_eps(natural_mode
     with pytest.raises(ValueError, match="eval mode"):
         attacks.autoattack(model.train(), x, y, EPS)
     model.eval()
-    x_adv = attacks.autoattack(model, x, y, EPS, batch_size=8)
+    caller_tracer = sys.gettrace()  # coverage's when measured, else None
+
+    def tracer(frame, event, arg):  # stands for a debugger's: AutoAttack must leave it in place
+        return None
+
+    sys.settrace(tracer)
+    try:
+        x_adv = attacks.autoattack(model, x, y, EPS, batch_size=8)
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(caller_tracer)
     attacks.check_bounds(x_adv, x, EPS)
     assert (x_adv - x).abs().max() > 0.5 * EPS  # it used our eps, not pyautoattack's 0.3 (which bounds would fail)
     assert accuracy(model, x_adv, y) == 0.0 and len(x) == 8
