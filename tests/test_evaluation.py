@@ -100,6 +100,10 @@ def test_autoattack_is_the_reference_code_in_eval_mode_with_our_eps(natural_mode
     attacks.check_bounds(x_adv, x, EPS)
     assert (x_adv - x).abs().max() > 0.5 * EPS  # it used our eps, not pyautoattack's 0.3 (which bounds would fail)
     assert accuracy(model, x_adv, y) == 0.0 and len(x) == 8
+    # Through evaluate(), the CLI's path, and under the caller's tracer (coverage's, when measured)
+    report = evaluate.evaluate(model, x, y, ["natural", "autoattack"], EPS, batch_size=8, progress=False)
+    assert report["accuracy"] == {"natural": 1.0, "autoattack": 0.0}
+    assert report["settings"]["autoattack"]["version"] == "standard"
 
 
 def test_nattack_lowers_accuracy_of_a_natural_model_and_counts_queries(natural_model, test_batch):
