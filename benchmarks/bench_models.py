@@ -20,18 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 
 import fsr_models
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from train import COMPILE_MODES, adversarial_loss, load_config  # noqa: E402
+from fsr_models.training import COMPILE_MODES, adversarial_loss, load_config
 
 CIFAR10_EPOCH = 49_000  # training images of an epoch (50,000 less the 1,000 held out)
 

@@ -4,7 +4,10 @@ Importing the package registers the networks with timm (`resnet18_fsr`, `vgg16_f
 `*_plain` baselines) and the transformers classes with the Auto classes.
 """
 from .fsr import FSR, FSR_OUTPUTS, FSRLoss, FSROutput, FSRParts, fsr_health, fsr_health_problems, highest_wrong_class
-from .models import ARCHITECTURES, HF_ORG, PAPER_TAGS, PUBLISHED, CifarResNet, CifarVGG, FSRNet, WideResNet
+from .facts import ARCHITECTURES, HF_ORG, PAPER_TAGS, published
+from .models import CifarResNet, CifarVGG, FSRNet, WideResNet
 from .hf import FSRConfig, FSRForImageClassification
+
+PUBLISHED = published()  # the tags with weights on the Hub, as of import
 
 __version__ = "0.1.0"

@@ -22,18 +22,14 @@ import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .datasets import SAMPLE_SIZES
-from .evaluate import ATTACKS, HUB_DATASETS, accuracy_table, attack_settings, column_title, eval_results, health_table
+from .evaluation.protocol import ATTACKS, attack_settings, pgd_settings
+from .evaluation.report import accuracy_table, column_title, eval_results, health_table
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
-from .hf.configuration_fsr import BACKBONES
-from .hub import CONFIG_NAME, FSR_HEADS_NAME
-from .models import HF_ORG
+from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
+from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
 COMPARISON_NAME = "comparison.json"
-PAPER_EPOCHS = 100
-PAPER_EPS = 8 / 255
-TRAIN_SET_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "tiny_imagenet": 100_000}
-BACKBONE_NAMES = {"resnet18": "ResNet-18", "vgg16": "VGG16", "wrn34_10": "WideResNet-34-10"}
 METHOD_NAMES = {"at": "PGD adversarial training (AT, Madry et al.)", "trades": "TRADES", "mart": "MART",
                 "natural": "natural (non-adversarial) training"}  # fmt: skip
 WIDTH_NAMES = {0.125: "eighth-width", 0.25: "quarter-width", 0.5: "half-width", 2: "double-width"}
@@ -106,16 +102,16 @@ def network_name(config: dict) -> str:
     if backbone == "wrn34_10":
         name = f"WideResNet-{args.get('depth', paper['depth'])}-{args.get('widen_factor', paper['widen_factor'])}"
     elif {k: v for k, v in args.items() if k in paper} == paper:
-        name = BACKBONE_NAMES[backbone]
+        name = BACKBONES[backbone].name
     else:
         (widths, depths), (paper_widths, paper_depths) = _stage_widths(backbone, args), _stage_widths(backbone, paper)
         ratios = {w / p for w, p in zip(widths, paper_widths)}
         if depths == paper_depths and len(ratios) == 1:
             ratio = ratios.pop()
             width = WIDTH_NAMES.get(ratio, f"{ratio:g}x-width")
-            name = f"{width} {BACKBONE_NAMES[backbone]} (widths {_dashed(widths)})"
+            name = f"{width} {BACKBONES[backbone].name} (widths {_dashed(widths)})"
         else:
-            name = f"{BACKBONE_NAMES[backbone]}-like network ({', '.join(t for *_, t in _backbone_deviations(config))})"
+            name = f"{BACKBONES[backbone].name}-like network ({', '.join(t for *_, t in _backbone_deviations(config))})"
     extra = [text for key, _, text in _backbone_deviations(config) if key in ("in_chans", "global_pool")]
     return name + (f" ({', '.join(extra)})" if extra else "")
 
@@ -136,7 +132,7 @@ def run_facts(metrics: dict) -> dict:
     last `val_size` of those held out; an epoch is the whole batches)."""
     train = metrics.get("train_config") or {}
     dataset = train.get("dataset", "cifar10")
-    full = TRAIN_SET_SIZES.get(dataset)
+    full = DATASETS[dataset].train_images
     available = SAMPLE_SIZES["train"] if str(train.get("data_dir")) == "sample" else full
     used = min(available, train["train_limit"]) if available and train.get("train_limit") else available
     val_images = metrics.get("val_images", train.get("val_size"))
@@ -155,7 +151,7 @@ def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
     short schedule of the paper's recipe is still that recipe, and its card says how short)."""
     out = [(f"{key.replace('_', '')}{value}", text) for key, value, text in _backbone_deviations(config)]
     if config.get("fsr_stages"):
-        paper_stages = list(BACKBONES[config["backbone"]][0])
+        paper_stages = list(BACKBONES[config["backbone"]].fsr_stages)
         if config["fsr_stages"] != paper_stages:
             stages = ", ".join(map(str, config["fsr_stages"]))
             out.append((f"fsr{_dashed(config['fsr_stages'])}",
@@ -175,7 +171,7 @@ def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
     facts = run_facts(metrics)
     if facts["subset"]:
         out.append((f"train{facts['train_images']}", f"trained on {facts['train_images']:,} of the "
-                    f"{TRAIN_SET_SIZES[facts['dataset']]:,} {dataset_name(facts['dataset'])} training images"))
+                    f"{DATASETS[facts['dataset']].train_images:,} {dataset_name(facts['dataset'])} training images"))
     eps = (metrics.get("train_config") or {}).get("eps", metrics.get("eps", PAPER_EPS))
     if not math.isclose(eps, PAPER_EPS, abs_tol=1e-7):
         out.append((f"eps{eps * 255:g}", f"trained for eps {eps_text(eps)} (the paper's: 8/255)"))
@@ -194,7 +190,7 @@ def default_repo_id(config: dict, metrics: dict) -> str:
 
 
 def dataset_name(dataset: str) -> str:
-    return HUB_DATASETS.get(dataset, (dataset, dataset))[1]
+    return DATASETS[dataset].name
 
 
 def eps_text(eps: float) -> str:
@@ -207,7 +203,11 @@ def eps_text(eps: float) -> str:
 
 
 def final_test_report(metrics: dict) -> dict:
-    """The training run's final test (clean and PGD-k, step eps/10, no random start) in the evaluation report's form."""
+    """The training run's final test as an evaluation report: metrics.json's `test`; for a folder written before the
+    trainer recorded it so, built from its `natural_acc`, `pgdK_acc` (PGD-K, step eps/10, no random start),
+    `test_images` and `eps`."""
+    if "test" in metrics:
+        return metrics["test"]
     pgd = next(k.removesuffix("_acc") for k in metrics if k.startswith("pgd") and k.endswith("_acc"))
     eps = metrics["eps"]
     train = metrics.get("train_config", {})
@@ -215,18 +215,19 @@ def final_test_report(metrics: dict) -> dict:
             "data_source": "sample" if str(train.get("data_dir")) == "sample" else None,
             "accuracy": {"natural": metrics["natural_acc"], pgd: metrics[f"{pgd}_acc"]},
             "settings": {"natural": attack_settings("natural", eps, False),
-                         pgd: {**attack_settings("pgd20", eps, False), "steps": int(pgd.removeprefix("pgd"))}},
+                         pgd: pgd_settings(int(pgd.removeprefix("pgd")), eps)},
             "ensemble_over": []}  # fmt: skip
 
 
 def measured_reports(metrics: dict, robustness: dict | None = None) -> list[tuple[str, dict]]:
     """The reports a card shows, named: the run's own final test, the evaluation report in metrics.json if there is
     one, and robustness.json if there is one."""
-    missing = [k for k in ("natural_acc", "test_images", "eps") if k not in metrics]
-    if missing or not any(k.startswith("pgd") and k.endswith("_acc") for k in metrics):
+    legacy = all(k in metrics for k in ("natural_acc", "test_images", "eps")) and any(
+        k.startswith("pgd") and k.endswith("_acc") for k in metrics)  # fmt: skip
+    if "test" not in metrics and not legacy:
         raise ValueError(
-            f"metrics.json has no measured robustness ({missing or 'no pgd*_acc'} missing): a card needs the test "
-            "results that training/train.py writes (natural_acc, pgdK_acc, test_images, eps)"
+            "metrics.json has no measured robustness (no 'test' report): a card needs the final test that "
+            "training/train.py writes"
         )
     reports = [("the training run's final test", final_test_report(metrics))]
     if "evaluation" in metrics:
@@ -289,7 +290,7 @@ def health_lines(record: Record) -> list[str]:
     if record.robustness and record.robustness.get("fsr_health"):
         health, images = record.robustness["fsr_health"], record.robustness["images"]
     elif record.metrics.get("fsr_health"):
-        health, images = record.metrics["fsr_health"], record.metrics["test_images"]
+        health, images = record.metrics["fsr_health"], final_test_report(record.metrics)["images"]
     else:
         return ["No FSR health figures were recorded with these weights (training/train.py and `python -m "
                 "fsr_models.evaluate` record them).", ""]  # fmt: skip
@@ -355,7 +356,7 @@ def _and(items: list[str]) -> str:
 def model_card(record: Record, repo_id: str) -> ModelCard:
     """The card of one Hub repository: metadata (with model-index results) and the prose a user needs."""
     dataset = (record.metrics.get("train_config") or {}).get("dataset", "cifar10")
-    hub_dataset = HUB_DATASETS.get(dataset, (dataset, dataset))[0]
+    hub_dataset = DATASETS[dataset].hub_id
     data = ModelCardData(
         library_name="timm", license="mit", pipeline_tag="image-classification", datasets=[hub_dataset],
         tags=["image-classification", "timm", "transformers", "safetensors", "adversarial-robustness",
@@ -442,8 +443,7 @@ def schedule_text(metrics: dict, facts: dict) -> str:
         drops += "; extended " + ", ".join(f"after epoch {e['after_epoch']} from {e['from']} to {e['to']} epochs "
                                            f"(lr: {e['lr']})" for e in metrics["extensions"])  # fmt: skip
         return f"{epochs} epochs{steps}, {warmup}, lr x{train['lr_gamma']:g} {drops}"
-    # training/train.py drops the lr after epoch round(f * epochs) for each milestone fraction f
-    after = Counter(m for m in (round(f * epochs) for f in train["lr_milestones"]) if m < epochs)
+    after = Counter(m for m in milestone_epochs(train["lr_milestones"], epochs) if m < epochs)
     drops = ", then ".join(f"x{train['lr_gamma'] ** k:g} after epoch {m}" for m, k in sorted(after.items()))
     return f"{epochs} epochs{steps}, {warmup}, lr {drops or 'constant (its drops fall after the last epoch)'}"
 
@@ -460,7 +460,7 @@ def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[st
     if epochs < PAPER_EPOCHS:
         lines += [f"**Short schedule: {epochs} epochs, not the paper's {PAPER_EPOCHS}-epoch recipe.** Expect "
                   "lower accuracy than the paper reports.", ""]  # fmt: skip
-    lr = train["lr"] * train["batch_size"] / 128
+    lr = scaled_lr(train["lr"], train["batch_size"])
     sample = " in the shipped sample" if str(train.get("data_dir")) == "sample" else ""
     subset = f" (of {facts['available']:,}{sample})" if facts["subset"] and facts["available"] else ""
     budget = f", in a {train['time_budget_min']:g}-minute budget" if train.get("time_budget_min") else ""

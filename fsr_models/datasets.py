@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .models._common import DATASETS
+from .facts import DATASETS
 
 SAMPLES = {
     "train": Path(__file__).parent / "data" / "cifar10_train_first1000.npz",
@@ -26,7 +26,6 @@ SAMPLES = {
 }
 SAMPLE_SIZES = {"train": 1000, "test": 512}
 DATA_DIR_ENV = "FSR_DATA_DIR"
-TORCHVISION = ("cifar10", "cifar100", "svhn")  # the data sets torchvision can download
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -96,7 +95,7 @@ def load_dataset(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or None  # an empty $FSR_DATA_DIR is no folder
-    labels = DATASETS[name][1]
+    labels = DATASETS[name].label_names
     if name == "cifar10" and str(data_dir) == "sample":
         return (*_from_arrays(SAMPLES[split], limit), labels)
     if data_dir is None or str(data_dir) == "sample":
@@ -106,7 +105,7 @@ def load_dataset(
             f"package, as the folder 'sample' ({SAMPLE_SIZES['train']} training and {SAMPLE_SIZES['test']} test images)"
         )
     root = Path(data_dir).expanduser()  # "~/data" quoted, or from a shell that leaves ~ after "=" alone
-    if not root.is_dir() and not (download and name in TORCHVISION):
+    if not root.is_dir() and not (download and DATASETS[name].torchvision):
         raise FileNotFoundError(f"data folder {root} does not exist: {_how_to_get(name, root)}")
     if name == "cifar10" and (root / f"{split}.npz").is_file():
         return (*_from_arrays(root / f"{split}.npz", limit), labels)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
 
     x, y = load_cifar10("test", args.data_dir, limit=args.images)
     print(f"CIFAR-10 test images: {tuple(x.shape)}, pixels in [{x.min():.2f}, {x.max():.2f}], labels {y[:8].tolist()}...")
-    print(f"Published pretrained tags: {sorted(fsr_models.PUBLISHED) or 'none yet (pretrained=True fails loudly)'}\n")
+    print(f"Published pretrained tags: {sorted(fsr_models.published()) or 'none yet (pretrained=True fails loudly)'}\n")
 
     print(f"{'model':<16} {'params (M)':>10} {'GFLOPs':>8} {'top-1 (untrained)':>18}")
     for fsr_name, plain_name in fsr_models.ARCHITECTURES.values():

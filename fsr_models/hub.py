@@ -18,21 +18,14 @@ import timm
 import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .fsr import FSRLoss
 from .hf import FSRConfig, FSRForImageClassification, image_processor
-from .models import HF_ORG
-
-WEIGHTS_NAME = "model.safetensors"
-INDEX_NAME = "model.safetensors.index.json"
-CONFIG_NAME = "config.json"
-IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
-# The auxiliary heads h of `FSRLoss`, saved beside the network: only the FSR losses read them (fine-tuning), so
-# timm and transformers loading never see them.
-FSR_HEADS_NAME = "fsr_heads.safetensors"
-
+from .facts import HF_ORG
+from .weights import (
+    CONFIG_NAME, FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors, read_weights,
+)  # fmt: skip
 
 def save_folder(
     model: torch.nn.Module,
@@ -107,38 +100,6 @@ def _heads_folder(source: str) -> Path | None:
     if cfg is not None and cfg.hf_hub_id:  # a published tag
         return download_folder(cfg.hf_hub_id, None, weights=False, extra=[FSR_HEADS_NAME])
     return None
-
-
-def check_safetensors(path: str | os.PathLike) -> None:
-    """Raise a ValueError naming `path` if it is not a readable safetensors file (truncated, corrupt, pickle)."""
-    try:
-        with safe_open(str(path), framework="pt"):
-            pass  # opening checks the header and that the data section covers every tensor
-    except (SafetensorError, OSError) as e:
-        raise ValueError(
-            f"{path} is not a valid safetensors file ({e}); it may be truncated or not safetensors at all. "
-            "Download or save it again; pickled checkpoints (.bin, .pth) are not loaded."
-        ) from e
-
-
-def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict of a folder's `model.safetensors`, or of its shards listed in `model.safetensors.index.json`."""
-    folder = Path(folder)
-    index = folder / INDEX_NAME
-    if index.is_file() and (folder / WEIGHTS_NAME).is_file():
-        raise ValueError(f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), which may differ: remove "
-                         "the stale one")  # fmt: skip
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (folder / WEIGHTS_NAME).is_file():
-        files = [WEIGHTS_NAME]
-    else:
-        raise ValueError(f"{folder} has no {WEIGHTS_NAME} (nor {INDEX_NAME}); pickled checkpoints are not loaded")
-    state_dict = {}
-    for name in files:
-        check_safetensors(folder / name)
-        state_dict.update(load_file(folder / name))
-    return state_dict
 
 
 def download_folder(repo_id: str, revision: str | None = None, weights: bool = True, extra: list[str] = ()) -> Path:

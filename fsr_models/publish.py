@@ -65,8 +65,12 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def is_repo_folder(path: str | Path) -> bool:
-    """An exported repository folder (as opposed to a training run or a zoo folder with shards)."""
-    return all((Path(path) / n).is_file() for n in REQUIRED_FILES)
+    """An exported repository folder: its files, and a README.md that is a model card naming its repository (a zoo
+    folder such as hub/weights/<name> has the files too, but a README that is no card)."""
+    path = Path(path)
+    if not all((path / n).is_file() for n in REQUIRED_FILES):
+        return False
+    return ModelCard.load(path / CARD_NAME).data.model_name is not None
 
 
 def zoo_counterpart(config: dict, metrics: dict, zoo: str | Path | None) -> dict | None:

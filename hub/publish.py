@@ -21,15 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout's fsr_models, also when not installed
+from huggingface_hub import ModelCard
 
-from huggingface_hub import ModelCard  # noqa: E402
+from fsr_models import facts
+from fsr_models.card import paper_repo_id
+from fsr_models.publish import CARD_NAME, CONFIG_NAME, export_repo, is_repo_folder, publish
 
-from fsr_models.card import paper_repo_id  # noqa: E402
-from fsr_models.publish import CARD_NAME, CONFIG_NAME, export_repo, is_repo_folder, publish  # noqa: E402
-
-ZOO = ROOT / "hub" / "weights"
+ZOO = Path(__file__).resolve().parent / "weights"
 
 
 def main(argv=None) -> int:
@@ -68,8 +66,11 @@ def run(args, scratch: Path) -> int:
     if result["commit"]:
         print(f"commit {result['commit']}: {result['commit_url']}")
         if repo_id == paper_repo_id(json.loads((folder / CONFIG_NAME).read_text())):
-            print(f"Next: add '{repo_id.split('/')[-1]}' to PUBLISHED in fsr_models/models/_common.py (then "
-                  "timm.create_model(..., pretrained=True) finds it) and run python hub/zoo_card.py.")
+            name = repo_id.split("/")[-1]
+            entries = sorted(facts.published() | {name})
+            facts.PUBLISHED_FILE.write_text(json.dumps(entries, indent=2) + "\n")
+            print(f"{name} is now listed in {facts.PUBLISHED_FILE}: from the next `import fsr_models`, "
+                  f"timm.create_model('{name}', pretrained=True) downloads it. Next: python hub/zoo_card.py")
     return 0
 
 

@@ -11,20 +11,19 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout's fsr_models, also when not installed
+import timm
 
-import timm  # noqa: E402
-
-import fsr_models  # noqa: E402
-from fsr_models.card import (  # noqa: E402
-    BACKBONE_NAMES, CITATION, CURVE_NAME, METHOD_NAMES, PAPER_EPOCHS, Record, attack_notes, comparison_lines,
+import fsr_models
+from fsr_models.card import (
+    CITATION, CURVE_NAME, METHOD_NAMES, Record, attack_notes, comparison_lines,
     curve_lines, dataset_name, deviations, final_test_report, health_lines, measured_reports, network_name,
     read_record, report_lines, run_facts, schedule_text,
 )  # fmt: skip
-from fsr_models.evaluate import column_title  # noqa: E402
-from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config  # noqa: E402
+from fsr_models.evaluation.report import column_title
+from fsr_models.facts import PAPER_EPOCHS
+from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config
 
+ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "MODEL_CARD.md"
 WEIGHTS = ROOT / "hub" / "weights"
 # The paper's accuracies (%): natural, PGD-20, AutoAttack (None: not reported). ResNet-18: Table 1 (CIFAR-10 and
@@ -74,9 +73,9 @@ def render() -> str:
         tags = [name.split(".", 1)[1] for name in timm.list_models(arch, include_tags=True) if "." in name]
         model = timm.create_model(arch)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        published = [t for t in tags if f"{arch}.{t}" in fsr_models.PUBLISHED]
+        published = [t for t in tags if f"{arch}.{t}" in fsr_models.published()]
         local = [t for t in tags if f"{arch}.{t}" in trained and t not in published]
-        lines.append(f"| `{arch}` | {BACKBONE_NAMES[backbone]} | {'yes' if model.fsr_modules() else 'no'} | {params:.2f} "
+        lines.append(f"| `{arch}` | {fsr_models.facts.BACKBONES[backbone].name} | {'yes' if model.fsr_modules() else 'no'} | {params:.2f} "
                      f"| {', '.join(tags)} | "
                      f"{', '.join(published) or 'none yet'} | {', '.join(local) or '-'} |")  # fmt: skip
     lines += ["", "Parameters count the network only: FSR's auxiliary heads live in the training loss. A tag names the "

@@ -31,8 +31,7 @@ needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"needs the CIFA
 
 
 def load_script(path: str, name: str):
-    """The script at `path` (from the checkout's root) as the module `name`, to call its main(argv) in this process.
-    training/study.py imports training/train.py as `train`."""
+    """The script at `path` (from the checkout's root) as the module `name`, to call its main(argv) in this process."""
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / path)
         sys.modules[name] = importlib.util.module_from_spec(spec)

@@ -47,9 +47,10 @@ def test_card_of_a_small_run_says_what_was_trained_and_measured(reference_run, t
     assert (facts["train_images"], facts["val_images"], facts["sgd_steps"], facts["warmup_epochs"]) == (250, 50, 10, 1.5)
     assert "250 CIFAR-10 training images (of 1,000 in the shipped sample); 50 more held out" in text
     assert f"{metrics['epochs']} epochs ({facts['sgd_steps']:,} SGD steps of batch 50)" in text
-    assert f"first {metrics['test_images']} CIFAR-10 test images" in text
-    assert f"| {pct(metrics['natural_acc'])} | {pct(metrics['pgd20_acc'])} |" in text
-    assert f"--data-dir sample --n {metrics['test_images']} --attacks natural pgd20`" in text
+    test = metrics["test"]
+    assert f"first {test['images']} CIFAR-10 test images" in text
+    assert f"| {pct(test['accuracy']['natural'])} | {pct(test['accuracy']['pgd20'])} |" in text
+    assert f"--data-dir sample --n {test['images']} --attacks natural pgd20`" in text
     assert "autoattack" not in (repo / "README.md").read_text().lower()  # it never ran: not in text nor metadata
     assert "Compared with" not in text  # the zoo's models are full-width runs: nothing to compare with
     assert FSR_HEADS_NAME in text and (repo / FSR_HEADS_NAME).is_file()

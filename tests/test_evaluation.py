@@ -10,7 +10,8 @@ from conftest import SHIPPED_FSR
 from PIL import Image
 
 import fsr_models.hub
-from fsr_models import attacks, evaluate
+from fsr_models import attacks, evaluate, evaluation
+from fsr_models.evaluation.checks import fsr_active_check
 from fsr_models.fsr import fsr_health
 
 EPS = 8 / 255
@@ -100,8 +101,8 @@ def test_autoattack_is_the_reference_code_in_eval_mode_with_our_eps(natural_mode
     attacks.check_bounds(x_adv, x, EPS)
     assert (x_adv - x).abs().max() > 0.5 * EPS  # it used our eps, not pyautoattack's 0.3 (which bounds would fail)
     assert accuracy(model, x_adv, y) == 0.0 and len(x) == 8
-    # Through evaluate(), the CLI's path, and under the caller's tracer (coverage's, when measured)
-    report = evaluate.evaluate(model, x, y, ["natural", "autoattack"], EPS, batch_size=8, progress=False)
+    # Through evaluate_attacks(), the CLI's path, and under the caller's tracer (coverage's, when measured)
+    report = evaluation.evaluate_attacks(model, x, y, ["natural", "autoattack"], EPS, batch_size=8, progress=False)
     assert report["accuracy"] == {"natural": 1.0, "autoattack": 0.0}
     assert report["settings"]["autoattack"]["version"] == "standard"
 
@@ -153,7 +154,7 @@ def test_evaluation_command_writes_the_paper_table_sanity_checks_and_features(na
     # The sanity sweep is the robustness curve; the FSR figures are in the report and the printed tables.
     assert report["curve"]["eps"][-1] == 128 / 255 and (tmp_path / "robustness_curve.png").is_file()
     assert set(report["fsr_health"]["fsr4"]) >= {"r_contribution", "s_live_1", "r_live_2", "mask_mean"}
-    assert checks[evaluate.FSR_CHECK]  # trained naturally, every part of FSR still works
+    assert checks[evaluation.FSR_CHECK]  # trained naturally, every part of FSR still works
     out = capsys.readouterr().out
     assert "PGD-20" in out and "| fsr4 |" in out and "| f_neg_recal |" in out
 
@@ -161,14 +162,17 @@ def test_evaluation_command_writes_the_paper_table_sanity_checks_and_features(na
 def test_knn_votes_weighted_by_similarity():
     bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
-    assert evaluate.knn_accuracy(torch.tensor([[1.0, 0.05]]), torch.tensor([0]), bank, labels, k=3) == 1.0
-    assert evaluate.knn_accuracy(torch.tensor([[0.1, 1.0]]), torch.tensor([1]), bank, labels, k=3) == 1.0
+    assert evaluation.knn_accuracy(torch.tensor([[1.0, 0.05]]), torch.tensor([0]), bank, labels, k=3) == 1.0
+    assert evaluation.knn_accuracy(torch.tensor([[0.1, 1.0]]), torch.tensor([1]), bank, labels, k=3) == 1.0
 
 
 def test_plain_timm_model_evaluates_too(test_batch):
     model = timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]).eval()
     x, y = test_batch
-    result = evaluate.evaluate(model, x[:8], y[:8], ["natural", "fgsm"], progress=False)
+    result = evaluation.evaluate_attacks(model, x[:8], y[:8], ["natural", "fgsm"], progress=False)
+    with pytest.warns(DeprecationWarning, match="evaluate_attacks"):  # the old name still works
+        assert evaluate.evaluate(model, x[:8], y[:8], ["natural"], progress=False)["accuracy"] == {
+            "natural": result["accuracy"]["natural"]}  # fmt: skip
     assert set(result["accuracy"]) == {"natural", "fgsm", "ensemble"}
 
 
@@ -214,13 +218,13 @@ def dead_recalibration(model):
 def test_sanity_fails_when_the_recalibration_net_is_dead(test_batch, tmp_path, capsys):
     torch.manual_seed(0)
     model = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
-    fresh = evaluate.fsr_active_check(fsr_health(model, test_batch[0][:8]))
-    assert fresh == {"check": evaluate.FSR_CHECK, "passed": True, "detail": []}  # an untrained FSR is active
+    fresh = fsr_active_check(fsr_health(model, test_batch[0][:8]))
+    assert fresh == {"check": evaluation.FSR_CHECK, "passed": True, "detail": []}  # an untrained FSR is active
     fsr_models.hub.save_folder(dead_recalibration(model), tmp_path / "model")
     code = evaluate.main([str(tmp_path / "model"), "--data-dir", "sample", "--n", "4", "--attacks", "natural",
                           "--sanity", "--out", str(tmp_path / "eval")])  # fmt: skip
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    (check,) = [c for c in report["sanity_checks"] if c["check"] == evaluate.FSR_CHECK]
+    (check,) = [c for c in report["sanity_checks"] if c["check"] == evaluation.FSR_CHECK]
     assert code == 4 and not check["passed"] and report["fsr_health"]["fsr4"]["r_contribution"] == 0
     assert any("fsr4: the Recalibration Net is dead" in problem for problem in check["detail"])
     assert "Recalibration Net is dead" in capsys.readouterr().err
@@ -231,7 +235,7 @@ def test_shipped_fsr_weights_have_a_dead_recalibration_net(test_batch):
     """What `--sanity` reports for hub/weights/resnet18_fsr.at_cifar10 (the whole command on the full network takes
     minutes): R's second ReLU never fires, so FSR there is Separation alone."""
     health = fsr_health(fsr_models.hub.load_model(SHIPPED_FSR), test_batch[0][:16])
-    check = evaluate.fsr_active_check(health)
-    assert check["check"] == evaluate.FSR_CHECK and not check["passed"]
+    check = fsr_active_check(health)
+    assert check["check"] == evaluation.FSR_CHECK and not check["passed"]
     assert health["fsr4"]["r_contribution"] == 0 and health["fsr4"]["r_live_2"] == 0
     assert "fsr4: the Recalibration Net is dead" in check["detail"][0]

@@ -1,7 +1,8 @@
-"""One folder layout (config.json + model.safetensors or its shards + preprocessor_config.json, fsr_heads.safetensors
+"""One folder layout (config.json + model.safetensors (or the shards transformers writes) + preprocessor_config.json, fsr_heads.safetensors
 beside them) for every loader: timm, transformers, the Hub cache."""
 import json
 import os
+import shutil
 
 import pytest
 import timm
@@ -13,6 +14,7 @@ from transformers import AutoConfig, AutoModelForImageClassification
 from fsr_models import FSRLoss
 from fsr_models.hf import FSRConfig, FSRForImageClassification
 from fsr_models.hub import FSR_HEADS_NAME, load_fsr_heads, load_model, save_folder
+from fsr_models.weights import CONFIG_NAME, IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, merge_shards
 
 
 @pytest.fixture(scope="module")
@@ -178,19 +180,52 @@ def test_network_inside_transformers_keeps_the_saved_timm_cfg(tmp_path):
     assert tuple(data_cfg["input_size"]) == (3, 64, 64) and hf_model.model.pretrained_cfg["tag"] == "at_tiny_imagenet"
 
 
-@pytest.mark.parametrize("max_shard_size", ["200KB", "5GB"], ids=["sharded", "one file"])
-def test_every_loader_reads_the_whole_folder_sharded_or_not(tmp_path, images, max_shard_size):
-    """timm's local-dir: reads one .safetensors file of a folder; the zoo's folders load whole in every loader, also
-    with the auxiliary heads beside the weights (a .safetensors file that sorts before the shards)."""
+def test_sharded_folders_load_whole_and_merge_into_the_one_file_timm_reads(tmp_path, images):
+    """transformers and load_model read every shard; timm's local-dir: reads one file of a folder, so a sharded
+    folder is refused with the command that merges it (not loaded from its first shard, nor from the auxiliary heads
+    that sort before the shards); after merge_shards every loader gives the same logits from one model.safetensors."""
     model = trained_like("resnet18_fsr", widths=[16, 32, 64, 128])
-    save_folder(model, tmp_path, max_shard_size=max_shard_size, fsr_loss=FSRLoss.for_model(model))
-    shards = sorted(p.name for p in tmp_path.glob("model*.safetensors"))
-    assert (len(shards) > 1) == (max_shard_size == "200KB") and (tmp_path / FSR_HEADS_NAME).is_file()
+    save_folder(model, tmp_path, max_shard_size="200KB", fsr_loss=FSRLoss.for_model(model))
+    shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / INDEX_NAME).is_file() and (tmp_path / FSR_HEADS_NAME).is_file()
     reference = model(images)
     with torch.no_grad():
-        assert torch.equal(timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()(images), reference)
         assert torch.equal(AutoModelForImageClassification.from_pretrained(tmp_path).eval()(images).logits, reference)
         assert torch.equal(load_model(tmp_path).eval()(images), reference)
+        with pytest.raises(ValueError, match=f"python hub/merge_shards.py {tmp_path}"):
+            timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+
+        assert merge_shards(tmp_path) == tmp_path / WEIGHTS_NAME
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, FSR_HEADS_NAME])
+        for loaded in (timm.create_model(f"local-dir:{tmp_path}", pretrained=True), load_model(tmp_path),
+                       AutoModelForImageClassification.from_pretrained(tmp_path)):  # fmt: skip
+            logits = loaded.eval()(images)
+            assert torch.equal(getattr(logits, "logits", logits), reference)
+    assert merge_shards(tmp_path) == tmp_path / WEIGHTS_NAME  # nothing left to merge: a no-op
+
+
+def test_an_interrupted_merge_is_finished_by_running_it_again(tmp_path, images):
+    """A merge killed after writing model.safetensors but before removing the shards leaves both (which loaders
+    refuse as ambiguous); the next merge checks the two agree and removes the shards."""
+    model = trained_like("resnet18_fsr", widths=[16, 32, 64, 128])
+    save_folder(model, tmp_path / "sharded", max_shard_size="200KB")
+    save_folder(model, tmp_path / "whole")
+    shutil.copyfile(tmp_path / "whole" / WEIGHTS_NAME, tmp_path / "sharded" / WEIGHTS_NAME)
+    with pytest.raises(ValueError, match="holds both"):
+        load_model(tmp_path / "sharded")
+    merge_shards(tmp_path / "sharded")
+    assert not (tmp_path / "sharded" / INDEX_NAME).exists() and not list((tmp_path / "sharded").glob("model-*"))
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "sharded").eval()(images), model(images))
+
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_folder(model, tmp_path / "other", max_shard_size="200KB")
+    shutil.copyfile(tmp_path / "whole" / WEIGHTS_NAME, tmp_path / "other" / WEIGHTS_NAME)  # not these shards' weights
+    with pytest.raises(ValueError, match="differs from the shards"):
+        merge_shards(tmp_path / "other")
+    assert (tmp_path / "other" / INDEX_NAME).is_file()  # nothing removed
 
 
 def test_fsr_heads_round_trip_and_say_why_they_start_afresh(tmp_path):

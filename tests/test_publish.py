@@ -25,9 +25,9 @@ from conftest import ROOT, SHIPPED_FSR, load_script
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from safetensors.torch import load_file, save_file
 
-from fsr_models import FSRLoss
+from fsr_models import FSRLoss, facts
 from fsr_models.card import card_eval_results
-from fsr_models.hub import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, read_weights, save_folder
+from fsr_models.hub import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, save_folder
 from fsr_models.publish import PublishError, check_repo_folder, export_repo, publish
 
 WEIGHTS = SHIPPED_FSR
@@ -72,7 +72,7 @@ def record_hub_calls(mp, remote_files: list[str]) -> list:
 
 @pytest.fixture
 def hub_calls(monkeypatch):
-    """The recorded calls, against a repository that holds an earlier upload of the shards (as in hub/weights/)."""
+    """The recorded calls, against a repository that holds an earlier upload in shards."""
     return record_hub_calls(monkeypatch, [".gitattributes", "README.md", "model-00001-of-00004.safetensors",
                                           "model.safetensors.index.json"])  # fmt: skip
 
@@ -85,11 +85,8 @@ def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_fo
     assert sorted(p.name for p in repo_folder.iterdir()) == [
         "README.md", "comparison.json", "config.json", FSR_HEADS_NAME, "metrics.json", "model.safetensors",
         IMAGE_PROCESSOR_NAME, "train_config.yaml"]  # fmt: skip
-    merged = load_file(repo_folder / "model.safetensors")
-    shards = {}
-    for shard in sorted(WEIGHTS.glob("model-*.safetensors")):
-        shards.update(load_file(shard))
-    assert merged.keys() == shards.keys() and all(torch.equal(merged[k], shards[k]) for k in merged)
+    merged, shipped = load_file(repo_folder / "model.safetensors"), load_file(WEIGHTS / "model.safetensors")
+    assert merged.keys() == shipped.keys() and all(torch.equal(merged[k], shipped[k]) for k in merged)
     assert check_repo_folder(repo_folder) == sorted(p.name for p in repo_folder.iterdir())
 
 
@@ -138,18 +135,11 @@ def test_publish_makes_the_repository_hold_exactly_the_folder_in_one_commit(repo
 
 def test_export_failure_leaves_nothing_behind(tmp_path):
     folder = copy_of(WEIGHTS, tmp_path)
-    shard = folder / "model-00002-of-00004.safetensors"
-    shard.write_bytes(shard.read_bytes()[:1_000_000])
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1_000_000])
     with pytest.raises(ValueError, match="not a valid safetensors file"):
         export_repo(folder, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
-
-
-def test_a_folder_with_both_single_and_sharded_weights_is_refused(tmp_path):
-    folder = copy_of(WEIGHTS, tmp_path)
-    save_file(read_weights(WEIGHTS), str(folder / "model.safetensors"))
-    with pytest.raises(ValueError, match="holds both model.safetensors and model.safetensors.index.json"):
-        read_weights(folder)
 
 
 @pytest.mark.parametrize("repo_id", ["noslash", "a/b/c", "my org/na me!!"])
@@ -224,6 +214,17 @@ def test_command_line_dry_run_then_the_kept_folder_as_it_is(tmp_path, capsys):
     assert cli.main([str(tmp_path / "repo"), "--dry-run"]) == 0  # the step before the upload: no second export
     assert f"{tmp_path / 'repo'} -> {REPO_ID}" in capsys.readouterr().out
     assert (tmp_path / "repo" / "README.md").stat().st_mtime_ns == exported
+
+
+def test_an_upload_to_the_paper_repository_lists_it_as_published(repo_folder, hub_calls, monkeypatch, tmp_path,
+                                                                 capsys):
+    listed = tmp_path / "published.json"
+    listed.write_text('["vgg16_fsr.at_cifar10"]')
+    monkeypatch.setattr(facts, "PUBLISHED_FILE", listed)
+    assert load_script("hub/publish.py", "hub_publish").main([str(repo_folder)]) == 0
+    assert [call[0] for call in hub_calls][-1] == "create_commit"
+    assert facts.published() == {"resnet18_fsr.at_cifar10", "vgg16_fsr.at_cifar10"}
+    assert f"is now listed in {listed}" in capsys.readouterr().out
 
 
 def test_command_line_errors_are_one_line_and_exit_2(tmp_path):

@@ -16,16 +16,19 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import ROOT, TINY_ARGS, TRAIN_CONFIG, needs_cifar10, tiny_run_args
+from conftest import ROOT, TINY_ARGS, TRAIN_CONFIG, load_script, needs_cifar10, tiny_run_args
 from safetensors.torch import load_file
 
 import fsr_models
+from fsr_models import training
 from fsr_models.datasets import SAMPLES
-from fsr_models.hub import FSR_HEADS_NAME, load_model, save_folder
+from fsr_models.evaluation import make_report, pgd_settings
+from fsr_models.facts import scaled_lr
+from fsr_models.hub import FSR_HEADS_NAME, WEIGHTS_NAME, load_model, save_folder
 
 TRAIN = ROOT / "training" / "train.py"
 TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-BASE_LR = 0.1 * 50 / 128  # the config's lr is per 128 images; the tiny runs use batches of 50
+BASE_LR = scaled_lr(0.1, 50)  # the config's lr is per 128 images; the tiny runs use batches of 50
 
 
 def run_process(args, launcher=None, check=True):
@@ -69,8 +72,12 @@ def test_a_run_logs_each_epoch_and_writes_a_hub_folder_with_its_test_results(ref
     assert all(0 < m["fsr4/mask_mean"] < 1 for m in history)  # FSR health figures, every epoch
     assert list((reference_run / "tensorboard").rglob("events.out.tfevents.*"))
     test = results(reference_run)
-    assert (test["test_images"], test["train_images"], test["val_images"], test["sgd_steps"]) == (20, 250, 50, 10)
-    assert 0 <= test["pgd20_acc"] <= test["natural_acc"] <= 1 and test["epochs"] == 2
+    assert (test["train_images"], test["val_images"], test["sgd_steps"], test["epochs"]) == (250, 50, 10, 2)
+    report = test["test"]  # the final test, in the format of `python -m fsr_models.evaluate`'s report
+    assert report.keys() == make_report("m", "cifar10", "sample", 1, 0.0, False, dict.fromkeys(
+        ("accuracy", "settings", "ensemble_over", "seconds"))).keys()  # fmt: skip
+    assert report["images"] == 20 and 0 <= report["accuracy"]["pgd20"] <= report["accuracy"]["natural"] <= 1
+    assert report["settings"]["pgd20"] == pgd_settings(20, 8 / 255)  # the paper's: step eps/10, no random start
     assert test["best_epoch"] in (1, 2) and test["train_config"]["method"] == "trades"
     model = load_model(reference_run / "model").eval()
     assert model.pretrained_cfg["tag"] == "trades_cifar10" and model.num_classes == 10
@@ -112,8 +119,8 @@ def test_batches_are_disjoint_shards_of_the_same_global_batches(train_script):
             self.process_index, self.num_processes = index, count
 
     g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    single = list(train_script.shard_batches(50, 10, Rank(0, 1), g()))
-    shards = [list(train_script.shard_batches(50, 10, Rank(r, 2), g())) for r in (0, 1)]
+    single = list(training.shard_batches(50, 10, Rank(0, 1), g()))
+    shards = [list(training.shard_batches(50, 10, Rank(r, 2), g())) for r in (0, 1)]
     assert len(single) == len(shards[0]) == len(shards[1]) == 5
     for whole, a, b in zip(single, *shards):
         assert set(a.tolist()).isdisjoint(b.tolist()) and sorted(a.tolist() + b.tolist()) == sorted(whole.tolist())
@@ -200,7 +207,7 @@ def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys
 
 
 def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys):
-    load_config = train_script.load_config
+    load_config = training.load_config
     with pytest.raises(ValueError, match=r"unknown config key 'epoch' in --set epoch=3"):
         load_config(None, ["epoch=3"])
     with pytest.raises(ValueError, match=r"unknown config key 'lrr' in --set lrr=0.1") as error:
@@ -242,16 +249,16 @@ def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys):
 
 def test_every_paper_setting_has_a_valid_config(train_script):
     configs = sorted((ROOT / "training" / "configs").glob("*.yaml"))
-    settings = {(c.model, c.method, c.dataset) for c in (train_script.load_config(str(p), []) for p in configs)}
+    settings = {(c.model, c.method, c.dataset) for c in (training.load_config(str(p), []) for p in configs)}
     assert len(settings) == 48
-    svhn = train_script.load_config(str(ROOT / "training/configs/vgg16_fsr_mart_svhn.yaml"), [])
+    svhn = training.load_config(str(ROOT / "training/configs/vgg16_fsr_mart_svhn.yaml"), [])
     assert (svhn.lr, svhn.attack_step, svhn.augment, svhn.eps) == (0.01, 1 / 255, False, 8 / 255)
-    paper = train_script.load_config(str(TRAIN_CONFIG), [])
+    paper = training.load_config(str(TRAIN_CONFIG), [])
     assert (paper.epochs, paper.batch_size, paper.lr, paper.attack_steps, paper.attack_step) == (100, 128, 0.1, 10, 2 / 255)
 
 
 def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network(train_script):
-    fsr, plain = (train_script.load_config(str(ROOT / f"training/configs/resnet18_{m}_at_cifar10_b128_30ep.yaml"), [])
+    fsr, plain = (training.load_config(str(ROOT / f"training/configs/resnet18_{m}_at_cifar10_b128_30ep.yaml"), [])
                   for m in ("fsr", "plain"))  # fmt: skip
     assert (fsr.model, plain.model) == ("resnet18_fsr", "resnet18_plain")
     own = {"model": None, "output_dir": None}  # the output folder is named after the model
@@ -264,7 +271,7 @@ def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network(train_scrip
 def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror(train_script):
     torch.manual_seed(0)
     x = torch.rand(64, 3, 32, 32)
-    out = train_script.augment(x)
+    out = training.augment(x)
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(64):
         crops = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
@@ -300,7 +307,7 @@ def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_1
     out = gpu_script(tmp_path, "call2", env_extra={"AA_IMAGES": "4", "EVAL_ATTACKS": "natural pgd20"})
     assert len(list(out.glob("model-*.safetensors"))) > 1 and (out / FSR_HEADS_NAME).is_file()
     test = json.loads((out / "metrics.json").read_text())
-    assert test["epochs"] == 2 and test["test_images"] == 20
+    assert test["epochs"] == 2 and test["test"]["images"] == 20
     assert (test["train_config"]["shard_mb"], test["train_config"]["stop_after_min"]) == (1, 0.0001)
     report = json.loads((out / "robustness.json").read_text())  # the attacks and the curve, first 4 test images
     accuracy = report["accuracy"]
@@ -309,7 +316,13 @@ def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_1
     assert (out / "robustness_curve.png").stat().st_size > 0
     log = (out / "train.log").read_text()
     assert re.search(r"^epoch 1 ", log, re.M) and re.search(r"^epoch 2 ", log, re.M)  # the log of both calls
-    assert load_model(out).num_classes == 10
+    # The receiving side joins the shards into the one file that timm's local-dir: loader (and the Hub) reads
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        before = load_model(out).eval()(x)
+        assert load_script("hub/merge_shards.py", "merge_shards").main([str(out)]) == 0
+        assert not list(out.glob("model-*.safetensors")) and (out / WEIGHTS_NAME).is_file()
+        assert torch.equal(timm.create_model(f"local-dir:{out}", pretrained=True).eval()(x), before)
 
 
 def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
@@ -324,11 +337,11 @@ def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
 
 
 def test_learning_rate_warms_up_per_step_then_drops_at_the_milestones(train_script):
-    factors = [train_script.lr_factor(s, 4, 1.5, [3, 4], 0.1) for s in range(20)]
+    factors = [training.lr_factor(s, 4, 1.5, [3, 4], 0.1) for s in range(20)]
     assert factors[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])  # 1.5 epochs of 4 steps
     assert factors[6:12] == pytest.approx([1.0] * 6) and factors[12:16] == pytest.approx([0.1] * 4)
     assert factors[16:] == pytest.approx([0.01] * 4)
-    assert train_script.lr_factor(0, 4, 0.0, [], 0.1) == 1.0  # no warm-up: the paper's recipe
+    assert training.lr_factor(0, 4, 0.0, [], 0.1) == 1.0  # no warm-up: the paper's recipe
 
 
 def test_a_fixed_plan_in_pieces_ends_as_one_call_does(reference_run, train_script, tmp_path):
@@ -370,7 +383,7 @@ def test_compiled_step_equals_the_eager_step(train_script, backend):
     from torch._inductor import config as inductor_config
 
     torch.manual_seed(0)
-    cfg = train_script.load_config(None, ["attack_steps=2"])
+    cfg = training.load_config(None, ["attack_steps=2"])
     eager = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).double()
     graph = copy.deepcopy(eager)
     nets = {"eager": (eager, eager), "compiled": (graph, torch.compile(graph, backend=backend))}
@@ -381,7 +394,7 @@ def test_compiled_step_equals_the_eager_step(train_script, backend):
             torch.manual_seed(1)  # the same heads, random start and Gumbel draws for both
             fsr_loss = fsr_models.FSRLoss.for_model(net).double()
             optimizer = torch.optim.SGD(list(net.parameters()) + list(fsr_loss.parameters()), lr=0.1, momentum=0.9)
-            loss, *_ = train_script.adversarial_loss(cfg, run_net, run_net, fsr_loss, x, y)
+            loss, *_ = training.adversarial_loss(cfg, run_net, run_net, fsr_loss, x, y)
             loss.backward()
             optimizer.step()
             losses[name] = loss.item()
@@ -401,11 +414,11 @@ def test_compile_falls_back_to_eager_with_one_line(train_script, monkeypatch, ca
         raise RuntimeError("Compiler: cc not found\nmore detail")
 
     monkeypatch.setattr(torch, "compile", broken)
-    assert not train_script.compile_available("reduce-overhead", torch.device("cpu"), Accel())
+    assert not training.compile_available("reduce-overhead", torch.device("cpu"), Accel())
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "compile=reduce-overhead" in out and "cc not found" in out
     monkeypatch.undo()  # the real toolchain works here
-    assert train_script.compile_available("default", torch.device("cpu"), Accel())
+    assert training.compile_available("default", torch.device("cpu"), Accel())
 
 
 @pytest.mark.slow

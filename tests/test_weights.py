@@ -8,7 +8,8 @@ from conftest import ZOO
 from transformers import AutoModelForImageClassification
 
 from fsr_models.datasets import load_dataset, to_float
-from fsr_models.hub import IMAGE_PROCESSOR_NAME, check_safetensors, image_processor_config, load_model
+from fsr_models.hub import image_processor_config, load_model
+from fsr_models.weights import IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors
 
 FOLDERS = sorted(p for p in ZOO.glob("*.*") if (p / "config.json").is_file())
 
@@ -18,14 +19,12 @@ def test_there_are_committed_weights():
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
-def test_folder_is_what_its_name_says_with_shards_of_at_most_16_mib(folder):
+def test_folder_is_what_its_name_says_with_one_weights_file(folder):
     arch, tag = folder.name.split(".", 1)
     config = json.loads((folder / "config.json").read_text())
     assert (config["architecture"], config["pretrained_cfg"]["tag"]) == (arch, tag)
-    shards = sorted(folder.glob("*.safetensors"))
-    assert shards and all(s.stat().st_size <= 16 * 2**20 for s in shards)
-    for shard in shards:
-        check_safetensors(shard)
+    assert [p.name for p in folder.glob("*.safetensors")] == [WEIGHTS_NAME] and not (folder / INDEX_NAME).exists()
+    check_safetensors(folder / WEIGHTS_NAME)
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test_images"] == 10000 and metrics["train_config"]["model"] == arch
     assert (folder / "README.md").is_file() and (folder / "train.log").is_file()
@@ -33,7 +32,7 @@ def test_folder_is_what_its_name_says_with_shards_of_at_most_16_mib(folder):
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
-def test_sharded_weights_load_whole_in_timm_transformers_and_load_model(folder):
+def test_weights_load_the_same_in_timm_transformers_and_load_model(folder):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = load_model(folder).eval()(x)

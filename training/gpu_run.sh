@@ -5,7 +5,8 @@
 # on its first images, and leave in $OUT
 # what comes back (at most 8 files of at most 16 MiB): the weights as safetensors shards, and run.tar with every
 # other file (config.json, the shard index, preprocessor_config.json, fsr_heads.safetensors, metrics.json,
-# robustness.json, robustness_curve.png, train.log). `tar -xf run.tar` beside the shards restores the folder.
+# robustness.json, robustness_curve.png, train.log). On the receiving side, `tar -xf run.tar` beside the shards
+# restores the folder and `python hub/merge_shards.py FOLDER` joins the shards into one model.safetensors.
 #
 #   training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]            one call: the epochs are fitted to MINUTES
 #   PLAN=1 training/gpu_run.sh CONFIG MINUTES [KEY=VALUE ...]     a fixed plan (the config's epochs) over calls
@@ -23,7 +24,7 @@
 # fast-path settings below, e.g. batch_size=256 or, to try the script on a CPU, precision=fp32 channels_last=false
 # compile=none batch_size=50 (with DATA_DIR=<a CIFAR-10 folder>).
 set -euo pipefail
-if [ $# -lt 2 ]; then sed -n '2,24p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,25p' "$0"; exit 2; fi
 config=$1 minutes=$2
 shift 2
 out=${OUT:-runs/gpu-out}

@@ -30,12 +30,14 @@ from pathlib import Path
 import matplotlib
 import yaml
 
+from fsr_models.card import final_test_report
+from fsr_models.facts import scaled_lr
+from fsr_models.training import ConfigError, config_values, load_config
+
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 TRAIN = Path(__file__).resolve().with_name("train.py")
-sys.path.insert(0, str(TRAIN.parent))
-from train import ConfigError, config_values, load_config  # noqa: E402
 
 # (metrics.jsonl key, panel title); FSR keys are per module ("fsr4/r_contribution"), the first module is drawn.
 PANELS = [("val_pgd_acc", "validation PGD accuracy"), ("val_clean_acc", "validation clean accuracy"),
@@ -126,13 +128,14 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
         cfg, last, res = load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]), curves[name][-1], results[name]
         health = next(iter(res.get("fsr_health", {}).values()), {})
         fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
-        pgd = next((v for k, v in res.items() if k.startswith("pgd") and k.endswith("_acc")), None)
+        test = final_test_report(res)["accuracy"]  # also of runs written before metrics.json held `test`
+        pgd = next((v for k, v in test.items() if k.startswith("pgd")), None)
         # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
         epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}
-        rows.append(f"| {name} | {cfg.batch_size} | {cfg.lr * cfg.batch_size / 128:g} | {cfg.warmup_epochs:g} | "
+        rows.append(f"| {name} | {cfg.batch_size} | {scaled_lr(cfg.lr, cfg.batch_size):g} | {cfg.warmup_epochs:g} | "
                     f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
                     f"{res['best_epoch']} | "
-                    f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * res['natural_acc'], '{:.1f}')} | "
+                    f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * test['natural'], '{:.1f}')} | "
                     f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
                     f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "
                     f"{fig(health.get('mask_mean'))} | {sum(epoch_seconds.values()) / 60:.1f} |")  # fmt: skip

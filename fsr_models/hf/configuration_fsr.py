@@ -12,10 +12,9 @@ from timm.models import get_pretrained_cfg
 from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
 
+from ..facts import BACKBONES
 from ..fsr import FSR_OUTPUTS
 
-# backbone -> (the paper's FSR position, width of the final feature, number of stages)
-BACKBONES = {"resnet18": ((4,), 512, 4), "vgg16": ((4,), 512, 5), "wrn34_10": ((3,), 640, 3)}
 FSR_FIELDS = ("backbone", "fsr_stages", "backbone_args", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output",
               "lambda_sep", "lambda_rec", "pretrained_cfg")  # fmt: skip
 # Keys timm writes into config.json; derived here, so on load they are checked, not stored twice.
@@ -82,7 +81,7 @@ class FSRConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.backbone not in BACKBONES:
             raise ValueError(f"FSRConfig.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
-        paper_stages, _, stage_count = BACKBONES[self.backbone]
+        paper_stages, stage_count = BACKBONES[self.backbone].fsr_stages, BACKBONES[self.backbone].num_stages
         self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
         if not set(self.fsr_stages) <= set(range(1, stage_count + 1)):
             raise ValueError(f"FSRConfig.fsr_stages of {self.backbone} must be in 1..{stage_count}, got {self.fsr_stages}")
@@ -145,7 +144,7 @@ class FSRConfig(PreTrainedConfig):
             return args["stages"][-1][0]
         if "widen_factor" in args:
             return 64 * args["widen_factor"]
-        return BACKBONES[self.backbone][1]
+        return BACKBONES[self.backbone].num_features
 
     def timm_fields(self) -> dict[str, Any]:
         # model_args never holds num_classes: transformers' timm wrapper would receive it twice (timm 1.0.31 trap).

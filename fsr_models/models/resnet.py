@@ -9,7 +9,10 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, downsample_conv
 
-from ._common import FSRNet, build_fsr, build_network, init_pytorch_default, paper_cfgs
+from ..facts import BACKBONES
+from ._build import build_fsr, build_network, paper_cfgs
+from ._fsrnet import FSRNet
+from ._init import init_pytorch_default
 
 __all__ = ["CifarResNet"]
 
@@ -105,13 +108,13 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
     return build_network(CifarResNet, variant, pretrained, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({**paper_cfgs("resnet18_fsr", 8), **paper_cfgs("resnet18_plain", 8)})
+default_cfgs = generate_default_cfgs(paper_cfgs("resnet18"))
 
 
 @register_model
 def resnet18_fsr(pretrained: bool = False, **kwargs) -> CifarResNet:
     """CIFAR ResNet-18 with FSR after layer4 (the paper's model)."""
-    return _create("resnet18_fsr", pretrained, **{"fsr_stages": (4,), **kwargs})
+    return _create("resnet18_fsr", pretrained, **{"fsr_stages": BACKBONES["resnet18"].fsr_stages, **kwargs})
 
 
 @register_model

@@ -11,7 +11,10 @@ import torch.nn as nn
 from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
-from ._common import FSRNet, build_fsr, build_network, init_vgg, paper_cfgs
+from ..facts import BACKBONES
+from ._build import build_fsr, build_network, paper_cfgs
+from ._fsrnet import FSRNet
+from ._init import init_vgg
 
 __all__ = ["CifarVGG"]
 
@@ -97,15 +100,13 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarVGG:
     return build_network(CifarVGG, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
-default_cfgs = generate_default_cfgs(  # forward_features ends after the 5th pool: stride 32
-    {**paper_cfgs("vgg16_fsr", 32, first_conv="features.0"), **paper_cfgs("vgg16_plain", 32, first_conv="features.0")}
-)
+default_cfgs = generate_default_cfgs(paper_cfgs("vgg16", first_conv="features.0"))
 
 
 @register_model
 def vgg16_fsr(pretrained: bool = False, **kwargs) -> CifarVGG:
     """VGG16-BN with FSR after the 4th conv stage (the paper's model)."""
-    return _create("vgg16_fsr", pretrained, **{"fsr_stages": (4,), **kwargs})
+    return _create("vgg16_fsr", pretrained, **{"fsr_stages": BACKBONES["vgg16"].fsr_stages, **kwargs})
 
 
 @register_model

@@ -10,7 +10,10 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from ._common import FSRNet, build_fsr, build_network, init_wide_resnet, paper_cfgs
+from ..facts import BACKBONES
+from ._build import build_fsr, build_network, paper_cfgs
+from ._fsrnet import FSRNet
+from ._init import init_wide_resnet
 
 __all__ = ["WideResNet"]
 
@@ -120,13 +123,13 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> WideResNet:
     return build_network(WideResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-default_cfgs = generate_default_cfgs({**paper_cfgs("wrn34_10_fsr", 4), **paper_cfgs("wrn34_10_plain", 4)})
+default_cfgs = generate_default_cfgs(paper_cfgs("wrn34_10"))
 
 
 @register_model
 def wrn34_10_fsr(pretrained: bool = False, **kwargs) -> WideResNet:
     """WideResNet-34-10 with FSR after group 3 (the paper's model)."""
-    return _create("wrn34_10_fsr", pretrained, **{"fsr_stages": (3,), **kwargs})
+    return _create("wrn34_10_fsr", pretrained, **{"fsr_stages": BACKBONES["wrn34_10"].fsr_stages, **kwargs})
 
 
 @register_model

@@ -1,121 +1,17 @@
-"""What the three networks share: pretrained cfgs for the paper's settings and the timm-style interface."""
+"""The timm-style interface the three networks share (`FSRNet`), and the check of their inputs."""
 # No `from __future__ import annotations` here: TorchScript reads FSRNet's class annotations and needs real types.
-import math
 from typing import Callable, Collection, Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_classifier, get_device_dtype, register_notrace_function
-from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
 from ..fsr import FSR, FSROutput, FSRParts
 
-# The Hub organisation that holds every published checkpoint; repositories are named "<arch>.<tag>".
-HF_ORG = "fsr-zoo"
-
-# "<arch>.<tag>" entries whose weights really exist on the Hub. A tag gets a weight source (hf_hub_id) only
-# when it is listed here; every other tag fails loudly under pretrained=True.
-PUBLISHED: frozenset[str] = frozenset()
-
-CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SVHN_LABELS = tuple(str(d) for d in range(10))  # torchvision's SVHN maps the digit 0 to label 0
-CIFAR100_LABELS = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
-    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
-    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
-    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
-    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
-    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
-    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
-    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
-    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree",
-    "wolf", "woman", "worm",
-)  # fmt: skip
-
-# data set -> (num_classes, label_names, input_size). Tiny ImageNet's label names are the WordNet ids of the
-# copy it is trained on; they are written into a checkpoint's config when it is trained, not guessed here.
-DATASETS = {
-    "cifar10": (10, CIFAR10_LABELS, (3, 32, 32)),
-    "svhn": (10, SVHN_LABELS, (3, 32, 32)),
-    "cifar100": (100, CIFAR100_LABELS, (3, 32, 32)),
-    "tiny_imagenet": (200, None, (3, 64, 64)),
-}
-# The paper's settings (Sec. 4.1, Tables 1-2, supplementary): every method on CIFAR-10 and SVHN, AT elsewhere.
-PAPER_TAGS = tuple(f"{method}_{data}" for data in ("cifar10", "svhn") for method in ("at", "trades", "mart")) + (
-    "at_cifar100",
-    "at_tiny_imagenet",
-)
-
-
-def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
-    num_classes, label_names, input_size = DATASETS[tag.split("_", 1)[1]]
-    name = f"{arch}.{tag}"
-    return {
-        "hf_hub_id": f"{HF_ORG}/{name}" if name in PUBLISHED else None,
-        "num_classes": num_classes,
-        "label_names": label_names,
-        "input_size": input_size,
-        "pool_size": (input_size[1] // reduction, input_size[2] // reduction),  # forward_features' map at input_size
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": (0.0, 0.0, 0.0),  # the models take [0, 1] pixels: the data config must pass them through
-        "std": (1.0, 1.0, 1.0),
-        "first_conv": "conv1",
-        "classifier": "fc",
-        "license": "mit",
-        "paper_ids": "arXiv:2303.13846",
-        "paper_name": "Feature Separation and Recalibration for Adversarial Robustness",
-        "origin_url": "https://github.com/wkim97/FSR",
-        **kwargs,
-    }
-
-
-def paper_cfgs(arch: str, reduction: int, **kwargs) -> dict[str, dict]:
-    """One cfg per paper setting, "arch.tag" -> cfg, for `generate_default_cfgs`; `reduction` is the stride of
-    `forward_features`' output."""
-    return {f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for tag in PAPER_TAGS}
-
-
-def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> None:
-    """Fail before building when pretrained weights are asked for and none exist (timm would say less)."""
-    if not pretrained:
-        return
-    cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
-    )
-    if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
-        published = sorted(p for p in PUBLISHED if p.startswith(f"{variant}.")) or "none yet"
-        raise RuntimeError(
-            f"No pretrained weights are published for {variant}.{cfg.tag}; tags of {variant} with weights: "
-            f"{published}. Use pretrained=False for random init, or load a saved folder with "
-            f"pretrained_cfg_overlay=dict(file='<folder>/model.safetensors') or 'local-dir:<folder>'."
-        )
-
-
-def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:
-    """An FSR module (`kwargs`: FSR's) on timm's `device` / `dtype`: FSR takes neither, so it is moved there."""
-    return FSR(channels, **kwargs).to(device=device, dtype=dtype)
-
-
 # The head: what forward_head runs after the features.
 HEAD_MODULES = ("pre_logits", "global_pool", "fc")
-
-
-def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
-    """timm's `build_model_with_cfg` for a zoo network, after `check_pretrained_available`. The weights of a
-    `local-dir:` folder are read whole by `fsr_models.hub.read_weights` (timm 1.0.31 reads one safetensors file of a
-    folder: the first shard of a sharded one), and no copy of the weights stays in the model's pretrained_cfg."""
-    check_pretrained_available(variant, pretrained, kwargs)
-    cfg = kwargs.get("pretrained_cfg")
-    if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
-        from ..hub import read_weights  # fsr_models.hub imports this package: import on use
-
-        kwargs["pretrained_cfg"] = {**cfg, "source": None, "state_dict": read_weights(cfg["file"])}
-    model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
-    model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
-    return model
 
 
 @register_notrace_function  # torch.fx (timm's FX feature extraction) keeps the call, not its shape tests on proxies
@@ -323,47 +219,3 @@ class FSRNet(nn.Module):
                     "Was the checkpoint made for another architecture or FSR setting?"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-
-def init_pytorch_default(modules: Iterable[nn.Module]) -> None:
-    """PyTorch's own initialisation (Kaiming-uniform, a = sqrt(5), for conv and linear weights; uniform biases within
-    1/sqrt(fan_in); unit BN): the authors' ResNet-18 has no init code and keeps it. Written out rather than through
-    `reset_parameters()` so that BN running statistics stay untouched and every draw goes through `nn.init.*`."""
-    for m in modules:
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
-            if m.bias is not None:
-                bound = 1 / math.sqrt(nn.init._calculate_fan_in_and_fan_out(m.weight)[0])
-                nn.init.uniform_(m.bias, -bound, bound)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-def init_vgg(modules: Iterable[nn.Module]) -> None:
-    """The authors' VGG16 (`vgg_fsr.py`): Kaiming-normal fan-out convs, unit BN, N(0, 0.01) linears, zero biases."""
-    for m in modules:
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-
-
-def init_wide_resnet(modules: Iterable[nn.Module]) -> None:
-    """The authors' WRN-34-10 (`wideresnet34_fsr.py`, from TRADES): convs N(0, sqrt(2 / (k * k * out_channels))),
-    unit BN, linears with PyTorch's default weight and a zero bias."""
-    for m in modules:
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")  # the same N(0, 2 / (k*k*out))
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
-            nn.init.zeros_(m.bias)

@@ -1,0 +1,109 @@
+"""The evaluation report as Markdown tables and as the Hub's model-card metadata (eval results, model-index)."""
+
+from __future__ import annotations
+
+import math
+
+from huggingface_hub import EvalResult
+from huggingface_hub.repocard_data import eval_results_to_model_index
+
+from ..facts import DATASETS, PAPER_EPS
+
+COLUMNS = {  # report key -> column title, in the paper's order
+    "natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "C&W", "ensemble": "Ensemble",
+    "autoattack": "AutoAttack", "ti_fgsm": "TI-FGSM", "di_fgsm": "DI-FGSM", "nattack": "NAttack",
+}  # fmt: skip
+
+
+def make_report(model: str, dataset: str, data_source: str, images: int, eps: float, strong: bool, result: dict,
+                source: str | None = None) -> dict:  # fmt: skip
+    """The evaluation report, in the one format of `python -m fsr_models.evaluate` (report.json, robustness.json) and
+    of the trainer's final test (metrics.json's `test`): what was attacked, on which images, and `result` (accuracy,
+    settings, ensemble_over, seconds) of `evaluate_attacks`."""
+    return {"model": model, "dataset": dataset, "data_source": data_source, "indices": f"0:{images}", "images": images,
+            "eps": eps, "strong": strong, "accuracy": result["accuracy"], "settings": result["settings"],
+            "ensemble_over": result["ensemble_over"], "seconds": result["seconds"], "source": source}  # fmt: skip
+
+
+def column_title(name: str) -> str:
+    """'pgd20' -> 'PGD-20'; also names the PGD-k of a training run's final test (any k)."""
+    return COLUMNS.get(name) or f"PGD-{name.removeprefix('pgd')}"
+
+
+def eval_results(report: dict) -> list[EvalResult]:
+    """The report as Hub eval results (model-card metadata): one accuracy per attack, with its settings."""
+    data = DATASETS[report["dataset"]]
+    return [
+        EvalResult(task_type="image-classification", task_name="Image Classification",
+                   dataset_type=data.hub_id, dataset_name=data.name,
+                   dataset_split=f"{data.test_split}[:{report['images']}]", metric_type="accuracy",
+                   metric_name=f"{column_title(n)} accuracy", metric_value=round(100 * v, 2),
+                   metric_args=report["settings"].get(n, {"over": report["ensemble_over"]}))
+        for n, v in report["accuracy"].items()
+    ]  # fmt: skip
+
+
+def model_index(report: dict, model_name: str) -> list[dict]:
+    """The report as the Hub's model-index metadata."""
+    return eval_results_to_model_index(model_name, eval_results(report))
+
+
+def accuracy_table(report: dict, row_label: str | None = None) -> list[str]:
+    """The report's accuracies (%) as a Markdown table in the paper's column order, with an optional label column."""
+    accuracy = report["accuracy"]
+    cols = [n for n in COLUMNS if n in accuracy] + [n for n in accuracy if n not in COLUMNS]
+    label = [] if row_label is None else [("model", row_label)]
+    header = [title for title, _ in label] + [column_title(n) for n in cols]
+    values = [value for _, value in label] + [f"{100 * accuracy[n]:.2f}" for n in cols]
+    return [f"| {' | '.join(header)} |", "| --- " * len(header) + "|", f"| {' | '.join(values)} |"]
+
+
+def protocol_text(report: dict) -> str:
+    if report["strong"]:
+        return "strong protocol (random start, 5 restarts)"
+    if math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7):
+        return "paper protocol"
+    return "the paper's attacks at another eps than its 8/255"
+
+
+def health_table(health: dict) -> list[str]:
+    """fsr_health's figures per FSR module as a Markdown table."""
+    pct = lambda h, key: f"{100 * h[key]:.0f}" if key in h else "-"  # noqa: E731
+    lines = ["| FSR module | R contribution | S units live (%, ReLU 1 / 2) | R units live (%, ReLU 1 / 2) | mask mean "
+             "| mask > 0.99 (%) | mask < 0.01 (%) |", "| --- " * 7 + "|"]  # fmt: skip
+    for name, h in health.items():
+        r = f"{h['r_contribution']:.3g}" if "r_contribution" in h else "-"
+        mask = f"{h['mask_mean']:.3f}" if "mask_mean" in h else "-"
+        lines.append(f"| {name} | {r} | {pct(h, 's_live_1')} / {pct(h, 's_live_2')} | {pct(h, 'r_live_1')} / "
+                     f"{pct(h, 'r_live_2')} | {mask} | {pct(h, 'mask_above_0.99')} | {pct(h, 'mask_below_0.01')} |")
+    return lines
+
+
+def markdown(report: dict) -> str:
+    lines = accuracy_table(report, row_label=report["model"])
+    lines.append(f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
+                 f"{report['images']}) of {report['data_source']}, eps {report['eps'] * 255:g}/255 (Linf), "
+                 f"{protocol_text(report)}.")  # fmt: skip
+    if "curve" in report:
+        c = report["curve"]
+        lines += ["", f"Robustness curve ({c['attack']}, {c['images']} images):", "",
+                  "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in c["eps"]) + " |",
+                  "| --- " * (len(c["eps"]) + 1) + "|",
+                  "| accuracy (%) | " + " | ".join(f"{100 * a:.1f}" for a in c["accuracy"]) + " |"]  # fmt: skip
+    if "fsr_health" in report:
+        lines += ["", "FSR health on the clean images (`fsr_models.fsr.fsr_health`):", "",
+                  *health_table(report["fsr_health"])]
+    if "features" in report:
+        lines += ["", "FSR feature analysis (paper Table 5): accuracy (%) when FSR passes on each feature; k-NN "
+                  "accuracy of PGD-20 features among clean training features:", "",
+                  "| FSR output | Natural | PGD-20 | 5-NN | 20-NN |", "| --- " * 5 + "|"]  # fmt: skip
+        keys = ("natural", "pgd20", "knn5", "knn20")
+        lines += [f"| {name} | " + " | ".join(f"{100 * v[k]:.2f}" for k in keys) + " |"
+                  for name, v in report["features"].items()]  # fmt: skip
+    if report.get("sanity_checks"):
+        lines.append("")
+    for c in report.get("sanity_checks", []):
+        detail = "; ".join(c["detail"]) if isinstance(c["detail"], list) else c["detail"]
+        detail = f" ({detail})" if detail not in (None, "", {}) else ""
+        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}{detail}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,75 @@
+"""Building the zoo's networks with timm: the pretrained cfgs of the paper's settings, and the checks before a build."""
+
+import torch.nn as nn
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
+
+from ..facts import ARCHITECTURES, BACKBONES, DATASETS, HF_ORG, PAPER_TAGS, published
+from ..fsr import FSR
+from ..weights import check_one_weights_file
+
+
+def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
+    data = DATASETS[tag.split("_", 1)[1]]
+    name = f"{arch}.{tag}"
+    size = data.input_size
+    return {
+        "hf_hub_id": f"{HF_ORG}/{name}" if name in published() else None,
+        "num_classes": data.num_classes,
+        "label_names": data.label_names,
+        "input_size": size,
+        "pool_size": (size[1] // reduction, size[2] // reduction),  # forward_features' map at input_size
+        "crop_pct": 1.0,
+        "interpolation": "bilinear",
+        "mean": (0.0, 0.0, 0.0),  # the models take [0, 1] pixels: the data config must pass them through
+        "std": (1.0, 1.0, 1.0),
+        "first_conv": "conv1",
+        "classifier": "fc",
+        "license": "mit",
+        "paper_ids": "arXiv:2303.13846",
+        "paper_name": "Feature Separation and Recalibration for Adversarial Robustness",
+        "origin_url": "https://github.com/wkim97/FSR",
+        **kwargs,
+    }
+
+
+def paper_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
+    """One cfg per paper setting of both architectures of `backbone` (with FSR, plain), "arch.tag" -> cfg, for
+    `generate_default_cfgs`."""
+    reduction = BACKBONES[backbone].reduction  # the stride of forward_features' output
+    return {
+        f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for arch in ARCHITECTURES[backbone] for tag in PAPER_TAGS
+    }
+
+
+def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> None:
+    """Fail before building when pretrained weights are asked for and none exist (timm would say less)."""
+    if not pretrained:
+        return
+    cfg = resolve_pretrained_cfg(
+        variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
+    )
+    if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
+        tags = sorted(p for p in published() if p.startswith(f"{variant}.")) or "none yet"
+        raise RuntimeError(
+            f"No pretrained weights are published for {variant}.{cfg.tag}; tags of {variant} with weights: "
+            f"{tags}. Use pretrained=False for random init, or load a saved folder with "
+            f"pretrained_cfg_overlay=dict(file='<folder>/model.safetensors') or 'local-dir:<folder>'."
+        )
+
+
+def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:
+    """An FSR module (`kwargs`: FSR's) on timm's `device` / `dtype`: FSR takes neither, so it is moved there."""
+    return FSR(channels, **kwargs).to(device=device, dtype=dtype)
+
+
+def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    """timm's `build_model_with_cfg` for a zoo network, after `check_pretrained_available` and, for a `local-dir:`
+    folder, the check that it holds one whole weights file (timm reads one file of a folder, whatever else is
+    there); no copy of the weights stays in the model's pretrained_cfg."""
+    check_pretrained_available(variant, pretrained, kwargs)
+    cfg = kwargs.get("pretrained_cfg")
+    if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
+        check_one_weights_file(cfg["file"])
+    model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
+    model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
+    return model

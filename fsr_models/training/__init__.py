@@ -1,0 +1,13 @@
+"""The library behind `training/train.py`: the config (`config`), where a run starts or resumes and its checkpoints
+(`checkpoint`), the parts of the loop (`loop`: data, network and optimiser, one epoch, accuracy on a split) and what
+a run writes (`record`). The script's `main` puts them together, top to bottom."""
+
+from .checkpoint import RunStart, extend, initial_progress, save_checkpoint, start_or_resume
+from .config import COMPILE_MODES, RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_values, load_config, one_line_errors
+from .loop import (
+    NonFiniteLoss, Training, TrainingData, adversarial_loss, augment, build_training, compile_available,
+    lr_factor, shard_batches, split_accuracy, train_epoch, training_data,
+)  # fmt: skip
+from .record import (
+    RunLog, final_test, plan_message, plan_on_first_epoch, print_checksum, run_header, save_best, time_spent,
+)  # fmt: skip

@@ -1,0 +1,104 @@
+"""A run's folder and its progress: where a run starts or resumes, the plan of epochs and learning-rate drops
+(which a time budget or an extension moves), and checkpoints swapped in so that a kill at any moment leaves one
+whole checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from ..facts import milestone_epochs
+from .config import ConfigError, TrainConfig, load_config, resumed_config
+
+
+@dataclass
+class RunStart:
+    """What a call of the trainer starts from: the settings, the run folder and, when it resumes, the checkpoint and
+    the progress saved in it."""
+
+    cfg: TrainConfig
+    out: Path
+    checkpoint: Path
+    saved_progress: dict | None  # None: a new run
+
+    @property
+    def resuming(self) -> bool:
+        return self.saved_progress is not None
+
+
+def start_or_resume(resume: str | None, config: str | None, overrides: list[str], epochs: int | None,
+                    lr_extension: str | None) -> RunStart:  # fmt: skip
+    """The run that `--resume [RUN_DIR]`, `--config`, `--set`, `--epochs` and `--lr-extension` describe; what cannot
+    run (a folder that already holds a run, a resume without a checkpoint, an extension that is none) is refused."""
+    resuming = resume is not None
+    if (epochs is not None or lr_extension) and not resuming:
+        raise ConfigError("--epochs and --lr-extension extend an existing run: use them with --resume RUN_DIR")
+    if (epochs is None) != (lr_extension is None):
+        raise ConfigError("extending a run takes both --epochs N and --lr-extension stretch|hold")
+    if resuming:
+        out = Path(resume or load_config(config, overrides).output_dir)
+        cfg = resumed_config(out, config, overrides)
+    else:
+        cfg = load_config(config, overrides)
+        out = Path(cfg.output_dir)
+    checkpoint = out / "checkpoint"
+    if not checkpoint.exists() and (out / "checkpoint.old").exists():  # killed between the two renames
+        checkpoint = out / "checkpoint.old"
+    if resuming and not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out} (the run stopped before its first epoch ended); "
+                                "start it again in a new output_dir")  # fmt: skip
+    if not resuming and (out / "config.yaml").exists():
+        raise FileExistsError(f"{out} already holds a run: pass --resume {out} to continue it, or choose another "
+                              "output_dir")  # fmt: skip
+    saved = json.loads((checkpoint / "progress.json").read_text()) if resuming else None
+    if epochs is not None and epochs <= saved["epochs"]:
+        raise ConfigError(f"--epochs {epochs}: {out} already plans {saved['epochs']} epochs; give more")
+    return RunStart(cfg, out, checkpoint, saved)
+
+
+def initial_progress(cfg: TrainConfig, saved: dict | None, steps_per_epoch: int) -> dict:
+    """The progress of the run: epochs done and planned, SGD steps, the best validation PGD accuracy and its epoch,
+    the milestone epochs and the training seconds summed over calls; saved, or fresh for a new run."""
+    progress = saved or {"epoch": 0, "epochs": cfg.epochs, "step": 0, "best_val_pgd": -1.0, "best_epoch": 0,
+                         "milestones": milestone_epochs(cfg.lr_milestones, cfg.epochs)}  # fmt: skip
+    progress.setdefault("step", progress["epoch"] * steps_per_epoch)  # checkpoints of older versions lack these
+    progress.setdefault("milestones", milestone_epochs(cfg.lr_milestones, progress["epochs"]))
+    progress.setdefault("train_seconds", 0.0)  # summed over the calls of a plan in pieces
+    return progress
+
+
+def extend(progress: dict, cfg: TrainConfig, epochs: int, how: str) -> None:
+    """Extend the plan to `epochs`: 'stretch' puts the milestones at their fractions of the new total, 'hold' keeps
+    the lr the plan ended with for the added epochs (a milestone at the plan's end was never reached)."""
+    if how == "stretch":
+        progress["milestones"] = milestone_epochs(cfg.lr_milestones, epochs)
+    else:
+        progress["milestones"] = [m for m in progress["milestones"] if m < progress["epochs"]]
+    progress["extensions"] = progress.get("extensions", []) + [
+        {"after_epoch": progress["epoch"], "from": progress["epochs"], "to": epochs, "lr": how}]
+    progress["epochs"] = cfg.epochs = epochs
+
+
+def save_checkpoint(accelerator: Accelerator, out: Path, progress: dict) -> None:
+    """Accelerate state + progress, swapped in so that a kill at any moment leaves one whole checkpoint."""
+    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its part (its RNG state) before the swap
+    if accelerator.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        swap(tmp, final)
+    accelerator.wait_for_everyone()
+
+
+def swap(new: Path, final: Path) -> None:
+    """Replace `final` by `new`; a kill at any moment leaves `final` or `final.old` whole (resume reads either)."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)  # a leftover of an earlier kill
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)

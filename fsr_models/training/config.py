@@ -1,0 +1,178 @@
+"""The settings of a training run: `TrainConfig`, read from a YAML file and `--set key=value` items over the paper's
+recipe for the data set, checked where they are written; and the settings a resumed run may change."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..attacks import pixel_fraction
+from ..facts import DATASETS
+from ..losses import METHODS
+
+# torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Settings that --resume may change: they do not change what the run computes.
+RESUME_MAY_CHANGE = {"data_dir", "download", "log_every", "stop_after_min", "compile", "shard_mb", "output_dir"}
+
+
+class ConfigError(ValueError):
+    """A setting or command line that cannot run; the message says what to change (exit 2, no traceback)."""
+
+
+def one_line_errors(main):
+    """A command's `main(argv)` whose user errors (a config that cannot run, a missing file or data set, an output
+    folder in the way) end in one line `error: ...` on stderr and exit code 2, not a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except (ConfigError, FileNotFoundError, FileExistsError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a run; the YAML files name a subset, the rest keep these (the paper's) defaults."""
+
+    model: str = "resnet18_fsr"  # a registered network (ignored when `init` is set)
+    model_args: dict = dataclasses.field(default_factory=dict)  # extra timm.create_model arguments
+    init: str | None = None  # fine-tune from a zoo model: registered tag, hf-hub:<id> or a folder
+    dataset: str = "cifar10"  # cifar10, cifar100, svhn, tiny_imagenet
+    data_dir: str | None = None  # default $FSR_DATA_DIR
+    download: bool = False  # let torchvision download the data set into data_dir when it is not there
+    train_limit: int | None = None  # use only the first N training images (quick runs)
+    val_size: int = 1000  # held out from the end of the training images, for the best checkpoint
+    test_size: int = 10000  # test images of the final evaluation
+    method: str = "at"  # natural, at, trades, mart
+    beta: float = 6.0  # TRADES / MART
+    lambda_sep: float = 1.0
+    lambda_rec: float = 1.0
+    epochs: int = 100
+    time_budget_min: float | None = None  # fit the epochs into this many minutes (measured on epoch 1)
+    stop_after_min: float | None = None  # stop this call (checkpointed) before its minutes run out; --resume goes on
+    batch_size: int = 128  # global, over all processes
+    lr: float = 0.1  # per 128 images: scaled linearly with batch_size
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: list = dataclasses.field(default_factory=lambda: [0.75, 0.9])  # fractions of the epochs
+    lr_gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up from lr / steps to lr, counted in SGD steps
+    weight_init: str = "authors"  # "authors" (each backbone's own) or "kaiming_fan_out" (VGG's init everywhere)
+    eps: float | str = "8/255"
+    attack_step: float | str = "2/255"
+    attack_steps: int = 10
+    random_start: bool = True
+    val_attack_steps: int = 10  # PGD steps (training step size, random start) for the validation slice
+    eval_attack_steps: int = 20  # final test PGD (paper protocol: step eps/10, no random start)
+    augment: bool = True  # pad-4 random crop + horizontal flip (the paper: CIFAR yes, SVHN no)
+    shuffle: bool = True
+    seed: int = 0
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast); fp16 does not scale the input gradients of attacks
+    channels_last: bool = False
+    compile: str = "none"  # one of COMPILE_MODES: torch.compile the attack and the training step
+    shard_mb: int | None = None  # write the final weights in safetensors shards of at most this many MiB
+    log_every: int = 0  # print a line every N steps (0: progress bar only)
+    output_dir: str = "runs/{model}_{method}_{dataset}"
+
+    def __post_init__(self):
+        for name in ("eps", "attack_step"):
+            try:
+                setattr(self, name, pixel_fraction(str(getattr(self, name)), name))
+            except ValueError as e:
+                raise ConfigError(f"{name}: {e}") from None
+        for field in dataclasses.fields(self):  # YAML reads 1e-3 as a string and 1e2 as a float: check each value
+            value, kind = getattr(self, field.name), field.type
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("float"):
+                try:
+                    setattr(self, field.name, float(value))
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{field.name} must be a number, got {value!r}") from None
+            elif kind.startswith("int") and not (isinstance(value, int) and not isinstance(value, bool)):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.nan
+                if isinstance(value, bool) or not number.is_integer():
+                    raise ConfigError(f"{field.name} must be a whole number, got {value!r}")
+                setattr(self, field.name, int(number))
+            elif kind == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{field.name} must be true or false, got {value!r}")
+        if not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.lr_milestones):
+            raise ConfigError(f"lr_milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
+        if self.val_size < 1 or self.test_size < 1:
+            raise ConfigError("val_size and test_size must be at least 1 (the best checkpoint and the final test need them)")
+        for name in ("epochs", "batch_size", "attack_steps", "val_attack_steps", "eval_attack_steps"):
+            if getattr(self, name) < (0 if "attack" in name else 1):
+                raise ConfigError(f"{name} must be at least {0 if 'attack' in name else 1}, got {getattr(self, name)}")
+        for name in ("lr", "warmup_epochs", "weight_decay", "momentum", "time_budget_min", "stop_after_min"):
+            if (getattr(self, name) or 0) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        if self.weight_init not in ("authors", "kaiming_fan_out"):
+            raise ConfigError(f"weight_init must be 'authors' or 'kaiming_fan_out', got {self.weight_init!r}")
+        self.output_dir = self.output_dir.format(model=Path(self.init or self.model).name, method=self.method,
+                                                 dataset=self.dataset)  # fmt: skip
+
+
+def config_values(path: str | None, overrides: list[str]) -> dict:
+    """The settings a YAML file and `--set key=value` items give, each key checked where it was written."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    if path:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read the config {path}: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold key: value settings, got {type(values).__name__}")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown} in {path}; valid keys: {sorted(known)}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        if key not in known:
+            raise ConfigError(f"unknown config key {key!r} in --set {item}; valid keys: {sorted(known)}")
+        values[key] = yaml.safe_load(value)
+    return values
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    """The settings of a new run: the config file and --set, over the paper's recipe for the data set (SVHN's lr,
+    attack step and augmentation differ from CIFAR-10's), over TrainConfig's defaults."""
+    values = config_values(path, overrides)
+    recipe = DATASETS[values["dataset"]].recipe if values.get("dataset") in DATASETS else {}
+    return TrainConfig(**{**recipe, **values})
+
+
+def resumed_config(out: Path, path: str | None, overrides: list[str]) -> TrainConfig:
+    """The settings saved in a run folder; a config file or --set may repeat them or change RESUME_MAY_CHANGE."""
+    if not (out / "config.yaml").is_file():
+        raise ConfigError(f"--resume: {out} holds no run (no config.yaml); start without --resume or fix the folder")
+    saved_values = yaml.safe_load((out / "config.yaml").read_text())
+    saved = dataclasses.asdict(TrainConfig(**saved_values))
+    given = dataclasses.asdict(TrainConfig(**{**saved_values, **config_values(path, overrides)}))
+    changed = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v and k not in RESUME_MAY_CHANGE}
+    if changed:
+        hint = " To train longer, use --epochs N with --lr-extension." if "epochs" in changed else ""
+        raise ConfigError(f"--resume with settings that differ from {out / 'config.yaml'} (saved, given): {changed}. "
+                          f"A resumed run keeps its settings: resume with --resume {out} alone.{hint}")  # fmt: skip
+    return TrainConfig(**{**given, "output_dir": str(out)})

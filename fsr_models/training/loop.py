@@ -1,0 +1,247 @@
+"""The parts of the training loop: the data on the device, the network, its FSR losses, optimiser and schedule
+prepared by Accelerate, one epoch of adversarial training, and clean and PGD accuracy on a split of the data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast
+from tqdm.auto import tqdm
+
+from ..attacks import pgd
+from ..datasets import load_dataset, to_float
+from ..evaluation.protocol import correct
+from ..facts import ARCHITECTURES, scaled_lr
+from ..fsr import FSRLoss
+from ..hub import load_fsr_heads, load_model
+from ..losses import classification_loss, trades_kl
+from ..models._init import init_vgg
+from .config import ConfigError, TrainConfig
+
+
+class NonFiniteLoss(RuntimeError):
+    """A step's loss was NaN or infinite; the message says where and what was kept."""
+
+
+@dataclass
+class TrainingData:
+    """The training images (uint8, on the device) and the validation slice held out from their end."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    label_names: list[str] | None
+    num_classes: int
+
+
+def training_data(cfg: TrainConfig, device: torch.device) -> TrainingData:
+    """uint8 tensors on the device (a CIFAR-sized set fits any GPU), augmented there per batch."""
+    images, labels, label_names = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.train_limit,
+                                               download=cfg.download)  # fmt: skip
+    if cfg.val_size >= len(images):
+        raise ConfigError(f"val_size {cfg.val_size} leaves no training images out of {len(images)}")
+    n_train = len(images) - cfg.val_size
+    if n_train < cfg.batch_size:
+        raise ConfigError(f"{n_train} training images make no batch of {cfg.batch_size}: lower batch_size or val_size")
+    num_classes = len(label_names) if label_names else int(labels.max()) + 1
+    return TrainingData(images[:n_train].to(device), labels[:n_train].to(device), images[n_train:].to(device),
+                        labels[n_train:].to(device), label_names, num_classes)  # fmt: skip
+
+
+def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Module:
+    """The network to train: a registered one (with the cfg of the paper's tag, where there is one) or, for
+    fine-tuning, the zoo model `cfg.init` with a new head when the classes differ."""
+    if cfg.init:
+        model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
+    else:
+        tagged = f"{cfg.model}.{cfg.method}_{cfg.dataset}"
+        name = tagged if tagged in timm.list_models(cfg.model, include_tags=True) else cfg.model
+        if not timm.is_model(name.split(".")[0]):
+            raise ConfigError(f"model {cfg.model!r} is not a registered network; the zoo's are "
+                              f"{[n for pair in ARCHITECTURES.values() for n in pair]}")  # fmt: skip
+        model = timm.create_model(name, num_classes=num_classes, **cfg.model_args)
+    model.pretrained_cfg = {**model.pretrained_cfg, "num_classes": num_classes, "tag": f"{cfg.method}_{cfg.dataset}",
+                            "label_names": list(label_names) if label_names else None}  # fmt: skip
+    return model
+
+
+def compile_available(mode: str, device: torch.device, accelerator: Accelerator) -> bool:
+    """Whether torch.compile works here; if not, one line says why and the run goes on eager (no C++ compiler for
+    inductor's CPU backend, no Triton on a GPU, an unsupported Python)."""
+    try:  # a tiny graph proves the toolchain before hours of training depend on it
+        torch.compile(lambda t: t * 2 + 1, mode=mode)(torch.ones(2, device=device))
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure of the toolchain means: run eager
+        reason = (str(e).splitlines() or [""])[0][:200]
+        accelerator.print(f"compile={mode} is not available here ({type(e).__name__}: {reason}); running eager")
+        return False
+
+
+@dataclass
+class Training:
+    """What an SGD step needs: the network (`net`, unwrapped: attacks and evaluation run on it without DDP hooks or
+    gradient sync), its prepared (DDP-wrapped where there is DDP) form `model`, the FSR losses (`fsr_loss` prepared,
+    `heads` unwrapped; None for a plain network), the optimiser and schedule, and the (compiled or eager) networks
+    the attack and the step run through."""
+
+    net: torch.nn.Module
+    model: torch.nn.Module
+    fsr_loss: torch.nn.Module | None
+    heads: FSRLoss | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    attack_net: torch.nn.Module
+    step_model: torch.nn.Module
+    lr: float
+
+
+def build_training(cfg: TrainConfig, data: TrainingData, accelerator: Accelerator, progress: dict,
+                   resuming: bool) -> Training:  # fmt: skip
+    """The network, its FSR losses, SGD and the schedule (per SGD step: the warm-up, then the milestones that
+    `progress` holds, which a time budget or an extension moves), prepared by Accelerate and compiled if asked."""
+    model = build_model(cfg, data.num_classes, data.label_names)
+    fsr_loss = FSRLoss.for_model(model, cfg.lambda_sep, cfg.lambda_rec) if model.fsr_modules() else None
+    if cfg.weight_init == "kaiming_fan_out" and not cfg.init:
+        init_vgg(list(model.modules()) + (list(fsr_loss.modules()) if fsr_loss else []))
+    if cfg.init and fsr_loss and not resuming:  # the trained heads, unless the checkpoint brings its own
+        accelerator.print(load_fsr_heads(cfg.init, fsr_loss))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = list(model.parameters()) + (list(fsr_loss.parameters()) if fsr_loss else [])
+    lr = scaled_lr(cfg.lr, cfg.batch_size)
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(data.train_x) // cfg.batch_size
+    # Not prepared: Accelerate's prepared scheduler steps once per process per call.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma))  # fmt: skip
+    if fsr_loss:
+        model, fsr_loss, optimizer = accelerator.prepare(model, fsr_loss, optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    net = accelerator.unwrap_model(model)
+    heads = accelerator.unwrap_model(fsr_loss) if fsr_loss else None
+    attack_net, step_model = net, model
+    if cfg.compile != "none" and compile_available(cfg.compile, accelerator.device, accelerator):
+        attack_net = torch.compile(net, mode=cfg.compile)  # the eval-mode attack's graphs
+        step_model = attack_net if model is net else torch.compile(model, mode=cfg.compile)  # the train-mode step
+    return Training(net, model, fsr_loss, heads, optimizer, scheduler, attack_net, step_model, lr)
+
+
+def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: float, milestones: list[int], gamma: float) -> float:
+    """The learning rate of SGD step `step` (0-based) over the base lr: a linear warm-up, then x gamma at each
+    milestone epoch."""
+    warmup_steps = warmup_epochs * steps_per_epoch
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    return warm * gamma ** sum(step // steps_per_epoch >= m for m in milestones)
+
+
+def augment(x: torch.Tensor) -> torch.Tensor:
+    """Pad 4 (zeros) + random 32x32 crop + horizontal flip, per image, on whatever device x lives."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    dy, dx = torch.randint(0, 9, (2, n, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(n, h, w)
+    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(n, h, w)
+    flip = torch.rand(n, 1, 1, device=x.device) < 0.5
+    cols = torch.where(flip, 2 * dx + w - 1 - cols, cols)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def shard_batches(n: int, batch_size: int, accelerator: Accelerator, generator: torch.Generator | None):
+    """This process's part of each global batch: disjoint across processes, the same batches for any count."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for start in range(0, n - batch_size + 1, batch_size):
+        yield order[start : start + batch_size][accelerator.process_index :: accelerator.num_processes]
+
+
+def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torch.Tensor, y: torch.Tensor):
+    """One step's losses: the inner maximisation on `attack_net` (the unwrapped network) in eval mode, then the
+    method's loss (+ the FSR losses) of the adversarial batch through `step_model` (DDP-wrapped where there is
+    DDP) in train mode. Returns (loss, classification loss, FSR loss, adversarial logits)."""
+    attack_net.eval()  # BN statistics, deterministic FSR mask
+    logits_nat = None
+    if cfg.method == "natural":
+        x_adv = x
+    elif cfg.method == "trades":  # TRADES and MART start from x + 0.001 N(0, 1), as their code does
+        with torch.no_grad():
+            target_nat = attack_net(x)
+        x_adv = pgd(attack_net, x, target_nat, cfg.eps, cfg.attack_step, cfg.attack_steps,
+                    loss_fn=trades_kl, start=x + 0.001 * torch.randn_like(x))  # fmt: skip
+    elif cfg.method == "mart":
+        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x))
+    else:
+        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step, cfg.attack_steps, cfg.random_start)
+
+    step_model.train()
+    if cfg.method in ("trades", "mart"):  # natural batch first, as their code does (BN statistics)
+        logits_nat = step_model(x)
+    out_adv = step_model(x_adv, return_fsr=fsr_loss is not None)
+    logits_adv = out_adv.logits if fsr_loss is not None else out_adv
+    loss_cls = classification_loss(cfg.method, logits_adv, y, logits_nat, cfg.beta)
+    loss_fsr = fsr_loss(out_adv, y) if fsr_loss is not None else torch.zeros((), device=y.device)
+    return loss_cls + loss_fsr, loss_cls, loss_fsr, logits_adv
+
+
+def train_epoch(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator, epoch: int,
+                progress: dict) -> dict:  # fmt: skip
+    """One epoch of SGD steps (epoch is 0-based); returns its figures (lr of the last step, mean losses, training
+    accuracy on the adversarial batches, images). A non-finite loss raises NonFiniteLoss before its update."""
+    device = accelerator.device
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch) if cfg.shuffle else None
+    batches = list(shard_batches(len(data.train_x), cfg.batch_size, accelerator, generator))
+    totals = torch.zeros(5, device=device)  # loss, classification loss, FSR loss, correct (adv), images
+    for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process,
+                                    leave=False)):  # fmt: skip
+        x, y = to_float(data.train_x[idx]), data.train_y[idx]
+        if cfg.augment:
+            x = augment(x)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss, loss_cls, loss_fsr, logits_adv = adversarial_loss(cfg, t.attack_net, t.step_model, t.fsr_loss, x, y)
+        if not torch.isfinite(accelerator.gather(loss.detach())).all():
+            raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1} step {step + 1} (classification "
+                                f"{loss_cls.item():g}, FSR {loss_fsr.item():g})")  # fmt: skip
+        t.optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        step_lr = t.optimizer.param_groups[0]["lr"]  # this step's (the scheduler then sets the next one's)
+        t.optimizer.step()
+        t.scheduler.step()
+        progress["step"] += 1
+        n_correct = (logits_adv.argmax(1) == y).sum()
+        totals += torch.stack([loss.detach(), loss_cls.detach(), loss_fsr.detach(), n_correct, torch.tensor(len(y))
+                               .to(device)]).float()  # fmt: skip
+        if cfg.log_every and (step + 1) % cfg.log_every == 0:
+            accelerator.print(f"epoch {epoch + 1} step {step + 1}/{len(batches)} loss {loss.item():.4f}", flush=True)
+    # DDP syncs BN running statistics at the start of each forward, from rank 0: sync the last step's too, so
+    # that every process evaluates and checkpoints the same network.
+    for buffer in t.net.buffers():
+        buffer.copy_(broadcast(buffer, from_process=0))
+    totals = accelerator.reduce(totals, "sum")
+    steps = max(len(batches) * accelerator.num_processes, 1)
+    return {"lr": step_lr, "loss": totals[0].item() / steps, "loss_cls": totals[1].item() / steps,
+            "loss_fsr": totals[2].item() / steps, "train_adv_acc": totals[3].item() / max(totals[4].item(), 1),
+            "images": totals[4].item()}  # fmt: skip
+
+
+def split_accuracy(accelerator: Accelerator, net, images, labels, cfg: TrainConfig, steps: int, step_size: float,
+                   random_start: bool) -> tuple[float, float]:  # fmt: skip
+    """Clean and PGD accuracy on all `images` (uint8), split over the processes; the network in eval mode."""
+    net.eval()
+    counts = torch.zeros(3, device=accelerator.device)
+    batches = list(shard_batches(len(images), cfg.batch_size, accelerator, None))
+    rest = len(images) % cfg.batch_size  # the tail that does not fill a global batch: the main process takes it
+    if rest and accelerator.is_main_process:
+        batches.append(torch.arange(len(images) - rest, len(images)))
+    for idx in batches:
+        x, y = to_float(images[idx]), labels[idx]
+        x_adv = pgd(net, x, y, cfg.eps, step_size, steps, random_start)
+        n = torch.tensor(len(y)).to(y.device)
+        counts += torch.stack([correct(net, x, y).sum(), correct(net, x_adv, y).sum(), n])
+    clean, adv, n = accelerator.reduce(counts, "sum").tolist()
+    return clean / n, adv / n

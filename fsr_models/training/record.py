@@ -1,0 +1,169 @@
+"""What a run writes: one line per epoch (metrics.jsonl, TensorBoard, the console, FSR health included), the best
+weights, and at the end the final test of the best weights and the Hub-ready `model/` folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast
+
+from ..datasets import data_source, load_dataset, to_float
+from ..evaluation.protocol import attack_settings, pgd_settings
+from ..evaluation.report import make_report
+from ..facts import milestone_epochs
+from ..fsr import fsr_health, fsr_health_problems
+from ..hub import FSR_HEADS_NAME, load_model, save_folder
+from .checkpoint import swap
+from .config import TrainConfig
+from .loop import Training, TrainingData, split_accuracy
+
+
+def run_header(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator) -> str:
+    """One line on what trains where: network, method, data, processes, learning rate."""
+    return (f"{type(t.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if t.heads else ''} on "
+            f"{cfg.dataset}, {len(data.train_x)} train / {len(data.val_x)} val images, "
+            f"{accelerator.num_processes} process(es) on {accelerator.device}, lr {t.lr:g}"
+            f"{f', {cfg.warmup_epochs:g} warm-up epochs' if cfg.warmup_epochs else ''}")
+
+
+def health_line(health: dict) -> str:
+    """The FSR health figures of one epoch, compactly: R's contribution, live units of S and R, the mask."""
+    return " ".join(
+        f"{name}: R {h.get('r_contribution', 0):.3g} live S {h.get('s_live_1', 0):.0%}/{h.get('s_live_2', 0):.0%} "
+        f"R {h.get('r_live_1', 0):.0%}/{h.get('r_live_2', 0):.0%} mask {h.get('mask_mean', 0):.2f} "
+        f"(>0.99 {h.get('mask_above_0.99', 0):.0%}, <0.01 {h.get('mask_below_0.01', 0):.0%})"
+        for name, h in health.items()
+    )
+
+
+def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float | None) -> str:
+    """How many epochs this call fits at the measured speed, and how many calls the plan still needs."""
+    if not minutes:
+        return f"{seconds_per_epoch:.1f} s per epoch: epochs {done + 1}-{total} take about {(total - done) * seconds_per_epoch / 60:.1f} min"
+    fits = max(1, math.floor(minutes * 60 / seconds_per_epoch))
+    calls = math.ceil((total - done) / fits)
+    return (f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {fits} epochs (to epoch "
+            f"{min(total, done + fits)} of {total}); the plan needs about {calls} call(s) of {minutes:g} min in all")
+
+
+def plan_on_first_epoch(cfg: TrainConfig, progress: dict, seconds: float, accelerator: Accelerator) -> None:
+    """After the first epoch of a new run: fit the plan to `cfg.time_budget_min` at the measured speed (at least 1
+    epoch, at most cfg.epochs; the main process's count on every process), or say how long the plan takes."""
+    if not cfg.time_budget_min:
+        accelerator.print(plan_message(seconds, 0, progress["epochs"], cfg.stop_after_min))
+        return
+    planned = max(1, min(cfg.epochs, math.floor(cfg.time_budget_min * 60 / seconds)))
+    progress["epochs"] = int(broadcast(torch.tensor(planned, device=accelerator.device), from_process=0))
+    progress["milestones"] = milestone_epochs(cfg.lr_milestones, progress["epochs"])
+    accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
+
+
+def time_spent(cfg: TrainConfig, elapsed: float, seconds_per_epoch: float, accelerator: Accelerator) -> str | None:
+    """'this call' when another epoch would overrun `stop_after_min` (the run stops, checkpointed, to be resumed),
+    'the time budget' when it would overrun `time_budget_min` by more than 10 %, else None; decided on the main
+    process for all."""
+    budget_over = bool(cfg.time_budget_min) and elapsed + seconds_per_epoch > cfg.time_budget_min * 66
+    call_over = bool(cfg.stop_after_min) and elapsed + seconds_per_epoch > cfg.stop_after_min * 60
+    over = broadcast(torch.tensor([budget_over, call_over], device=accelerator.device), from_process=0).tolist()
+    return "this call" if over[1] else "the time budget" if over[0] else None
+
+
+class RunLog:
+    """The epochs' figures: a line of metrics.jsonl (main process), TensorBoard and the console."""
+
+    def __init__(self, accelerator: Accelerator, out: Path, cfg: TrainConfig):
+        self.accelerator, self.out = accelerator, out
+        accelerator.init_trackers("tensorboard", config={k: v for k, v in dataclasses.asdict(cfg).items()
+                                                         if isinstance(v, (int, float, str, bool))})  # fmt: skip
+
+    def __call__(self, metrics: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        self.accelerator.log(metrics, step=metrics["epoch"])
+        self.accelerator.print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                        for k, v in metrics.items() if "/" not in k))  # fmt: skip
+
+    def health(self, net, x: torch.Tensor) -> dict:
+        """FSR health figures of the network on the clean images x (main process), flat for the logs."""
+        if not (net.fsr_modules() and self.accelerator.is_main_process):
+            return {}
+        figures = fsr_health(net, to_float(x))
+        self.accelerator.print(health_line(figures))
+        for problem in fsr_health_problems(figures):
+            self.accelerator.print(f"warning: {problem}")
+        return {f"{name}/{k}": v for name, h in figures.items() for k, v in h.items()}
+
+    def last_epoch_seconds(self) -> float | None:
+        """The time of the last epoch logged by an earlier call of this run, if any."""
+        if not (self.out / "metrics.jsonl").is_file():
+            return None
+        lines = map(json.loads, (self.out / "metrics.jsonl").read_text().splitlines())
+        seconds = [m["seconds"] for m in lines if "seconds" in m]
+        return seconds[-1] if seconds else None
+
+
+def save_best(t: Training, cfg: TrainConfig, out: Path) -> None:
+    """The network as best/ (with its FSR heads), swapped in whole."""
+    shutil.rmtree(out / "best.tmp", ignore_errors=True)
+    save_folder(t.net, out / "best.tmp", fsr_loss=t.heads, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
+    swap(out / "best.tmp", out / "best")
+
+
+def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: dict, n_train: int,
+               n_val: int) -> dict:  # fmt: skip
+    """The best weights on the test set with the paper's protocol (PGD, step eps/10, no random start), written with
+    them as the Hub-ready model/ folder: metrics.json holds the run's figures and, under `test`, the test as an
+    evaluation report (the format of `python -m fsr_models.evaluate`). Returns what metrics.json holds."""
+    best = load_model(out / "best").to(accelerator.device)
+    test_x, test_y, _ = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.test_size, download=cfg.download)
+    test_x, test_y = test_x.to(accelerator.device), test_y.to(accelerator.device)
+    pgd = pgd_settings(cfg.eval_attack_steps, cfg.eps)
+    start = time.perf_counter()
+    clean, robust = split_accuracy(accelerator, best, test_x, test_y, cfg, pgd["steps"], pgd["step_size"],
+                                   pgd["random_start"])  # fmt: skip
+    name = f"pgd{cfg.eval_attack_steps}"
+    result = {"accuracy": {"natural": clean, name: robust}, "ensemble_over": [],
+              "settings": {"natural": attack_settings("natural", cfg.eps, False), name: pgd},
+              "seconds": {"natural and " + name: time.perf_counter() - start}}  # fmt: skip
+    results = {"test": make_report(cfg.init or cfg.model, cfg.dataset, data_source(cfg.data_dir, "test"), len(test_x),
+                                   cfg.eps, False, result),
+               "best_val_pgd_acc": progress["best_val_pgd"], "best_epoch": progress["best_epoch"],
+               "epochs": progress["epoch"], "train_images": n_train, "val_images": n_val, "sgd_steps": progress["step"],
+               "train_seconds": progress["train_seconds"], "eps": cfg.eps}  # fmt: skip
+    if "extensions" in progress:
+        results["extensions"] = progress["extensions"]
+    if accelerator.is_main_process:
+        if best.fsr_modules():
+            results["fsr_health"] = fsr_health(best, to_float(test_x))
+            for problem in fsr_health_problems(results["fsr_health"]):
+                accelerator.print(f"warning: the saved model's {problem}")
+        shard = cfg.shard_mb * 2**20 if cfg.shard_mb else "5GB"
+        shutil.rmtree(out / "model.tmp", ignore_errors=True)
+        save_folder(best, out / "model.tmp", max_shard_size=shard, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
+        if (out / "best" / FSR_HEADS_NAME).is_file():
+            shutil.copyfile(out / "best" / FSR_HEADS_NAME, out / "model.tmp" / FSR_HEADS_NAME)
+        results["train_config"] = dataclasses.asdict(cfg)
+        (out / "model.tmp" / "metrics.json").write_text(json.dumps(results, indent=2))
+        swap(out / "model.tmp", out / "model")
+    summary = {"test_images": len(test_x), **{f"{k}_acc": v for k, v in result["accuracy"].items()},
+               **{k: results[k] for k in ("best_epoch", "epochs", "sgd_steps")}}  # fmt: skip
+    accelerator.print(json.dumps(summary))
+    accelerator.print(f"Hub-ready folder: {out / 'model'} (fsr_models.hub.load_model, timm 'local-dir:', or "
+                      "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)")
+    return results
+
+
+def print_checksum(accelerator: Accelerator, net) -> None:
+    """Every process reports its weights (they must agree), in one write: print() writes text and newline apart."""
+    digest = sum(p.double().sum().item() * (i + 1) for i, p in enumerate(net.state_dict().values()))
+    sys.stdout.write(f"[rank {accelerator.process_index}] final weights checksum {digest!r}\n")
+    sys.stdout.flush()

@@ -1,0 +1,106 @@
+"""The weight files of the zoo's folder layout: their names, the check that a file is whole safetensors, reading a
+folder's weights (one `model.safetensors`, or the shards and index that transformers writes for large models), and
+merging shards into the one file the Hub repositories hold. Nothing here unpickles a file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+CONFIG_NAME = "config.json"
+IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
+# The auxiliary heads h of `FSRLoss`, saved beside the network: only the FSR losses read them (fine-tuning), so
+# timm and transformers loading never see them.
+FSR_HEADS_NAME = "fsr_heads.safetensors"
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Raise a ValueError naming `path` if it is not a readable safetensors file (truncated, corrupt, pickle)."""
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass  # opening checks the header and that the data section covers every tensor
+    except (SafetensorError, OSError) as e:
+        raise ValueError(
+            f"{path} is not a valid safetensors file ({e}); it may be truncated or not safetensors at all. "
+            "Download or save it again; pickled checkpoints (.bin, .pth) are not loaded."
+        ) from e
+
+
+def shard_files(folder: Path) -> list[str]:
+    """The shard files that a folder's index lists, in order."""
+    return sorted(set(json.loads((folder / INDEX_NAME).read_text())["weight_map"].values()))
+
+
+def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of a folder's `model.safetensors`, or of its shards listed in `model.safetensors.index.json`."""
+    folder = Path(folder)
+    index = folder / INDEX_NAME
+    if index.is_file() and (folder / WEIGHTS_NAME).is_file():
+        raise ValueError(f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), which may differ: remove "
+                         "the stale one")  # fmt: skip
+    if index.is_file():
+        files = shard_files(folder)
+    elif (folder / WEIGHTS_NAME).is_file():
+        files = [WEIGHTS_NAME]
+    else:
+        raise ValueError(f"{folder} has no {WEIGHTS_NAME} (nor {INDEX_NAME}); pickled checkpoints are not loaded")
+    state_dict = {}
+    for name in files:
+        if not (folder / name).is_file():
+            raise ValueError(f"{folder / name} is missing: {INDEX_NAME} lists it as a shard of the weights")
+        check_safetensors(folder / name)
+        state_dict.update(load_file(folder / name))
+    return state_dict
+
+
+def check_one_weights_file(folder: str | os.PathLike) -> None:
+    """The check before timm's `local-dir:` loader, which reads one weights file of a folder: a ValueError naming
+    the folder when it holds no whole `model.safetensors` (e.g. only shards, which `merge_shards` joins)."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file():
+        sharded = (folder / INDEX_NAME).is_file()
+        raise ValueError(
+            f"{folder} has no {WEIGHTS_NAME}"
+            + (f": its weights are in shards ({INDEX_NAME}), and timm reads one file. Merge them with "
+               f"`python hub/merge_shards.py {folder}`, or load the folder with fsr_models.hub.load_model or "
+               "transformers" if sharded else "; pickled checkpoints are not loaded")  # fmt: skip
+        )
+    check_safetensors(folder / WEIGHTS_NAME)
+
+
+def merge_shards(folder: str | os.PathLike) -> Path:
+    """Join a folder's weight shards into one `model.safetensors`, as the Hub repositories hold them, and remove the
+    shards and their index. The merged file is written beside them and read back equal before anything is removed,
+    so an interruption never loses weights (running it again finishes the job). Returns the merged file."""
+    folder = Path(folder)
+    target, index = folder / WEIGHTS_NAME, folder / INDEX_NAME
+    if not index.is_file():
+        if target.is_file():
+            return target  # one file already
+        raise ValueError(f"{folder} holds no {INDEX_NAME}: there are no shards to merge")
+    shards = shard_files(folder)
+    merged = read_weights(folder) if not target.is_file() else None
+    if merged is not None:
+        partial = folder / f"{WEIGHTS_NAME}.partial"
+        save_file(merged, str(partial), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600: readable like any other file of the folder
+        os.replace(partial, target)
+    # Read back (also a merged file left by an interrupted merge) and compare before the shards go.
+    written, parts = load_file(target), {}
+    for name in shards:
+        parts.update(load_file(folder / name))
+    if written.keys() != parts.keys() or not all(torch.equal(written[k], parts[k]) for k in parts):
+        raise ValueError(f"{target} differs from the shards in {folder}: remove one of the two by hand")
+    for name in shards:
+        (folder / name).unlink()
+    index.unlink()
+    return target
