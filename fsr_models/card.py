@@ -26,6 +26,7 @@ from .evaluation.protocol import ATTACKS, attack_settings, pgd_settings
 from .evaluation.report import accuracy_table, column_title, eval_results, health_table
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
+from .training.config import renamed
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
@@ -64,6 +65,11 @@ class Record:
     @property
     def name(self) -> str:
         return f"{self.config['architecture']}.{self.config['pretrained_cfg'].get('tag', '')}"
+
+
+def train_config(metrics: dict) -> dict:
+    """The training config a run recorded, under today's setting names (also for runs written before a rename)."""
+    return renamed(metrics.get("train_config") or {})
 
 
 def read_record(folder: str | Path) -> Record:
@@ -130,7 +136,7 @@ def run_facts(metrics: dict) -> dict:
     of the data set's training images; from metrics.json, or derived from its training config for runs that did not
     record them (CIFAR-10 has 50,000 training images, the shipped sample 1,000; the first `train_limit` are used, the
     last `val_size` of those held out; an epoch is the whole batches)."""
-    train = metrics.get("train_config") or {}
+    train = train_config(metrics)
     dataset = train.get("dataset", "cifar10")
     full = DATASETS[dataset].train_images
     available = SAMPLE_SIZES["train"] if str(train.get("data_dir")) == "sample" else full
@@ -172,7 +178,7 @@ def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
     if facts["subset"]:
         out.append((f"train{facts['train_images']}", f"trained on {facts['train_images']:,} of the "
                     f"{DATASETS[facts['dataset']].train_images:,} {dataset_name(facts['dataset'])} training images"))
-    eps = (metrics.get("train_config") or {}).get("eps", metrics.get("eps", PAPER_EPS))
+    eps = train_config(metrics).get("eps", metrics.get("eps", PAPER_EPS))
     if not math.isclose(eps, PAPER_EPS, abs_tol=1e-7):
         out.append((f"eps{eps * 255:g}", f"trained for eps {eps_text(eps)} (the paper's: 8/255)"))
     return out
@@ -210,7 +216,7 @@ def final_test_report(metrics: dict) -> dict:
         return metrics["test"]
     pgd = next(k.removesuffix("_acc") for k in metrics if k.startswith("pgd") and k.endswith("_acc"))
     eps = metrics["eps"]
-    train = metrics.get("train_config", {})
+    train = train_config(metrics)
     return {"dataset": train.get("dataset", "cifar10"), "images": metrics["test_images"], "eps": eps, "strong": False,
             "data_source": "sample" if str(train.get("data_dir")) == "sample" else None,
             "accuracy": {"natural": metrics["natural_acc"], pgd: metrics[f"{pgd}_acc"]},
@@ -335,7 +341,7 @@ def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) 
             ahead[this if diff > 0 else other].append(f"{title.split(' (')[0]} (+{abs(diff):.2f} points)")
     said = [f"`{name}` is ahead on {_and(leads)}" for name, leads in ahead.items() if leads]
     lines += ["", ("; ".join(said) if said else "The two are equal on every measure") + "."]
-    train, other_train = metrics.get("train_config") or {}, other_metrics.get("train_config") or {}
+    train, other_train = train_config(metrics), train_config(other_metrics)
     differ = [k for k in sorted(set(train) | set(other_train)) if k not in ("model", "output_dir", "data_dir")
               and train.get(k) != other_train.get(k)]  # fmt: skip
     same = ("Both were trained with the same config apart from the network" if not differ else "Their training "
@@ -355,7 +361,7 @@ def _and(items: list[str]) -> str:
 
 def model_card(record: Record, repo_id: str) -> ModelCard:
     """The card of one Hub repository: metadata (with model-index results) and the prose a user needs."""
-    dataset = (record.metrics.get("train_config") or {}).get("dataset", "cifar10")
+    dataset = train_config(record.metrics).get("dataset", "cifar10")
     hub_dataset = DATASETS[dataset].hub_id
     data = ModelCardData(
         library_name="timm", license="mit", pipeline_tag="image-classification", datasets=[hub_dataset],
@@ -376,7 +382,7 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
     where = (f"with a Feature Separation and Recalibration (FSR) module after stage {', '.join(map(str, fsr))} of the "
              f"backbone (Kim et al., CVPR 2023)") if fsr else "without FSR (the baseline of the FSR paper)"  # fmt: skip
     trained_on = f" on {facts['train_images']:,} training images" if facts["train_images"] else ""
-    natural = (metrics.get("train_config") or {}).get("method") == "natural"
+    natural = train_config(metrics).get("method") == "natural"
     trained = (f"trained{trained_on} without adversarial examples, measured against" if natural else
                f"adversarially trained{trained_on} to resist")  # fmt: skip
     lines = [f"# {repo_id.split('/')[-1]}", "",
@@ -433,7 +439,7 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
 
 def schedule_text(metrics: dict, facts: dict) -> str:
     """'32 epochs (3,040 SGD steps of batch 512), no warm-up, lr x0.1 after epoch 24, then x0.1 after epoch 29'."""
-    train = metrics["train_config"]
+    train = train_config(metrics)
     epochs = facts["epochs"]
     steps = f" ({facts['sgd_steps']:,} SGD steps of batch {facts['batch_size']})" if facts["sgd_steps"] else ""
     warmup = (f"a linear learning-rate warm-up over {facts['warmup_epochs']:g} epochs" if facts["warmup_epochs"]
@@ -449,7 +455,7 @@ def schedule_text(metrics: dict, facts: dict) -> str:
 
 
 def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[str]:
-    train = metrics.get("train_config")
+    train = train_config(metrics) or None
     lines = ["## Training", ""]
     if train is None:
         return lines + ["No training config was recorded with these weights.", ""]
@@ -460,7 +466,7 @@ def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[st
     if epochs < PAPER_EPOCHS:
         lines += [f"**Short schedule: {epochs} epochs, not the paper's {PAPER_EPOCHS}-epoch recipe.** Expect "
                   "lower accuracy than the paper reports.", ""]  # fmt: skip
-    lr = scaled_lr(train["lr"], train["batch_size"])
+    lr = scaled_lr(train["lr_per_128"], train["batch_size"])
     sample = " in the shipped sample" if str(train.get("data_dir")) == "sample" else ""
     subset = f" (of {facts['available']:,}{sample})" if facts["subset"] and facts["available"] else ""
     budget = f", in a {train['time_budget_min']:g}-minute budget" if train.get("time_budget_min") else ""
@@ -471,9 +477,10 @@ def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[st
         f"- Method: {method}" + (f" + FSR losses (lambda_sep {train['lambda_sep']:g}, lambda_rec "
                                  f"{train['lambda_rec']:g})" if fsr else ""),  # fmt: skip
         f"- Attack during training: PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step "
-        f"{eps_text(train['attack_step'])}, {'a' if train['random_start'] else 'no'} random start",
+        f"{eps_text(train['attack_step_size'])}, {'a' if train['random_start'] else 'no'} random start",
         f"- Schedule: {schedule_text(metrics, facts)}{budget}; best epoch {metrics.get('best_epoch', '?')}",
-        f"- Optimiser: SGD lr {lr:g} (momentum {train['momentum']:g}, weight decay {train['weight_decay']:g}), "
+        f"- Optimiser: SGD lr {lr:g} ({train['lr_per_128']:g} per 128 images, scaled to the batch of "
+        f"{train['batch_size']}; momentum {train['momentum']:g}, weight decay {train['weight_decay']:g}), "
         f"{train['precision']}",
         *([f"- Training time: {metrics['train_seconds']:.0f} s"] if "train_seconds" in metrics else []),
         "",

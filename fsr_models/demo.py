@@ -66,12 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     save_folder(model, folder)
     with torch.no_grad():
         reference = model(x)
-        by_timm = load_model(folder).eval()(x)
+        by_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x)
+        by_load_model = load_model(folder).eval()(x)
         by_transformers = AutoModelForImageClassification.from_pretrained(folder).eval()(x).logits
     print("  (the auxiliary head h of the losses lives in fsr_models.FSRLoss: 5,130 parameters at 10 classes)")
     print(f"\nSaved {folder}/config.json + model.safetensors; the same logits from")
     print(f"  timm.create_model('local-dir:{folder}', pretrained=True): {torch.equal(by_timm, reference)}")
     print(f"  AutoModelForImageClassification.from_pretrained('{folder}'): {torch.equal(by_transformers, reference)}")
+    print(f"  fsr_models.hub.load_model('{folder}'): {torch.equal(by_load_model, reference)}")
 
 
 if __name__ == "__main__":

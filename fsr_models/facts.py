@@ -88,7 +88,7 @@ class Dataset:
 DATASETS = {
     "cifar10": Dataset("CIFAR-10", 10, CIFAR10_LABELS, (3, 32, 32), 50_000, "uoft-cs/cifar10"),
     "svhn": Dataset("SVHN", 10, SVHN_LABELS, (3, 32, 32), 73_257, "ufldl-stanford/svhn",
-                    recipe={"lr": 0.01, "attack_step": "1/255", "augment": False}),  # fmt: skip
+                    recipe={"lr_per_128": 0.01, "attack_step_size": "1/255", "augment": False}),  # fmt: skip
     "cifar100": Dataset("CIFAR-100", 100, CIFAR100_LABELS, (3, 32, 32), 50_000, "uoft-cs/cifar100"),
     "tiny_imagenet": Dataset("Tiny ImageNet", 200, None, (3, 64, 64), 100_000, "zh-plus/tiny-imagenet",
                              test_split="validation", torchvision=False),  # fmt: skip

@@ -25,7 +25,7 @@ from huggingface_hub import ModelCard
 
 from fsr_models import facts
 from fsr_models.card import paper_repo_id
-from fsr_models.publish import CARD_NAME, CONFIG_NAME, export_repo, is_repo_folder, publish
+from fsr_models.repository import CARD_NAME, CONFIG_NAME, export_repo, is_repo_folder, publish
 
 ZOO = Path(__file__).resolve().parent / "weights"
 

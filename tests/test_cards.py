@@ -17,7 +17,7 @@ from fsr_models.datasets import load_dataset, to_float
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
 from fsr_models.hub import FSR_HEADS_NAME, load_model
-from fsr_models.publish import PublishError, check_repo_folder, export_repo
+from fsr_models.repository import PublishError, check_repo_folder, export_repo
 
 FSR, PLAIN = SHIPPED_FSR, SHIPPED_PLAIN
 

@@ -31,8 +31,8 @@ def params_m(*modules):
 
 
 # (params M with the aux head, GFLOPs of convs and linears). Paper Table 7: ResNet-18 11.17 / 12.43 M,
-# 1.1133 / 1.1535 G; VGG16 15.25 / 16.52 M, 0.6299 / 0.6701 G. The paper's FLOPs also count BN/ReLU elements
-# (REFERENCE.md); FSR's own cost, 0.0402 G in the paper, is 0.0401 G of convs and linears.
+# 1.1133 / 1.1535 G; VGG16 15.25 / 16.52 M, 0.6299 / 0.6701 G. The paper's FLOPs also count the elementwise
+# operations of BN and ReLU, which these do not; FSR's own cost, 0.0402 G in the paper, is 0.0401 G of convs and linears.
 TABLE7 = {
     "resnet18_plain": (11.17, 1.1108),
     "resnet18_fsr": (12.43, 1.1510),

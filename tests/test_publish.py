@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from fsr_models import FSRLoss, facts
 from fsr_models.card import card_eval_results
 from fsr_models.hub import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, save_folder
-from fsr_models.publish import PublishError, check_repo_folder, export_repo, publish
+from fsr_models.repository import PublishError, check_repo_folder, export_repo, publish
 
 WEIGHTS = SHIPPED_FSR
 REPO_ID = "fsr-zoo/resnet18_fsr.at_cifar10"

@@ -99,8 +99,8 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, train_script, tmp
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and progress(killed)["epoch"] == 1
     capsys.readouterr()
-    assert train_script.main([*args, "lr=0.5", "--resume"]) == 2  # a resumed run keeps its settings
-    assert "'lr'" in capsys.readouterr().err
+    assert train_script.main([*args, "lr_per_128=0.5", "--resume"]) == 2  # a resumed run keeps its settings
+    assert "'lr_per_128'" in capsys.readouterr().err
     assert train_script.main(["--cpu", "--resume", str(killed)]) == 0  # the saved settings: nothing else is needed
 
     for name in ("model.safetensors", "model_1.safetensors"):  # the network and the FSR heads
@@ -176,7 +176,7 @@ def test_fine_tuning_from_a_folder_with_a_new_head(train_script, tmp_path):
     source = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64], num_classes=100)
     save_folder(source, tmp_path / "source", fsr_loss=fsr_models.FSRLoss.for_model(source))
     out = tmp_path / "tuned"
-    assert train_script.main(tiny_run_args(out, f"init={tmp_path / 'source'}", "model_args={}", "lr=0",
+    assert train_script.main(tiny_run_args(out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0",
                                            "weight_decay=0", "epochs=1")) == 0  # fmt: skip
     tuned = load_model(out / "model")
     assert tuned.fc.out_features == 10 and torch.equal(tuned.conv1.weight, source.conv1.weight)  # lr 0: the source's
@@ -194,7 +194,7 @@ def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys
     torch.nn.init.constant_(heads.heads[0].bias, 0.5)
     save_folder(source, tmp_path / "source", fsr_loss=heads)
     out = tmp_path / "tuned"
-    assert train_script.main(tiny_run_args(out, f"init={tmp_path / 'source'}", "model_args={}", "lr=0",
+    assert train_script.main(tiny_run_args(out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0",
                                            "weight_decay=0", "epochs=1")) == 0  # fmt: skip
     assert any(line.startswith("warning: fsr4") for line in capsys.readouterr().out.splitlines())
     for folder in ("best", "model"):
@@ -237,14 +237,31 @@ def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys):
     one_line_error(["--cpu", "--set", f"data_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'run'}"],
                    "nowhere")  # fmt: skip
     assert not (tmp_path / "nowhere").exists()  # a mistyped data folder is not created
-    for bad, named in [("lr=fast", "lr"), ("epochs=2.5", "epochs"), ("shuffle=yes please", "shuffle"),
+    for bad, named in [("lr_per_128=fast", "lr_per_128"), ("epochs=2.5", "epochs"), ("shuffle=yes please", "shuffle"),
                        ("lr_milestones=[75, 90]", "lr_milestones"), ("val_size=0", "val_size"),
-                       ("attack_step=2", "2/255"), ("eps=1/0", "eps"), ("warmup_epochs=-1", "warmup_epochs"),
+                       ("attack_step_size=2", "2/255"), ("eps=1/0", "eps"), ("warmup_epochs=-1", "warmup_epochs"),
                        ("weight_init=xavier", "weight_init")]:  # fmt: skip
         with pytest.raises(ValueError, match=re.escape(named)):
             load_config(None, [bad])
-    assert load_config(None, ["lr=1e-3", "epochs=1e2"]).lr == 0.001  # YAML reads 1e-3 as a string
+    assert load_config(None, ["lr_per_128=1e-3", "epochs=1e2"]).lr_per_128 == 0.001  # YAML reads 1e-3 as a string
     assert load_config(None, ["eps=8/255"]).eps == 8 / 255
+
+
+def test_renamed_settings_still_load_with_a_warning_also_from_a_saved_run(tmp_path):
+    """lr (per 128 images), attack_step (a size) and weight_init=kaiming_fan_out (VGG's init) were renamed; configs,
+    --set and the config.yaml of runs written before keep working."""
+    (tmp_path / "old.yaml").write_text("lr: 0.05\nattack_step: 1/255\nweight_init: kaiming_fan_out\n")
+    with pytest.warns(FutureWarning, match="'lr' is now 'lr_per_128'"):
+        cfg = training.load_config(str(tmp_path / "old.yaml"), [])
+    assert (cfg.lr_per_128, cfg.attack_step_size, cfg.weight_init) == (0.05, 1 / 255, "vgg")
+    with pytest.warns(FutureWarning, match="--set: 'weight_init: kaiming_fan_out' is now 'weight_init: vgg'"):
+        assert training.load_config(None, ["weight_init=kaiming_fan_out"]).weight_init == "vgg"
+    saved = dataclasses.asdict(cfg)  # as a run written before the rename saved it
+    saved["lr"], saved["attack_step"] = saved.pop("lr_per_128"), saved.pop("attack_step_size")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
+    resumed = training.config.resumed_config(tmp_path / "run", None, [])
+    assert (resumed.lr_per_128, resumed.attack_step_size) == (0.05, 1 / 255)
 
 
 def test_every_paper_setting_has_a_valid_config(train_script):
@@ -252,9 +269,10 @@ def test_every_paper_setting_has_a_valid_config(train_script):
     settings = {(c.model, c.method, c.dataset) for c in (training.load_config(str(p), []) for p in configs)}
     assert len(settings) == 48
     svhn = training.load_config(str(ROOT / "training/configs/vgg16_fsr_mart_svhn.yaml"), [])
-    assert (svhn.lr, svhn.attack_step, svhn.augment, svhn.eps) == (0.01, 1 / 255, False, 8 / 255)
+    assert (svhn.lr_per_128, svhn.attack_step_size, svhn.augment, svhn.eps) == (0.01, 1 / 255, False, 8 / 255)
     paper = training.load_config(str(TRAIN_CONFIG), [])
-    assert (paper.epochs, paper.batch_size, paper.lr, paper.attack_steps, paper.attack_step) == (100, 128, 0.1, 10, 2 / 255)
+    assert (paper.epochs, paper.batch_size, paper.lr_per_128, paper.attack_steps, paper.attack_step_size) == (
+        100, 128, 0.1, 10, 2 / 255)  # fmt: skip
 
 
 def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network(train_script):
@@ -264,7 +282,7 @@ def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network(train_scrip
     own = {"model": None, "output_dir": None}  # the output folder is named after the model
     assert {**dataclasses.asdict(fsr), **own} == {**dataclasses.asdict(plain), **own}
     # batch 128 is named in the file, so training/gpu_run.sh keeps it instead of its batch 512
-    assert (fsr.batch_size, fsr.lr, fsr.epochs, fsr.warmup_epochs, fsr.weight_init) == (128, 0.1, 30, 0, "authors")
+    assert (fsr.batch_size, fsr.lr_per_128, fsr.epochs, fsr.warmup_epochs, fsr.weight_init) == (128, 0.1, 30, 0, "authors")
     assert "\nbatch_size: 128\n" in (ROOT / "training/configs/resnet18_fsr_at_cifar10_b128_30ep.yaml").read_text()
 
 

@@ -132,7 +132,7 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
         pgd = next((v for k, v in test.items() if k.startswith("pgd")), None)
         # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
         epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}
-        rows.append(f"| {name} | {cfg.batch_size} | {scaled_lr(cfg.lr, cfg.batch_size):g} | {cfg.warmup_epochs:g} | "
+        rows.append(f"| {name} | {cfg.batch_size} | {scaled_lr(cfg.lr_per_128, cfg.batch_size):g} | {cfg.warmup_epochs:g} | "
                     f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
                     f"{res['best_epoch']} | "
                     f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * test['natural'], '{:.1f}')} | "

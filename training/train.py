@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.print(run_header(cfg, t, data, accelerator))
 
     def validate() -> tuple[float, float]:
-        return split_accuracy(accelerator, t.net, data.val_x, data.val_y, cfg, cfg.val_attack_steps, cfg.attack_step,
+        return split_accuracy(accelerator, t.net, data.val_x, data.val_y, cfg, cfg.val_attack_steps, cfg.attack_step_size,
                               True)  # fmt: skip
 
     if not run.resuming:  # the starting point, for comparison

@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,10 @@ from ..losses import METHODS
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Settings that --resume may change: they do not change what the run computes.
 RESUME_MAY_CHANGE = {"data_dir", "download", "log_every", "stop_after_min", "compile", "shard_mb", "output_dir"}
+# Old names of settings and of values, still read (with a warning where a user wrote them): configs, --set and the
+# config.yaml / train_config of runs written before the rename.
+RENAMED_KEYS = {"lr": "lr_per_128", "attack_step": "attack_step_size"}
+RENAMED_VALUES = {("weight_init", "kaiming_fan_out"): "vgg"}
 
 
 class ConfigError(ValueError):
@@ -61,16 +66,16 @@ class TrainConfig:
     time_budget_min: float | None = None  # fit the epochs into this many minutes (measured on epoch 1)
     stop_after_min: float | None = None  # stop this call (checkpointed) before its minutes run out; --resume goes on
     batch_size: int = 128  # global, over all processes
-    lr: float = 0.1  # per 128 images: scaled linearly with batch_size
+    lr_per_128: float = 0.1  # the learning rate of a batch of 128; SGD runs at lr_per_128 * batch_size / 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_milestones: list = dataclasses.field(default_factory=lambda: [0.75, 0.9])  # fractions of the epochs
     lr_gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear learning-rate warm-up from lr / steps to lr, counted in SGD steps
-    weight_init: str = "authors"  # "authors" (each backbone's own) or "kaiming_fan_out" (VGG's init everywhere)
+    weight_init: str = "authors"  # "authors" (each backbone's own) or "vgg" (VGG16's init for any network)
     eps: float | str = "8/255"
-    attack_step: float | str = "2/255"
-    attack_steps: int = 10
+    attack_step_size: float | str = "2/255"  # of the training attack's steps
+    attack_steps: int = 10  # how many
     random_start: bool = True
     val_attack_steps: int = 10  # PGD steps (training step size, random start) for the validation slice
     eval_attack_steps: int = 20  # final test PGD (paper protocol: step eps/10, no random start)
@@ -85,7 +90,7 @@ class TrainConfig:
     output_dir: str = "runs/{model}_{method}_{dataset}"
 
     def __post_init__(self):
-        for name in ("eps", "attack_step"):
+        for name in ("eps", "attack_step_size"):
             try:
                 setattr(self, name, pixel_fraction(str(getattr(self, name)), name))
             except ValueError as e:
@@ -116,7 +121,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "attack_steps", "val_attack_steps", "eval_attack_steps"):
             if getattr(self, name) < (0 if "attack" in name else 1):
                 raise ConfigError(f"{name} must be at least {0 if 'attack' in name else 1}, got {getattr(self, name)}")
-        for name in ("lr", "warmup_epochs", "weight_decay", "momentum", "time_budget_min", "stop_after_min"):
+        for name in ("lr_per_128", "warmup_epochs", "weight_decay", "momentum", "time_budget_min", "stop_after_min"):
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.method not in METHODS:
@@ -125,15 +130,29 @@ class TrainConfig:
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
-        if self.weight_init not in ("authors", "kaiming_fan_out"):
-            raise ConfigError(f"weight_init must be 'authors' or 'kaiming_fan_out', got {self.weight_init!r}")
+        if self.weight_init not in ("authors", "vgg"):
+            raise ConfigError(f"weight_init must be 'authors' or 'vgg', got {self.weight_init!r}")
         self.output_dir = self.output_dir.format(model=Path(self.init or self.model).name, method=self.method,
                                                  dataset=self.dataset)  # fmt: skip
 
 
+def renamed(values: dict, where: str | None = None) -> dict:
+    """`values` with renamed settings under their new names; `where` (a file, --set) is warned about each."""
+    out = {}
+    for key, value in values.items():
+        new_key = RENAMED_KEYS.get(key, key)
+        new_value = RENAMED_VALUES.get((new_key, value), value) if isinstance(value, str) else value
+        if where and (new_key, new_value) != (key, value):
+            old, new = (f"{key}: {value}", f"{new_key}: {new_value}") if new_value != value else (key, new_key)
+            warnings.warn(f"{where}: '{old}' is now '{new}'; the old name still works for now", FutureWarning,
+                          stacklevel=2)  # fmt: skip
+        out[new_key] = new_value
+    return out
+
+
 def config_values(path: str | None, overrides: list[str]) -> dict:
     """The settings a YAML file and `--set key=value` items give, each key checked where it was written."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | set(RENAMED_KEYS)
     values = {}
     if path:
         try:
@@ -144,15 +163,20 @@ def config_values(path: str | None, overrides: list[str]) -> dict:
             raise ConfigError(f"{path} must hold key: value settings, got {type(values).__name__}")
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"unknown config key(s) {unknown} in {path}; valid keys: {sorted(known)}")
+            raise ConfigError(f"unknown config key(s) {unknown} in {path}; valid keys: {valid_keys()}")
+        values = renamed(values, str(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         if key not in known:
-            raise ConfigError(f"unknown config key {key!r} in --set {item}; valid keys: {sorted(known)}")
-        values[key] = yaml.safe_load(value)
+            raise ConfigError(f"unknown config key {key!r} in --set {item}; valid keys: {valid_keys()}")
+        values.update(renamed({key: yaml.safe_load(value)}, "--set"))
     return values
+
+
+def valid_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
@@ -167,7 +191,7 @@ def resumed_config(out: Path, path: str | None, overrides: list[str]) -> TrainCo
     """The settings saved in a run folder; a config file or --set may repeat them or change RESUME_MAY_CHANGE."""
     if not (out / "config.yaml").is_file():
         raise ConfigError(f"--resume: {out} holds no run (no config.yaml); start without --resume or fix the folder")
-    saved_values = yaml.safe_load((out / "config.yaml").read_text())
+    saved_values = renamed(yaml.safe_load((out / "config.yaml").read_text()))  # also of runs before a rename
     saved = dataclasses.asdict(TrainConfig(**saved_values))
     given = dataclasses.asdict(TrainConfig(**{**saved_values, **config_values(path, overrides)}))
     changed = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v and k not in RESUME_MAY_CHANGE}

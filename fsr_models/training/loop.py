@@ -105,14 +105,14 @@ def build_training(cfg: TrainConfig, data: TrainingData, accelerator: Accelerato
     `progress` holds, which a time budget or an extension moves), prepared by Accelerate and compiled if asked."""
     model = build_model(cfg, data.num_classes, data.label_names)
     fsr_loss = FSRLoss.for_model(model, cfg.lambda_sep, cfg.lambda_rec) if model.fsr_modules() else None
-    if cfg.weight_init == "kaiming_fan_out" and not cfg.init:
+    if cfg.weight_init == "vgg" and not cfg.init:
         init_vgg(list(model.modules()) + (list(fsr_loss.modules()) if fsr_loss else []))
     if cfg.init and fsr_loss and not resuming:  # the trained heads, unless the checkpoint brings its own
         accelerator.print(load_fsr_heads(cfg.init, fsr_loss))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = list(model.parameters()) + (list(fsr_loss.parameters()) if fsr_loss else [])
-    lr = scaled_lr(cfg.lr, cfg.batch_size)
+    lr = scaled_lr(cfg.lr_per_128, cfg.batch_size)
     optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(data.train_x) // cfg.batch_size
     # Not prepared: Accelerate's prepared scheduler steps once per process per call.
@@ -171,12 +171,12 @@ def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torc
     elif cfg.method == "trades":  # TRADES and MART start from x + 0.001 N(0, 1), as their code does
         with torch.no_grad():
             target_nat = attack_net(x)
-        x_adv = pgd(attack_net, x, target_nat, cfg.eps, cfg.attack_step, cfg.attack_steps,
+        x_adv = pgd(attack_net, x, target_nat, cfg.eps, cfg.attack_step_size, cfg.attack_steps,
                     loss_fn=trades_kl, start=x + 0.001 * torch.randn_like(x))  # fmt: skip
     elif cfg.method == "mart":
-        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x))
+        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x))
     else:
-        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step, cfg.attack_steps, cfg.random_start)
+        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, cfg.random_start)
 
     step_model.train()
     if cfg.method in ("trades", "mart"):  # natural batch first, as their code does (BN statistics)
