@@ -6,6 +6,7 @@ timed in alternation in one run (medians), and whether both give the same advers
 
 Both run eps 8/255, step eps/10, 20 steps, no random start, on the model in eval mode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,10 @@ def main() -> None:
     x, y = (t.to(device) for t in load_cifar10("test", limit=args.batch))
     eps = 8 / 255
     theirs = torchattacks.PGD(model, eps=eps, alpha=eps / 10, steps=20, random_start=False)
-    runs = {"fsr_models.attacks.pgd": lambda: pgd(model, x, y, eps, eps / 10, 20, random_start=False),
-            "torchattacks.PGD": lambda: theirs(x, y)}  # fmt: skip
+    runs = {
+        "fsr_models.attacks.pgd": lambda: pgd(model, x, y, eps, eps / 10, 20, random_start=False),
+        "torchattacks.PGD": lambda: theirs(x, y),
+    }
     times = {name: [] for name in runs}
     outputs = {name: fn() for name, fn in runs.items()}  # warm-up, and the results compared below
     for _ in range(args.rounds):
@@ -43,12 +46,17 @@ def main() -> None:
     with torch.no_grad():
         same = torch.equal(*(model(o).argmax(1) for o in outputs.values()))
     diff = (outputs["fsr_models.attacks.pgd"] - outputs["torchattacks.PGD"]).abs().max().item()
-    print(f"device {device}, torch {torch.__version__}, torchattacks {torchattacks.__version__}, batch {args.batch}, "
-          f"PGD-20 eps 8/255 step eps/10, {args.rounds} rounds, median")  # fmt: skip
+    print(
+        f"device {device}, torch {torch.__version__}, torchattacks {torchattacks.__version__}, batch {args.batch}, "
+        f"PGD-20 eps 8/255 step eps/10, {args.rounds} rounds, median"
+    )
     for name, t in times.items():
         print(f"{name:<24} {args.batch / statistics.median(t):8.1f} images/s")
     ratio = statistics.median(times["fsr_models.attacks.pgd"]) / statistics.median(times["torchattacks.PGD"])
-    print(f"time ratio ours / torchattacks: {ratio:.3f}; same adversarial predictions: {same}; max |difference| {diff:.2e}")
+    print(
+        f"time ratio ours / torchattacks: {ratio:.3f}; same adversarial predictions: {same}; "
+        f"max |difference| {diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

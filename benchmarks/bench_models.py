@@ -15,6 +15,7 @@ Plain and FSR versions are timed in alternation within one run, and the median o
 the ratio is measured under the same machine load (this machine is shared and noisy).
 The paper reports about 5% overhead for FSR (114 s vs 120 s per PGD-10 epoch of ResNet-18 on its GPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,12 +108,18 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}, {args.precision}{', channels_last' if args.channels_last else ''}, compile "
-          f"{args.compile}, {args.rounds} rounds, median")  # fmt: skip
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(
+        f"device {device} ({where}), "
+        f"torch {torch.__version__}, {args.precision}{', channels_last' if args.channels_last else ''}, compile "
+        f"{args.compile}, {args.rounds} rounds, median"
+    )
     kinds = ("forward", "train", "PGD-10 AT")
-    print(f"{'network':<16} {'batch':>5} " + " ".join(f"{k + ' img/s':>15} {'FSR/plain':>9}" for k in kinds)
-          + f" {'AT epoch s':>10}")  # fmt: skip
+    print(
+        f"{'network':<16} {'batch':>5} "
+        + " ".join(f"{k + ' img/s':>15} {'FSR/plain':>9}" for k in kinds)
+        + f" {'AT epoch s':>10}"
+    )
     for backbone in args.backbones:
         fsr_name, plain_name = fsr_models.ARCHITECTURES[backbone]
         batch = max(1, args.batch // 4) if backbone.startswith("wrn") else args.batch
@@ -124,8 +131,10 @@ def main() -> None:
             if args.compile != "none":
                 print(f"{name}: first calls (compilation) {sum(first):.1f} s")
         if args.compile != "none":
-            print(f"{fsr_name}: FSR mask noise drawn afresh at every call of the compiled graph: "
-                  f"{'yes' if fresh_noise(built[fsr_name][1], device) else 'NO'}")  # fmt: skip
+            print(
+                f"{fsr_name}: FSR mask noise drawn afresh at every call of the compiled graph: "
+                f"{'yes' if fresh_noise(built[fsr_name][1], device) else 'NO'}"
+            )
         for _ in range(args.rounds):
             for name, fns in steps.items():
                 for kind, fn in enumerate(fns):

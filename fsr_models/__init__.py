@@ -3,10 +3,11 @@
 Importing the package registers the networks with timm (`resnet18_fsr`, `vgg16_fsr`, `wrn34_10_fsr` and the
 `*_plain` baselines) and the transformers classes with the Auto classes.
 """
-from .fsr import FSR, FSR_OUTPUTS, FSRLoss, FSROutput, FSRParts, fsr_health, fsr_health_problems, highest_wrong_class
+
 from .facts import ARCHITECTURES, HF_ORG, PAPER_TAGS, published
-from .models import CifarResNet, CifarVGG, FSRNet, WideResNet
+from .fsr import FSR, FSR_OUTPUTS, FSRLoss, FSROutput, FSRParts, fsr_health, fsr_health_problems, highest_wrong_class
 from .hf import FSRConfig, FSRForImageClassification
+from .models import CifarResNet, CifarVGG, FSRNet, WideResNet
 
 PUBLISHED = published()  # the tags with weights on the Hub, as of import
 

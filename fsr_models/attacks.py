@@ -8,6 +8,7 @@ Input gradients are taken with `torch.autograd.grad`, so no gradient reaches the
 may be the unwrapped module of a DDP model. Callers choose the mode: attacks on a trained model run in `eval()` mode
 (BN running statistics, deterministic FSR mask). Every function returns a detached batch within eps of x in [0, 1].
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,8 +43,10 @@ def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, tol: float = 
     """Raise if an adversarial batch leaves the eps-ball or [0, 1]: a broken attack must not count as robust."""
     over = (x_adv - x).abs().max().item()
     if over > eps + tol or x_adv.min() < -tol or x_adv.max() > 1 + tol:
-        raise RuntimeError(f"adversarial batch out of bounds: |x_adv - x| max {over:.6f} > eps {eps:.6f} "
-                           f"or values in [{x_adv.min():.4f}, {x_adv.max():.4f}]")  # fmt: skip
+        raise RuntimeError(
+            f"adversarial batch out of bounds: |x_adv - x| max {over:.6f} > eps {eps:.6f} "
+            f"or values in [{x_adv.min():.4f}, {x_adv.max():.4f}]"
+        )
 
 
 def cross_entropy_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -104,9 +107,16 @@ def _fooled(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 
 def pgd_restarts(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, steps: int,
-    restarts: int = 1, random_start: bool = False, loss_fn: LossFn | None = None,
-) -> torch.Tensor:  # fmt: skip
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    restarts: int = 1,
+    random_start: bool = False,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
     """PGD repeated `restarts` times (random starts after the first when restarts > 1); per image, the first
     adversarial example that fools the model is kept."""
     x_adv = pgd(model, x, y, eps, step_size, steps, random_start, loss_fn)
@@ -120,9 +130,14 @@ def pgd_restarts(
 
 
 def autoattack(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, version: str = "standard",
-    batch_size: int = 250, seed: int = 0,
-) -> torch.Tensor:  # fmt: skip
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    version: str = "standard",
+    batch_size: int = 250,
+    seed: int = 0,
+) -> torch.Tensor:
     """AutoAttack (APGD-CE, APGD-T, FAB-T, Square in its standard version) from the reference code, pyautoattack.
 
     The model must be in eval mode; eps is passed explicitly (pyautoattack's default is 0.3).
@@ -171,9 +186,14 @@ def _diverse(x: torch.Tensor, max_size: int, p: float) -> torch.Tensor:
 
 
 def di_fgsm(
-    source: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int = 10, p: float = 0.5,
+    source: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int = 10,
+    p: float = 0.5,
     max_size: int | None = None,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Diverse-input iterative FGSM (Xie et al., CVPR 2019): I-FGSM with step eps/steps whose every gradient is
     taken through a random resize-and-pad of the input. Craft on a source model, then evaluate on the target."""
     max_size = max_size or int(x.shape[-1] * 1.125)
@@ -188,9 +208,15 @@ def di_fgsm(
 
 @torch.no_grad()
 def nattack(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, population: int = 100,
-    sigma: float = 0.1, lr: float = 0.02, max_queries: int = 10_000,
-) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    population: int = 100,
+    sigma: float = 0.1,
+    lr: float = 0.02,
+    max_queries: int = 10_000,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """NAttack (Li et al., ICML 2019): a black-box attack that learns a Gaussian over perturbations in tanh space.
 
     Per image, mu (in arctanh space of the image) is updated by natural evolution strategies from `population`

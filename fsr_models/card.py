@@ -8,6 +8,7 @@ evaluation report with the accuracy-against-eps curve and FSR health, `--curve`)
 and `comparison.json` (the record of the zoo model the card compares against: the same network with or without FSR,
 same tag). Every number in a card comes from these files.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,25 +25,29 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .datasets import SAMPLE_SIZES
 from .evaluation.protocol import ATTACKS, attack_settings, pgd_settings
 from .evaluation.report import accuracy_table, column_title, eval_results, health_table
-from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
+from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .training.config import renamed
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
 COMPARISON_NAME = "comparison.json"
-METHOD_NAMES = {"at": "PGD adversarial training (AT, Madry et al.)", "trades": "TRADES", "mart": "MART",
-                "natural": "natural (non-adversarial) training"}  # fmt: skip
+METHOD_NAMES = {
+    "at": "PGD adversarial training (AT, Madry et al.)",
+    "trades": "TRADES",
+    "mart": "MART",
+    "natural": "natural (non-adversarial) training",
+}
 WIDTH_NAMES = {0.125: "eighth-width", 0.25: "quarter-width", 0.5: "half-width", 2: "double-width"}
 ATTACK_NOTES = {  # said once under the tables where the attack appears
     "cw": "C&W is PGD-30 on the C&W margin loss (kappa 50).",
     "autoattack": "AutoAttack is the standard version of the reference code (pyautoattack).",
     "ensemble": "Ensemble counts an image only if it is classified correctly clean and under every white-box attack "
-                "of its table.",
+    "of its table.",
     "ti_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
     "di_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
     "nattack": "NAttack is a query-based black-box attack (Li et al. 2019).",
-}  # fmt: skip
+}
 CITATION = """@inproceedings{kim2023fsr,
   title     = {Feature Separation and Recalibration for Adversarial Robustness},
   author    = {Kim, Woo Jae and Cho, Yoonki and Jung, Junsik and Yoon, Sung-Eui},
@@ -75,8 +80,14 @@ def train_config(metrics: dict) -> dict:
 def read_record(folder: str | Path) -> Record:
     folder = Path(folder)
     read = lambda name: json.loads((folder / name).read_text()) if (folder / name).is_file() else None  # noqa: E731
-    return Record(read(CONFIG_NAME), read(METRICS_NAME), read(ROBUSTNESS_NAME), (folder / CURVE_NAME).is_file(),
-                  read(COMPARISON_NAME), (folder / FSR_HEADS_NAME).is_file())  # fmt: skip
+    return Record(
+        read(CONFIG_NAME),
+        read(METRICS_NAME),
+        read(ROBUSTNESS_NAME),
+        (folder / CURVE_NAME).is_file(),
+        read(COMPARISON_NAME),
+        (folder / FSR_HEADS_NAME).is_file(),
+    )
 
 
 # --- what was trained ---------------------------------------------------------------------------------------------
@@ -127,8 +138,11 @@ def _backbone_deviations(config: dict) -> list[tuple[str, str, str]]:
     args = config.get("backbone_args") or {}
     paper = {"in_chans": 3, "global_pool": "avg", **paper_backbone_args(config["architecture"])}
     shown = lambda v: _dashed(v) if isinstance(v, list) else str(v)  # noqa: E731
-    return [(key, shown(value), f"{key} {shown(value)} (the paper's: {shown(paper.get(key))})")
-            for key, value in args.items() if value != paper.get(key)]  # fmt: skip
+    return [
+        (key, shown(value), f"{key} {shown(value)} (the paper's: {shown(paper.get(key))})")
+        for key, value in args.items()
+        if value != paper.get(key)
+    ]
 
 
 def run_facts(metrics: dict) -> dict:
@@ -146,9 +160,17 @@ def run_facts(metrics: dict) -> dict:
     epochs = metrics.get("epochs", train.get("epochs"))
     batch = train.get("batch_size")
     steps = metrics.get("sgd_steps", epochs * (train_images // batch) if train_images and batch else None)
-    return {"dataset": dataset, "available": available, "train_images": train_images, "val_images": val_images,
-            "epochs": epochs, "batch_size": batch, "sgd_steps": steps, "warmup_epochs": train.get("warmup_epochs", 0),
-            "subset": bool(full and train_images is not None and train_images + (val_images or 0) < full)}  # fmt: skip
+    return {
+        "dataset": dataset,
+        "available": available,
+        "train_images": train_images,
+        "val_images": val_images,
+        "epochs": epochs,
+        "batch_size": batch,
+        "sgd_steps": steps,
+        "warmup_epochs": train.get("warmup_epochs", 0),
+        "subset": bool(full and train_images is not None and train_images + (val_images or 0) < full),
+    }
 
 
 def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
@@ -160,8 +182,12 @@ def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
         paper_stages = list(BACKBONES[config["backbone"]].fsr_stages)
         if config["fsr_stages"] != paper_stages:
             stages = ", ".join(map(str, config["fsr_stages"]))
-            out.append((f"fsr{_dashed(config['fsr_stages'])}",
-                        f"FSR after stages {stages} (the paper's: {', '.join(map(str, paper_stages))})"))
+            out.append(
+                (
+                    f"fsr{_dashed(config['fsr_stages'])}",
+                    f"FSR after stages {stages} (the paper's: {', '.join(map(str, paper_stages))})",
+                )
+            )
         if config.get("fsr_tau", 0.1) != 0.1:
             out.append((f"tau{config['fsr_tau']:g}", f"mask temperature tau {config['fsr_tau']:g} (the paper's: 0.1)"))
         if config.get("fsr_separation") is False:
@@ -169,15 +195,25 @@ def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
         if config.get("fsr_recalibration") is False:
             out.append(("norec", "without FSR's Recalibration stage (the paper's 'w/o Rec' ablation)"))
         if config.get("fsr_output", "f_tilde") != "f_tilde":
-            out.append((f"out{config['fsr_output'].replace('_', '')}", f"FSR passes on {config['fsr_output']} instead "
-                        "of the recalibrated feature (the paper's Table 5 analysis)"))  # fmt: skip
+            out.append(
+                (
+                    f"out{config['fsr_output'].replace('_', '')}",
+                    f"FSR passes on {config['fsr_output']} instead "
+                    "of the recalibrated feature (the paper's Table 5 analysis)",
+                )
+            )
         for key in ("lambda_sep", "lambda_rec"):
             if config.get(key, 1.0) != 1.0:
                 out.append((f"{key.replace('ambda_', '')}{config[key]:g}", f"{key} {config[key]:g} (the paper's: 1)"))
     facts = run_facts(metrics)
     if facts["subset"]:
-        out.append((f"train{facts['train_images']}", f"trained on {facts['train_images']:,} of the "
-                    f"{DATASETS[facts['dataset']].train_images:,} {dataset_name(facts['dataset'])} training images"))
+        out.append(
+            (
+                f"train{facts['train_images']}",
+                f"trained on {facts['train_images']:,} of the "
+                f"{DATASETS[facts['dataset']].train_images:,} {dataset_name(facts['dataset'])} training images",
+            )
+        )
     eps = train_config(metrics).get("eps", metrics.get("eps", PAPER_EPS))
     if not math.isclose(eps, PAPER_EPS, abs_tol=1e-7):
         out.append((f"eps{eps * 255:g}", f"trained for eps {eps_text(eps)} (the paper's: 8/255)"))
@@ -217,19 +253,27 @@ def final_test_report(metrics: dict) -> dict:
     pgd = next(k.removesuffix("_acc") for k in metrics if k.startswith("pgd") and k.endswith("_acc"))
     eps = metrics["eps"]
     train = train_config(metrics)
-    return {"dataset": train.get("dataset", "cifar10"), "images": metrics["test_images"], "eps": eps, "strong": False,
-            "data_source": "sample" if str(train.get("data_dir")) == "sample" else None,
-            "accuracy": {"natural": metrics["natural_acc"], pgd: metrics[f"{pgd}_acc"]},
-            "settings": {"natural": attack_settings("natural", eps, False),
-                         pgd: pgd_settings(int(pgd.removeprefix("pgd")), eps)},
-            "ensemble_over": []}  # fmt: skip
+    return {
+        "dataset": train.get("dataset", "cifar10"),
+        "images": metrics["test_images"],
+        "eps": eps,
+        "strong": False,
+        "data_source": "sample" if str(train.get("data_dir")) == "sample" else None,
+        "accuracy": {"natural": metrics["natural_acc"], pgd: metrics[f"{pgd}_acc"]},
+        "settings": {
+            "natural": attack_settings("natural", eps, False),
+            pgd: pgd_settings(int(pgd.removeprefix("pgd")), eps),
+        },
+        "ensemble_over": [],
+    }
 
 
 def measured_reports(metrics: dict, robustness: dict | None = None) -> list[tuple[str, dict]]:
     """The reports a card shows, named: the run's own final test, the evaluation report in metrics.json if there is
     one, and robustness.json if there is one."""
     legacy = all(k in metrics for k in ("natural_acc", "test_images", "eps")) and any(
-        k.startswith("pgd") and k.endswith("_acc") for k in metrics)  # fmt: skip
+        k.startswith("pgd") and k.endswith("_acc") for k in metrics
+    )
     if "test" not in metrics and not legacy:
         raise ValueError(
             "metrics.json has no measured robustness (no 'test' report): a card needs the final test that "
@@ -252,23 +296,34 @@ def evaluate_command(model: str, report: dict) -> str:
     attacks = [a for a in report["accuracy"] if a in ATTACKS]
     source = str(report.get("data_source") or "")
     data_dir = "sample" if source.startswith("sample") else f"<{dataset_name(report['dataset'])} folder>"
-    return " ".join([
-        f"python -m fsr_models.evaluate {model} --dataset {report['dataset']} --data-dir {data_dir}",
-        f"--n {report['images']} --attacks {' '.join(attacks)}",
-        *([f"--eps {eps_text(report['eps'])}"] if not math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7) else []),
-        *(["--strong"] if report.get("strong") else []), *(["--curve"] if "curve" in report else []),
-    ])  # fmt: skip
+    return " ".join(
+        [
+            f"python -m fsr_models.evaluate {model} --dataset {report['dataset']} --data-dir {data_dir}",
+            f"--n {report['images']} --attacks {' '.join(attacks)}",
+            *([f"--eps {eps_text(report['eps'])}"] if not math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7) else []),
+            *(["--strong"] if report.get("strong") else []),
+            *(["--curve"] if "curve" in report else []),
+        ]
+    )
 
 
 def report_lines(title: str, report: dict, model: str) -> list[str]:
     """One measured report: what and on which images, its accuracy table, and the command that repeats it."""
     starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
-    lines = [f"{title[0].upper()}{title[1:]}: accuracy (%) on the first {report['images']:,} "
-             f"{dataset_name(report['dataset'])} test images, eps {eps_text(report['eps'])} (L-inf), eval mode, PGD "
-             f"with step eps/10 and {starts}:", "", *accuracy_table(report), ""]  # fmt: skip
+    lines = [
+        f"{title[0].upper()}{title[1:]}: accuracy (%) on the first {report['images']:,} "
+        f"{dataset_name(report['dataset'])} test images, eps {eps_text(report['eps'])} (L-inf), eval mode, PGD "
+        f"with step eps/10 and {starts}:",
+        "",
+        *accuracy_table(report),
+        "",
+    ]
     unmeasurable = [column_title(a) for a in report["accuracy"] if a not in ATTACKS and a != "ensemble"]
-    lines += [f"Measure again: `{evaluate_command(model, report)}`"
-              + (f" ({', '.join(unmeasurable)} is not one of its attacks)." if unmeasurable else "."), ""]
+    lines += [
+        f"Measure again: `{evaluate_command(model, report)}`"
+        + (f" ({', '.join(unmeasurable)} is not one of its attacks)." if unmeasurable else "."),
+        "",
+    ]
     return lines
 
 
@@ -284,11 +339,13 @@ def curve_lines(robustness: dict, image: str | None) -> list[str]:
     lines = [f"![Accuracy against eps]({image})", ""] if image else []
     return lines + [
         f"Accuracy (%) against eps, {curve['attack']}, on the first {curve['images']:,} "
-        f"{dataset_name(robustness['dataset'])} test images:", "",
+        f"{dataset_name(robustness['dataset'])} test images:",
+        "",
         "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in curve["eps"]) + " |",
         "| --- " * (len(curve["eps"]) + 1) + "|",
-        "| accuracy | " + " | ".join(f"{100 * a:.2f}" for a in curve["accuracy"]) + " |", "",
-    ]  # fmt: skip
+        "| accuracy | " + " | ".join(f"{100 * a:.2f}" for a in curve["accuracy"]) + " |",
+        "",
+    ]
 
 
 def health_lines(record: Record) -> list[str]:
@@ -298,18 +355,29 @@ def health_lines(record: Record) -> list[str]:
     elif record.metrics.get("fsr_health"):
         health, images = record.metrics["fsr_health"], final_test_report(record.metrics)["images"]
     else:
-        return ["No FSR health figures were recorded with these weights (training/train.py and `python -m "
-                "fsr_models.evaluate` record them).", ""]  # fmt: skip
-    lines = [f"How alive each FSR module is on the first {images:,} test images, with these weights: R contribution "
-             "is |(1 - m) R(f-)| / |f-|, the Recalibration Net's share of the recalibrated feature; 'units live' "
-             "is the share of hidden channels after each BN + ReLU of the Separation (S) and Recalibration (R) "
-             "Nets that are positive for some image; m is the separation mask.", "", *health_table(health), ""]
+        return [
+            "No FSR health figures were recorded with these weights (training/train.py and `python -m "
+            "fsr_models.evaluate` record them).",
+            "",
+        ]
+    lines = [
+        f"How alive each FSR module is on the first {images:,} test images, with these weights: R contribution "
+        "is |(1 - m) R(f-)| / |f-|, the Recalibration Net's share of the recalibrated feature; 'units live' "
+        "is the share of hidden channels after each BN + ReLU of the Separation (S) and Recalibration (R) "
+        "Nets that are positive for some image; m is the separation mask.",
+        "",
+        *health_table(health),
+        "",
+    ]
     problems = fsr_health_problems(health)
     if problems:
         lines += ["**Warning: part of FSR is dead in these weights.**", "", *(f"- {p}" for p in problems), ""]
         if any(h.get("r_contribution", 1.0) < R_CONTRIBUTION_MIN for h in health.values()):
-            lines += ["So this model is in effect FSR without Recalibration (the paper's 'w/o Rec' ablation), not "
-                      "the paper's FSR, until it is retrained.", ""]  # fmt: skip
+            lines += [
+                "So this model is in effect FSR without Recalibration (the paper's 'w/o Rec' ablation), not "
+                "the paper's FSR, until it is retrained.",
+                "",
+            ]
     return lines
 
 
@@ -322,18 +390,30 @@ def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) 
     if tests[this]["images"] == tests[other]["images"]:
         for key in tests[this]["accuracy"]:
             if key in tests[other]["accuracy"]:
-                columns.append((f"{column_title(key)} ({tests[this]['images']:,})",
-                                {n: t["accuracy"][key] for n, t in tests.items()}))  # fmt: skip
+                columns.append(
+                    (
+                        f"{column_title(key)} ({tests[this]['images']:,})",
+                        {n: t["accuracy"][key] for n, t in tests.items()},
+                    )
+                )
     evaluations = {name: m.get("evaluation") for name, m in rows.items()}
     if all(evaluations.values()) and evaluations[this]["images"] == evaluations[other]["images"]:
         for key in ("autoattack",):
             if all(key in e["accuracy"] for e in evaluations.values()):
-                columns.append((f"{column_title(key)} (first {evaluations[this]['images']:,})",
-                                {n: e["accuracy"][key] for n, e in evaluations.items()}))  # fmt: skip
-    lines = ["| model | epochs | " + " | ".join(title for title, _ in columns) + " |",
-             "| --- " * (len(columns) + 2) + "|"]  # fmt: skip
-    lines += [f"| {name} | {m['epochs']} | " + " | ".join(f"{100 * values[name]:.2f}" for _, values in columns) + " |"
-              for name, m in rows.items()]  # fmt: skip
+                columns.append(
+                    (
+                        f"{column_title(key)} (first {evaluations[this]['images']:,})",
+                        {n: e["accuracy"][key] for n, e in evaluations.items()},
+                    )
+                )
+    lines = [
+        "| model | epochs | " + " | ".join(title for title, _ in columns) + " |",
+        "| --- " * (len(columns) + 2) + "|",
+    ]
+    lines += [
+        f"| {name} | {m['epochs']} | " + " | ".join(f"{100 * values[name]:.2f}" for _, values in columns) + " |"
+        for name, m in rows.items()
+    ]
     ahead = {this: [], other: []}
     for title, values in columns:
         diff = 100 * (values[this] - values[other])
@@ -342,13 +422,22 @@ def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) 
     said = [f"`{name}` is ahead on {_and(leads)}" for name, leads in ahead.items() if leads]
     lines += ["", ("; ".join(said) if said else "The two are equal on every measure") + "."]
     train, other_train = train_config(metrics), train_config(other_metrics)
-    differ = [k for k in sorted(set(train) | set(other_train)) if k not in ("model", "output_dir", "data_dir")
-              and train.get(k) != other_train.get(k)]  # fmt: skip
-    same = ("Both were trained with the same config apart from the network" if not differ else "Their training "
-            "configs differ in " + ", ".join(f"{k} ({train.get(k)} vs {other_train.get(k)})" for k in differ))  # fmt: skip
+    differ = [
+        k
+        for k in sorted(set(train) | set(other_train))
+        if k not in ("model", "output_dir", "data_dir") and train.get(k) != other_train.get(k)
+    ]
+    same = (
+        "Both were trained with the same config apart from the network"
+        if not differ
+        else "Their training "
+        "configs differ in " + ", ".join(f"{k} ({train.get(k)} vs {other_train.get(k)})" for k in differ)
+    )
     if metrics["epochs"] != other_metrics["epochs"] and train.get("time_budget_min") and not differ:
-        same += (f"; the {train['time_budget_min']:g}-minute budget fitted {metrics['epochs']} epochs to `{this}` and "
-                 f"{other_metrics['epochs']} to `{other}`")  # fmt: skip
+        same += (
+            f"; the {train['time_budget_min']:g}-minute budget fitted {metrics['epochs']} epochs to `{this}` and "
+            f"{other_metrics['epochs']} to `{other}`"
+        )
     return lines + ["", same + ".", ""]
 
 
@@ -364,11 +453,22 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
     dataset = train_config(record.metrics).get("dataset", "cifar10")
     hub_dataset = DATASETS[dataset].hub_id
     data = ModelCardData(
-        library_name="timm", license="mit", pipeline_tag="image-classification", datasets=[hub_dataset],
-        tags=["image-classification", "timm", "transformers", "safetensors", "adversarial-robustness",
-              "adversarial-training", "feature-separation-and-recalibration"],
-        model_name=repo_id, eval_results=card_eval_results(record.metrics, record.robustness),
-    )  # fmt: skip
+        library_name="timm",
+        license="mit",
+        pipeline_tag="image-classification",
+        datasets=[hub_dataset],
+        tags=[
+            "image-classification",
+            "timm",
+            "transformers",
+            "safetensors",
+            "adversarial-robustness",
+            "adversarial-training",
+            "feature-separation-and-recalibration",
+        ],
+        model_name=repo_id,
+        eval_results=card_eval_results(record.metrics, record.robustness),
+    )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(record, repo_id, dataset)}")
 
 
@@ -379,26 +479,45 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
     fsr = config.get("fsr_stages") or []
     channels, height, width = config["pretrained_cfg"]["input_size"]
     size = f"{height}x{width}"
-    where = (f"with a Feature Separation and Recalibration (FSR) module after stage {', '.join(map(str, fsr))} of the "
-             f"backbone (Kim et al., CVPR 2023)") if fsr else "without FSR (the baseline of the FSR paper)"  # fmt: skip
+    where = (
+        (
+            f"with a Feature Separation and Recalibration (FSR) module after stage {', '.join(map(str, fsr))} of the "
+            f"backbone (Kim et al., CVPR 2023)"
+        )
+        if fsr
+        else "without FSR (the baseline of the FSR paper)"
+    )
     trained_on = f" on {facts['train_images']:,} training images" if facts["train_images"] else ""
     natural = train_config(metrics).get("method") == "natural"
-    trained = (f"trained{trained_on} without adversarial examples, measured against" if natural else
-               f"adversarially trained{trained_on} to resist")  # fmt: skip
-    lines = [f"# {repo_id.split('/')[-1]}", "",
-             f"A {network_name(config)} image classifier for {name} ({config['num_classes']} classes, {size} inputs "
-             f"in [0, 1], no normalisation) {where}, {trained} L-inf attacks of eps {eps_text(metrics['eps'])}. Part "
-             f"of the fsr-zoo model zoo: `timm` architecture `{arch}`, tag `{tag}`.", ""]  # fmt: skip
+    trained = (
+        f"trained{trained_on} without adversarial examples, measured against"
+        if natural
+        else f"adversarially trained{trained_on} to resist"
+    )
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A {network_name(config)} image classifier for {name} ({config['num_classes']} classes, {size} inputs "
+        f"in [0, 1], no normalisation) {where}, {trained} L-inf attacks of eps {eps_text(metrics['eps'])}. Part "
+        f"of the fsr-zoo model zoo: `timm` architecture `{arch}`, tag `{tag}`.",
+        "",
+    ]
     differs = deviations(config, metrics)
     if differs:
         lines += [f"**Not the paper's setting of `{arch}.{tag}`:**", "", *(f"- {text}" for _, text in differs), ""]
     if fsr:
-        heads = (f"; the trained ones are in `{FSR_HEADS_NAME}`, for fine-tuning (`fsr_models.hub.load_fsr_heads`)"
-                 if record.fsr_heads else "")  # fmt: skip
-        lines += ["FSR splits the feature map with a learned mask into robust and non-robust activations "
-                  "(Separation) and adjusts the non-robust ones to carry useful cues again (Recalibration); the "
-                  "sum replaces the feature map. The auxiliary heads that train the mask are not part of the "
-                  f"network: only the training losses use them{heads}.", ""]  # fmt: skip
+        heads = (
+            f"; the trained ones are in `{FSR_HEADS_NAME}`, for fine-tuning (`fsr_models.hub.load_fsr_heads`)"
+            if record.fsr_heads
+            else ""
+        )
+        lines += [
+            "FSR splits the feature map with a learned mask into robust and non-robust activations "
+            "(Separation) and adjusts the non-robust ones to carry useful cues again (Recalibration); the "
+            "sum replaces the feature map. The auxiliary heads that train the mask are not part of the "
+            f"network: only the training losses use them{heads}.",
+            "",
+        ]
     lines += _training_lines(metrics, facts, name, bool(fsr))
 
     reports = measured_reports(metrics, record.robustness)
@@ -413,26 +532,44 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
         lines += ["## FSR health", "", *health_lines(record)]
     if record.comparison:
         other = record.comparison["model"]
-        lines += [f"## Compared with {'the plain baseline' if fsr else 'the same network with FSR'}", "",
-                  f"Measured the same way, the zoo's `{other}` ({'without' if fsr else 'with'} FSR) beside this model "
-                  f"(accuracy %, eps {eps_text(metrics['eps'])}; test images in brackets):", "",
-                  *comparison_lines(record.name, metrics, other, record.comparison["metrics"])]  # fmt: skip
+        lines += [
+            f"## Compared with {'the plain baseline' if fsr else 'the same network with FSR'}",
+            "",
+            f"Measured the same way, the zoo's `{other}` ({'without' if fsr else 'with'} FSR) beside this model "
+            f"(accuracy %, eps {eps_text(metrics['eps'])}; test images in brackets):",
+            "",
+            *comparison_lines(record.name, metrics, other, record.comparison["metrics"]),
+        ]
 
-    lines += ["## Use", "", "```python", "import fsr_models  # registers the architectures with timm and transformers",
-              "import timm", "", f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
-              f"logits = model(images)  # images: float tensor (N, {channels}, {height}, {width}) in [0, 1]", "",
-              "from transformers import AutoModelForImageClassification, pipeline", "",
-              f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')",
-              "logits = model(pixel_values=images).logits",
-              f"classify = pipeline('image-classification', model='{repo_id}')  # PIL images in, label names out",
-              "```", ""]  # fmt: skip
-    lines += ["## Intended use and limits", "",
-              f"A research checkpoint for studying adversarial robustness on {name}. Its robustness holds "
-              f"only in the threat model it was trained and measured for: L-inf perturbations of at most "
-              f"{eps_text(metrics['eps'])} on {name}-like {size} images. It is not certified, it says nothing about "
-              "other norms, larger budgets, patches, corruptions or other data, and stronger or adaptive attacks may "
-              "lower the figures above. Inputs must be [0, 1] pixels without normalisation (the repository's image "
-              "processor does that for the pipeline).", ""]  # fmt: skip
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "import fsr_models  # registers the architectures with timm and transformers",
+        "import timm",
+        "",
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
+        f"logits = model(images)  # images: float tensor (N, {channels}, {height}, {width}) in [0, 1]",
+        "",
+        "from transformers import AutoModelForImageClassification, pipeline",
+        "",
+        f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')",
+        "logits = model(pixel_values=images).logits",
+        f"classify = pipeline('image-classification', model='{repo_id}')  # PIL images in, label names out",
+        "```",
+        "",
+    ]
+    lines += [
+        "## Intended use and limits",
+        "",
+        f"A research checkpoint for studying adversarial robustness on {name}. Its robustness holds "
+        f"only in the threat model it was trained and measured for: L-inf perturbations of at most "
+        f"{eps_text(metrics['eps'])} on {name}-like {size} images. It is not certified, it says nothing about "
+        "other norms, larger budgets, patches, corruptions or other data, and stronger or adaptive attacks may "
+        "lower the figures above. Inputs must be [0, 1] pixels without normalisation (the repository's image "
+        "processor does that for the pipeline).",
+        "",
+    ]
     lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
 
@@ -442,12 +579,17 @@ def schedule_text(metrics: dict, facts: dict) -> str:
     train = train_config(metrics)
     epochs = facts["epochs"]
     steps = f" ({facts['sgd_steps']:,} SGD steps of batch {facts['batch_size']})" if facts["sgd_steps"] else ""
-    warmup = (f"a linear learning-rate warm-up over {facts['warmup_epochs']:g} epochs" if facts["warmup_epochs"]
-              else "no warm-up")  # fmt: skip
+    warmup = (
+        f"a linear learning-rate warm-up over {facts['warmup_epochs']:g} epochs"
+        if facts["warmup_epochs"]
+        else "no warm-up"
+    )
     if metrics.get("extensions"):
         drops = f"at {', '.join(f'{100 * f:g}%' for f in train['lr_milestones'])} of the planned epochs"
-        drops += "; extended " + ", ".join(f"after epoch {e['after_epoch']} from {e['from']} to {e['to']} epochs "
-                                           f"(lr: {e['lr']})" for e in metrics["extensions"])  # fmt: skip
+        drops += "; extended " + ", ".join(
+            f"after epoch {e['after_epoch']} from {e['from']} to {e['to']} epochs (lr: {e['lr']})"
+            for e in metrics["extensions"]
+        )
         return f"{epochs} epochs{steps}, {warmup}, lr x{train['lr_gamma']:g} {drops}"
     after = Counter(m for m in milestone_epochs(train["lr_milestones"], epochs) if m < epochs)
     drops = ", then ".join(f"x{train['lr_gamma'] ** k:g} after epoch {m}" for m, k in sorted(after.items()))
@@ -464,8 +606,11 @@ def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[st
     if train["method"] in ("trades", "mart"):
         method += f" (beta {train['beta']:g})"
     if epochs < PAPER_EPOCHS:
-        lines += [f"**Short schedule: {epochs} epochs, not the paper's {PAPER_EPOCHS}-epoch recipe.** Expect "
-                  "lower accuracy than the paper reports.", ""]  # fmt: skip
+        lines += [
+            f"**Short schedule: {epochs} epochs, not the paper's {PAPER_EPOCHS}-epoch recipe.** Expect "
+            "lower accuracy than the paper reports.",
+            "",
+        ]
     lr = scaled_lr(train["lr_per_128"], train["batch_size"])
     sample = " in the shipped sample" if str(train.get("data_dir")) == "sample" else ""
     subset = f" (of {facts['available']:,}{sample})" if facts["subset"] and facts["available"] else ""
@@ -474,8 +619,8 @@ def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[st
         f"- Data: {facts['train_images']:,} {name} training images{subset}; {facts['val_images']:,} more held out "
         "for validation (the saved weights are those of the best epoch by PGD accuracy on them); augmentation "
         f"{'pad-4 crop + flip' if train['augment'] else 'none'}",
-        f"- Method: {method}" + (f" + FSR losses (lambda_sep {train['lambda_sep']:g}, lambda_rec "
-                                 f"{train['lambda_rec']:g})" if fsr else ""),  # fmt: skip
+        f"- Method: {method}"
+        + (f" + FSR losses (lambda_sep {train['lambda_sep']:g}, lambda_rec {train['lambda_rec']:g})" if fsr else ""),
         f"- Attack during training: PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step "
         f"{eps_text(train['attack_step_size'])}, {'a' if train['random_start'] else 'no'} random start",
         f"- Schedule: {schedule_text(metrics, facts)}{budget}; best epoch {metrics.get('best_epoch', '?')}",
@@ -486,8 +631,9 @@ def _training_lines(metrics: dict, facts: dict, name: str, fsr: bool) -> list[st
         "",
         "The full config is `train_config.yaml` in this repository; with the fsr-zoo code, "
         f"`python training/train.py --config train_config.yaml --set data_dir=<{name} folder> "
-        "output_dir=<new folder>" + (f" epochs={epochs} time_budget_min=null" if train.get("time_budget_min")
-                                     else "") + "` repeats the run.",
+        "output_dir=<new folder>"
+        + (f" epochs={epochs} time_budget_min=null" if train.get("time_budget_min") else "")
+        + "` repeats the run.",
         "",
-    ]  # fmt: skip
+    ]
     return lines

@@ -10,6 +10,7 @@
 A missing folder or data set is a FileNotFoundError that says where to put it and how to get it; no folder is
 created unless a download was asked for.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ timm and transformers both load. Runs offline on a CPU in about a minute.
 
 The networks are freshly initialised: until trained weights are published their accuracy is chance level.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,14 +30,18 @@ def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", help="folder with CIFAR-10 test.npz (default: $FSR_DATA_DIR or the shipped sample)")
+    parser.add_argument(
+        "--data-dir", help="folder with CIFAR-10 test.npz (default: $FSR_DATA_DIR or the shipped sample)"
+    )
     parser.add_argument("--images", type=int, default=32, help="test images to run (default 32)")
     parser.add_argument("--out", help="where to write the example Hub folder (default: a temporary folder)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
     x, y = load_cifar10("test", args.data_dir, limit=args.images)
-    print(f"CIFAR-10 test images: {tuple(x.shape)}, pixels in [{x.min():.2f}, {x.max():.2f}], labels {y[:8].tolist()}...")
+    print(
+        f"CIFAR-10 test images: {tuple(x.shape)}, pixels in [{x.min():.2f}, {x.max():.2f}], labels {y[:8].tolist()}..."
+    )
     print(f"Published pretrained tags: {sorted(fsr_models.published()) or 'none yet (pretrained=True fails loudly)'}\n")
 
     print(f"{'model':<16} {'params (M)':>10} {'GFLOPs':>8} {'top-1 (untrained)':>18}")
@@ -53,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         out = model(x, return_fsr=True)
         parts = out.fsr_parts[0]
-        print(f"  eval mask m = sigmoid(r / tau): mean {parts.mask.mean():.3f}, share > 0.5 {(parts.mask > 0.5).float().mean():.3f}")
+        print(
+            f"  eval mask m = sigmoid(r / tau): mean {parts.mask.mean():.3f}, "
+            f"share > 0.5 {(parts.mask > 0.5).float().mean():.3f}"
+        )
         print(f"  eval forward twice, identical logits: {torch.equal(model(x), model(x))}")
         model.train()
         train_masks = model(x, return_fsr=True).fsr_parts[0].mask, model(x, return_fsr=True).fsr_parts[0].mask

@@ -16,6 +16,7 @@ shipped with the package); the folder is never created or downloaded into withou
 `--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. User errors end in one
 line `error: ...` and exit code 2; a failed sanity check ends in exit code 4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ from .hub import load_model
 
 def evaluate(*args, **kwargs) -> dict:
     """Deprecated name of `fsr_models.evaluation.protocol.evaluate_attacks`."""
-    warnings.warn("fsr_models.evaluate.evaluate is now fsr_models.evaluation.evaluate_attacks", DeprecationWarning,
-                  stacklevel=2)  # fmt: skip
+    warnings.warn(
+        "fsr_models.evaluate.evaluate is now fsr_models.evaluation.evaluate_attacks", DeprecationWarning, stacklevel=2
+    )
     return evaluate_attacks(*args, **kwargs)
 
 
@@ -101,11 +103,15 @@ def load_any(source: str) -> torch.nn.Module:
     try:
         return load_model(source)  # pretrained: a model name without weights fails with a message that says so
     except LocalEntryNotFoundError as e:
-        raise ValueError(f"{source}: its pretrained weights are not in the local cache and the Hub cannot be reached "
-                         "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder") from e
+        raise ValueError(
+            f"{source}: its pretrained weights are not in the local cache and the Hub cannot be reached "
+            "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder"
+        ) from e
     except RuntimeError as e:  # timm: an unknown model name, or a tag without published weights
-        raise ValueError(f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "
-                         "a training run folder or a timm model name)") from e
+        raise ValueError(
+            f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "
+            "a training run folder or a timm model name)"
+        ) from e
 
 
 def load_inputs(args) -> tuple:
@@ -115,14 +121,17 @@ def load_inputs(args) -> tuple:
     source = load_any(args.source).to(args.device).eval() if args.source else None
     images, labels, label_names = load_dataset(args.dataset, "test", args.data_dir, args.n, download=args.download)
     if len(images) < args.n:
-        raise ValueError(f"--n {args.n}: only {len(images)} {args.dataset} test images in "
-                         f"{data_source(args.data_dir, 'test')}")  # fmt: skip
+        raise ValueError(
+            f"--n {args.n}: only {len(images)} {args.dataset} test images in {data_source(args.data_dir, 'test')}"
+        )
     classes = len(label_names) if label_names else int(labels.max()) + 1
     for name, m in [(args.model, model)] + ([(args.source, source)] if source is not None else []):
         cfg = getattr(m, "pretrained_cfg", {})
         if tuple(cfg.get("mean", (0, 0, 0))) != (0, 0, 0) or tuple(cfg.get("std", (1, 1, 1))) != (1, 1, 1):
-            raise ValueError(f"{name} expects normalised input (mean {cfg.get('mean')}, std {cfg.get('std')}); attacks "
-                             "need a model that takes [0, 1] pixels: put the normalisation inside the model")
+            raise ValueError(
+                f"{name} expects normalised input (mean {cfg.get('mean')}, std {cfg.get('std')}); attacks "
+                "need a model that takes [0, 1] pixels: put the normalisation inside the model"
+            )
         if m.num_classes != classes:
             raise ValueError(f"{name} has {m.num_classes} classes, {args.dataset} has {classes}")
     bank = None
@@ -137,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a tag, hf-hub:<id>, a folder (or local-dir:<folder>), a run folder, a timm name")
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
-    parser.add_argument("--data-dir", default=os.environ.get(DATA_DIR_ENV),
-                        help=f"data folder (default ${DATA_DIR_ENV}); 'sample': the 512 shipped CIFAR-10 test images")
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        help=f"data folder (default ${DATA_DIR_ENV}); 'sample': the 512 shipped CIFAR-10 test images",
+    )
     parser.add_argument("--download", action="store_true", help="let torchvision download the data set into --data-dir")
     parser.add_argument("--n", type=positive_int, default=1000, help="test images: the first n (default 1000)")
-    parser.add_argument("--attacks", nargs="+", default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"],
-                        choices=ATTACKS)  # fmt: skip
+    parser.add_argument(
+        "--attacks", nargs="+", default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"], choices=ATTACKS
+    )
     parser.add_argument("--eps", type=eps_value, default=PAPER_EPS, help="L-inf radius in [0, 1], e.g. 8/255 (default)")
     parser.add_argument("--source", help="model to craft TI-FGSM / DI-FGSM on (a naturally trained one)")
     parser.add_argument("--strong", action="store_true", help="random start and 5 restarts for the PGD attacks")
@@ -155,16 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.attacks = list(dict.fromkeys(args.attacks))
     if {"ti_fgsm", "di_fgsm"} & set(args.attacks) and not args.source:
-        parser.error("argument --attacks: ti_fgsm and di_fgsm are transfer attacks: give --source, the model to craft "
-                     "them on")  # fmt: skip
+        parser.error(
+            "argument --attacks: ti_fgsm and di_fgsm are transfer attacks: give --source, the model to craft them on"
+        )
     try:
         model, source, x, y, bank = load_inputs(args)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
 
     result = evaluate_attacks(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size)
-    report = make_report(args.model, args.dataset, data_source(args.data_dir, "test"), len(x), args.eps, args.strong,
-                         result, args.source)  # fmt: skip
+    report = make_report(
+        args.model, args.dataset, data_source(args.data_dir, "test"), len(x), args.eps, args.strong, result, args.source
+    )
     if source is not None:
         for n in ("ti_fgsm", "di_fgsm"):
             report["settings"].get(n, {})["transfer_from"] = args.source

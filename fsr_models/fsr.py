@@ -6,6 +6,7 @@ the parts that `FSR` returns when asked. h lives with the loss, not in the netwo
 a network whose plain forward left h without a gradient would break DDP without `find_unused_parameters`, and
 inference never needs it.
 """
+
 from __future__ import annotations
 
 import math
@@ -245,8 +246,10 @@ def fsr_health(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict
     for i, m in enumerate(modules):
         for prefix, net in (("s", m.separation_net), ("r", m.recalibration_net)):
             if net is not None:  # the ReLUs of `_conv_stack`, after the first and second BN
-                hooks += [net[2].register_forward_hook(watch(i, f"{prefix}_live_1")),
-                          net[5].register_forward_hook(watch(i, f"{prefix}_live_2"))]  # fmt: skip
+                hooks += [
+                    net[2].register_forward_hook(watch(i, f"{prefix}_live_1")),
+                    net[5].register_forward_hook(watch(i, f"{prefix}_live_2")),
+                ]
     sums = torch.zeros(len(modules), 5, dtype=torch.float64)  # |(1-m)R|^2, |f-|^2, sum m, m > 0.99, m < 0.01
     count = torch.zeros(len(modules), dtype=torch.float64)
     was_training = model.training
@@ -256,8 +259,15 @@ def fsr_health(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict
             for i, parts in enumerate(model(x[start : start + batch_size], return_fsr=True).fsr_parts):
                 m, f_neg = parts.mask.double(), parts.f_neg.double()
                 recal = (parts.f_neg_recal.double() - f_neg) if parts.f_neg_recal is not None else torch.zeros(())
-                sums[i] += torch.stack([recal.square().sum().cpu(), f_neg.square().sum().cpu(), m.sum().cpu(),
-                                        (m > 0.99).sum().cpu(), (m < 0.01).sum().cpu()])  # fmt: skip
+                sums[i] += torch.stack(
+                    [
+                        recal.square().sum().cpu(),
+                        f_neg.square().sum().cpu(),
+                        m.sum().cpu(),
+                        (m > 0.99).sum().cpu(),
+                        (m < 0.01).sum().cpu(),
+                    ]
+                )
                 count[i] += m.numel()
     finally:
         for h in hooks:
@@ -269,8 +279,11 @@ def fsr_health(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> dict
         if m.recalibration_net is not None:
             entry["r_contribution"] = math.sqrt(sums[i, 0] / sums[i, 1]) if sums[i, 1] > 0 else 0.0
         if m.separation_net is not None:
-            entry |= {"mask_mean": sums[i, 2] / count[i], "mask_above_0.99": sums[i, 3] / count[i],
-                      "mask_below_0.01": sums[i, 4] / count[i]}  # fmt: skip
+            entry |= {
+                "mask_mean": sums[i, 2] / count[i],
+                "mask_above_0.99": sums[i, 3] / count[i],
+                "mask_below_0.01": sums[i, 4] / count[i],
+            }
         entry |= {key: alive.float().mean().item() for (j, key), alive in sorted(live.items()) if j == i}
         report[name] = {k: float(v) for k, v in entry.items()}
     return report
@@ -288,8 +301,12 @@ def fsr_health_problems(health: dict[str, dict[str, float]]) -> list[str]:
             )
         for key in ("s_live_1", "s_live_2", "r_live_1", "r_live_2"):
             if key in h and h[key] < LIVE_UNITS_MIN:
-                problems.append(f"{name}: the {stage_names[key[0]]} has lost most of its units: {100 * h[key]:.0f}% of "
-                                f"its channels after ReLU {key[-1]} are ever active")  # fmt: skip
+                problems.append(
+                    f"{name}: the {stage_names[key[0]]} has lost most of its units: {100 * h[key]:.0f}% of "
+                    f"its channels after ReLU {key[-1]} are ever active"
+                )
         if "mask_mean" in h and (h["mask_above_0.99"] > 0.99 or h["mask_below_0.01"] > 0.99):
-            problems.append(f"{name}: the Separation mask is constant (mean {h['mask_mean']:.3f}): it no longer separates")
+            problems.append(
+                f"{name}: the Separation mask is constant (mean {h['mask_mean']:.3f}): it no longer separates"
+            )
     return problems

@@ -8,6 +8,7 @@ The same folder, or a Hub repository holding it, loads with
 `transformers.pipeline('image-classification', model='<folder or id>')` and `load_model`, after `import fsr_models`.
 Weights are read through safetensors only: nothing here unpickles a file.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,35 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors.torch import load_file, save_file
 
+from .facts import HF_ORG
 from .fsr import FSRLoss
 from .hf import FSRConfig, FSRForImageClassification, image_processor
-from .facts import HF_ORG
 from .weights import (
-    CONFIG_NAME, FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors, read_weights,
-)  # fmt: skip
+    CONFIG_NAME,
+    FSR_HEADS_NAME,
+    IMAGE_PROCESSOR_NAME,
+    INDEX_NAME,
+    WEIGHTS_NAME,
+    check_safetensors,
+    read_weights,
+)
+
+__all__ = [  # the loaders, and the names of the layout's files (fsr_models.weights) with them
+    "save_folder",
+    "load_model",
+    "load_fsr_heads",
+    "read_fsr_heads",
+    "download_folder",
+    "image_processor_config",
+    "read_weights",
+    "check_safetensors",
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "INDEX_NAME",
+    "IMAGE_PROCESSOR_NAME",
+    "FSR_HEADS_NAME",
+]
+
 
 def save_folder(
     model: torch.nn.Module,
@@ -83,8 +107,10 @@ def load_fsr_heads(source: str | os.PathLike, fsr_loss: FSRLoss) -> str:
     saved = read_fsr_heads(path, fsr_loss)
     classes, wanted = saved["heads.0.weight"].shape[0], fsr_loss.heads[0].out_features
     if classes != wanted:
-        return (f"{source}'s FSR auxiliary heads were trained for {classes} classes, not {wanted}: they start afresh, "
-                "like the new classifier")  # fmt: skip
+        return (
+            f"{source}'s FSR auxiliary heads were trained for {classes} classes, not {wanted}: they start afresh, "
+            "like the new classifier"
+        )
     fsr_loss.load_state_dict(saved)
     return f"loaded the trained FSR auxiliary heads of {source}"
 
@@ -116,8 +142,10 @@ def download_folder(repo_id: str, revision: str | None = None, weights: bool = T
             "private or gated repository, set HF_TOKEN to a token that may read it"
         ) from e
     except LocalEntryNotFoundError as e:
-        raise ValueError(f"{where} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE is set, "
-                         "or no network): load it once while online") from e  # fmt: skip
+        raise ValueError(
+            f"{where} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE is set, "
+            "or no network): load it once while online"
+        ) from e
 
 
 def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> torch.nn.Module:
@@ -135,12 +163,20 @@ def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> 
         if not (path / CONFIG_NAME).is_file():
             raise ValueError(f"{path} has no {CONFIG_NAME}: a zoo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         config = json.loads((path / CONFIG_NAME).read_text())
-        pretrained_cfg = {**config.get("pretrained_cfg", {}), "num_classes": config["num_classes"],
-                          "label_names": config.get("label_names")}  # fmt: skip
+        pretrained_cfg = {
+            **config.get("pretrained_cfg", {}),
+            "num_classes": config["num_classes"],
+            "label_names": config.get("label_names"),
+        }
         overlay = dict(state_dict=read_weights(path)) if pretrained else None
         model_args = {**config.get("model_args", {}), **kwargs}
-        return timm.create_model(config["architecture"], pretrained=pretrained, pretrained_cfg=pretrained_cfg,
-                                 pretrained_cfg_overlay=overlay, **model_args)  # fmt: skip
+        return timm.create_model(
+            config["architecture"],
+            pretrained=pretrained,
+            pretrained_cfg=pretrained_cfg,
+            pretrained_cfg_overlay=overlay,
+            **model_args,
+        )
     if os.sep in str(source):
         raise ValueError(f"{source} is not a folder; give a folder, an 'hf-hub:<org>/<name>' id or a model name")
     return timm.create_model(str(source), pretrained=pretrained, **kwargs)

@@ -1,5 +1,6 @@
 """Classification losses of adversarial training: AT (Madry et al.), TRADES (Zhang et al.) and MART (Wang et al.),
 written as their authors' code computes them. The FSR terms (`fsr_models.FSRLoss`) are added to any of them."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ model the card compares against). The weights are one `model.safetensors` file: 
 name, and the zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's per-file limit. `publish`
 checks the folder and sends nothing when a check fails. The command line is `hub/publish.py`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,15 +25,28 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
 
 from .card import (
-    COMPARISON_NAME, CURVE_NAME, METRICS_NAME, ROBUSTNESS_NAME, card_eval_results, default_repo_id, deviations,
-    model_card, read_record,
-)  # fmt: skip
+    COMPARISON_NAME,
+    CURVE_NAME,
+    METRICS_NAME,
+    ROBUSTNESS_NAME,
+    card_eval_results,
+    default_repo_id,
+    deviations,
+    model_card,
+    read_record,
+)
 from .fsr import FSRLoss
 from .hf import FSRForImageClassification
 from .hub import (
-    CONFIG_NAME, FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, WEIGHTS_NAME, image_processor_config, load_model, read_fsr_heads,
+    CONFIG_NAME,
+    FSR_HEADS_NAME,
+    IMAGE_PROCESSOR_NAME,
+    WEIGHTS_NAME,
+    image_processor_config,
+    load_model,
+    read_fsr_heads,
     read_weights,
-)  # fmt: skip
+)
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME)
@@ -51,8 +65,10 @@ def source_folder(source: str | Path) -> Path:
     for candidate in (path, path / "model"):
         if (candidate / CONFIG_NAME).is_file():
             return candidate
-    raise FileNotFoundError(f"{source} holds no {CONFIG_NAME}: give a training run folder (with model/) or a zoo "
-                            f"folder ({CONFIG_NAME} + {WEIGHTS_NAME})")  # fmt: skip
+    raise FileNotFoundError(
+        f"{source} holds no {CONFIG_NAME}: give a training run folder (with model/) or a zoo "
+        f"folder ({CONFIG_NAME} + {WEIGHTS_NAME})"
+    )
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -97,8 +113,10 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
     network with or without FSR that the card then carries (as `comparison.json`)."""
     src, out = source_folder(source), Path(out)
     if not (src / METRICS_NAME).is_file():
-        raise PublishError(f"{src} has no {METRICS_NAME}: a published model needs measured results. Evaluate it "
-                           "first (training/train.py writes them at the end of a run).")  # fmt: skip
+        raise PublishError(
+            f"{src} has no {METRICS_NAME}: a published model needs measured results. Evaluate it "
+            "first (training/train.py writes them at the end of a run)."
+        )
     record = read_record(src)
     record.comparison = zoo_counterpart(record.config, record.metrics, zoo)
     repo_id = repo_id or default_repo_id(record.config, record.metrics)
@@ -154,14 +172,18 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
         timm_model = load_model(folder).eval()
         hf_model = FSRForImageClassification.from_pretrained(folder).eval()
     except (ValueError, RuntimeError, KeyError) as e:
-        raise PublishError(f"{folder}: the weights do not load into the architecture its {CONFIG_NAME} names: {e}") from e
+        raise PublishError(
+            f"{folder}: the weights do not load into the architecture its {CONFIG_NAME} names: {e}"
+        ) from e
     x = torch.rand(2, *timm_model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         if not torch.equal(timm_model(x), hf_model(pixel_values=x).logits):
             raise PublishError(f"{folder}: timm and transformers give different logits for the same weights")
     if (folder / IMAGE_PROCESSOR_NAME).read_text() != image_processor_config(folder):
-        raise PublishError(f"{folder / IMAGE_PROCESSOR_NAME} is not the image processor of {CONFIG_NAME} (edited by "
-                           "hand?): export the folder again")  # fmt: skip
+        raise PublishError(
+            f"{folder / IMAGE_PROCESSOR_NAME} is not the image processor of {CONFIG_NAME} (edited by "
+            "hand?): export the folder again"
+        )
     if (folder / FSR_HEADS_NAME).is_file():
         check_fsr_heads(folder / FSR_HEADS_NAME, timm_model)
     record = read_record(folder)
@@ -171,14 +193,20 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
         raise PublishError(f"{folder / METRICS_NAME}: {e}") from e
     card = ModelCard.load(folder / CARD_NAME)
     if card.data.eval_results != expected:
-        raise PublishError(f"{folder / CARD_NAME}: its eval results are not those of {METRICS_NAME}; regenerate the "
-                           "card with hub/publish.py instead of editing it")  # fmt: skip
+        raise PublishError(
+            f"{folder / CARD_NAME}: its eval results are not those of {METRICS_NAME}; regenerate the "
+            "card with hub/publish.py instead of editing it"
+        )
     if card.content != model_card(record, card.data.model_name).content:
-        raise PublishError(f"{folder / CARD_NAME} is not the card generated from {METRICS_NAME} and the folder's "
-                           "other records (edited by hand?): regenerate it with hub/publish.py")  # fmt: skip
+        raise PublishError(
+            f"{folder / CARD_NAME} is not the card generated from {METRICS_NAME} and the folder's "
+            "other records (edited by hand?): regenerate it with hub/publish.py"
+        )
     if repo_id is not None and card.data.model_name != repo_id:
-        raise PublishError(f"{folder / CARD_NAME} was written for {card.data.model_name}, not {repo_id}: export again "
-                           f"with --repo-id {repo_id}")  # fmt: skip
+        raise PublishError(
+            f"{folder / CARD_NAME} was written for {card.data.model_name}, not {repo_id}: export again "
+            f"with --repo-id {repo_id}"
+        )
     return [n for n in files if n in REPO_FILES]
 
 
@@ -189,19 +217,34 @@ def check_fsr_heads(path: Path, model: torch.nn.Module) -> None:
     except ValueError as e:  # also: a network without FSR has no heads
         raise PublishError(f"{path} is not a set of auxiliary heads of this network: {e}") from e
     if heads["heads.0.weight"].shape[0] != model.num_classes:
-        raise PublishError(f"{path} holds heads for {heads['heads.0.weight'].shape[0]} classes, the network has "
-                           f"{model.num_classes}: export the folder again")  # fmt: skip
+        raise PublishError(
+            f"{path} holds heads for {heads['heads.0.weight'].shape[0]} classes, the network has "
+            f"{model.num_classes}: export the folder again"
+        )
 
 
 def upload_plan(folder: str | Path, files: list[str]) -> list[dict]:
     """What an upload sends: each file's path in the repository, size and SHA-256."""
     folder = Path(folder)
-    return [{"path": n, "bytes": (folder / n).stat().st_size,
-             "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest()} for n in files]  # fmt: skip
+    return [
+        {
+            "path": n,
+            "bytes": (folder / n).stat().st_size,
+            "sha256": hashlib.sha256((folder / n).read_bytes()).hexdigest(),
+        }
+        for n in files
+    ]
 
 
-def publish(folder: str | Path, repo_id: str, *, token: str | None = None, private: bool | None = None,
-            dry_run: bool = False, commit_message: str | None = None) -> dict:  # fmt: skip
+def publish(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+) -> dict:
     """Check `folder`, then make `repo_id` hold exactly its files, in one commit, with a token from the environment
     (HF_TOKEN or `hf auth login`): the repository is created if needed, and files of an earlier upload that this
     one does not have (old shards, say) are deleted in the same commit. `private` (when not None) sets the
@@ -209,14 +252,21 @@ def publish(folder: str | Path, repo_id: str, *, token: str | None = None, priva
     folder = Path(folder)
     check_repo_id(repo_id)
     files = check_repo_folder(folder, repo_id)
-    result = {"repo_id": repo_id, "files": upload_plan(folder, files), "deleted": [], "commit": None,
-              "commit_url": None}  # fmt: skip
+    result = {
+        "repo_id": repo_id,
+        "files": upload_plan(folder, files),
+        "deleted": [],
+        "commit": None,
+        "commit_url": None,
+    }
     if dry_run:
         return result
     token = token or get_token()
     if not token:
-        raise PublishError(f"no Hub token: set HF_TOKEN to a token with write access to {repo_id.split('/')[0]} "
-                           "(or run `hf auth login`), or use the dry run")  # fmt: skip
+        raise PublishError(
+            f"no Hub token: set HF_TOKEN to a token with write access to {repo_id.split('/')[0]} "
+            "(or run `hf auth login`), or use the dry run"
+        )
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     if private is not None:  # create_repo ignores `private` for a repository that exists
@@ -224,8 +274,9 @@ def publish(folder: str | Path, repo_id: str, *, token: str | None = None, priva
     stale = sorted(set(api.list_repo_files(repo_id)) - set(files) - {".gitattributes"})
     operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in files]
     commit = api.create_commit(
-        repo_id, operations=operations + [CommitOperationDelete(path_in_repo=n) for n in stale],
+        repo_id,
+        operations=operations + [CommitOperationDelete(path_in_repo=n) for n in stale],
         commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} (fsr-zoo hub/publish.py)",
-    )  # fmt: skip
+    )
     result.update(deleted=stale, commit=commit.oid, commit_url=commit.commit_url)
     return result

@@ -43,8 +43,9 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     folder = Path(folder)
     index = folder / INDEX_NAME
     if index.is_file() and (folder / WEIGHTS_NAME).is_file():
-        raise ValueError(f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), which may differ: remove "
-                         "the stale one")  # fmt: skip
+        raise ValueError(
+            f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), which may differ: remove the stale one"
+        )
     if index.is_file():
         files = shard_files(folder)
     elif (folder / WEIGHTS_NAME).is_file():
@@ -68,9 +69,13 @@ def check_one_weights_file(folder: str | os.PathLike) -> None:
         sharded = (folder / INDEX_NAME).is_file()
         raise ValueError(
             f"{folder} has no {WEIGHTS_NAME}"
-            + (f": its weights are in shards ({INDEX_NAME}), and timm reads one file. Merge them with "
-               f"`python hub/merge_shards.py {folder}`, or load the folder with fsr_models.hub.load_model or "
-               "transformers" if sharded else "; pickled checkpoints are not loaded")  # fmt: skip
+            + (
+                f": its weights are in shards ({INDEX_NAME}), and timm reads one file. Merge them with "
+                f"`python hub/merge_shards.py {folder}`, or load the folder with fsr_models.hub.load_model or "
+                "transformers"
+                if sharded
+                else "; pickled checkpoints are not loaded"
+            )
         )
     check_safetensors(folder / WEIGHTS_NAME)
 

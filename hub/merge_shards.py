@@ -7,6 +7,7 @@
 The merged file is read back and compared with the shards before the shards and their index are removed, so an
 interrupted merge loses nothing: run the command again to finish it.
 """
+
 import argparse
 import sys
 

@@ -15,6 +15,7 @@ load into the architecture config.json names, timm and transformers disagreeing,
 generated from measured results. The upload makes the repository hold exactly these files (older ones, e.g. shards,
 are deleted in the same commit).
 """
+
 import argparse
 import json
 import sys
@@ -54,8 +55,7 @@ def run(args, scratch: Path) -> int:
     else:
         folder = export_repo(args.source, args.out or scratch, args.repo_id, zoo=ZOO)
     repo_id = args.repo_id or ModelCard.load(folder / CARD_NAME).data.model_name
-    result = publish(folder, repo_id, private=args.private or None, dry_run=args.dry_run,
-                     commit_message=args.message)  # fmt: skip
+    result = publish(folder, repo_id, private=args.private or None, dry_run=args.dry_run, commit_message=args.message)
     print(f"{'would upload' if args.dry_run else 'uploaded'} {folder} -> {repo_id}:")
     for f in result["files"]:
         print(f"  {f['path']:<24} {f['bytes']:>12,d} bytes  sha256 {f['sha256']}")
@@ -69,8 +69,10 @@ def run(args, scratch: Path) -> int:
             name = repo_id.split("/")[-1]
             entries = sorted(facts.published() | {name})
             facts.PUBLISHED_FILE.write_text(json.dumps(entries, indent=2) + "\n")
-            print(f"{name} is now listed in {facts.PUBLISHED_FILE}: from the next `import fsr_models`, "
-                  f"timm.create_model('{name}', pretrained=True) downloads it. Next: python hub/zoo_card.py")
+            print(
+                f"{name} is now listed in {facts.PUBLISHED_FILE}: from the next `import fsr_models`, "
+                f"timm.create_model('{name}', pretrained=True) downloads it. Next: python hub/zoo_card.py"
+            )
     return 0
 
 

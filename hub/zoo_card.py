@@ -7,6 +7,7 @@ processor its config.json gives (the same code writes it into every saved folder
     python hub/zoo_card.py            # rewrite MODEL_CARD.md and the folders' preprocessor_config.json
     python hub/zoo_card.py --check    # exit 1 if any of them is not what the current files give
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -15,10 +16,24 @@ import timm
 
 import fsr_models
 from fsr_models.card import (
-    CITATION, CURVE_NAME, METHOD_NAMES, Record, attack_notes, comparison_lines,
-    curve_lines, dataset_name, deviations, final_test_report, health_lines, measured_reports, network_name,
-    read_record, report_lines, run_facts, schedule_text,
-)  # fmt: skip
+    CITATION,
+    CURVE_NAME,
+    METHOD_NAMES,
+    Record,
+    attack_notes,
+    comparison_lines,
+    curve_lines,
+    dataset_name,
+    deviations,
+    final_test_report,
+    health_lines,
+    measured_reports,
+    network_name,
+    read_record,
+    report_lines,
+    run_facts,
+    schedule_text,
+)
 from fsr_models.evaluation.report import column_title
 from fsr_models.facts import PAPER_EPOCHS
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config
@@ -30,19 +45,31 @@ WEIGHTS = ROOT / "hub" / "weights"
 # SVHN) and Table 3 (AutoAttack, CIFAR-10); VGG16: Table 2. WRN-34-10, CIFAR-100 and Tiny ImageNet are in the
 # supplementary material, which this repository does not have.
 PAPER = {
-    ("resnet18_plain", "at_cifar10"): (85.02, 48.22, 44.11), ("resnet18_fsr", "at_cifar10"): (81.46, 52.47, 46.41),
-    ("resnet18_plain", "trades_cifar10"): (86.31, 50.74, 46.81), ("resnet18_fsr", "trades_cifar10"): (84.49, 52.27, 48.45),
-    ("resnet18_plain", "mart_cifar10"): (82.73, 50.88, 44.27), ("resnet18_fsr", "mart_cifar10"): (83.28, 54.80, 46.55),
-    ("resnet18_plain", "at_svhn"): (91.21, 40.85, None), ("resnet18_fsr", "at_svhn"): (91.28, 43.94, None),
-    ("resnet18_plain", "trades_svhn"): (90.99, 47.12, None), ("resnet18_fsr", "trades_svhn"): (91.39, 51.49, None),
-    ("resnet18_plain", "mart_svhn"): (90.50, 43.61, None), ("resnet18_fsr", "mart_svhn"): (89.87, 46.51, None),
-    ("vgg16_plain", "at_cifar10"): (80.56, 47.17, None), ("vgg16_fsr", "at_cifar10"): (80.06, 49.82, None),
-    ("vgg16_plain", "trades_cifar10"): (82.44, 47.39, None), ("vgg16_fsr", "trades_cifar10"): (80.78, 49.95, None),
-    ("vgg16_plain", "mart_cifar10"): (76.11, 51.06, None), ("vgg16_fsr", "mart_cifar10"): (79.18, 52.69, None),
-    ("vgg16_plain", "at_svhn"): (89.59, 40.27, None), ("vgg16_fsr", "at_svhn"): (91.44, 45.99, None),
-    ("vgg16_plain", "trades_svhn"): (90.48, 45.99, None), ("vgg16_fsr", "trades_svhn"): (91.89, 54.56, None),
-    ("vgg16_plain", "mart_svhn"): (89.95, 42.89, None), ("vgg16_fsr", "mart_svhn"): (90.60, 47.17, None),
-}  # fmt: skip
+    ("resnet18_plain", "at_cifar10"): (85.02, 48.22, 44.11),
+    ("resnet18_fsr", "at_cifar10"): (81.46, 52.47, 46.41),
+    ("resnet18_plain", "trades_cifar10"): (86.31, 50.74, 46.81),
+    ("resnet18_fsr", "trades_cifar10"): (84.49, 52.27, 48.45),
+    ("resnet18_plain", "mart_cifar10"): (82.73, 50.88, 44.27),
+    ("resnet18_fsr", "mart_cifar10"): (83.28, 54.80, 46.55),
+    ("resnet18_plain", "at_svhn"): (91.21, 40.85, None),
+    ("resnet18_fsr", "at_svhn"): (91.28, 43.94, None),
+    ("resnet18_plain", "trades_svhn"): (90.99, 47.12, None),
+    ("resnet18_fsr", "trades_svhn"): (91.39, 51.49, None),
+    ("resnet18_plain", "mart_svhn"): (90.50, 43.61, None),
+    ("resnet18_fsr", "mart_svhn"): (89.87, 46.51, None),
+    ("vgg16_plain", "at_cifar10"): (80.56, 47.17, None),
+    ("vgg16_fsr", "at_cifar10"): (80.06, 49.82, None),
+    ("vgg16_plain", "trades_cifar10"): (82.44, 47.39, None),
+    ("vgg16_fsr", "trades_cifar10"): (80.78, 49.95, None),
+    ("vgg16_plain", "mart_cifar10"): (76.11, 51.06, None),
+    ("vgg16_fsr", "mart_cifar10"): (79.18, 52.69, None),
+    ("vgg16_plain", "at_svhn"): (89.59, 40.27, None),
+    ("vgg16_fsr", "at_svhn"): (91.44, 45.99, None),
+    ("vgg16_plain", "trades_svhn"): (90.48, 45.99, None),
+    ("vgg16_fsr", "trades_svhn"): (91.89, 54.56, None),
+    ("vgg16_plain", "mart_svhn"): (89.95, 42.89, None),
+    ("vgg16_fsr", "mart_svhn"): (90.60, 47.17, None),
+}
 
 
 def trained_weights() -> dict[str, Record]:
@@ -57,38 +84,55 @@ def pct(value) -> str:
 def render() -> str:
     trained = trained_weights()
     lines = [
-        "# fsr-zoo: the zoo's model card", "",
+        "# fsr-zoo: the zoo's model card",
+        "",
         "<!-- Written by `python hub/zoo_card.py` from the registered models and hub/weights/*/ (metrics.json, "
-        "robustness.json); edit that script, not this file. -->", "",
+        "robustness.json); edit that script, not this file. -->",
+        "",
         "Image classifiers made robust to L-inf adversarial examples (eps 8/255) by adversarial training, with and "
         "without Feature Separation and Recalibration (FSR, Kim et al., CVPR 2023), as timm models and transformers "
         "`PreTrainedModel`s (`import fsr_models` registers both). Inputs are [0, 1] pixels without normalisation. "
         "Every measured number below was produced by a run in this repository and is read from that run's "
-        "`metrics.json` or `robustness.json`; the paper's numbers are quoted from its tables and marked as such.", "",
-        "## Models and tags", "",
-        "| architecture | network | FSR | parameters (M) | tags | weights published on the Hub | trained here, not yet on the Hub |",
+        "`metrics.json` or `robustness.json`; the paper's numbers are quoted from its tables and marked as such.",
+        "",
+        "## Models and tags",
+        "",
+        "| architecture | network | FSR | parameters (M) | tags | weights published on the Hub "
+        "| trained here, not yet on the Hub |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
+    ]
     for backbone, arch in ((b, a) for b, names in fsr_models.ARCHITECTURES.items() for a in names):
         tags = [name.split(".", 1)[1] for name in timm.list_models(arch, include_tags=True) if "." in name]
         model = timm.create_model(arch)
         params = sum(p.numel() for p in model.parameters()) / 1e6
         published = [t for t in tags if f"{arch}.{t}" in fsr_models.published()]
         local = [t for t in tags if f"{arch}.{t}" in trained and t not in published]
-        lines.append(f"| `{arch}` | {fsr_models.facts.BACKBONES[backbone].name} | {'yes' if model.fsr_modules() else 'no'} | {params:.2f} "
-                     f"| {', '.join(tags)} | "
-                     f"{', '.join(published) or 'none yet'} | {', '.join(local) or '-'} |")  # fmt: skip
-    lines += ["", "Parameters count the network only: FSR's auxiliary heads live in the training loss. A tag names the "
-              "setting its weights were trained in (method_dataset); `pretrained=True` works for the published ones "
-              "and fails with a message naming the tag for the others.", ""]  # fmt: skip
+        network = fsr_models.facts.BACKBONES[backbone].name
+        lines.append(
+            f"| `{arch}` | {network} | {'yes' if model.fsr_modules() else 'no'} | {params:.2f} "
+            f"| {', '.join(tags)} | "
+            f"{', '.join(published) or 'none yet'} | {', '.join(local) or '-'} |"
+        )
+    lines += [
+        "",
+        "Parameters count the network only: FSR's auxiliary heads live in the training loss. A tag names the "
+        "setting its weights were trained in (method_dataset); `pretrained=True` works for the published ones "
+        "and fails with a message naming the tag for the others.",
+        "",
+    ]
 
-    lines += ["## Measured results beside the paper", "",
-              "Accuracy (%), eps 8/255, PGD-20 with step eps/10 and no random start (the paper's protocol). Measured "
-              "natural and PGD-20 accuracy are on the test images the run column names (the whole CIFAR-10 test set "
-              "is 10,000); AutoAttack (standard, pyautoattack) on the first images as noted. The paper trained 100 "
-              "epochs at batch 128 on all training images.", "",
-              "| model.tag | training run | natural | PGD-20 | AutoAttack | paper natural | paper PGD-20 | paper AutoAttack |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        "## Measured results beside the paper",
+        "",
+        "Accuracy (%), eps 8/255, PGD-20 with step eps/10 and no random start (the paper's protocol). Measured "
+        "natural and PGD-20 accuracy are on the test images the run column names (the whole CIFAR-10 test set "
+        "is 10,000); AutoAttack (standard, pyautoattack) on the first images as noted. The paper trained 100 "
+        "epochs at batch 128 on all training images.",
+        "",
+        "| model.tag | training run | natural | PGD-20 | AutoAttack | paper natural | paper PGD-20 "
+        "| paper AutoAttack |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name in sorted(set(trained) | {f"{a}.{t}" for a, t in PAPER}):
         arch, tag = name.split(".", 1)
         paper = PAPER.get((arch, tag), (None, None, None))
@@ -101,44 +145,78 @@ def render() -> str:
             differs = deviations(record.config, m)
             setting = f"; not the paper's setting: {'; '.join(t for _, t in differs)}" if differs else ""
             test = final_test_report(m)
-            run = (f"[{facts['train_images']:,} images, {facts['epochs']} epochs{short}, batch {facts['batch_size']}]"
-                   f"(hub/weights/{name}/README.md){setting}, tested on {test['images']:,}")  # fmt: skip
+            run = (
+                f"[{facts['train_images']:,} images, {facts['epochs']} epochs{short}, batch {facts['batch_size']}]"
+                f"(hub/weights/{name}/README.md){setting}, tested on {test['images']:,}"
+            )
             (_, natural), (pgd_name, pgd_value) = test["accuracy"].items()
             natural = 100 * natural
             pgd20 = f"{100 * pgd_value:.2f}" + ("" if pgd_name == "pgd20" else f" ({column_title(pgd_name)})")
             report = m.get("evaluation", {})
-            aa = (f"{100 * report['accuracy']['autoattack']:.2f} (first {report['images']:,})"
-                  if "autoattack" in report.get("accuracy", {}) else "-")  # fmt: skip
-        lines.append(f"| {name} | {run} | {pct(natural)} | {pgd20} | {aa} | {pct(paper[0])} | {pct(paper[1])} "
-                     f"| {pct(paper[2])} |")  # fmt: skip
-    lines += ["", "Paper: Table 1 (ResNet-18), Table 2 (VGG16), Table 3 (AutoAttack, ResNet-18 on CIFAR-10). "
-              "WideResNet-34-10, CIFAR-100 and Tiny ImageNet results are in the paper's supplementary material.", ""]
+            aa = (
+                f"{100 * report['accuracy']['autoattack']:.2f} (first {report['images']:,})"
+                if "autoattack" in report.get("accuracy", {})
+                else "-"
+            )
+        lines.append(
+            f"| {name} | {run} | {pct(natural)} | {pgd20} | {aa} | {pct(paper[0])} | {pct(paper[1])} "
+            f"| {pct(paper[2])} |"
+        )
+    lines += [
+        "",
+        "Paper: Table 1 (ResNet-18), Table 2 (VGG16), Table 3 (AutoAttack, ResNet-18 on CIFAR-10). "
+        "WideResNet-34-10, CIFAR-100 and Tiny ImageNet results are in the paper's supplementary material.",
+        "",
+    ]
 
     lines += ["## The trained models", ""]
     for name, record in trained.items():
         lines += [f"### {name}", "", *model_lines(name, record)]
     if not trained:
         lines += ["No weights have been trained yet.", ""]
-    pairs = [(name, other) for name in trained if name.split(".")[0].endswith("_fsr")
-             if (other := name.replace("_fsr.", "_plain.", 1)) in trained
-             and not deviations(trained[name].config, trained[name].metrics)
-             and not deviations(trained[other].config, trained[other].metrics)]  # fmt: skip
+    pairs = [
+        (name, other)
+        for name in trained
+        if name.split(".")[0].endswith("_fsr")
+        if (other := name.replace("_fsr.", "_plain.", 1)) in trained
+        and not deviations(trained[name].config, trained[name].metrics)
+        and not deviations(trained[other].config, trained[other].metrics)
+    ]
     if pairs:
-        lines += ["## FSR against its plain baseline, measured", "",
-                  "Each FSR model beside the same network without FSR, trained for the same tag (accuracy %, eps "
-                  "8/255; test images in brackets).", ""]  # fmt: skip
+        lines += [
+            "## FSR against its plain baseline, measured",
+            "",
+            "Each FSR model beside the same network without FSR, trained for the same tag (accuracy %, eps "
+            "8/255; test images in brackets).",
+            "",
+        ]
         for fsr, plain in pairs:
-            lines += [f"### {fsr} and {plain}", "",
-                      *comparison_lines(fsr, trained[fsr].metrics, plain, trained[plain].metrics)]
-    lines += ["Publish a trained model with `python hub/publish.py <run or weights folder>` (`--dry-run` first); "
-              "it writes the repository's own card from the same files.", ""]  # fmt: skip
+            lines += [
+                f"### {fsr} and {plain}",
+                "",
+                *comparison_lines(fsr, trained[fsr].metrics, plain, trained[plain].metrics),
+            ]
+    lines += [
+        "Publish a trained model with `python hub/publish.py <run or weights folder>` (`--dry-run` first); "
+        "it writes the repository's own card from the same files.",
+        "",
+    ]
 
-    lines += ["## Intended use and limits", "",
-              "Research checkpoints for studying adversarial robustness. Robustness holds only in the threat model "
-              "of training and measurement (L-inf, eps 8/255, 32x32 images of the training data set); it is not "
-              "certified and says nothing about other norms, budgets, corruptions or data. Short-schedule weights "
-              "are below the paper's figures and are labelled as such.", "",
-              "## Citation", "", "```bibtex", CITATION, "```", ""]  # fmt: skip
+    lines += [
+        "## Intended use and limits",
+        "",
+        "Research checkpoints for studying adversarial robustness. Robustness holds only in the threat model "
+        "of training and measurement (L-inf, eps 8/255, 32x32 images of the training data set); it is not "
+        "certified and says nothing about other norms, budgets, corruptions or data. Short-schedule weights "
+        "are below the paper's figures and are labelled as such.",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -150,11 +228,14 @@ def model_lines(name: str, record: Record) -> list[str]:
     fsr = config.get("fsr_stages")
     where = f"with FSR after stage {', '.join(map(str, fsr))}" if fsr else "without FSR"
     budget = f", in a {train['time_budget_min']:g}-minute budget" if train.get("time_budget_min") else ""
-    lines = [f"{network_name(config)} {where}, {METHOD_NAMES.get(train['method'], train['method'])} on "
-             f"{facts['train_images']:,} {dataset_name(facts['dataset'])} training images: "
-             f"{schedule_text(m, facts)}{budget}. Trained and tested by the command in "
-             f"[hub/weights/{name}/README.md](hub/weights/{name}/README.md); the full config is `train_config` in its "
-             "`metrics.json`.", ""]  # fmt: skip
+    lines = [
+        f"{network_name(config)} {where}, {METHOD_NAMES.get(train['method'], train['method'])} on "
+        f"{facts['train_images']:,} {dataset_name(facts['dataset'])} training images: "
+        f"{schedule_text(m, facts)}{budget}. Trained and tested by the command in "
+        f"[hub/weights/{name}/README.md](hub/weights/{name}/README.md); the full config is `train_config` in its "
+        "`metrics.json`.",
+        "",
+    ]
     reports = measured_reports(m, record.robustness)
     for title, report in reports:
         lines += report_lines(title, report, f"hub/weights/{name}")
@@ -170,8 +251,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only check that the files are up to date")
     args = parser.parse_args(argv)
-    files = {CARD: render(), **{p.parent / IMAGE_PROCESSOR_NAME: image_processor_config(p.parent)
-                                for p in sorted(WEIGHTS.glob("*.*/config.json"))}}  # fmt: skip
+    files = {
+        CARD: render(),
+        **{
+            p.parent / IMAGE_PROCESSOR_NAME: image_processor_config(p.parent)
+            for p in sorted(WEIGHTS.glob("*.*/config.json"))
+        },
+    }
     stale = [path for path, text in files.items() if not path.is_file() or path.read_text() != text]
     if args.check:
         for path in stale:

@@ -4,6 +4,7 @@ the training scripts as modules, and one reference training run that the trainer
 Nothing here asserts how well a network learned: the attack tests use weights committed under tests/data/ (made by
 tests/make_natural_checkpoint.py), and the tests that train check what a run writes and computes, not its accuracy.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -44,10 +45,27 @@ def tiny_run_args(out: Path, *settings: str, data_dir: str | Path = "sample") ->
     training images (5 steps of 50 per epoch) and 50 held out, 2 epochs, a warm-up of 1.5 epochs and an lr drop at
     75 % of the plan (after the last epoch: a 2-epoch run never reaches it), PGD-1 in training and validation,
     the paper's PGD-20 in the final test of 20 images. `settings` (key=value) are added or override these."""
-    return ["--cpu", "--config", str(TRAIN_CONFIG), "--set", f"data_dir={data_dir}", TINY_ARGS, "method=trades",
-            "train_limit=300", "val_size=50", "test_size=20", "epochs=2", "batch_size=50", "warmup_epochs=1.5",
-            "lr_milestones=[0.75]", "attack_steps=1", "val_attack_steps=1", "log_every=1",
-            f"output_dir={out}", *settings]  # fmt: skip
+    return [
+        "--cpu",
+        "--config",
+        str(TRAIN_CONFIG),
+        "--set",
+        f"data_dir={data_dir}",
+        TINY_ARGS,
+        "method=trades",
+        "train_limit=300",
+        "val_size=50",
+        "test_size=20",
+        "epochs=2",
+        "batch_size=50",
+        "warmup_epochs=1.5",
+        "lr_milestones=[0.75]",
+        "attack_steps=1",
+        "val_attack_steps=1",
+        "log_every=1",
+        f"output_dir={out}",
+        *settings,
+    ]
 
 
 @pytest.fixture(scope="session")

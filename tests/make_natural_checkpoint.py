@@ -9,6 +9,7 @@ committed weights make their verdict the same on every machine, where a network 
 more or less with the machine's floating-point order. The weights are stored in float16 (a few hundred KB); every
 loader reads them into the float32 network. Printed at the end: the accuracy on the first 512 test images.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Model cards and MODEL_CARD.md say exactly what was trained and measured: read against the files they come from."""
+
 import json
 import re
 import shutil
@@ -11,8 +12,15 @@ from huggingface_hub import ModelCard
 
 from fsr_models import evaluate
 from fsr_models.card import (
-    CURVE_NAME, ROBUSTNESS_NAME, default_repo_id, model_card, network_name, paper_repo_id, read_record, run_facts,
-)  # fmt: skip
+    CURVE_NAME,
+    ROBUSTNESS_NAME,
+    default_repo_id,
+    model_card,
+    network_name,
+    paper_repo_id,
+    read_record,
+    run_facts,
+)
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
@@ -44,7 +52,12 @@ def test_card_of_a_small_run_says_what_was_trained_and_measured(reference_run, t
     assert network_name(config).startswith("ResNet-18-like network") and network_name(config) in text
     assert "A ResNet-18 image classifier" not in text
     facts = run_facts(metrics)
-    assert (facts["train_images"], facts["val_images"], facts["sgd_steps"], facts["warmup_epochs"]) == (250, 50, 10, 1.5)
+    assert (facts["train_images"], facts["val_images"], facts["sgd_steps"], facts["warmup_epochs"]) == (
+        250,
+        50,
+        10,
+        1.5,
+    )
     assert "250 CIFAR-10 training images (of 1,000 in the shipped sample); 50 more held out" in text
     assert f"{metrics['epochs']} epochs ({facts['sgd_steps']:,} SGD steps of batch 50)" in text
     test = metrics["test"]
@@ -60,8 +73,24 @@ def test_card_of_a_small_run_says_what_was_trained_and_measured(reference_run, t
 def test_card_shows_the_robustness_report_its_curve_and_fsr_health(reference_run, tmp_path):
     """robustness.json as `python -m fsr_models.evaluate <folder> --curve` writes it, beside the model."""
     folder = Path(shutil.copytree(reference_run / "model", tmp_path / "model"))
-    assert evaluate.main([str(folder), "--data-dir", "sample", "--n", "8", "--attacks", "natural", "pgd20", "--curve",
-                          "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
+    assert (
+        evaluate.main(
+            [
+                str(folder),
+                "--data-dir",
+                "sample",
+                "--n",
+                "8",
+                "--attacks",
+                "natural",
+                "pgd20",
+                "--curve",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     shutil.copyfile(tmp_path / "eval" / "report.json", folder / ROBUSTNESS_NAME)
     shutil.copyfile(tmp_path / "eval" / CURVE_NAME, folder / CURVE_NAME)
     report = json.loads((folder / ROBUSTNESS_NAME).read_text())
@@ -72,9 +101,11 @@ def test_card_shows_the_robustness_report_its_curve_and_fsr_health(reference_run
     curve = report["curve"]
     assert "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in curve["eps"]) + " |" in text
     assert "| accuracy | " + " | ".join(pct(a) for a in curve["accuracy"]) + " |" in text
-    assert f"--n 8 --attacks natural pgd20 --curve`" in text
+    assert "--n 8 --attacks natural pgd20 --curve`" in text
     assert f"| {pct(report['accuracy']['natural'])} | {pct(report['accuracy']['pgd20'])} |" in text
-    metadata = [(r.metric_name, r.metric_value, r.dataset_split) for r in ModelCard.load(repo / "README.md").data.eval_results]
+    metadata = [
+        (r.metric_name, r.metric_value, r.dataset_split) for r in ModelCard.load(repo / "README.md").data.eval_results
+    ]
     assert ("PGD-20 accuracy", round(100 * report["accuracy"]["pgd20"], 2), "test[:8]") in metadata
     health = report["fsr_health"]["fsr4"]
     assert f"| fsr4 | {health['r_contribution']:.3g} |" in text and "Warning" not in text  # a fresh R is alive
@@ -98,15 +129,20 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     assert f"{metrics['epochs']} epochs ({steps:,} SGD steps of batch {train['batch_size']}), no warm-up" in text
     assert f"| {pct(metrics['natural_acc'])} | {pct(metrics['pgd20_acc'])} |" in text
     aa = metrics["evaluation"]["accuracy"]["autoattack"]
-    rows = [f"| {f.name} | {m['epochs']} | {pct(m['natural_acc'])} | {pct(m['pgd20_acc'])} | "
-            f"{pct(m['evaluation']['accuracy']['autoattack'])} |" for f, m in ((this, metrics), (other, other_metrics))]
+    rows = [
+        f"| {f.name} | {m['epochs']} | {pct(m['natural_acc'])} | {pct(m['pgd20_acc'])} | "
+        f"{pct(m['evaluation']['accuracy']['autoattack'])} |"
+        for f, m in ((this, metrics), (other, other_metrics))
+    ]
     assert all(row in text for row in rows)
     assert json.loads((repo / "comparison.json").read_text()) == {"model": other.name, "metrics": other_metrics}
     gaps = [100 * (other_metrics[k] - metrics[k]) for k in ("natural_acc", "pgd20_acc")]
     gaps.append(100 * (other_metrics["evaluation"]["accuracy"]["autoattack"] - aa))
     ahead, behind = (other, this) if gaps[0] > 0 else (this, other)
-    assert (f"`{ahead.name}` is ahead on Natural (+{abs(gaps[0]):.2f} points), PGD-20 (+{abs(gaps[1]):.2f} points) "
-            f"and AutoAttack (+{abs(gaps[2]):.2f} points).") in text  # fmt: skip
+    assert (
+        f"`{ahead.name}` is ahead on Natural (+{abs(gaps[0]):.2f} points), PGD-20 (+{abs(gaps[1]):.2f} points) "
+        f"and AutoAttack (+{abs(gaps[2]):.2f} points)."
+    ) in text
     assert "Both were trained with the same config apart from the network" in text
     assert ("FSR health" in text) == (this == FSR)
     check_repo_folder(repo)
@@ -124,7 +160,10 @@ def test_dead_recalibration_net_is_a_plain_warning_in_the_cards(tmp_path):
     assert health["fsr4"]["r_contribution"] == 0 and health["fsr4"]["r_live_2"] == 0
     assert "**Warning: part of FSR is dead in these weights.**" in text
     assert "fsr4: the Recalibration Net is dead" in text and "in effect FSR without Recalibration" in text
-    assert f"| fsr4 | 0 | {100 * health['fsr4']['s_live_1']:.0f} / {100 * health['fsr4']['s_live_2']:.0f} | 100 / 0 |" in text
+    assert (
+        f"| fsr4 | 0 | {100 * health['fsr4']['s_live_1']:.0f} / {100 * health['fsr4']['s_live_2']:.0f} | 100 / 0 |"
+        in text
+    )
 
 
 def test_names_and_repository_ids_of_non_standard_networks():

@@ -1,4 +1,5 @@
 """The README's main job and the CIFAR-10 arrays it runs on."""
+
 import numpy as np
 import pytest
 import torch
@@ -30,8 +31,11 @@ def test_a_data_folder_under_the_home_directory_may_be_written_with_a_tilde(tmp_
 
 def test_missing_data_is_a_clear_error_and_nothing_is_created_or_downloaded_unasked(tmp_path, monkeypatch):
     monkeypatch.delenv("FSR_DATA_DIR", raising=False)
-    with pytest.raises(FileNotFoundError, match=r"cifar10 train is not in .* was not asked to be downloaded: put "
-                                                r"CIFAR-10's train.npz / test.npz arrays .* with --download"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"cifar10 train is not in .* was not asked to be downloaded: put "
+        r"CIFAR-10's train.npz / test.npz arrays .* with --download",
+    ):
         load_cifar10("train", tmp_path)
     with pytest.raises(FileNotFoundError, match=f"data folder {tmp_path / 'typo'} does not exist"):
         load_dataset("cifar100", "test", tmp_path / "typo")

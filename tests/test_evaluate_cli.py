@@ -1,5 +1,6 @@
 """The evaluation command as a new user meets it: every mistyped value or missing input is one line `error: ...`
 and exit code 2 before any attack runs; what did run says which data it used."""
+
 import json
 
 import huggingface_hub.constants
@@ -31,18 +32,24 @@ def user_error(capsys, *argv) -> str:
     return err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--eps", "8"], "argument --eps: 8 is outside [0, 1]: eps is in pixel units, and pixels are in [0, 1] "
-                     "(did you mean 8/255?)"),
-    (["--eps", "2040/255"], "argument --eps: 2040/255 is outside [0, 1]"),
-    (["--eps", "eight"], "argument --eps: 'eight' is not a number or a fraction such as 8/255"),
-    (["--n", "0"], "argument --n: 0 is below 1: give a whole number >= 1"),
-    (["--n", "-5"], "argument --n: -5 is below 1"),
-    (["--n", "1.5"], "argument --n: '1.5' is not a whole number"),
-    (["--batch-size", "0"], "argument --batch-size: 0 is below 1"),
-    (["--n", "600"], "--n 600: only 512 cifar10 test images in sample (shipped first 512 CIFAR-10 test images)"),
-    (["--attacks", "ti_fgsm"], "ti_fgsm and di_fgsm are transfer attacks: give --source"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--eps", "8"],
+            "argument --eps: 8 is outside [0, 1]: eps is in pixel units, and pixels are in [0, 1] "
+            "(did you mean 8/255?)",
+        ),
+        (["--eps", "2040/255"], "argument --eps: 2040/255 is outside [0, 1]"),
+        (["--eps", "eight"], "argument --eps: 'eight' is not a number or a fraction such as 8/255"),
+        (["--n", "0"], "argument --n: 0 is below 1: give a whole number >= 1"),
+        (["--n", "-5"], "argument --n: -5 is below 1"),
+        (["--n", "1.5"], "argument --n: '1.5' is not a whole number"),
+        (["--batch-size", "0"], "argument --batch-size: 0 is below 1"),
+        (["--n", "600"], "--n 600: only 512 cifar10 test images in sample (shipped first 512 CIFAR-10 test images)"),
+        (["--attacks", "ti_fgsm"], "ti_fgsm and di_fgsm are transfer attacks: give --source"),
+    ],
+)
 def test_bad_values_are_one_line_errors_that_name_them(folder, tmp_path, capsys, argv, message):
     err = user_error(capsys, folder, "--data-dir", "sample", *argv, "--out", tmp_path / "eval")
     assert message in err
@@ -50,16 +57,35 @@ def test_bad_values_are_one_line_errors_that_name_them(folder, tmp_path, capsys,
 
 
 def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_images(folder, tmp_path):
-    assert run(folder, "--data-dir", "sample", "--n", "4", "--eps", "8/255", "--attacks", "natural", "fgsm",
-               "--out", tmp_path) == 0  # fmt: skip
+    assert (
+        run(
+            folder,
+            "--data-dir",
+            "sample",
+            "--n",
+            "4",
+            "--eps",
+            "8/255",
+            "--attacks",
+            "natural",
+            "fgsm",
+            "--out",
+            tmp_path,
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["eps"] == 8 / 255 and report["settings"]["fgsm"]["step_size"] == 8 / 255
     assert report["data_source"] == "sample (shipped first 512 CIFAR-10 test images)" and report["indices"] == "0:4"
     assert report["images"] == 4 and "fsr_health" not in report  # a network without FSR
-    assert ("test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (Linf), "
-            "paper protocol.") in (tmp_path / "report.md").read_text()  # fmt: skip
-    assert run(folder, "--data-dir", "sample", "--n", "4", "--eps", "4/255", "--attacks", "natural",
-               "--out", tmp_path) == 0  # fmt: skip
+    assert (
+        "test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (Linf), "
+        "paper protocol."
+    ) in (tmp_path / "report.md").read_text()
+    assert (
+        run(folder, "--data-dir", "sample", "--n", "4", "--eps", "4/255", "--attacks", "natural", "--out", tmp_path)
+        == 0
+    )
     assert "eps 4/255 (Linf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
 
 
@@ -84,8 +110,9 @@ def test_missing_data_is_an_error_and_nothing_is_created_or_downloaded(folder, t
 
 
 def test_models_given_as_local_dir_and_names_that_cannot_load(folder, tmp_path, capsys, monkeypatch):
-    assert run(f"local-dir:{folder}", "--data-dir", "sample", "--n", "2", "--attacks", "natural",
-               "--out", tmp_path) == 0  # fmt: skip
+    assert (
+        run(f"local-dir:{folder}", "--data-dir", "sample", "--n", "2", "--attacks", "natural", "--out", tmp_path) == 0
+    )
     assert json.loads((tmp_path / "report.json").read_text())["model"] == f"local-dir:{folder}"
     assert f"local-dir:{folder}" in capsys.readouterr().out
     err = user_error(capsys, f"local-dir:{tmp_path / 'nope'}", "--data-dir", "sample")

@@ -1,4 +1,5 @@
 """The attacks and the evaluation command on the committed small naturally trained network (tests/data/)."""
+
 import json
 import sys
 
@@ -132,20 +133,49 @@ def test_transfer_attacks_stay_in_bounds_and_hurt_their_source(natural_model, te
 
 def test_evaluation_command_writes_the_paper_table_sanity_checks_and_features(natural_model, tmp_path, capsys):
     _, folder = natural_model
-    code = evaluate.main([str(folder), "--data-dir", "sample", "--n", "16", "--attacks", "natural", "fgsm", "pgd20",
-                          "pgd100", "cw", "ti_fgsm", "--source", str(folder), "--sanity", "--features",
-                          "--out", str(tmp_path)])  # fmt: skip
+    code = evaluate.main(
+        [
+            str(folder),
+            "--data-dir",
+            "sample",
+            "--n",
+            "16",
+            "--attacks",
+            "natural",
+            "fgsm",
+            "pgd20",
+            "pgd100",
+            "cw",
+            "ti_fgsm",
+            "--source",
+            str(folder),
+            "--sanity",
+            "--features",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     acc = report["accuracy"]
     assert list(acc) == ["natural", "fgsm", "pgd20", "pgd100", "cw", "ti_fgsm", "ensemble"]
     assert acc["ensemble"] <= min(acc[n] for n in ("natural", "fgsm", "pgd20", "pgd100", "cw"))
-    assert report["settings"]["pgd20"] == {"attack": "PGD", "steps": 20, "step_size": EPS / 10,
-                                           "loss": "cross-entropy", "random_start": False, "restarts": 1,
-                                           "eps": EPS, "norm": "Linf"}  # fmt: skip
+    assert report["settings"]["pgd20"] == {
+        "attack": "PGD",
+        "steps": 20,
+        "step_size": EPS / 10,
+        "loss": "cross-entropy",
+        "random_start": False,
+        "restarts": 1,
+        "eps": EPS,
+        "norm": "Linf",
+    }
     md = (tmp_path / "report.md").read_text()
     assert md.index("Natural") < md.index("FGSM") < md.index("PGD-20") < md.index("C&W") < md.index("Ensemble")
     checks = {c["check"]: c["passed"] for c in report["sanity_checks"]}
-    assert checks["accuracy is about 0 at eps 128/255"] and checks["eval mode is deterministic (two forwards, identical logits)"]
+    assert (
+        checks["accuracy is about 0 at eps 128/255"]
+        and checks["eval mode is deterministic (two forwards, identical logits)"]
+    )
     assert code == (0 if all(checks.values()) else 4)
     assert set(report["features"]) == {"f_pos", "f_neg", "f_neg_recal", "f_tilde"}
     assert all(0 <= v["knn5"] <= 1 for v in report["features"].values())
@@ -172,7 +202,8 @@ def test_plain_timm_model_evaluates_too(test_batch):
     result = evaluation.evaluate_attacks(model, x[:8], y[:8], ["natural", "fgsm"], progress=False)
     with pytest.warns(DeprecationWarning, match="evaluate_attacks"):  # the old name still works
         assert evaluate.evaluate(model, x[:8], y[:8], ["natural"], progress=False)["accuracy"] == {
-            "natural": result["accuracy"]["natural"]}  # fmt: skip
+            "natural": result["accuracy"]["natural"]
+        }
     assert set(result["accuracy"]) == {"natural", "fgsm", "ensemble"}
 
 
@@ -191,8 +222,9 @@ def test_evaluation_command_fails_early_on_models_it_cannot_evaluate(tmp_path, c
 
 def test_curve_falls_with_eps_to_about_zero_and_is_plotted(natural_model, tmp_path):
     _, folder = natural_model
-    code = evaluate.main([str(folder), "--data-dir", "sample", "--n", "32", "--attacks", "natural", "--curve",
-                          "--out", str(tmp_path)])  # fmt: skip
+    code = evaluate.main(
+        [str(folder), "--data-dir", "sample", "--n", "32", "--attacks", "natural", "--curve", "--out", str(tmp_path)]
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     curve = report["curve"]
     assert code == 0 and "sanity_checks" not in report  # the sweep alone
@@ -221,8 +253,20 @@ def test_sanity_fails_when_the_recalibration_net_is_dead(test_batch, tmp_path, c
     fresh = fsr_active_check(fsr_health(model, test_batch[0][:8]))
     assert fresh == {"check": evaluation.FSR_CHECK, "passed": True, "detail": []}  # an untrained FSR is active
     fsr_models.hub.save_folder(dead_recalibration(model), tmp_path / "model")
-    code = evaluate.main([str(tmp_path / "model"), "--data-dir", "sample", "--n", "4", "--attacks", "natural",
-                          "--sanity", "--out", str(tmp_path / "eval")])  # fmt: skip
+    code = evaluate.main(
+        [
+            str(tmp_path / "model"),
+            "--data-dir",
+            "sample",
+            "--n",
+            "4",
+            "--attacks",
+            "natural",
+            "--sanity",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
     (check,) = [c for c in report["sanity_checks"] if c["check"] == evaluation.FSR_CHECK]
     assert code == 4 and not check["passed"] and report["fsr_health"]["fsr4"]["r_contribution"] == 0

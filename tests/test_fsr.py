@@ -1,4 +1,5 @@
 """The FSR module and its losses against Sec. 3 of the paper (Eq. 2-5) and the ablations of Tables 5-6."""
+
 import math
 
 import pytest

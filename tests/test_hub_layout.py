@@ -1,5 +1,6 @@
-"""One folder layout (config.json + model.safetensors (or the shards transformers writes) + preprocessor_config.json, fsr_heads.safetensors
-beside them) for every loader: timm, transformers, the Hub cache."""
+"""One folder layout (config.json + model.safetensors (or the shards transformers writes) +
+preprocessor_config.json, fsr_heads.safetensors beside them) for every loader: timm, transformers, the Hub cache."""
+
 import json
 import os
 import shutil
@@ -197,9 +198,13 @@ def test_sharded_folders_load_whole_and_merge_into_the_one_file_timm_reads(tmp_p
 
         assert merge_shards(tmp_path) == tmp_path / WEIGHTS_NAME
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            [CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, FSR_HEADS_NAME])
-        for loaded in (timm.create_model(f"local-dir:{tmp_path}", pretrained=True), load_model(tmp_path),
-                       AutoModelForImageClassification.from_pretrained(tmp_path)):  # fmt: skip
+            [CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, FSR_HEADS_NAME]
+        )
+        for loaded in (
+            timm.create_model(f"local-dir:{tmp_path}", pretrained=True),
+            load_model(tmp_path),
+            AutoModelForImageClassification.from_pretrained(tmp_path),
+        ):
             logits = loaded.eval()(images)
             assert torch.equal(getattr(logits, "logits", logits), reference)
     assert merge_shards(tmp_path) == tmp_path / WEIGHTS_NAME  # nothing left to merge: a no-op
@@ -237,7 +242,9 @@ def test_fsr_heads_round_trip_and_say_why_they_start_afresh(tmp_path):
     save_folder(model, tmp_path / "saved", fsr_loss=heads)
 
     fresh = FSRLoss.for_model(model)
-    assert load_fsr_heads(tmp_path / "saved", fresh) == f"loaded the trained FSR auxiliary heads of {tmp_path / 'saved'}"
+    assert (
+        load_fsr_heads(tmp_path / "saved", fresh) == f"loaded the trained FSR auxiliary heads of {tmp_path / 'saved'}"
+    )
     assert fresh.state_dict().keys() == heads.state_dict().keys()
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in heads.state_dict().items())
 

@@ -1,4 +1,5 @@
 """TRADES and MART against their formulas on a hand-checked case."""
+
 import math
 
 import pytest

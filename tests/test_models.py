@@ -1,4 +1,5 @@
 """The networks as timm models: sizes (paper Table 7), registration and cfgs, the timm interface, FSR behaviour."""
+
 import math
 
 import pytest
@@ -32,7 +33,8 @@ def params_m(*modules):
 
 # (params M with the aux head, GFLOPs of convs and linears). Paper Table 7: ResNet-18 11.17 / 12.43 M,
 # 1.1133 / 1.1535 G; VGG16 15.25 / 16.52 M, 0.6299 / 0.6701 G. The paper's FLOPs also count the elementwise
-# operations of BN and ReLU, which these do not; FSR's own cost, 0.0402 G in the paper, is 0.0401 G of convs and linears.
+# operations of BN and ReLU, which these do not; FSR's own cost, 0.0402 G in the paper, is 0.0401 G of convs and
+# linears.
 TABLE7 = {
     "resnet18_plain": (11.17, 1.1108),
     "resnet18_fsr": (12.43, 1.1510),
@@ -76,7 +78,9 @@ def test_registered_names_and_paper_tags():
     assert data_cfg["mean"] == (0.0, 0.0, 0.0) and data_cfg["input_size"] == (3, 32, 32)
 
 
-@pytest.mark.parametrize("tag,classes,size", [("at_cifar10", 10, 32), ("at_cifar100", 100, 32), ("at_tiny_imagenet", 200, 64)])
+@pytest.mark.parametrize(
+    "tag,classes,size", [("at_cifar10", 10, 32), ("at_cifar100", 100, 32), ("at_tiny_imagenet", 200, 64)]
+)
 def test_tags_set_the_number_of_classes(tag, classes, size):
     model = build(f"wrn34_10_fsr.{tag}").eval()
     assert model(torch.rand(2, 3, size, size)).shape == (2, classes)
@@ -237,7 +241,9 @@ def test_each_backbone_starts_as_the_authors_does(name, conv, conv_bias, linear,
         modules = list(net.modules()) + (list(heads) if net is model else [])
         convs = [m for m in modules if isinstance(m, nn.Conv2d) and m.weight.numel() >= 4096]  # enough draws
         linears = [m for m in modules if isinstance(m, nn.Linear)]
-        assert all(any(c is m for m in convs) for f in net.fsr_modules() for c in f.modules() if isinstance(c, nn.Conv2d))
+        assert all(
+            any(c is m for m in convs) for f in net.fsr_modules() for c in f.modules() if isinstance(c, nn.Conv2d)
+        )
         assert all(conv(m.weight) for m in convs), name
         assert all(linear(m.weight) for m in linears if m.weight.numel() >= 4096), name
         for m in [m for m in modules if isinstance(m, nn.Conv2d) and m.bias is not None] if conv_bias else []:

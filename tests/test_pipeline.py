@@ -1,5 +1,6 @@
 """transformers' image-classification pipeline and AutoImageProcessor on the zoo's folders: PIL images in, label names
 out, with the preprocessing the networks were trained with (resize to the input size, x / 255, no normalisation)."""
+
 import json
 
 import numpy as np

@@ -4,6 +4,7 @@ Hub clients read HF_ENDPOINT when they are imported, so everything that talks to
 The upload itself cannot reach a Hub offline: HfApi's two network calls are replaced by recorders, and the
 operations they receive are what the mirror then serves.
 """
+
 import contextlib
 import hashlib
 import json
@@ -73,8 +74,9 @@ def record_hub_calls(mp, remote_files: list[str]) -> list:
 @pytest.fixture
 def hub_calls(monkeypatch):
     """The recorded calls, against a repository that holds an earlier upload in shards."""
-    return record_hub_calls(monkeypatch, [".gitattributes", "README.md", "model-00001-of-00004.safetensors",
-                                          "model.safetensors.index.json"])  # fmt: skip
+    return record_hub_calls(
+        monkeypatch, [".gitattributes", "README.md", "model-00001-of-00004.safetensors", "model.safetensors.index.json"]
+    )
 
 
 def copy_of(folder, tmp_path):
@@ -83,8 +85,15 @@ def copy_of(folder, tmp_path):
 
 def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_folder):
     assert sorted(p.name for p in repo_folder.iterdir()) == [
-        "README.md", "comparison.json", "config.json", FSR_HEADS_NAME, "metrics.json", "model.safetensors",
-        IMAGE_PROCESSOR_NAME, "train_config.yaml"]  # fmt: skip
+        "README.md",
+        "comparison.json",
+        "config.json",
+        FSR_HEADS_NAME,
+        "metrics.json",
+        "model.safetensors",
+        IMAGE_PROCESSOR_NAME,
+        "train_config.yaml",
+    ]
     merged, shipped = load_file(repo_folder / "model.safetensors"), load_file(WEIGHTS / "model.safetensors")
     assert merged.keys() == shipped.keys() and all(torch.equal(merged[k], shipped[k]) for k in merged)
     assert check_repo_folder(repo_folder) == sorted(p.name for p in repo_folder.iterdir())
@@ -96,15 +105,26 @@ def test_card_metadata_parses_back_into_the_same_eval_results(repo_folder):
     results = card.data.eval_results
     assert results == card_eval_results(metrics)
     assert [(r.metric_name, r.metric_value, r.dataset_split) for r in results] == [
-        ("Natural accuracy", 66.9, "test[:10000]"), ("PGD-20 accuracy", 40.14, "test[:10000]"),
-        ("Natural accuracy", 67.6, "test[:1000]"), ("PGD-20 accuracy", 41.6, "test[:1000]"),
-        ("AutoAttack accuracy", 37.8, "test[:1000]"), ("Ensemble accuracy", 41.5, "test[:1000]"),
-    ]  # fmt: skip
+        ("Natural accuracy", 66.9, "test[:10000]"),
+        ("PGD-20 accuracy", 40.14, "test[:10000]"),
+        ("Natural accuracy", 67.6, "test[:1000]"),
+        ("PGD-20 accuracy", 41.6, "test[:1000]"),
+        ("AutoAttack accuracy", 37.8, "test[:1000]"),
+        ("Ensemble accuracy", 41.5, "test[:1000]"),
+    ]
     assert results[1].metric_args["steps"] == 20 and results[1].metric_args["random_start"] is False
     assert card.data.model_name == REPO_ID and card.data.library_name == "timm"
     assert card.data.datasets == ["uoft-cs/cifar10"] and card.data.license == "mit"
-    for must in ("Short schedule: 32 epochs", "after stage 4", f"hf-hub:{REPO_ID}", "Intended use", "@inproceedings",
-                 "## Compared with the plain baseline", FSR_HEADS_NAME, "pipeline('image-classification'"):
+    for must in (
+        "Short schedule: 32 epochs",
+        "after stage 4",
+        f"hf-hub:{REPO_ID}",
+        "Intended use",
+        "@inproceedings",
+        "## Compared with the plain baseline",
+        FSR_HEADS_NAME,
+        "pipeline('image-classification'",
+    ):
         assert must in card.text, must
 
 
@@ -122,12 +142,19 @@ def test_export_refuses_a_model_without_measured_results(tmp_path):
 
 def test_publish_makes_the_repository_hold_exactly_the_folder_in_one_commit(repo_folder, hub_calls):
     result = publish(repo_folder, REPO_ID, private=True)
-    assert [(name, repo) for name, repo, _ in hub_calls] == [("create_repo", REPO_ID), ("update_repo_settings", REPO_ID),
-                                                             ("list_repo_files", REPO_ID), ("create_commit", REPO_ID)]
+    assert [(name, repo) for name, repo, _ in hub_calls] == [
+        ("create_repo", REPO_ID),
+        ("update_repo_settings", REPO_ID),
+        ("list_repo_files", REPO_ID),
+        ("create_commit", REPO_ID),
+    ]
     assert hub_calls[1][2]["private"] is True  # also for a repository that existed (create_repo ignores it then)
     operations = hub_calls[-1][2]
-    sent = {op.path_in_repo: hashlib.sha256(Path(op.path_or_fileobj).read_bytes()).hexdigest()
-            for op in operations if isinstance(op, CommitOperationAdd)}  # fmt: skip
+    sent = {
+        op.path_in_repo: hashlib.sha256(Path(op.path_or_fileobj).read_bytes()).hexdigest()
+        for op in operations
+        if isinstance(op, CommitOperationAdd)
+    }
     assert sent == {f["path"]: f["sha256"] for f in result["files"]} and result["commit"] == "1" * 40
     deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
     assert deleted == result["deleted"] == ["model-00001-of-00004.safetensors", "model.safetensors.index.json"]
@@ -150,9 +177,20 @@ def test_malformed_repository_ids_are_refused(repo_folder, tmp_path, repo_id):
         export_repo(WEIGHTS, tmp_path / "out", repo_id)
 
 
-@pytest.mark.parametrize("damage", ["weights of another network", "card without results", "card edited by hand",
-                                    "no metrics.json", "card for another repository", "a pickle beside the weights",
-                                    "image processor edited", "heads of another network", "comparison edited"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "weights of another network",
+        "card without results",
+        "card edited by hand",
+        "no metrics.json",
+        "card for another repository",
+        "a pickle beside the weights",
+        "image processor edited",
+        "heads of another network",
+        "comparison edited",
+    ],
+)
 def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls, damage):
     folder = copy_of(repo_folder, tmp_path)
     if damage == "weights of another network":
@@ -175,8 +213,10 @@ def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls
         processor.write_text(processor.read_text().replace('"do_normalize": false', '"do_normalize": true'))
         expected = "is not the image processor of config.json"
     elif damage == "heads of another network":
-        save_file(FSRLoss.for_model(timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128])).state_dict(),
-                  str(folder / FSR_HEADS_NAME))  # fmt: skip
+        save_file(
+            FSRLoss.for_model(timm.create_model("resnet18_fsr", widths=[16, 32, 64, 128])).state_dict(),
+            str(folder / FSR_HEADS_NAME),
+        )
         expected = "is not a set of auxiliary heads of this network"
     elif damage == "comparison edited":
         comparison = json.loads((folder / "comparison.json").read_text())
@@ -200,24 +240,31 @@ def test_publish_without_a_token_says_how_to_give_one(repo_folder, monkeypatch):
 
 
 def publish_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "hub" / "publish.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hub" / "publish.py"), *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_command_line_dry_run_then_the_kept_folder_as_it_is(tmp_path, capsys):
     cli = load_script("hub/publish.py", "hub_publish")
     assert cli.main([str(WEIGHTS), "--dry-run", "--out", str(tmp_path / "repo")]) == 0
     assert f"{tmp_path / 'repo'} -> {REPO_ID}" in capsys.readouterr().out
-    assert {"README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml", IMAGE_PROCESSOR_NAME,
-            "comparison.json"} <= set(check_repo_folder(tmp_path / "repo"))  # compared with the checkout's hub/weights
+    assert {
+        "README.md",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+        "train_config.yaml",
+        IMAGE_PROCESSOR_NAME,
+        "comparison.json",
+    } <= set(check_repo_folder(tmp_path / "repo"))  # compared with the checkout's hub/weights
     exported = (tmp_path / "repo" / "README.md").stat().st_mtime_ns
     assert cli.main([str(tmp_path / "repo"), "--dry-run"]) == 0  # the step before the upload: no second export
     assert f"{tmp_path / 'repo'} -> {REPO_ID}" in capsys.readouterr().out
     assert (tmp_path / "repo" / "README.md").stat().st_mtime_ns == exported
 
 
-def test_an_upload_to_the_paper_repository_lists_it_as_published(repo_folder, hub_calls, monkeypatch, tmp_path,
-                                                                 capsys):
+def test_an_upload_to_the_paper_repository_lists_it_as_published(repo_folder, hub_calls, monkeypatch, tmp_path, capsys):
     listed = tmp_path / "published.json"
     listed.write_text('["vgg16_fsr.at_cifar10"]')
     monkeypatch.setattr(facts, "PUBLISHED_FILE", listed)
@@ -245,8 +292,12 @@ def test_model_card_md_is_up_to_date():
 
 
 def git(repo, *args):
-    subprocess.run(["git", "-c", "user.name=fsr-zoo test", "-c", "user.email=test@fsr-zoo.invalid", *args],
-                   cwd=repo, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-c", "user.name=fsr-zoo test", "-c", "user.email=test@fsr-zoo.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
     return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
 
 
@@ -290,22 +341,25 @@ def mirrors(repo_folder, tmp_path_factory):
 def serving(mirrors, workdir: Path):
     """olah on a free loopback port, offline, serving the mirrors; yields its endpoint."""
     port = free_port()
-    (workdir / "configs.toml").write_text(textwrap.dedent(f"""
+    (workdir / "configs.toml").write_text(
+        textwrap.dedent(f"""
         [basic]
         host = "127.0.0.1"
         port = {port}
-        repos-path = "{workdir / 'olah-cache'}"
+        repos-path = "{workdir / "olah-cache"}"
         mirror-netloc = "127.0.0.1:{port}"
         mirror-lfs-netloc = "127.0.0.1:{port}"
         mirrors-path = ["{mirrors.path}"]
         [accessibility]
         offline = true
-    """))  # fmt: skip
+    """)
+    )
     olah = shutil.which("olah-cli", path=str(Path(sys.executable).parent)) or shutil.which("olah-cli")
     assert olah, "olah is a test dependency: pip install -e .[test]"
     with open(workdir / "olah.log", "w") as log:
-        server = subprocess.Popen([olah, "-c", str(workdir / "configs.toml")], cwd=workdir, stdout=log,
-                                  stderr=subprocess.STDOUT)  # fmt: skip
+        server = subprocess.Popen(
+            [olah, "-c", str(workdir / "configs.toml")], cwd=workdir, stdout=log, stderr=subprocess.STDOUT
+        )
         endpoint = f"http://127.0.0.1:{port}"
         try:
             for _ in range(120):
@@ -332,11 +386,22 @@ def hub(mirrors, tmp_path_factory):
 def run_client(endpoint: str, hf_home: Path, *parts: str, offline: bool = False) -> dict:
     """Run a Hub client script (its parts, each indented as it likes) in a fresh process against the server, or
     offline from the cache; its last stdout line is JSON."""
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_XET": "1",
-           **({"HF_HUB_OFFLINE": "1"} if offline else {})}  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_DISABLE_XET": "1",
+        **({"HF_HUB_OFFLINE": "1"} if offline else {}),
+    }
     env.pop("HF_HUB_CACHE", None)
-    result = subprocess.run([sys.executable, "-c", "".join(map(textwrap.dedent, parts))], env=env, capture_output=True,
-                            text=True, timeout=600, cwd=ROOT)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", "".join(map(textwrap.dedent, parts))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -381,7 +446,11 @@ LOADERS = f"""
 def online(hub):
     """Every loader, run once against the server: its checks, what the server served (hashes), and the errors of
     loads that must fail."""
-    return run_client(hub.endpoint, hub.hf_home, LOADERS.replace("{first}", hub.first), """
+    return run_client(
+        hub.endpoint,
+        hub.hf_home,
+        LOADERS.replace("{first}", hub.first),
+        """
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
                   for name in ("README.md", "comparison.json", "config.json", "fsr_heads.safetensors", "metrics.json",
@@ -399,7 +468,8 @@ def online(hub):
             except ValueError as e:
                 errors[label] = str(e)
         print(json.dumps({"checks": checks, "served": served, "errors": errors}))
-    """)
+    """,
+    )
 
 
 def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub, online):
@@ -411,12 +481,20 @@ def test_missing_repository_revision_or_broken_file_is_a_clear_error(online):
     errors = online["errors"]
     assert "fsr-zoo/no-such-model was not found on http://127.0.0.1" in errors["repository"]
     assert "fsr-zoo/resnet18_fsr.at_cifar10 at revision no-such-branch was not found" in errors["revision"]
-    assert "not a valid safetensors file" in errors["truncated, load_model"] and "truncated" in errors["truncated, load_model"]
+    assert (
+        "not a valid safetensors file" in errors["truncated, load_model"]
+        and "truncated" in errors["truncated, load_model"]
+    )
     assert "not valid safetensors" in errors["truncated, transformers"]
 
 
 def test_the_cache_serves_every_loader_with_the_hub_offline(hub, online):
     # The cache the online run filled; the endpoint is a port nobody listens on, so nothing can come from a server.
-    offline = run_client(f"http://127.0.0.1:{free_port()}", hub.hf_home, LOADERS.replace("{first}", hub.first),
-                         "print(json.dumps(checks))", offline=True)  # fmt: skip
+    offline = run_client(
+        f"http://127.0.0.1:{free_port()}",
+        hub.hf_home,
+        LOADERS.replace("{first}", hub.first),
+        "print(json.dumps(checks))",
+        offline=True,
+    )
     assert offline == online["checks"]

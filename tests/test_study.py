@@ -1,4 +1,5 @@
 """training/study.py: settings run through the trainer, resumed or skipped on a second call, drawn side by side."""
+
 import json
 import shutil
 
@@ -13,12 +14,33 @@ def test_study_runs_each_setting_once_and_draws_them(reference_run, tmp_path):
     # The study's base is the reference run's settings: that run, copied in as the setting "reference", is kept as
     # finished; the setting "plain" trains the plain twin (a process of its own) for one epoch.
     base = yaml.safe_load((reference_run / "config.yaml").read_text())
-    base = {k: base[k] for k in ("model_args", "data_dir", "method", "train_limit", "val_size", "test_size", "epochs",
-                                 "batch_size", "warmup_epochs", "lr_milestones", "attack_steps", "val_attack_steps")}
-    (tmp_path / "study.yaml").write_text(yaml.safe_dump({
-        "base": base, "models": ["resnet18_fsr"],
-        "settings": {"reference": {}, "plain": {"model": "resnet18_plain", "epochs": 1, "warmup_epochs": 0}},
-    }, sort_keys=False))  # fmt: skip
+    base = {
+        k: base[k]
+        for k in (
+            "model_args",
+            "data_dir",
+            "method",
+            "train_limit",
+            "val_size",
+            "test_size",
+            "epochs",
+            "batch_size",
+            "warmup_epochs",
+            "lr_milestones",
+            "attack_steps",
+            "val_attack_steps",
+        )
+    }
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "base": base,
+                "models": ["resnet18_fsr"],
+                "settings": {"reference": {}, "plain": {"model": "resnet18_plain", "epochs": 1, "warmup_epochs": 0}},
+            },
+            sort_keys=False,
+        )
+    )
     runs, report = tmp_path / "runs", tmp_path / "report"
     shutil.copytree(reference_run, runs / "reference.resnet18_fsr")
     args = [str(tmp_path / "study.yaml"), "--runs", str(runs), "--report", str(report)]
@@ -54,7 +76,9 @@ def test_bad_study_files_are_one_line_errors(tmp_path, capsys):
 def test_an_interrupted_run_is_resumed_from_its_folder_alone(tmp_path, monkeypatch):
     (tmp_path / "s.resnet18_fsr" / "checkpoint").mkdir(parents=True)
     calls = []
-    monkeypatch.setattr(study.subprocess, "run", lambda args, **kw: calls.append(args[2:]) or type("R", (), {"returncode": 0}))
+    monkeypatch.setattr(
+        study.subprocess, "run", lambda args, **kw: calls.append(args[2:]) or type("R", (), {"returncode": 0})
+    )
     assert study.train_run("s.resnet18_fsr", {"lr": 0.1}, tmp_path, None, None) == ("s.resnet18_fsr", 0)
     assert calls[-1] == ["--resume", str(tmp_path / "s.resnet18_fsr")]  # the saved settings, nothing else
     study.train_run("s.resnet18_fsr", {"lr": 0.1}, tmp_path, None, study.time.monotonic() + 60)

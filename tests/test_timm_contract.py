@@ -1,5 +1,6 @@
 """The contract of timm's own model tests (its tests/test_models.py) for the six networks: pretrained cfgs, the head,
 forward_intermediates / prune_intermediate_layers / features_only, and the routes to TorchScript, export and compile."""
+
 import copy
 import inspect
 import io
@@ -238,7 +239,9 @@ def test_fx_graphs_give_the_eager_outputs_and_keep_the_input_check(name):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
-@pytest.mark.parametrize("ablation", [dict(fsr_separation=False), dict(fsr_recalibration=False), dict(fsr_output="f_neg")])
+@pytest.mark.parametrize(
+    "ablation", [dict(fsr_separation=False), dict(fsr_recalibration=False), dict(fsr_output="f_neg")]
+)
 def test_torchscript_of_the_ablations(ablation):
     model = build("resnet18_fsr", **ablation).eval()
     x = torch.rand(2, 3, 32, 32)

@@ -1,6 +1,7 @@
 """training/train.py on the tiny ResNet-18-FSR and the shipped CIFAR-10 sample: what a run writes, resumes, extends
 and fine-tunes. The trainer runs in this process (`main(argv)`) except where the process boundary is the point: a
 killed run, two processes (torchrun) and training/gpu_run.sh."""
+
 import dataclasses
 import json
 import os
@@ -33,8 +34,14 @@ BASE_LR = scaled_lr(0.1, 50)  # the config's lr is per 128 images; the tiny runs
 
 def run_process(args, launcher=None, check=True):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*(launcher or [sys.executable]), str(TRAIN), *args], capture_output=True, text=True,
-                            env=env, timeout=900, cwd=ROOT)  # fmt: skip
+    result = subprocess.run(
+        [*(launcher or [sys.executable]), str(TRAIN), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        cwd=ROOT,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -74,8 +81,12 @@ def test_a_run_logs_each_epoch_and_writes_a_hub_folder_with_its_test_results(ref
     test = results(reference_run)
     assert (test["train_images"], test["val_images"], test["sgd_steps"], test["epochs"]) == (250, 50, 10, 2)
     report = test["test"]  # the final test, in the format of `python -m fsr_models.evaluate`'s report
-    assert report.keys() == make_report("m", "cifar10", "sample", 1, 0.0, False, dict.fromkeys(
-        ("accuracy", "settings", "ensemble_over", "seconds"))).keys()  # fmt: skip
+    assert (
+        report.keys()
+        == make_report(
+            "m", "cifar10", "sample", 1, 0.0, False, dict.fromkeys(("accuracy", "settings", "ensemble_over", "seconds"))
+        ).keys()
+    )
     assert report["images"] == 20 and 0 <= report["accuracy"]["pgd20"] <= report["accuracy"]["natural"] <= 1
     assert report["settings"]["pgd20"] == pgd_settings(20, 8 / 255)  # the paper's: step eps/10, no random start
     assert test["best_epoch"] in (1, 2) and test["train_config"]["method"] == "trades"
@@ -90,8 +101,14 @@ def test_killed_run_resumes_to_the_same_weights(reference_run, train_script, tmp
     killed = tmp_path / "killed"
     args = tiny_run_args(killed)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as this process
-    proc = subprocess.Popen([sys.executable, str(TRAIN), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True, cwd=ROOT, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     for line in proc.stdout:
         if line.startswith("epoch 2 step 3/"):  # mid-epoch, after epoch 1's checkpoint, inside the warm-up
             proc.send_signal(signal.SIGKILL)
@@ -145,8 +162,17 @@ def test_one_process_and_two_give_the_same_first_update(train_script, tmp_path):
     for split, n in (("train", 33), ("test", 8)):
         with np.load(SAMPLES[split]) as arrays:
             np.savez(data / f"{split}.npz", x=np.repeat(arrays["x"][:n], 2, axis=0), y=np.repeat(arrays["y"][:n], 2))
-    args = ["model=resnet18_plain", "method=natural", "augment=false", "shuffle=false", "val_size=2", "test_size=8",
-            "epochs=1", "batch_size=64", "warmup_epochs=0"]  # fmt: skip
+    args = [
+        "model=resnet18_plain",
+        "method=natural",
+        "augment=false",
+        "shuffle=false",
+        "val_size=2",
+        "test_size=8",
+        "epochs=1",
+        "batch_size=64",
+        "warmup_epochs=0",
+    ]
     assert train_script.main(tiny_run_args(tmp_path / "one", *args, data_dir=data)) == 0
     run_process(tiny_run_args(tmp_path / "two", *args, data_dir=data), launcher=TWO_PROCESSES)
     one, two = (weights(tmp_path / r / "checkpoint" / "model.safetensors") for r in ("one", "two"))
@@ -176,8 +202,14 @@ def test_fine_tuning_from_a_folder_with_a_new_head(train_script, tmp_path):
     source = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64], num_classes=100)
     save_folder(source, tmp_path / "source", fsr_loss=fsr_models.FSRLoss.for_model(source))
     out = tmp_path / "tuned"
-    assert train_script.main(tiny_run_args(out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0",
-                                           "weight_decay=0", "epochs=1")) == 0  # fmt: skip
+    assert (
+        train_script.main(
+            tiny_run_args(
+                out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0", "weight_decay=0", "epochs=1"
+            )
+        )
+        == 0
+    )
     tuned = load_model(out / "model")
     assert tuned.fc.out_features == 10 and torch.equal(tuned.conv1.weight, source.conv1.weight)  # lr 0: the source's
     heads = weights(out / "model" / FSR_HEADS_NAME)
@@ -194,8 +226,14 @@ def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys
     torch.nn.init.constant_(heads.heads[0].bias, 0.5)
     save_folder(source, tmp_path / "source", fsr_loss=heads)
     out = tmp_path / "tuned"
-    assert train_script.main(tiny_run_args(out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0",
-                                           "weight_decay=0", "epochs=1")) == 0  # fmt: skip
+    assert (
+        train_script.main(
+            tiny_run_args(
+                out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0", "weight_decay=0", "epochs=1"
+            )
+        )
+        == 0
+    )
     assert any(line.startswith("warning: fsr4") for line in capsys.readouterr().out.splitlines())
     for folder in ("best", "model"):
         saved = weights(out / folder / FSR_HEADS_NAME)
@@ -234,13 +272,19 @@ def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys):
     one_line_error(["--cpu", "--set", "eps=8"], "8/255")
     one_line_error(["--cpu", "--set", "compile=fast"], "compile")
     one_line_error(["--cpu", "--epochs", "5", "--lr-extension", "hold"], "--resume")
-    one_line_error(["--cpu", "--set", f"data_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'run'}"],
-                   "nowhere")  # fmt: skip
+    one_line_error(["--cpu", "--set", f"data_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'run'}"], "nowhere")
     assert not (tmp_path / "nowhere").exists()  # a mistyped data folder is not created
-    for bad, named in [("lr_per_128=fast", "lr_per_128"), ("epochs=2.5", "epochs"), ("shuffle=yes please", "shuffle"),
-                       ("lr_milestones=[75, 90]", "lr_milestones"), ("val_size=0", "val_size"),
-                       ("attack_step_size=2", "2/255"), ("eps=1/0", "eps"), ("warmup_epochs=-1", "warmup_epochs"),
-                       ("weight_init=xavier", "weight_init")]:  # fmt: skip
+    for bad, named in [
+        ("lr_per_128=fast", "lr_per_128"),
+        ("epochs=2.5", "epochs"),
+        ("shuffle=yes please", "shuffle"),
+        ("lr_milestones=[75, 90]", "lr_milestones"),
+        ("val_size=0", "val_size"),
+        ("attack_step_size=2", "2/255"),
+        ("eps=1/0", "eps"),
+        ("warmup_epochs=-1", "warmup_epochs"),
+        ("weight_init=xavier", "weight_init"),
+    ]:
         with pytest.raises(ValueError, match=re.escape(named)):
             load_config(None, [bad])
     assert load_config(None, ["lr_per_128=1e-3", "epochs=1e2"]).lr_per_128 == 0.001  # YAML reads 1e-3 as a string
@@ -272,17 +316,30 @@ def test_every_paper_setting_has_a_valid_config(train_script):
     assert (svhn.lr_per_128, svhn.attack_step_size, svhn.augment, svhn.eps) == (0.01, 1 / 255, False, 8 / 255)
     paper = training.load_config(str(TRAIN_CONFIG), [])
     assert (paper.epochs, paper.batch_size, paper.lr_per_128, paper.attack_steps, paper.attack_step_size) == (
-        100, 128, 0.1, 10, 2 / 255)  # fmt: skip
+        100,
+        128,
+        0.1,
+        10,
+        2 / 255,
+    )
 
 
 def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network(train_script):
-    fsr, plain = (training.load_config(str(ROOT / f"training/configs/resnet18_{m}_at_cifar10_b128_30ep.yaml"), [])
-                  for m in ("fsr", "plain"))  # fmt: skip
+    fsr, plain = (
+        training.load_config(str(ROOT / f"training/configs/resnet18_{m}_at_cifar10_b128_30ep.yaml"), [])
+        for m in ("fsr", "plain")
+    )
     assert (fsr.model, plain.model) == ("resnet18_fsr", "resnet18_plain")
     own = {"model": None, "output_dir": None}  # the output folder is named after the model
     assert {**dataclasses.asdict(fsr), **own} == {**dataclasses.asdict(plain), **own}
     # batch 128 is named in the file, so training/gpu_run.sh keeps it instead of its batch 512
-    assert (fsr.batch_size, fsr.lr_per_128, fsr.epochs, fsr.warmup_epochs, fsr.weight_init) == (128, 0.1, 30, 0, "authors")
+    assert (fsr.batch_size, fsr.lr_per_128, fsr.epochs, fsr.warmup_epochs, fsr.weight_init) == (
+        128,
+        0.1,
+        30,
+        0,
+        "authors",
+    )
     assert "\nbatch_size: 128\n" in (ROOT / "training/configs/resnet18_fsr_at_cifar10_b128_30ep.yaml").read_text()
 
 
@@ -300,12 +357,24 @@ def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror(train_script):
 def gpu_script(tmp_path, out, *config_args, env_extra=()):
     """training/gpu_run.sh on the CPU: the tiny network on the sample, a plan of 2 epochs in calls of one epoch
     each, weights in shards of at most 1 MiB (the GPU calls use 16)."""
-    env = {**os.environ, "OUT": str(tmp_path / out), "PYTHON": sys.executable, "AA_SECONDS": "600", "PLAN": "1",
-           "RUN_DIR": str(tmp_path / "run"), "DATA_DIR": "sample", **dict(env_extra)}  # fmt: skip
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / out),
+        "PYTHON": sys.executable,
+        "AA_SECONDS": "600",
+        "PLAN": "1",
+        "RUN_DIR": str(tmp_path / "run"),
+        "DATA_DIR": "sample",
+        **dict(env_extra),
+    }
     result = subprocess.run(
-        [str(ROOT / "training" / "gpu_run.sh"), str(TRAIN_CONFIG), "0.0001", *config_args], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [str(ROOT / "training" / "gpu_run.sh"), str(TRAIN_CONFIG), "0.0001", *config_args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     files = sorted((tmp_path / out).iterdir())
     assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
@@ -315,9 +384,22 @@ def gpu_script(tmp_path, out, *config_args, env_extra=()):
 
 
 def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_16_mib(tmp_path):
-    first = gpu_script(tmp_path, "call1", "precision=fp32", "channels_last=false", "compile=none", "batch_size=50",
-                       "train_limit=300", "val_size=50", "test_size=20", "epochs=2", "shard_mb=1", TINY_ARGS,
-                       "attack_steps=1", "val_attack_steps=1")  # fmt: skip
+    first = gpu_script(
+        tmp_path,
+        "call1",
+        "precision=fp32",
+        "channels_last=false",
+        "compile=none",
+        "batch_size=50",
+        "train_limit=300",
+        "val_size=50",
+        "test_size=20",
+        "epochs=2",
+        "shard_mb=1",
+        TINY_ARGS,
+        "attack_steps=1",
+        "val_attack_steps=1",
+    )
     assert progress(tmp_path / "run")["epoch"] == 1  # this call is spent after epoch 1 of 2
     assert not (first / "metrics.json").exists() and load_model(first).num_classes == 10  # the best weights so far
     # The same command resumes and finishes the plan, then evaluates the first 4 test images (AutoAttack is left out:
@@ -347,11 +429,16 @@ def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
     # PYTHON=true turns every Python step into a no-op (the call then fails for want of weights): what is left is
     # where each plan lives, so that the plain twin's command never resumes the finished FSR run
     for name in ("resnet18_fsr_at_cifar10_b128_30ep", "resnet18_plain_at_cifar10_b128_30ep"):
-        subprocess.run(["bash", str(ROOT / "training" / "gpu_run.sh"), str(ROOT / f"training/configs/{name}.yaml"), "1"],
-                       cwd=tmp_path, env={**os.environ, "PLAN": "1", "PYTHON": "true", "OUT": str(tmp_path / "out")},
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["bash", str(ROOT / "training" / "gpu_run.sh"), str(ROOT / f"training/configs/{name}.yaml"), "1"],
+            cwd=tmp_path,
+            env={**os.environ, "PLAN": "1", "PYTHON": "true", "OUT": str(tmp_path / "out")},
+            capture_output=True,
+        )
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
-        "gpu-run-resnet18_fsr_at_cifar10_b128_30ep", "gpu-run-resnet18_plain_at_cifar10_b128_30ep"]
+        "gpu-run-resnet18_fsr_at_cifar10_b128_30ep",
+        "gpu-run-resnet18_plain_at_cifar10_b128_30ep",
+    ]
 
 
 def test_learning_rate_warms_up_per_step_then_drops_at_the_milestones(train_script):
@@ -446,10 +533,28 @@ def test_short_real_run_raises_pgd_accuracy(train_script, cifar10_dir, tmp_path)
     epochs at batch 25. Over 10 seeds the best epoch beat the untrained network by 8-18 points of validation PGD
     accuracy; this depends on the machine's arithmetic, hence out of the default run."""
     out = tmp_path / "run"
-    assert train_script.main(["--cpu", "--config", str(TRAIN_CONFIG), "--set", f"data_dir={cifar10_dir}",
-                              "model_args={widths: [16, 32, 64, 128]}", "train_limit=1200", "val_size=200",
-                              "test_size=200", "epochs=5", "batch_size=25", "attack_steps=2", "val_attack_steps=2",
-                              "eval_attack_steps=2", f"output_dir={out}"]) == 0  # fmt: skip
+    assert (
+        train_script.main(
+            [
+                "--cpu",
+                "--config",
+                str(TRAIN_CONFIG),
+                "--set",
+                f"data_dir={cifar10_dir}",
+                "model_args={widths: [16, 32, 64, 128]}",
+                "train_limit=1200",
+                "val_size=200",
+                "test_size=200",
+                "epochs=5",
+                "batch_size=25",
+                "attack_steps=2",
+                "val_attack_steps=2",
+                "eval_attack_steps=2",
+                f"output_dir={out}",
+            ]
+        )
+        == 0
+    )
     history = metrics(out)
     assert max(m["val_pgd_acc"] for m in history[1:]) > history[0]["val_pgd_acc"] + 0.05, history
 
@@ -463,5 +568,6 @@ def test_compiled_runs_agree_across_ranks_and_resume_to_the_same_weights(train_s
     assert train_script.main(tiny_run_args(tmp_path / "whole", *compiled)) == 0
     assert train_script.main(tiny_run_args(tmp_path / "pieces", *compiled, "stop_after_min=0.0001")) == 0
     assert train_script.main(["--cpu", "--resume", str(tmp_path / "pieces")]) == 0
-    assert_same_weights(tmp_path / "whole" / "model" / "model.safetensors",
-                        tmp_path / "pieces" / "model" / "model.safetensors")  # fmt: skip
+    assert_same_weights(
+        tmp_path / "whole" / "model" / "model.safetensors", tmp_path / "pieces" / "model" / "model.safetensors"
+    )

@@ -1,4 +1,5 @@
 """The weights committed under hub/weights/ load as their folder name says and reproduce their recorded results."""
+
 import json
 
 import pytest
@@ -47,7 +48,9 @@ def test_weights_reproduce_the_natural_accuracy_recorded_on_the_gpu(folder, cifa
     model = load_model(folder).eval()
     images, labels, _ = load_dataset("cifar10", "test", cifar10_dir, report["images"])
     with torch.no_grad():
-        hits = sum((model(to_float(images[i : i + 250])).argmax(1) == labels[i : i + 250]).sum().item()
-                   for i in range(0, len(images), 250))  # fmt: skip
+        hits = sum(
+            (model(to_float(images[i : i + 250])).argmax(1) == labels[i : i + 250]).sum().item()
+            for i in range(0, len(images), 250)
+        )
     assert abs(hits - round(report["accuracy"]["natural"] * len(images))) <= 2
     assert report["accuracy"]["autoattack"] <= report["accuracy"]["pgd20"] < report["accuracy"]["natural"]

@@ -6,15 +6,16 @@
     python training/study.py STUDY.yaml --runs DIR --report DIR --minutes 8      # stop within 8 minutes, go on later
 
 A study file (YAML) holds `base` (TrainConfig settings every run shares), `models` (each setting runs once per
-model, unless it names its own `model`) and `settings` (name -> the settings that differ). Every run is `training/train.py` itself, in a process
-of its own, in `<runs>/<setting>.<model>/`: a finished run is kept, an interrupted one resumed, so the command can
-simply be run again. The report folder gets each run's per-epoch curves (`<run>.jsonl`, the trainer's
-metrics.jsonl) and final test results (`<run>.json`), `curves_epoch.png` and `curves_step.png` (validation PGD and
-clean accuracy, adversarial training accuracy and the FSR health figures against epoch and against SGD step, one
-line per run) and `table.md`. With `--minutes M` the command stops within M minutes: each run it starts may use
-what is left (the trainer's `stop_after_min`, checkpointed), no run starts once the time is spent, and the same
-command later goes on where it stopped.
+model, unless it names its own `model`) and `settings` (name -> the settings that differ). Every run is
+`training/train.py` itself, in a process of its own, in `<runs>/<setting>.<model>/`: a finished run is kept, an
+interrupted one resumed, so the command can simply be run again. The report folder gets each run's per-epoch curves
+(`<run>.jsonl`, the trainer's metrics.jsonl) and final test results (`<run>.json`), `curves_epoch.png` and
+`curves_step.png` (validation PGD and clean accuracy, adversarial training accuracy and the FSR health figures
+against epoch and against SGD step, one line per run) and `table.md`. With `--minutes M` the command stops within M
+minutes: each run it starts may use what is left (the trainer's `stop_after_min`, checkpointed), no run starts once
+the time is spent, and the same command later goes on where it stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 TRAIN = Path(__file__).resolve().with_name("train.py")
 
 # (metrics.jsonl key, panel title); FSR keys are per module ("fsr4/r_contribution"), the first module is drawn.
-PANELS = [("val_pgd_acc", "validation PGD accuracy"), ("val_clean_acc", "validation clean accuracy"),
-          ("train_adv_acc", "adversarial training accuracy"), ("r_contribution", "R's contribution |(1-m)R(f-)| / |f-|"),
-          ("r_live_2", "live units after R's 2nd ReLU"), ("s_live_2", "live units after S's 2nd ReLU"),
-          ("mask_mean", "mask mean"), ("mask_saturated", "mask share > 0.99 or < 0.01")]  # fmt: skip
+PANELS = [
+    ("val_pgd_acc", "validation PGD accuracy"),
+    ("val_clean_acc", "validation clean accuracy"),
+    ("train_adv_acc", "adversarial training accuracy"),
+    ("r_contribution", "R's contribution |(1-m)R(f-)| / |f-|"),
+    ("r_live_2", "live units after R's 2nd ReLU"),
+    ("s_live_2", "live units after S's 2nd ReLU"),
+    ("mask_mean", "mask mean"),
+    ("mask_saturated", "mask share > 0.99 or < 0.01"),
+]
 
 
 def load_study(path: Path, overrides: list[str]) -> dict[str, dict]:
@@ -56,7 +63,9 @@ def load_study(path: Path, overrides: list[str]) -> dict[str, dict]:
     runs = {}
     for name, setting in study["settings"].items():
         setting = setting or {}
-        for model in [setting["model"]] if "model" in setting else study.get("models") or [None]:  # a setting may name its own
+        for model in (
+            [setting["model"]] if "model" in setting else study.get("models") or [None]
+        ):  # a setting may name its own
             values = {**base, **setting, **({"model": model} if model else {})}
             load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])  # fails early, naming the key
             runs[f"{name}.{model}" if model else name] = values
@@ -84,7 +93,9 @@ def train_run(name: str, values: dict, runs_dir: Path, threads: int | None, dead
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(runs_dir / f"{name}.log", "a") as log:
-        code = subprocess.run([sys.executable, str(TRAIN), *args], stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        code = subprocess.run(
+            [sys.executable, str(TRAIN), *args], stdout=log, stderr=subprocess.STDOUT, env=env
+        ).returncode
     return name, code
 
 
@@ -106,8 +117,14 @@ def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> N
             points = [(x, y) for x, y in points if y is not None]
             if points:
                 plain = name.endswith("_plain")
-                ax.plot(*zip(*points), color=colors[name.split(".")[0]], linestyle="--" if plain else "-",
-                        marker="o", markersize=3, label=name)  # fmt: skip
+                ax.plot(
+                    *zip(*points),
+                    color=colors[name.split(".")[0]],
+                    linestyle="--" if plain else "-",
+                    marker="o",
+                    markersize=3,
+                    label=name,
+                )
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("epoch" if x_key == "epoch" else "SGD steps")
         ax.grid(alpha=0.3)
@@ -120,25 +137,33 @@ def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> N
 
 
 def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[str, dict]) -> str:
-    rows = ["| run | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | best epoch | "
-            "best val PGD | test natural | test PGD-20 | R contribution | R live (2nd ReLU) | S live (2nd ReLU) | "
-            "mask mean | train min |",
-            "| --- " * 17 + "|"]  # fmt: skip
+    rows = [
+        "| run | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | best epoch | "
+        "best val PGD | test natural | test PGD-20 | R contribution | R live (2nd ReLU) | S live (2nd ReLU) | "
+        "mask mean | train min |",
+        "| --- " * 17 + "|",
+    ]
     for name, values in runs.items():
-        cfg, last, res = load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]), curves[name][-1], results[name]
+        cfg, last, res = (
+            load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]),
+            curves[name][-1],
+            results[name],
+        )
         health = next(iter(res.get("fsr_health", {}).values()), {})
         fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
         test = final_test_report(res)["accuracy"]  # also of runs written before metrics.json held `test`
         pgd = next((v for k, v in test.items() if k.startswith("pgd")), None)
         # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
         epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}
-        rows.append(f"| {name} | {cfg.batch_size} | {scaled_lr(cfg.lr_per_128, cfg.batch_size):g} | {cfg.warmup_epochs:g} | "
-                    f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
-                    f"{res['best_epoch']} | "
-                    f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * test['natural'], '{:.1f}')} | "
-                    f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
-                    f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "
-                    f"{fig(health.get('mask_mean'))} | {sum(epoch_seconds.values()) / 60:.1f} |")  # fmt: skip
+        rows.append(
+            f"| {name} | {cfg.batch_size} | {scaled_lr(cfg.lr_per_128, cfg.batch_size):g} | {cfg.warmup_epochs:g} | "
+            f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
+            f"{res['best_epoch']} | "
+            f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * test['natural'], '{:.1f}')} | "
+            f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
+            f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "
+            f"{fig(health.get('mask_mean'))} | {sum(epoch_seconds.values()) / 60:.1f} |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -167,8 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", type=Path, help="the study's YAML file (training/studies/)")
     parser.add_argument("--runs", type=Path, required=True, help="folder of the training runs (large: checkpoints)")
     parser.add_argument("--report", type=Path, required=True, help="folder of the curves, figures and table (small)")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="settings for every run (e.g. data_dir=...), over the study's base")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="settings for every run (e.g. data_dir=...), over the study's base",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: each gets cores / jobs threads)")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these (setting or setting.model names)")
     parser.add_argument("--plot-only", action="store_true", help="draw the report from the runs as they are")
@@ -191,8 +222,15 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             for name, code in pool.map(lambda item: train_run(*item, args.runs, threads, deadline), chosen.items()):
                 finished = (args.runs / name / "model" / "metrics.json").is_file()
-                state = ("not started: no time left" if code is None else "done" if finished else
-                         "stopped for time: run the command again" if code == 0 else f"exit {code}")  # fmt: skip
+                state = (
+                    "not started: no time left"
+                    if code is None
+                    else "done"
+                    if finished
+                    else "stopped for time: run the command again"
+                    if code == 0
+                    else f"exit {code}"
+                )
                 print(f"{name}: {state} (log: {args.runs / name}.log)", flush=True)
                 failed += [name] if code else []
     report(runs, args.runs, args.report, args.study.stem)

@@ -15,6 +15,7 @@ forward/backward per step. The output folder holds:
   metrics.jsonl     one line per epoch (FSR health figures included); TensorBoard logs under tensorboard/
 best/ and model/ also hold the trained FSR auxiliary heads (fsr_heads.safetensors), which fine-tuning reloads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,25 +29,50 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from fsr_models.training import (
-    ConfigError, NonFiniteLoss, RunLog, build_training, extend, final_test, initial_progress, one_line_errors,
-    plan_message, plan_on_first_epoch, print_checksum, run_header, save_best, save_checkpoint, split_accuracy, start_or_resume,
-    time_spent, train_epoch, training_data,
-)  # fmt: skip
+    ConfigError,
+    NonFiniteLoss,
+    RunLog,
+    build_training,
+    extend,
+    final_test,
+    initial_progress,
+    one_line_errors,
+    plan_message,
+    plan_on_first_epoch,
+    print_checksum,
+    run_header,
+    save_best,
+    save_checkpoint,
+    split_accuracy,
+    start_or_resume,
+    time_spent,
+    train_epoch,
+    training_data,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file of a setting (training/configs/)")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override config keys (YAML values)")
-    parser.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR (default: the config's output_dir) with its saved settings")
+    parser.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="override config keys (YAML values)"
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (default: the config's output_dir) with its saved settings",
+    )
     parser.add_argument("--epochs", type=int, metavar="N", help="with --resume: extend the run's plan to N epochs")
-    parser.add_argument("--lr-extension", choices=("stretch", "hold"),
-                        help="with --epochs: 'stretch' keeps the milestones at their fractions of the new total (the "
-                             "lr may rise again), 'hold' runs the added epochs at the lr the plan ends with")
+    parser.add_argument(
+        "--lr-extension",
+        choices=("stretch", "hold"),
+        help="with --epochs: 'stretch' keeps the milestones at their fractions of the new total (the "
+        "lr may rise again), 'hold' runs the added epochs at the lr the plan ends with",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU exists")
-    return parser.parse_args(argv)  # fmt: skip
+    return parser.parse_args(argv)
 
 
 @one_line_errors
@@ -54,8 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = start_or_resume(args.resume, args.config, args.set, args.epochs, args.lr_extension)
     cfg, out = run.cfg, run.out
-    accelerator = Accelerator(cpu=args.cpu, mixed_precision="no" if cfg.precision == "fp32" else cfg.precision,
-                              log_with="tensorboard", project_dir=str(out))  # fmt: skip
+    accelerator = Accelerator(
+        cpu=args.cpu,
+        mixed_precision="no" if cfg.precision == "fp32" else cfg.precision,
+        log_with="tensorboard",
+        project_dir=str(out),
+    )
     device, main_process = accelerator.device, accelerator.is_main_process
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
     if cfg.batch_size % accelerator.num_processes:
@@ -78,20 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     accelerator.print(run_header(cfg, t, data, accelerator))
 
     def validate() -> tuple[float, float]:
-        return split_accuracy(accelerator, t.net, data.val_x, data.val_y, cfg, cfg.val_attack_steps, cfg.attack_step_size,
-                              True)  # fmt: skip
+        return split_accuracy(
+            accelerator, t.net, data.val_x, data.val_y, cfg, cfg.val_attack_steps, cfg.attack_step_size, True
+        )
 
     if not run.resuming:  # the starting point, for comparison
         val_clean, val_pgd = validate()
-        log({"epoch": 0, "step": 0, "val_clean_acc": val_clean, "val_pgd_acc": val_pgd, **log.health(t.net, data.val_x)})
+        log(
+            {"epoch": 0, "step": 0, "val_clean_acc": val_clean, "val_pgd_acc": val_pgd, **log.health(t.net, data.val_x)}
+        )
     if progress["epoch"] >= progress["epochs"] and (out / "model" / "metrics.json").is_file():
-        accelerator.print(f"{out} finished all {progress['epochs']} epochs already: nothing to resume (extend it with "
-                          "--epochs N --lr-extension stretch|hold)")  # fmt: skip
+        accelerator.print(
+            f"{out} finished all {progress['epochs']} epochs already: nothing to resume (extend it with "
+            "--epochs N --lr-extension stretch|hold)"
+        )
         accelerator.end_training()
         return 0
     if run.resuming and progress["epoch"] < progress["epochs"] and log.last_epoch_seconds():
-        accelerator.print(plan_message(log.last_epoch_seconds(), progress["epoch"], progress["epochs"],
-                                       cfg.stop_after_min))  # fmt: skip
+        accelerator.print(
+            plan_message(log.last_epoch_seconds(), progress["epoch"], progress["epochs"], cfg.stop_after_min)
+        )
 
     started, stopped = time.perf_counter(), False
     while progress["epoch"] < progress["epochs"]:
@@ -99,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             figures = train_epoch(cfg, t, data, accelerator, epoch - 1, progress)
         except NonFiniteLoss as e:
-            kept = (f"{run.checkpoint} still holds the last good epoch ({progress['epoch']}) and best/ its best "
-                    "weights" if progress["epoch"] else "no epoch had finished, so nothing was saved")  # fmt: skip
+            kept = (
+                f"{run.checkpoint} still holds the last good epoch ({progress['epoch']}) and best/ its best weights"
+                if progress["epoch"]
+                else "no epoch had finished, so nothing was saved"
+            )
             accelerator.print(f"\n{e}: stopping. {kept}. Lower lr (or check the data) and start a new run.")
             accelerator.end_training()
             return 3
@@ -109,8 +148,18 @@ def main(argv: list[str] | None = None) -> int:
         if epoch == 1 and not run.resuming:
             plan_on_first_epoch(cfg, progress, seconds, accelerator)  # a time budget fits the epochs to it
         images = figures.pop("images")
-        log({"epoch": epoch, "step": progress["step"], **figures, "val_clean_acc": val_clean, "val_pgd_acc": val_pgd,
-             "images_per_s": images / seconds, "seconds": seconds, **log.health(t.net, data.val_x)})  # fmt: skip
+        log(
+            {
+                "epoch": epoch,
+                "step": progress["step"],
+                **figures,
+                "val_clean_acc": val_clean,
+                "val_pgd_acc": val_pgd,
+                "images_per_s": images / seconds,
+                "seconds": seconds,
+                **log.health(t.net, data.val_x),
+            }
+        )
         progress["epoch"], progress["train_seconds"] = epoch, progress["train_seconds"] + seconds
         if val_pgd > progress["best_val_pgd"]:
             progress["best_val_pgd"], progress["best_epoch"] = val_pgd, epoch
@@ -123,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             stopped = spent == "this call"
             break
     if stopped:  # a fixed plan in pieces: the next call resumes it, the last one evaluates
-        accelerator.print(f"checkpoint after epoch {progress['epoch']} of {progress['epochs']} in {out}; the best "
-                          f"weights so far are in {out / 'best'}. Continue with: python training/train.py --resume "
-                          f"{out}")  # fmt: skip
+        accelerator.print(
+            f"checkpoint after epoch {progress['epoch']} of {progress['epochs']} in {out}; the best "
+            f"weights so far are in {out / 'best'}. Continue with: python training/train.py --resume "
+            f"{out}"
+        )
         accelerator.end_training()
         return 0
 

@@ -12,8 +12,10 @@ from .. import attacks
 from ..fsr import LIVE_UNITS_MIN, R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
 from .protocol import batched, correct, robustness_curve
 
-FSR_CHECK = (f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep at least "
-             f"{LIVE_UNITS_MIN:.0%} of their units, mask not constant)")  # fmt: skip
+FSR_CHECK = (
+    f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep at least "
+    f"{LIVE_UNITS_MIN:.0%} of their units, mask not constant)"
+)
 
 
 def input_gradient_is_zero(model, x, y) -> torch.Tensor:
@@ -46,27 +48,38 @@ def sanity_checks(model, x, y, result, eps, batch_size=200, curve=None, health=N
         checks.append(fsr_active_check(health))
     curve = curve or robustness_curve(model, x, y, batch_size, acc.get("natural"))
     values = curve["accuracy"]
-    check("accuracy never rises as eps grows (PGD-20, step eps/4)",
-          all(b <= a + tol for a, b in zip(values, values[1:])),
-          {f"{e * 255:g}/255": v for e, v in zip(curve["eps"], values)})  # fmt: skip
+    check(
+        "accuracy never rises as eps grows (PGD-20, step eps/4)",
+        all(b <= a + tol for a, b in zip(values, values[1:])),
+        {f"{e * 255:g}/255": v for e, v in zip(curve["eps"], values)},
+    )
     check("accuracy is about 0 at eps 128/255", values[-1] <= 0.02, values[-1])
     if "pgd20" in acc and "pgd100" in acc:
-        check("more PGD steps never help the model (PGD-100 <= PGD-20)", acc["pgd100"] <= acc["pgd20"] + tol,
-              {"pgd20": acc["pgd20"], "pgd100": acc["pgd100"]})  # fmt: skip
+        check(
+            "more PGD steps never help the model (PGD-100 <= PGD-20)",
+            acc["pgd100"] <= acc["pgd20"] + tol,
+            {"pgd20": acc["pgd20"], "pgd100": acc["pgd100"]},
+        )
     if "pgd20" in acc:
         # Five independent random starts (not the protocol's start): they should not help the model, and a large
         # drop below the fixed-start PGD-20 would mean the clean point hides the gradient (masking).
         r = accuracy_under(lambda xb, yb: attacks.pgd_restarts(model, xb, yb, eps, eps / 10, 20, 5, True))
         detail = {"pgd20": acc["pgd20"], "pgd20_5_random_restarts": r}
         check("random restarts never help the model (<= PGD-20)", r <= acc["pgd20"] + tol, detail)
-        check("random restarts do not break many more images (PGD-20 - restarts <= 5 points)",
-              acc["pgd20"] - r <= 0.05 + tol, detail)  # fmt: skip
+        check(
+            "random restarts do not break many more images (PGD-20 - restarts <= 5 points)",
+            acc["pgd20"] - r <= 0.05 + tol,
+            detail,
+        )
     if "ensemble" in acc:  # a consistency check of the report itself
         worst = min(acc[n] for n in result["ensemble_over"])
         check("Ensemble <= every single attack", acc["ensemble"] <= worst, {"ensemble": acc["ensemble"], "min": worst})
     if "autoattack" in acc and "pgd20" in acc:
-        check("AutoAttack <= PGD-20 (within noise)", acc["autoattack"] <= acc["pgd20"] + tol,
-              {"autoattack": acc["autoattack"], "pgd20": acc["pgd20"]})  # fmt: skip
+        check(
+            "AutoAttack <= PGD-20 (within noise)",
+            acc["autoattack"] <= acc["pgd20"] + tol,
+            {"autoattack": acc["autoattack"], "pgd20": acc["pgd20"]},
+        )
     white = min((acc[n] for n in ("pgd20", "pgd100", "cw", "autoattack") if n in acc), default=None)
     for n in ("ti_fgsm", "di_fgsm", "nattack"):
         if n in acc and white is not None:

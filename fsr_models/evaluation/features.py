@@ -39,8 +39,10 @@ def feature_analysis(model, x, y, bank_x, bank_y, eps, batch_size=200) -> dict:
         return torch.stack([f.mean(dim=(2, 3)) for f in (p.f_pos, p.f_neg, p.f_neg_recal, p.f_pos + p.f_neg_recal)])
 
     bank = torch.cat([pooled_parts(bank_x[i : i + batch_size], None)[3] for i in range(0, len(bank_x), batch_size)])
-    adv = torch.cat([pooled_parts(pgd20(x[i : i + batch_size], y[i : i + batch_size]), None)
-                     for i in range(0, len(x), batch_size)], dim=1)  # fmt: skip
+    adv = torch.cat(
+        [pooled_parts(pgd20(x[i : i + batch_size], y[i : i + batch_size]), None) for i in range(0, len(x), batch_size)],
+        dim=1,
+    )
     for j, output in enumerate(outputs):
         for k in (5, 20):
             table[output][f"knn{k}"] = knn_accuracy(adv[j], y, bank, bank_y, k, num_classes=model.num_classes)

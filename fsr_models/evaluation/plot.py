@@ -19,8 +19,7 @@ def plot_curve(report: dict, path: Path) -> None:
     for e, a in zip(eps, acc):
         ax.annotate(f"{a:.1f}", (e, a), textcoords="offset points", xytext=(3, 5), fontsize=8)
     paper = min(range(len(eps)), key=lambda i: abs(eps[i] - PAPER_EPS * 255))
-    ax.axvline(PAPER_EPS * 255, color="tab:red", linestyle="--",
-               label=f"the paper's eps 8/255: {acc[paper]:.1f}%")  # fmt: skip
+    ax.axvline(PAPER_EPS * 255, color="tab:red", linestyle="--", label=f"the paper's eps 8/255: {acc[paper]:.1f}%")
     ax.set_xscale("symlog", linthresh=2)
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
     ax.set_xlim(0, max(eps) * 1.3)
@@ -28,8 +27,9 @@ def plot_curve(report: dict, path: Path) -> None:
     ax.set_yticks(range(0, 101, 20))
     ax.set_xlabel("eps (x/255)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{report['model']}\n{report['dataset']} test images {report['indices']} ({c['images']} images)",
-                 fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{report['model']}\n{report['dataset']} test images {report['indices']} ({c['images']} images)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.savefig(path, dpi=120)

@@ -20,8 +20,15 @@ CURVE_ATTACK = "PGD-20, step eps/4, no random start"
 
 def pgd_settings(steps: int, eps: float, strong: bool = False, loss: str = "cross-entropy", **extra) -> dict:
     """The paper's PGD: step eps/10, no random start (`strong`: a random start and 5 restarts)."""
-    return dict(attack="PGD", steps=steps, step_size=eps / 10, loss=loss, random_start=strong,
-                restarts=5 if strong else 1, **extra) | {"eps": eps, "norm": "Linf"}  # fmt: skip
+    return dict(
+        attack="PGD",
+        steps=steps,
+        step_size=eps / 10,
+        loss=loss,
+        random_start=strong,
+        restarts=5 if strong else 1,
+        **extra,
+    ) | {"eps": eps, "norm": "Linf"}
 
 
 def attack_settings(name: str, eps: float, strong: bool) -> dict:
@@ -52,8 +59,9 @@ def run_attack(name, model, x, y, eps, strong, source=None):
         return attacks.pgd(model, x, y, eps, s["step_size"], 1, random_start=False), {}
     if s["attack"] == "PGD":
         loss = attacks.cw_margin_loss(s["kappa"]) if "kappa" in s else None
-        return attacks.pgd_restarts(model, x, y, eps, s["step_size"], s["steps"], s["restarts"], s["random_start"],
-                                    loss), {}  # fmt: skip
+        return attacks.pgd_restarts(
+            model, x, y, eps, s["step_size"], s["steps"], s["restarts"], s["random_start"], loss
+        ), {}
     if name == "autoattack":
         return attacks.autoattack(model, x, y, eps, version=s["version"], batch_size=len(x)), {}
     if name in ("ti_fgsm", "di_fgsm") and source is None:
@@ -62,8 +70,9 @@ def run_attack(name, model, x, y, eps, strong, source=None):
         return attacks.ti_fgsm(source, x, y, eps, kernel_size=s["kernel"], sigma=s["sigma"]), {}
     if name == "di_fgsm":
         return attacks.di_fgsm(source, x, y, eps, steps=s["steps"], p=s["p"]), {}
-    x_adv, queries = attacks.nattack(model, x, y, eps, population=s["population"], sigma=s["sigma"], lr=s["lr"],
-                                     max_queries=s["max_queries"])  # fmt: skip
+    x_adv, queries = attacks.nattack(
+        model, x, y, eps, population=s["population"], sigma=s["sigma"], lr=s["lr"], max_queries=s["max_queries"]
+    )
     return x_adv, {"queries": queries}
 
 
@@ -77,7 +86,9 @@ def batched(fn, x, y, batch_size):
     return torch.cat([fn(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
-def evaluate_attacks(model, x, y, names, eps=PAPER_EPS, strong=False, source=None, batch_size=200, progress=True) -> dict:
+def evaluate_attacks(
+    model, x, y, names, eps=PAPER_EPS, strong=False, source=None, batch_size=200, progress=True
+) -> dict:
     """Per-image correctness under each attack, accuracies, Ensemble, and what each attack ran with."""
     model.eval()
     if source is not None:
@@ -103,13 +114,20 @@ def evaluate_attacks(model, x, y, names, eps=PAPER_EPS, strong=False, source=Non
     if queries:  # over the images NAttack broke (those it could not break spent the whole budget)
         broke = [q for q, ok in zip(queries, flags["nattack"].tolist()) if not ok]
         settings["nattack"]["mean_queries_of_successes"] = sum(broke) / len(broke) if broke else None
-    return {"accuracy": accuracy, "settings": settings, "seconds": seconds, "flags": flags, "strong": strong,
-            "ensemble_over": white if "ensemble" in accuracy else []}  # fmt: skip
+    return {
+        "accuracy": accuracy,
+        "settings": settings,
+        "seconds": seconds,
+        "flags": flags,
+        "strong": strong,
+        "ensemble_over": white if "ensemble" in accuracy else [],
+    }
 
 
 def robustness_curve(model, x, y, batch_size=200, natural=None, progress=False) -> dict:
     """Accuracy against eps, PGD-20 with step eps/4 and no random start at eps CURVE_EPS / 255: the data of the
     robustness plot and of the sanity checks on it. `natural`, the clean accuracy when already known, is eps 0."""
+
     def accuracy_at(e):
         if e == 0 and natural is not None:
             return natural
@@ -119,5 +137,10 @@ def robustness_curve(model, x, y, batch_size=200, natural=None, progress=False) 
 
     start = time.perf_counter()
     accuracy = [accuracy_at(e) for e in tqdm(CURVE_EPS, desc="robustness curve", disable=not progress)]
-    return {"attack": CURVE_ATTACK, "images": len(x), "eps": [e / 255 for e in CURVE_EPS], "accuracy": accuracy,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    return {
+        "attack": CURVE_ATTACK,
+        "images": len(x),
+        "eps": [e / 255 for e in CURVE_EPS],
+        "accuracy": accuracy,
+        "seconds": time.perf_counter() - start,
+    }

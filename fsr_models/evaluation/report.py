@@ -10,19 +10,46 @@ from huggingface_hub.repocard_data import eval_results_to_model_index
 from ..facts import DATASETS, PAPER_EPS
 
 COLUMNS = {  # report key -> column title, in the paper's order
-    "natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "C&W", "ensemble": "Ensemble",
-    "autoattack": "AutoAttack", "ti_fgsm": "TI-FGSM", "di_fgsm": "DI-FGSM", "nattack": "NAttack",
-}  # fmt: skip
+    "natural": "Natural",
+    "fgsm": "FGSM",
+    "pgd20": "PGD-20",
+    "pgd100": "PGD-100",
+    "cw": "C&W",
+    "ensemble": "Ensemble",
+    "autoattack": "AutoAttack",
+    "ti_fgsm": "TI-FGSM",
+    "di_fgsm": "DI-FGSM",
+    "nattack": "NAttack",
+}
 
 
-def make_report(model: str, dataset: str, data_source: str, images: int, eps: float, strong: bool, result: dict,
-                source: str | None = None) -> dict:  # fmt: skip
+def make_report(
+    model: str,
+    dataset: str,
+    data_source: str,
+    images: int,
+    eps: float,
+    strong: bool,
+    result: dict,
+    source: str | None = None,
+) -> dict:
     """The evaluation report, in the one format of `python -m fsr_models.evaluate` (report.json, robustness.json) and
     of the trainer's final test (metrics.json's `test`): what was attacked, on which images, and `result` (accuracy,
     settings, ensemble_over, seconds) of `evaluate_attacks`."""
-    return {"model": model, "dataset": dataset, "data_source": data_source, "indices": f"0:{images}", "images": images,
-            "eps": eps, "strong": strong, "accuracy": result["accuracy"], "settings": result["settings"],
-            "ensemble_over": result["ensemble_over"], "seconds": result["seconds"], "source": source}  # fmt: skip
+    return {
+        "model": model,
+        "dataset": dataset,
+        "data_source": data_source,
+        "indices": f"0:{images}",
+        "images": images,
+        "eps": eps,
+        "strong": strong,
+        "accuracy": result["accuracy"],
+        "settings": result["settings"],
+        "ensemble_over": result["ensemble_over"],
+        "seconds": result["seconds"],
+        "source": source,
+    }
 
 
 def column_title(name: str) -> str:
@@ -34,13 +61,19 @@ def eval_results(report: dict) -> list[EvalResult]:
     """The report as Hub eval results (model-card metadata): one accuracy per attack, with its settings."""
     data = DATASETS[report["dataset"]]
     return [
-        EvalResult(task_type="image-classification", task_name="Image Classification",
-                   dataset_type=data.hub_id, dataset_name=data.name,
-                   dataset_split=f"{data.test_split}[:{report['images']}]", metric_type="accuracy",
-                   metric_name=f"{column_title(n)} accuracy", metric_value=round(100 * v, 2),
-                   metric_args=report["settings"].get(n, {"over": report["ensemble_over"]}))
+        EvalResult(
+            task_type="image-classification",
+            task_name="Image Classification",
+            dataset_type=data.hub_id,
+            dataset_name=data.name,
+            dataset_split=f"{data.test_split}[:{report['images']}]",
+            metric_type="accuracy",
+            metric_name=f"{column_title(n)} accuracy",
+            metric_value=round(100 * v, 2),
+            metric_args=report["settings"].get(n, {"over": report["ensemble_over"]}),
+        )
         for n, v in report["accuracy"].items()
-    ]  # fmt: skip
+    ]
 
 
 def model_index(report: dict, model_name: str) -> list[dict]:
@@ -69,37 +102,59 @@ def protocol_text(report: dict) -> str:
 def health_table(health: dict) -> list[str]:
     """fsr_health's figures per FSR module as a Markdown table."""
     pct = lambda h, key: f"{100 * h[key]:.0f}" if key in h else "-"  # noqa: E731
-    lines = ["| FSR module | R contribution | S units live (%, ReLU 1 / 2) | R units live (%, ReLU 1 / 2) | mask mean "
-             "| mask > 0.99 (%) | mask < 0.01 (%) |", "| --- " * 7 + "|"]  # fmt: skip
+    lines = [
+        "| FSR module | R contribution | S units live (%, ReLU 1 / 2) | R units live (%, ReLU 1 / 2) | mask mean "
+        "| mask > 0.99 (%) | mask < 0.01 (%) |",
+        "| --- " * 7 + "|",
+    ]
     for name, h in health.items():
         r = f"{h['r_contribution']:.3g}" if "r_contribution" in h else "-"
         mask = f"{h['mask_mean']:.3f}" if "mask_mean" in h else "-"
-        lines.append(f"| {name} | {r} | {pct(h, 's_live_1')} / {pct(h, 's_live_2')} | {pct(h, 'r_live_1')} / "
-                     f"{pct(h, 'r_live_2')} | {mask} | {pct(h, 'mask_above_0.99')} | {pct(h, 'mask_below_0.01')} |")
+        lines.append(
+            f"| {name} | {r} | {pct(h, 's_live_1')} / {pct(h, 's_live_2')} | {pct(h, 'r_live_1')} / "
+            f"{pct(h, 'r_live_2')} | {mask} | {pct(h, 'mask_above_0.99')} | {pct(h, 'mask_below_0.01')} |"
+        )
     return lines
 
 
 def markdown(report: dict) -> str:
     lines = accuracy_table(report, row_label=report["model"])
-    lines.append(f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
-                 f"{report['images']}) of {report['data_source']}, eps {report['eps'] * 255:g}/255 (Linf), "
-                 f"{protocol_text(report)}.")  # fmt: skip
+    lines.append(
+        f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
+        f"{report['images']}) of {report['data_source']}, eps {report['eps'] * 255:g}/255 (Linf), "
+        f"{protocol_text(report)}."
+    )
     if "curve" in report:
         c = report["curve"]
-        lines += ["", f"Robustness curve ({c['attack']}, {c['images']} images):", "",
-                  "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in c["eps"]) + " |",
-                  "| --- " * (len(c["eps"]) + 1) + "|",
-                  "| accuracy (%) | " + " | ".join(f"{100 * a:.1f}" for a in c["accuracy"]) + " |"]  # fmt: skip
+        lines += [
+            "",
+            f"Robustness curve ({c['attack']}, {c['images']} images):",
+            "",
+            "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in c["eps"]) + " |",
+            "| --- " * (len(c["eps"]) + 1) + "|",
+            "| accuracy (%) | " + " | ".join(f"{100 * a:.1f}" for a in c["accuracy"]) + " |",
+        ]
     if "fsr_health" in report:
-        lines += ["", "FSR health on the clean images (`fsr_models.fsr.fsr_health`):", "",
-                  *health_table(report["fsr_health"])]
+        lines += [
+            "",
+            "FSR health on the clean images (`fsr_models.fsr.fsr_health`):",
+            "",
+            *health_table(report["fsr_health"]),
+        ]
     if "features" in report:
-        lines += ["", "FSR feature analysis (paper Table 5): accuracy (%) when FSR passes on each feature; k-NN "
-                  "accuracy of PGD-20 features among clean training features:", "",
-                  "| FSR output | Natural | PGD-20 | 5-NN | 20-NN |", "| --- " * 5 + "|"]  # fmt: skip
+        lines += [
+            "",
+            "FSR feature analysis (paper Table 5): accuracy (%) when FSR passes on each feature; k-NN "
+            "accuracy of PGD-20 features among clean training features:",
+            "",
+            "| FSR output | Natural | PGD-20 | 5-NN | 20-NN |",
+            "| --- " * 5 + "|",
+        ]
         keys = ("natural", "pgd20", "knn5", "knn20")
-        lines += [f"| {name} | " + " | ".join(f"{100 * v[k]:.2f}" for k in keys) + " |"
-                  for name, v in report["features"].items()]  # fmt: skip
+        lines += [
+            f"| {name} | " + " | ".join(f"{100 * v[k]:.2f}" for k in keys) + " |"
+            for name, v in report["features"].items()
+        ]
     if report.get("sanity_checks"):
         lines.append("")
     for c in report.get("sanity_checks", []):

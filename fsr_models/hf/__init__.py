@@ -1,5 +1,6 @@
 """transformers classes of the zoo, registered with AutoConfig, AutoModelForImageClassification and
 AutoImageProcessor on import."""
+
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, ViTImageProcessor
 
 from .configuration_fsr import FSRConfig

@@ -15,15 +15,33 @@ from transformers import PreTrainedConfig
 from ..facts import BACKBONES
 from ..fsr import FSR_OUTPUTS
 
-FSR_FIELDS = ("backbone", "fsr_stages", "backbone_args", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output",
-              "lambda_sep", "lambda_rec", "pretrained_cfg")  # fmt: skip
+FSR_FIELDS = (
+    "backbone",
+    "fsr_stages",
+    "backbone_args",
+    "fsr_tau",
+    "fsr_separation",
+    "fsr_recalibration",
+    "fsr_output",
+    "lambda_sep",
+    "lambda_rec",
+    "pretrained_cfg",
+)
 # Keys timm writes into config.json; derived here, so on load they are checked, not stored twice.
 TIMM_KEYS = ("architecture", "num_classes", "num_features", "label_names", "model_args")
 # Keyword arguments PreTrainedConfig itself consumes (saved configs and from_pretrained pass them).
 _BASE_KWARGS = {
-    "torch_dtype", "num_labels", "name_or_path", "_commit_hash", "output_attentions", "attn_implementation",
-    "experts_implementation", "per_layer_config", "_attn_implementation_internal", "_experts_implementation_internal",
-}  # fmt: skip
+    "torch_dtype",
+    "num_labels",
+    "name_or_path",
+    "_commit_hash",
+    "output_attentions",
+    "attn_implementation",
+    "experts_implementation",
+    "per_layer_config",
+    "_attn_implementation_internal",
+    "_experts_implementation_internal",
+}
 
 
 @strict
@@ -84,7 +102,9 @@ class FSRConfig(PreTrainedConfig):
         paper_stages, stage_count = BACKBONES[self.backbone].fsr_stages, BACKBONES[self.backbone].num_stages
         self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
         if not set(self.fsr_stages) <= set(range(1, stage_count + 1)):
-            raise ValueError(f"FSRConfig.fsr_stages of {self.backbone} must be in 1..{stage_count}, got {self.fsr_stages}")
+            raise ValueError(
+                f"FSRConfig.fsr_stages of {self.backbone} must be in 1..{stage_count}, got {self.fsr_stages}"
+            )
         if self.fsr_tau <= 0:
             raise ValueError(f"FSRConfig.fsr_tau must be positive, got {self.fsr_tau}")
         if self.fsr_output not in FSR_OUTPUTS:

@@ -4,6 +4,7 @@
 own keys, without the `model.` prefix (a conversion mapping registered for model_type "fsr" adds it on load), so
 one `model.safetensors` loads into timm and transformers alike.
 """
+
 from __future__ import annotations
 
 import timm
@@ -41,8 +42,10 @@ class FSRPreTrainedModel(PreTrainedModel):
             model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         except SafetensorError as e:
             source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-            raise ValueError(f"{source}: a weights file is not valid safetensors ({e}); it may be truncated. Download "
-                             "it again (force_download=True) or save it again.") from e  # fmt: skip
+            raise ValueError(
+                f"{source}: a weights file is not valid safetensors ({e}); it may be truncated. Download "
+                "it again (force_download=True) or save it again."
+            ) from e
         if info["missing_keys"] or info["unexpected_keys"]:
             raise ValueError(
                 f"weights do not fit {model.config.timm_architecture} as configured: missing "

@@ -1,4 +1,5 @@
 """The networks, registered with timm on import."""
+
 from ._fsrnet import FSRNet
 from .resnet import CifarResNet
 from .vgg import CifarVGG

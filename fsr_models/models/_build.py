@@ -46,7 +46,9 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> 
     if not pretrained:
         return
     cfg = resolve_pretrained_cfg(
-        variant, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
+        variant,
+        pretrained_cfg=kwargs.get("pretrained_cfg"),
+        pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     )
     if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
         tags = sorted(p for p in published() if p.startswith(f"{variant}.")) or "none yet"

@@ -1,4 +1,5 @@
 """The timm-style interface the three networks share (`FSRNet`), and the check of their inputs."""
+
 # No `from __future__ import annotations` here: TorchScript reads FSRNet's class annotations and needs real types.
 from typing import Callable, Collection, Iterable
 

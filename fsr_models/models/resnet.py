@@ -2,6 +2,7 @@
 
 FSR sits after layer4 (512 x 4 x 4 at 32x32 inputs), before global pooling, as in the paper (Sec. 4.1).
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Conv stages 64x2, 128x2, 256x3, 512x3, 512x3 (3x3 convs with bias, BN, ReLU), a 
 FSR sits after the 4th stage's convs, before its pool (512 x 4 x 4 at 32x32 inputs), as in the paper.
 Classifier: global pool -> Linear 512-512 -> ReLU -> Linear 512-512 -> ReLU -> Linear 512-classes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -83,7 +84,9 @@ class CifarVGG(FSRNet):
             if stage in fsr_stages:
                 layers.append(build_fsr(width, **fsr_args, **dd))
             # Features are taken before each pool, as timm's VGG does; the last pool follows the last feature.
-            self.feature_info.append(dict(num_chs=width, reduction=2 ** (stage - 1), module=f"features.{len(layers) - 1}"))
+            self.feature_info.append(
+                dict(num_chs=width, reduction=2 ** (stage - 1), module=f"features.{len(layers) - 1}")
+            )
             layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
 

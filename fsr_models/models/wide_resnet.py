@@ -4,6 +4,7 @@ Widths 16 / 160 / 320 / 640, five blocks per group, no dropout. FSR sits after g
 (640 x 8 x 8 at 32x32 inputs), before pooling. The authors' copy builds an extra, unused block inherited from the
 TRADES code; it is left out here.
 """
+
 from __future__ import annotations
 
 import torch
@@ -87,8 +88,10 @@ class WideResNet(FSRNet):
         for group, width in enumerate(widths, start=1):
             stride = 1 if group == 1 else 2
             reduction *= stride
-            blocks = [PreActBlock(in_chs if i == 0 else width, width, stride if i == 0 else 1, **dd)
-                      for i in range(blocks_per_group)]  # fmt: skip
+            blocks = [
+                PreActBlock(in_chs if i == 0 else width, width, stride if i == 0 else 1, **dd)
+                for i in range(blocks_per_group)
+            ]
             self.add_module(f"block{group}", nn.Sequential(*blocks))
             in_chs = width
             if group == len(widths):  # pre-activation nets end with BN-ReLU; FSR at group 3 follows it

@@ -3,11 +3,36 @@
 a run writes (`record`). The script's `main` puts them together, top to bottom."""
 
 from .checkpoint import RunStart, extend, initial_progress, save_checkpoint, start_or_resume
-from .config import COMPILE_MODES, RESUME_MAY_CHANGE, ConfigError, TrainConfig, config_values, load_config, one_line_errors
+from .config import (
+    COMPILE_MODES,
+    RESUME_MAY_CHANGE,
+    ConfigError,
+    TrainConfig,
+    config_values,
+    load_config,
+    one_line_errors,
+)
 from .loop import (
-    NonFiniteLoss, Training, TrainingData, adversarial_loss, augment, build_training, compile_available,
-    lr_factor, shard_batches, split_accuracy, train_epoch, training_data,
-)  # fmt: skip
+    NonFiniteLoss,
+    Training,
+    TrainingData,
+    adversarial_loss,
+    augment,
+    build_training,
+    compile_available,
+    lr_factor,
+    shard_batches,
+    split_accuracy,
+    train_epoch,
+    training_data,
+)
 from .record import (
-    RunLog, final_test, plan_message, plan_on_first_epoch, print_checksum, run_header, save_best, time_spent,
-)  # fmt: skip
+    RunLog,
+    final_test,
+    plan_message,
+    plan_on_first_epoch,
+    print_checksum,
+    run_header,
+    save_best,
+    time_spent,
+)

@@ -30,8 +30,9 @@ class RunStart:
         return self.saved_progress is not None
 
 
-def start_or_resume(resume: str | None, config: str | None, overrides: list[str], epochs: int | None,
-                    lr_extension: str | None) -> RunStart:  # fmt: skip
+def start_or_resume(
+    resume: str | None, config: str | None, overrides: list[str], epochs: int | None, lr_extension: str | None
+) -> RunStart:
     """The run that `--resume [RUN_DIR]`, `--config`, `--set`, `--epochs` and `--lr-extension` describe; what cannot
     run (a folder that already holds a run, a resume without a checkpoint, an extension that is none) is refused."""
     resuming = resume is not None
@@ -49,11 +50,14 @@ def start_or_resume(resume: str | None, config: str | None, overrides: list[str]
     if not checkpoint.exists() and (out / "checkpoint.old").exists():  # killed between the two renames
         checkpoint = out / "checkpoint.old"
     if resuming and not checkpoint.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {out} (the run stopped before its first epoch ended); "
-                                "start it again in a new output_dir")  # fmt: skip
+        raise FileNotFoundError(
+            f"--resume: no checkpoint in {out} (the run stopped before its first epoch ended); "
+            "start it again in a new output_dir"
+        )
     if not resuming and (out / "config.yaml").exists():
-        raise FileExistsError(f"{out} already holds a run: pass --resume {out} to continue it, or choose another "
-                              "output_dir")  # fmt: skip
+        raise FileExistsError(
+            f"{out} already holds a run: pass --resume {out} to continue it, or choose another output_dir"
+        )
     saved = json.loads((checkpoint / "progress.json").read_text()) if resuming else None
     if epochs is not None and epochs <= saved["epochs"]:
         raise ConfigError(f"--epochs {epochs}: {out} already plans {saved['epochs']} epochs; give more")
@@ -63,8 +67,14 @@ def start_or_resume(resume: str | None, config: str | None, overrides: list[str]
 def initial_progress(cfg: TrainConfig, saved: dict | None, steps_per_epoch: int) -> dict:
     """The progress of the run: epochs done and planned, SGD steps, the best validation PGD accuracy and its epoch,
     the milestone epochs and the training seconds summed over calls; saved, or fresh for a new run."""
-    progress = saved or {"epoch": 0, "epochs": cfg.epochs, "step": 0, "best_val_pgd": -1.0, "best_epoch": 0,
-                         "milestones": milestone_epochs(cfg.lr_milestones, cfg.epochs)}  # fmt: skip
+    progress = saved or {
+        "epoch": 0,
+        "epochs": cfg.epochs,
+        "step": 0,
+        "best_val_pgd": -1.0,
+        "best_epoch": 0,
+        "milestones": milestone_epochs(cfg.lr_milestones, cfg.epochs),
+    }
     progress.setdefault("step", progress["epoch"] * steps_per_epoch)  # checkpoints of older versions lack these
     progress.setdefault("milestones", milestone_epochs(cfg.lr_milestones, progress["epochs"]))
     progress.setdefault("train_seconds", 0.0)  # summed over the calls of a plan in pieces
@@ -79,7 +89,8 @@ def extend(progress: dict, cfg: TrainConfig, epochs: int, how: str) -> None:
     else:
         progress["milestones"] = [m for m in progress["milestones"] if m < progress["epochs"]]
     progress["extensions"] = progress.get("extensions", []) + [
-        {"after_epoch": progress["epoch"], "from": progress["epochs"], "to": epochs, "lr": how}]
+        {"after_epoch": progress["epoch"], "from": progress["epochs"], "to": epochs, "lr": how}
+    ]
     progress["epochs"] = cfg.epochs = epochs
 
 

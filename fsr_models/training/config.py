@@ -117,7 +117,9 @@ class TrainConfig:
         if not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.lr_milestones):
             raise ConfigError(f"lr_milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
         if self.val_size < 1 or self.test_size < 1:
-            raise ConfigError("val_size and test_size must be at least 1 (the best checkpoint and the final test need them)")
+            raise ConfigError(
+                "val_size and test_size must be at least 1 (the best checkpoint and the final test need them)"
+            )
         for name in ("epochs", "batch_size", "attack_steps", "val_attack_steps", "eval_attack_steps"):
             if getattr(self, name) < (0 if "attack" in name else 1):
                 raise ConfigError(f"{name} must be at least {0 if 'attack' in name else 1}, got {getattr(self, name)}")
@@ -132,8 +134,9 @@ class TrainConfig:
             raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.weight_init not in ("authors", "vgg"):
             raise ConfigError(f"weight_init must be 'authors' or 'vgg', got {self.weight_init!r}")
-        self.output_dir = self.output_dir.format(model=Path(self.init or self.model).name, method=self.method,
-                                                 dataset=self.dataset)  # fmt: skip
+        self.output_dir = self.output_dir.format(
+            model=Path(self.init or self.model).name, method=self.method, dataset=self.dataset
+        )
 
 
 def renamed(values: dict, where: str | None = None) -> dict:
@@ -144,8 +147,9 @@ def renamed(values: dict, where: str | None = None) -> dict:
         new_value = RENAMED_VALUES.get((new_key, value), value) if isinstance(value, str) else value
         if where and (new_key, new_value) != (key, value):
             old, new = (f"{key}: {value}", f"{new_key}: {new_value}") if new_value != value else (key, new_key)
-            warnings.warn(f"{where}: '{old}' is now '{new}'; the old name still works for now", FutureWarning,
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{where}: '{old}' is now '{new}'; the old name still works for now", FutureWarning, stacklevel=2
+            )
         out[new_key] = new_value
     return out
 
@@ -197,6 +201,8 @@ def resumed_config(out: Path, path: str | None, overrides: list[str]) -> TrainCo
     changed = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v and k not in RESUME_MAY_CHANGE}
     if changed:
         hint = " To train longer, use --epochs N with --lr-extension." if "epochs" in changed else ""
-        raise ConfigError(f"--resume with settings that differ from {out / 'config.yaml'} (saved, given): {changed}. "
-                          f"A resumed run keeps its settings: resume with --resume {out} alone.{hint}")  # fmt: skip
+        raise ConfigError(
+            f"--resume with settings that differ from {out / 'config.yaml'} (saved, given): {changed}. "
+            f"A resumed run keeps its settings: resume with --resume {out} alone.{hint}"
+        )
     return TrainConfig(**{**given, "output_dir": str(out)})

@@ -40,16 +40,23 @@ class TrainingData:
 
 def training_data(cfg: TrainConfig, device: torch.device) -> TrainingData:
     """uint8 tensors on the device (a CIFAR-sized set fits any GPU), augmented there per batch."""
-    images, labels, label_names = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.train_limit,
-                                               download=cfg.download)  # fmt: skip
+    images, labels, label_names = load_dataset(
+        cfg.dataset, "train", cfg.data_dir, cfg.train_limit, download=cfg.download
+    )
     if cfg.val_size >= len(images):
         raise ConfigError(f"val_size {cfg.val_size} leaves no training images out of {len(images)}")
     n_train = len(images) - cfg.val_size
     if n_train < cfg.batch_size:
         raise ConfigError(f"{n_train} training images make no batch of {cfg.batch_size}: lower batch_size or val_size")
     num_classes = len(label_names) if label_names else int(labels.max()) + 1
-    return TrainingData(images[:n_train].to(device), labels[:n_train].to(device), images[n_train:].to(device),
-                        labels[n_train:].to(device), label_names, num_classes)  # fmt: skip
+    return TrainingData(
+        images[:n_train].to(device),
+        labels[:n_train].to(device),
+        images[n_train:].to(device),
+        labels[n_train:].to(device),
+        label_names,
+        num_classes,
+    )
 
 
 def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Module:
@@ -61,11 +68,17 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
         tagged = f"{cfg.model}.{cfg.method}_{cfg.dataset}"
         name = tagged if tagged in timm.list_models(cfg.model, include_tags=True) else cfg.model
         if not timm.is_model(name.split(".")[0]):
-            raise ConfigError(f"model {cfg.model!r} is not a registered network; the zoo's are "
-                              f"{[n for pair in ARCHITECTURES.values() for n in pair]}")  # fmt: skip
+            raise ConfigError(
+                f"model {cfg.model!r} is not a registered network; the zoo's are "
+                f"{[n for pair in ARCHITECTURES.values() for n in pair]}"
+            )
         model = timm.create_model(name, num_classes=num_classes, **cfg.model_args)
-    model.pretrained_cfg = {**model.pretrained_cfg, "num_classes": num_classes, "tag": f"{cfg.method}_{cfg.dataset}",
-                            "label_names": list(label_names) if label_names else None}  # fmt: skip
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        "num_classes": num_classes,
+        "tag": f"{cfg.method}_{cfg.dataset}",
+        "label_names": list(label_names) if label_names else None,
+    }
     return model
 
 
@@ -99,8 +112,9 @@ class Training:
     lr: float
 
 
-def build_training(cfg: TrainConfig, data: TrainingData, accelerator: Accelerator, progress: dict,
-                   resuming: bool) -> Training:  # fmt: skip
+def build_training(
+    cfg: TrainConfig, data: TrainingData, accelerator: Accelerator, progress: dict, resuming: bool
+) -> Training:
     """The network, its FSR losses, SGD and the schedule (per SGD step: the warm-up, then the milestones that
     `progress` holds, which a time budget or an extension moves), prepared by Accelerate and compiled if asked."""
     model = build_model(cfg, data.num_classes, data.label_names)
@@ -116,8 +130,10 @@ def build_training(cfg: TrainConfig, data: TrainingData, accelerator: Accelerato
     optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = len(data.train_x) // cfg.batch_size
     # Not prepared: Accelerate's prepared scheduler steps once per process per call.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-        step, steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma))  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: lr_factor(step, steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma),
+    )
     if fsr_loss:
         model, fsr_loss, optimizer = accelerator.prepare(model, fsr_loss, optimizer)
     else:
@@ -171,10 +187,20 @@ def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torc
     elif cfg.method == "trades":  # TRADES and MART start from x + 0.001 N(0, 1), as their code does
         with torch.no_grad():
             target_nat = attack_net(x)
-        x_adv = pgd(attack_net, x, target_nat, cfg.eps, cfg.attack_step_size, cfg.attack_steps,
-                    loss_fn=trades_kl, start=x + 0.001 * torch.randn_like(x))  # fmt: skip
+        x_adv = pgd(
+            attack_net,
+            x,
+            target_nat,
+            cfg.eps,
+            cfg.attack_step_size,
+            cfg.attack_steps,
+            loss_fn=trades_kl,
+            start=x + 0.001 * torch.randn_like(x),
+        )
     elif cfg.method == "mart":
-        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x))
+        x_adv = pgd(
+            attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x)
+        )
     else:
         x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, cfg.random_start)
 
@@ -188,16 +214,18 @@ def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torc
     return loss_cls + loss_fsr, loss_cls, loss_fsr, logits_adv
 
 
-def train_epoch(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator, epoch: int,
-                progress: dict) -> dict:  # fmt: skip
+def train_epoch(
+    cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator, epoch: int, progress: dict
+) -> dict:
     """One epoch of SGD steps (epoch is 0-based); returns its figures (lr of the last step, mean losses, training
     accuracy on the adversarial batches, images). A non-finite loss raises NonFiniteLoss before its update."""
     device = accelerator.device
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch) if cfg.shuffle else None
     batches = list(shard_batches(len(data.train_x), cfg.batch_size, accelerator, generator))
     totals = torch.zeros(5, device=device)  # loss, classification loss, FSR loss, correct (adv), images
-    for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process,
-                                    leave=False)):  # fmt: skip
+    for step, idx in enumerate(
+        tqdm(batches, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
+    ):
         x, y = to_float(data.train_x[idx]), data.train_y[idx]
         if cfg.augment:
             x = augment(x)
@@ -205,8 +233,10 @@ def train_epoch(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: 
             x = x.contiguous(memory_format=torch.channels_last)
         loss, loss_cls, loss_fsr, logits_adv = adversarial_loss(cfg, t.attack_net, t.step_model, t.fsr_loss, x, y)
         if not torch.isfinite(accelerator.gather(loss.detach())).all():
-            raise NonFiniteLoss(f"non-finite loss at epoch {epoch + 1} step {step + 1} (classification "
-                                f"{loss_cls.item():g}, FSR {loss_fsr.item():g})")  # fmt: skip
+            raise NonFiniteLoss(
+                f"non-finite loss at epoch {epoch + 1} step {step + 1} (classification "
+                f"{loss_cls.item():g}, FSR {loss_fsr.item():g})"
+            )
         t.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         step_lr = t.optimizer.param_groups[0]["lr"]  # this step's (the scheduler then sets the next one's)
@@ -214,8 +244,9 @@ def train_epoch(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: 
         t.scheduler.step()
         progress["step"] += 1
         n_correct = (logits_adv.argmax(1) == y).sum()
-        totals += torch.stack([loss.detach(), loss_cls.detach(), loss_fsr.detach(), n_correct, torch.tensor(len(y))
-                               .to(device)]).float()  # fmt: skip
+        totals += torch.stack(
+            [loss.detach(), loss_cls.detach(), loss_fsr.detach(), n_correct, torch.tensor(len(y)).to(device)]
+        ).float()
         if cfg.log_every and (step + 1) % cfg.log_every == 0:
             accelerator.print(f"epoch {epoch + 1} step {step + 1}/{len(batches)} loss {loss.item():.4f}", flush=True)
     # DDP syncs BN running statistics at the start of each forward, from rank 0: sync the last step's too, so
@@ -224,13 +255,19 @@ def train_epoch(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: 
         buffer.copy_(broadcast(buffer, from_process=0))
     totals = accelerator.reduce(totals, "sum")
     steps = max(len(batches) * accelerator.num_processes, 1)
-    return {"lr": step_lr, "loss": totals[0].item() / steps, "loss_cls": totals[1].item() / steps,
-            "loss_fsr": totals[2].item() / steps, "train_adv_acc": totals[3].item() / max(totals[4].item(), 1),
-            "images": totals[4].item()}  # fmt: skip
+    return {
+        "lr": step_lr,
+        "loss": totals[0].item() / steps,
+        "loss_cls": totals[1].item() / steps,
+        "loss_fsr": totals[2].item() / steps,
+        "train_adv_acc": totals[3].item() / max(totals[4].item(), 1),
+        "images": totals[4].item(),
+    }
 
 
-def split_accuracy(accelerator: Accelerator, net, images, labels, cfg: TrainConfig, steps: int, step_size: float,
-                   random_start: bool) -> tuple[float, float]:  # fmt: skip
+def split_accuracy(
+    accelerator: Accelerator, net, images, labels, cfg: TrainConfig, steps: int, step_size: float, random_start: bool
+) -> tuple[float, float]:
     """Clean and PGD accuracy on all `images` (uint8), split over the processes; the network in eval mode."""
     net.eval()
     counts = torch.zeros(3, device=accelerator.device)

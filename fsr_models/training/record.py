@@ -28,10 +28,12 @@ from .loop import Training, TrainingData, split_accuracy
 
 def run_header(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator) -> str:
     """One line on what trains where: network, method, data, processes, learning rate."""
-    return (f"{type(t.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if t.heads else ''} on "
-            f"{cfg.dataset}, {len(data.train_x)} train / {len(data.val_x)} val images, "
-            f"{accelerator.num_processes} process(es) on {accelerator.device}, lr {t.lr:g}"
-            f"{f', {cfg.warmup_epochs:g} warm-up epochs' if cfg.warmup_epochs else ''}")
+    return (
+        f"{type(t.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if t.heads else ''} on "
+        f"{cfg.dataset}, {len(data.train_x)} train / {len(data.val_x)} val images, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}, lr {t.lr:g}"
+        f"{f', {cfg.warmup_epochs:g} warm-up epochs' if cfg.warmup_epochs else ''}"
+    )
 
 
 def health_line(health: dict) -> str:
@@ -47,11 +49,14 @@ def health_line(health: dict) -> str:
 def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float | None) -> str:
     """How many epochs this call fits at the measured speed, and how many calls the plan still needs."""
     if not minutes:
-        return f"{seconds_per_epoch:.1f} s per epoch: epochs {done + 1}-{total} take about {(total - done) * seconds_per_epoch / 60:.1f} min"
+        minutes_left = (total - done) * seconds_per_epoch / 60
+        return f"{seconds_per_epoch:.1f} s per epoch: epochs {done + 1}-{total} take about {minutes_left:.1f} min"
     fits = max(1, math.floor(minutes * 60 / seconds_per_epoch))
     calls = math.ceil((total - done) / fits)
-    return (f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {fits} epochs (to epoch "
-            f"{min(total, done + fits)} of {total}); the plan needs about {calls} call(s) of {minutes:g} min in all")
+    return (
+        f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {fits} epochs (to epoch "
+        f"{min(total, done + fits)} of {total}); the plan needs about {calls} call(s) of {minutes:g} min in all"
+    )
 
 
 def plan_on_first_epoch(cfg: TrainConfig, progress: dict, seconds: float, accelerator: Accelerator) -> None:
@@ -81,16 +86,19 @@ class RunLog:
 
     def __init__(self, accelerator: Accelerator, out: Path, cfg: TrainConfig):
         self.accelerator, self.out = accelerator, out
-        accelerator.init_trackers("tensorboard", config={k: v for k, v in dataclasses.asdict(cfg).items()
-                                                         if isinstance(v, (int, float, str, bool))})  # fmt: skip
+        accelerator.init_trackers(
+            "tensorboard",
+            config={k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))},
+        )
 
     def __call__(self, metrics: dict) -> None:
         if self.accelerator.is_main_process:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(metrics) + "\n")
         self.accelerator.log(metrics, step=metrics["epoch"])
-        self.accelerator.print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                        for k, v in metrics.items() if "/" not in k))  # fmt: skip
+        self.accelerator.print(
+            " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if "/" not in k)
+        )
 
     def health(self, net, x: torch.Tensor) -> dict:
         """FSR health figures of the network on the clean images x (main process), flat for the logs."""
@@ -118,8 +126,7 @@ def save_best(t: Training, cfg: TrainConfig, out: Path) -> None:
     swap(out / "best.tmp", out / "best")
 
 
-def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: dict, n_train: int,
-               n_val: int) -> dict:  # fmt: skip
+def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: dict, n_train: int, n_val: int) -> dict:
     """The best weights on the test set with the paper's protocol (PGD, step eps/10, no random start), written with
     them as the Hub-ready model/ folder: metrics.json holds the run's figures and, under `test`, the test as an
     evaluation report (the format of `python -m fsr_models.evaluate`). Returns what metrics.json holds."""
@@ -128,17 +135,29 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     test_x, test_y = test_x.to(accelerator.device), test_y.to(accelerator.device)
     pgd = pgd_settings(cfg.eval_attack_steps, cfg.eps)
     start = time.perf_counter()
-    clean, robust = split_accuracy(accelerator, best, test_x, test_y, cfg, pgd["steps"], pgd["step_size"],
-                                   pgd["random_start"])  # fmt: skip
+    clean, robust = split_accuracy(
+        accelerator, best, test_x, test_y, cfg, pgd["steps"], pgd["step_size"], pgd["random_start"]
+    )
     name = f"pgd{cfg.eval_attack_steps}"
-    result = {"accuracy": {"natural": clean, name: robust}, "ensemble_over": [],
-              "settings": {"natural": attack_settings("natural", cfg.eps, False), name: pgd},
-              "seconds": {"natural and " + name: time.perf_counter() - start}}  # fmt: skip
-    results = {"test": make_report(cfg.init or cfg.model, cfg.dataset, data_source(cfg.data_dir, "test"), len(test_x),
-                                   cfg.eps, False, result),
-               "best_val_pgd_acc": progress["best_val_pgd"], "best_epoch": progress["best_epoch"],
-               "epochs": progress["epoch"], "train_images": n_train, "val_images": n_val, "sgd_steps": progress["step"],
-               "train_seconds": progress["train_seconds"], "eps": cfg.eps}  # fmt: skip
+    result = {
+        "accuracy": {"natural": clean, name: robust},
+        "ensemble_over": [],
+        "settings": {"natural": attack_settings("natural", cfg.eps, False), name: pgd},
+        "seconds": {"natural and " + name: time.perf_counter() - start},
+    }
+    results = {
+        "test": make_report(
+            cfg.init or cfg.model, cfg.dataset, data_source(cfg.data_dir, "test"), len(test_x), cfg.eps, False, result
+        ),
+        "best_val_pgd_acc": progress["best_val_pgd"],
+        "best_epoch": progress["best_epoch"],
+        "epochs": progress["epoch"],
+        "train_images": n_train,
+        "val_images": n_val,
+        "sgd_steps": progress["step"],
+        "train_seconds": progress["train_seconds"],
+        "eps": cfg.eps,
+    }
     if "extensions" in progress:
         results["extensions"] = progress["extensions"]
     if accelerator.is_main_process:
@@ -154,11 +173,16 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
         results["train_config"] = dataclasses.asdict(cfg)
         (out / "model.tmp" / "metrics.json").write_text(json.dumps(results, indent=2))
         swap(out / "model.tmp", out / "model")
-    summary = {"test_images": len(test_x), **{f"{k}_acc": v for k, v in result["accuracy"].items()},
-               **{k: results[k] for k in ("best_epoch", "epochs", "sgd_steps")}}  # fmt: skip
+    summary = {
+        "test_images": len(test_x),
+        **{f"{k}_acc": v for k, v in result["accuracy"].items()},
+        **{k: results[k] for k in ("best_epoch", "epochs", "sgd_steps")},
+    }
     accelerator.print(json.dumps(summary))
-    accelerator.print(f"Hub-ready folder: {out / 'model'} (fsr_models.hub.load_model, timm 'local-dir:', or "
-                      "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)")
+    accelerator.print(
+        f"Hub-ready folder: {out / 'model'} (fsr_models.hub.load_model, timm 'local-dir:', or "
+        "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)"
+    )
     return results
 
 
