@@ -48,6 +48,7 @@ from fsr_models.training import (
     time_spent,
     train_epoch,
     training_data,
+    what_was_kept,
 )
 
 
@@ -80,12 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = start_or_resume(args.resume, args.config, args.set, args.epochs, args.lr_extension)
     cfg, out = run.cfg, run.out
-    accelerator = Accelerator(
-        cpu=args.cpu,
-        mixed_precision="no" if cfg.precision == "fp32" else cfg.precision,
-        log_with="tensorboard",
-        project_dir=str(out),
-    )
+    precision = "no" if cfg.precision == "fp32" else cfg.precision  # bf16: autocast
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=precision, log_with="tensorboard", project_dir=str(out))
     device, main_process = accelerator.device, accelerator.is_main_process
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
     if cfg.batch_size % accelerator.num_processes:
@@ -113,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if not run.resuming:  # the starting point, for comparison
-        val_clean, val_pgd = validate()
-        log(
-            {"epoch": 0, "step": 0, "val_clean_acc": val_clean, "val_pgd_acc": val_pgd, **log.health(t.net, data.val_x)}
-        )
+        log.epoch(0, 0, t.net, data.val_x, *validate())
     if progress["epoch"] >= progress["epochs"] and (out / "model" / "metrics.json").is_file():
         accelerator.print(
             f"{out} finished all {progress['epochs']} epochs already: nothing to resume (extend it with "
@@ -135,31 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             figures = train_epoch(cfg, t, data, accelerator, epoch - 1, progress)
         except NonFiniteLoss as e:
-            kept = (
-                f"{run.checkpoint} still holds the last good epoch ({progress['epoch']}) and best/ its best weights"
-                if progress["epoch"]
-                else "no epoch had finished, so nothing was saved"
-            )
-            accelerator.print(f"\n{e}: stopping. {kept}. Lower lr (or check the data) and start a new run.")
+            accelerator.print(f"\n{e}: stopping. {what_was_kept(run.checkpoint, progress['epoch'])}")
             accelerator.end_training()
             return 3
         val_clean, val_pgd = validate()
         seconds = time.perf_counter() - epoch_start
         if epoch == 1 and not run.resuming:
             plan_on_first_epoch(cfg, progress, seconds, accelerator)  # a time budget fits the epochs to it
-        images = figures.pop("images")
-        log(
-            {
-                "epoch": epoch,
-                "step": progress["step"],
-                **figures,
-                "val_clean_acc": val_clean,
-                "val_pgd_acc": val_pgd,
-                "images_per_s": images / seconds,
-                "seconds": seconds,
-                **log.health(t.net, data.val_x),
-            }
-        )
+        log.epoch(epoch, progress["step"], t.net, data.val_x, val_clean, val_pgd, figures, seconds)
         progress["epoch"], progress["train_seconds"] = epoch, progress["train_seconds"] + seconds
         if val_pgd > progress["best_val_pgd"]:
             progress["best_val_pgd"], progress["best_epoch"] = val_pgd, epoch
@@ -174,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if stopped:  # a fixed plan in pieces: the next call resumes it, the last one evaluates
         accelerator.print(
             f"checkpoint after epoch {progress['epoch']} of {progress['epochs']} in {out}; the best "
-            f"weights so far are in {out / 'best'}. Continue with: python training/train.py --resume "
-            f"{out}"
+            f"weights so far are in {out / 'best'}. Continue with: python training/train.py --resume {out}"
         )
         accelerator.end_training()
         return 0

@@ -56,7 +56,7 @@ class CifarVGG(FSRNet):
         in_chans: int = 3,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
-        fsr_stages: tuple[int, ...] = (4,),
+        fsr_stages: tuple[int, ...] = BACKBONES["vgg16"].fsr_stages,
         fsr_tau: float = 0.1,
         fsr_separation: bool = True,
         fsr_recalibration: bool = True,

@@ -59,7 +59,7 @@ class WideResNet(FSRNet):
         in_chans: int = 3,
         global_pool: str = "avg",
         drop_rate: float = 0.0,
-        fsr_stages: tuple[int, ...] = (3,),
+        fsr_stages: tuple[int, ...] = BACKBONES["wrn34_10"].fsr_stages,
         fsr_tau: float = 0.1,
         fsr_separation: bool = True,
         fsr_recalibration: bool = True,

@@ -35,4 +35,5 @@ from .record import (
     run_header,
     save_best,
     time_spent,
+    what_was_kept,
 )

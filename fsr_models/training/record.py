@@ -100,6 +100,32 @@ class RunLog:
             " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if "/" not in k)
         )
 
+    def epoch(
+        self,
+        epoch: int,
+        step: int,
+        net,
+        val_x: torch.Tensor,
+        val_clean: float,
+        val_pgd: float,
+        figures: dict | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Log an epoch (epoch 0: the starting point): SGD steps so far, the training figures of `train_epoch`,
+        validation accuracy, speed and the FSR health figures on the validation images."""
+        timing = {"images_per_s": figures.pop("images") / seconds, "seconds": seconds} if figures else {}
+        self(
+            {
+                "epoch": epoch,
+                "step": step,
+                **(figures or {}),
+                "val_clean_acc": val_clean,
+                "val_pgd_acc": val_pgd,
+                **timing,
+                **self.health(net, val_x),
+            }
+        )
+
     def health(self, net, x: torch.Tensor) -> dict:
         """FSR health figures of the network on the clean images x (main process), flat for the logs."""
         if not (net.fsr_modules() and self.accelerator.is_main_process):
@@ -117,6 +143,16 @@ class RunLog:
         lines = map(json.loads, (self.out / "metrics.jsonl").read_text().splitlines())
         seconds = [m["seconds"] for m in lines if "seconds" in m]
         return seconds[-1] if seconds else None
+
+
+def what_was_kept(checkpoint: Path, epochs_done: int) -> str:
+    """What a run that stops on a non-finite loss leaves, and what to do."""
+    kept = (
+        f"{checkpoint} still holds the last good epoch ({epochs_done}) and best/ its best weights"
+        if epochs_done
+        else "no epoch had finished, so nothing was saved"
+    )
+    return f"{kept}. Lower lr_per_128 (or check the data) and start a new run."
 
 
 def save_best(t: Training, cfg: TrainConfig, out: Path) -> None:
