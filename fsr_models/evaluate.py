@@ -41,6 +41,18 @@ from .fsr import fsr_health
 from .hub import load_model
 
 
+def __getattr__(name: str):
+    """The library's names that lived in this module before `fsr_models.evaluation` held them still resolve here,
+    with a deprecation warning."""
+    from .evaluation import checks, features, plot, protocol, report
+
+    for module in (protocol, checks, features, report, plot):
+        if not name.startswith("__") and hasattr(module, name):
+            warnings.warn(f"fsr_models.evaluate.{name} is now {module.__name__}.{name}", DeprecationWarning, 2)
+            return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def evaluate(*args, **kwargs) -> dict:
     """Deprecated name of `fsr_models.evaluation.protocol.evaluate_attacks`."""
     warnings.warn(

@@ -1,5 +1,6 @@
 """The networks, registered with timm on import."""
 
+from ..facts import ARCHITECTURES, HF_ORG, PAPER_TAGS  # where they were before fsr_models.facts held them
 from ._fsrnet import FSRNet
 from .resnet import CifarResNet
 from .vgg import CifarVGG
