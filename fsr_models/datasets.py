@@ -42,7 +42,10 @@ def _from_arrays(path: Path, limit: int | None):
 
 def _how_to_get(name: str, root: Path) -> str:
     """Where a data set goes and how to get it there, for the errors that say it is missing."""
-    download = f"have torchvision download it into {root} (or a folder of your choice) with --download (download=True)"
+    download = (
+        f"have torchvision download it into {root} (or a folder of your choice): --download for "
+        "python -m fsr_models.evaluate, --set download=true for training/train.py"
+    )
     if name == "cifar10":
         return f"put CIFAR-10's train.npz / test.npz arrays (x uint8 (N, 32, 32, 3), y uint8) in {root}, or {download}"
     if name == "tiny_imagenet":
@@ -102,7 +105,8 @@ def load_dataset(
     if data_dir is None or str(data_dir) == "sample":
         raise FileNotFoundError(
             f"{'the shipped sample is CIFAR-10 only' if data_dir else 'no data folder'}: give a folder for {name} "
-            f"{split} (--data-dir DIR, data_dir=DIR or ${DATA_DIR_ENV}); only a small CIFAR-10 sample ships with the "
+            f"{split} (training/train.py: --set data_dir=DIR; python -m fsr_models.evaluate: --data-dir DIR; or "
+            f"${DATA_DIR_ENV}); only a small CIFAR-10 sample ships with the "
             f"package, as the folder 'sample' ({SAMPLE_SIZES['train']} training and {SAMPLE_SIZES['test']} test images)"
         )
     root = Path(data_dir).expanduser()  # "~/data" quoted, or from a shell that leaves ~ after "=" alone

@@ -3,13 +3,15 @@ timm and transformers both load. Runs offline on a CPU in about a minute.
 
     python -m fsr_models.demo [--data-dir DIR] [--images N] [--out DIR]
 
-The networks are freshly initialised: until trained weights are published their accuracy is chance level.
+The registered networks are freshly initialised (chance-level accuracy); the trained weights of a checkout's
+hub/weights/ are run on the same images. The example folder is temporary unless --out names one.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import timm
 import torch
@@ -19,6 +21,8 @@ from transformers import AutoModelForImageClassification
 import fsr_models
 from fsr_models.datasets import load_cifar10
 from fsr_models.hub import load_model, save_folder
+
+ZOO = Path(__file__).resolve().parents[1] / "hub" / "weights"  # the trained weights, in a checkout
 
 
 def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
@@ -70,7 +74,19 @@ def main(argv: list[str] | None = None) -> None:
         losses = fsr_models.FSRLoss.for_model(model).terms(out, y)
     print(f"  FSR losses on this batch (Eq. 3-5): L_sep {losses['sep']:.3f}, L_rec {losses['rec']:.3f}")
 
-    folder = args.out or tempfile.mkdtemp(prefix="fsr-zoo-")
+    if ZOO.is_dir():
+        print(f"\nTrained weights in this checkout ({ZOO}), on the same {len(x)} images:")
+        for weights in sorted(p for p in ZOO.iterdir() if (p / "config.json").is_file()):
+            with torch.no_grad():
+                acc = (load_model(weights).eval()(x).argmax(1) == y).float().mean().item()
+            print(f"  {weights.name:<28} top-1 {acc:.1%}")
+
+    with tempfile.TemporaryDirectory(prefix="fsr-zoo-") as scratch:
+        show_loaders(model, x, args.out or scratch)
+
+
+def show_loaders(model: torch.nn.Module, x: torch.Tensor, folder: str) -> None:
+    """Save `model` as a zoo folder and load it back with each loader: the same logits."""
     save_folder(model, folder)
     with torch.no_grad():
         reference = model(x)

@@ -19,7 +19,7 @@ import timm
 import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .facts import HF_ORG
 from .fsr import FSRLoss
@@ -31,7 +31,9 @@ from .weights import (
     INDEX_NAME,
     WEIGHTS_NAME,
     check_safetensors,
+    make_readable,
     read_weights,
+    save_weights,
 )
 
 __all__ = [  # the loaders, and the names of the layout's files (fsr_models.weights) with them
@@ -68,12 +70,12 @@ def save_folder(
     """
     hf_model = FSRForImageClassification.from_timm_model(model, **config_fields)
     hf_model.save_pretrained(folder, max_shard_size=max_shard_size)
+    make_readable(*Path(folder).glob("model*.safetensors"))
     heads_path = Path(folder) / FSR_HEADS_NAME
     if fsr_loss is None:
         heads_path.unlink(missing_ok=True)
     else:
-        heads = {k: v.detach().cpu().contiguous() for k, v in fsr_loss.state_dict().items()}
-        save_file(heads, str(heads_path), metadata={"format": "pt"})
+        save_weights({k: v.detach().cpu().contiguous() for k, v in fsr_loss.state_dict().items()}, heads_path)
     return Path(folder)
 
 

@@ -22,7 +22,6 @@ import yaml
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from safetensors.torch import save_file
 
 from .card import (
     COMPARISON_NAME,
@@ -47,6 +46,7 @@ from .hub import (
     read_fsr_heads,
     read_weights,
 )
+from .weights import save_weights
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME)
@@ -131,7 +131,7 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
     partial.mkdir(parents=True)
     try:
         shutil.copyfile(src / CONFIG_NAME, partial / CONFIG_NAME)
-        save_file(weights, str(partial / WEIGHTS_NAME), metadata={"format": "pt"})
+        save_weights(weights, partial / WEIGHTS_NAME)
         (partial / IMAGE_PROCESSOR_NAME).write_text(image_processor_config(src))  # also for folders saved without it
         (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
         if "train_config" in record.metrics:
@@ -236,6 +236,18 @@ def upload_plan(folder: str | Path, files: list[str]) -> list[dict]:
     ]
 
 
+def hub_token(repo_id: str | None = None, token: str | None = None) -> str:
+    """`token`, or the one of the environment (HF_TOKEN, `hf auth login`); a PublishError says how to set one."""
+    token = token or get_token()
+    if not token:
+        owner = repo_id.split("/")[0] if repo_id else "the repository's owner"
+        raise PublishError(
+            f"no Hub token: set HF_TOKEN to a token with write access to {owner} (or run `hf auth login`), "
+            "or use the dry run"
+        )
+    return token
+
+
 def publish(
     folder: str | Path,
     repo_id: str,
@@ -261,13 +273,7 @@ def publish(
     }
     if dry_run:
         return result
-    token = token or get_token()
-    if not token:
-        raise PublishError(
-            f"no Hub token: set HF_TOKEN to a token with write access to {repo_id.split('/')[0]} "
-            "(or run `hf auth login`), or use the dry run"
-        )
-    api = HfApi(token=token)
+    api = HfApi(token=hub_token(repo_id, token))
     api.create_repo(repo_id, private=private, exist_ok=True)
     if private is not None:  # create_repo ignores `private` for a repository that exists
         api.update_repo_settings(repo_id, private=private)

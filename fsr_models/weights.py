@@ -33,6 +33,21 @@ def check_safetensors(path: str | os.PathLike) -> None:
         ) from e
 
 
+def make_readable(*paths: str | os.PathLike) -> None:
+    """Give files the mode any other file gets here (0644 under the usual umask): safetensors writes its files 0600,
+    which other users of a shared folder, or a web server, cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~umask)
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """A safetensors file of `tensors`, readable like the folder's other files."""
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    make_readable(path)
+
+
 def shard_files(folder: Path) -> list[str]:
     """The shard files that a folder's index lists, in order."""
     return sorted(set(json.loads((folder / INDEX_NAME).read_text())["weight_map"].values()))
@@ -94,10 +109,7 @@ def merge_shards(folder: str | os.PathLike) -> Path:
     merged = read_weights(folder) if not target.is_file() else None
     if merged is not None:
         partial = folder / f"{WEIGHTS_NAME}.partial"
-        save_file(merged, str(partial), metadata={"format": "pt"})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # safetensors writes 0600: readable like any other file of the folder
+        save_weights(merged, partial)
         os.replace(partial, target)
     # Read back (also a merged file left by an interrupted merge) and compare before the shards go.
     written, parts = load_file(target), {}

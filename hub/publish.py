@@ -26,7 +26,7 @@ from huggingface_hub import ModelCard
 
 from fsr_models import facts
 from fsr_models.card import paper_repo_id
-from fsr_models.repository import CARD_NAME, CONFIG_NAME, export_repo, is_repo_folder, publish
+from fsr_models.repository import CARD_NAME, CONFIG_NAME, export_repo, hub_token, is_repo_folder, publish
 
 ZOO = Path(__file__).resolve().parent / "weights"
 
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
 
 
 def run(args, scratch: Path) -> int:
+    if not args.dry_run:
+        hub_token(args.repo_id)  # before an export of the whole weights that could not be sent
     if is_repo_folder(args.source):  # exported and checked earlier: publish it as it is
         folder = Path(args.source)
     else:

@@ -202,7 +202,27 @@ def render() -> str:
         "",
     ]
 
+    example = next(iter(trained), "resnet18_fsr.at_cifar10")
     lines += [
+        "## Load",
+        "",
+        "```python",
+        "import fsr_models  # registers the architectures with timm and transformers",
+        "import timm",
+        "from transformers import AutoModelForImageClassification",
+        "",
+        f'model = timm.create_model("local-dir:hub/weights/{example}", pretrained=True).eval()',
+        "logits = model(images)  # images: float tensor (N, 3, 32, 32), RGB in [0, 1], no normalisation",
+        "",
+        f'hf_model = AutoModelForImageClassification.from_pretrained("hub/weights/{example}")  # the same weights',
+        "logits = hf_model(pixel_values=images).logits",
+        "```",
+        "",
+        "## Licence",
+        "",
+        "The code and the weights are released under the MIT licence (`LICENSE`). The FSR method is Kim et al.'s "
+        "(CVPR 2023): cite their paper when you use it.",
+        "",
         "## Intended use and limits",
         "",
         "Research checkpoints for studying adversarial robustness. Robustness holds only in the threat model "

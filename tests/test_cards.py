@@ -193,4 +193,6 @@ def test_model_card_md_compares_the_shipped_pair_and_speaks_to_users():
     for name in ("MODEL_CARD.md", *(f"hub/weights/{f.name}/README.md" for f in (FSR, PLAIN))):
         user_text = (ROOT / name).read_text()
         assert not re.search(r"\bissue \d|\.\./shared|REFERENCE\.md|device session", user_text), name
+        assert "MIT" in user_text and 'timm.create_model("local-dir:hub/weights/' in user_text, name  # licence, load
     assert "Recalibration Net is dead" in (FSR / "README.md").read_text()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")

@@ -1,5 +1,8 @@
 """The README's main job and the CIFAR-10 arrays it runs on."""
 
+import re
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -34,7 +37,8 @@ def test_missing_data_is_a_clear_error_and_nothing_is_created_or_downloaded_unas
     with pytest.raises(
         FileNotFoundError,
         match=r"cifar10 train is not in .* was not asked to be downloaded: put "
-        r"CIFAR-10's train.npz / test.npz arrays .* with --download",
+        r"CIFAR-10's train.npz / test.npz arrays .* --download for python -m fsr_models.evaluate, --set "
+        r"download=true for training/train.py",
     ):
         load_cifar10("train", tmp_path)
     with pytest.raises(FileNotFoundError, match=f"data folder {tmp_path / 'typo'} does not exist"):
@@ -74,10 +78,15 @@ def test_tiny_imagenet_folder_layout(tmp_path):
     assert x.shape == (1, 3, 64, 64) and y.tolist() == [1]
 
 
-def test_demo_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys):
-    demo.main(["--images", "8", "--out", str(tmp_path)])
+def test_demo_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))  # where the demo's temporary folder goes
+    (tmp_path / "scratch").mkdir()
+    demo.main(["--images", "8"])
     out = capsys.readouterr().out
     assert "resnet18_fsr" in out and "wrn34_10_plain" in out
+    assert not list((tmp_path / "scratch").iterdir())  # the example folder is gone with the run
+    assert re.search(r"resnet18_plain\.at_cifar10 +top-1 \d+\.\d%", out)  # the trained weights of the checkout
     assert "eval forward twice, identical logits: True" in out
     assert out.count("pretrained=True): True") == 1 and "from_pretrained" in out and out.rstrip().endswith("True")
-    assert (tmp_path / "model.safetensors").is_file()
+    demo.main(["--images", "2", "--out", str(tmp_path / "kept")])  # --out keeps the example folder
+    assert (tmp_path / "kept" / "model.safetensors").is_file()

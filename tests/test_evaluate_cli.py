@@ -98,7 +98,7 @@ def test_a_data_folder_is_recorded_as_the_source(folder, tmp_path, cifar10_dir):
 def test_missing_data_is_an_error_and_nothing_is_created_or_downloaded(folder, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FSR_DATA_DIR", raising=False)
     err = user_error(capsys, folder, "--n", "4", "--out", tmp_path / "eval")  # no silent fallback to the sample
-    assert "no data folder: give a folder for cifar10 test (--data-dir DIR" in err and "'sample'" in err
+    assert "no data folder: give a folder for cifar10 test" in err and "--data-dir DIR" in err and "'sample'" in err
     missing = tmp_path / "cifar10"
     err = user_error(capsys, folder, "--data-dir", missing, "--n", "4", "--out", tmp_path / "eval")
     assert f"data folder {missing} does not exist" in err and "test.npz" in err and "--download" in err

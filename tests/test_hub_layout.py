@@ -197,6 +197,7 @@ def test_sharded_folders_load_whole_and_merge_into_the_one_file_timm_reads(tmp_p
             timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
 
         assert merge_shards(tmp_path) == tmp_path / WEIGHTS_NAME
+        assert all(p.stat().st_mode & 0o044 for p in tmp_path.iterdir())  # readable by others (safetensors: 0600)
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
             [CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, FSR_HEADS_NAME]
         )

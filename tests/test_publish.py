@@ -97,6 +97,9 @@ def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_fo
     merged, shipped = load_file(repo_folder / "model.safetensors"), load_file(WEIGHTS / "model.safetensors")
     assert merged.keys() == shipped.keys() and all(torch.equal(merged[k], shipped[k]) for k in merged)
     assert check_repo_folder(repo_folder) == sorted(p.name for p in repo_folder.iterdir())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(p.stat().st_mode & 0o777) for p in repo_folder.iterdir()} == {0o666 & ~umask}  # none 0600
 
 
 def test_card_metadata_parses_back_into_the_same_eval_results(repo_folder):
@@ -279,6 +282,15 @@ def test_command_line_errors_are_one_line_and_exit_2(tmp_path):
     result = publish_cli(tmp_path / "run", "--dry-run")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "holds no config.json" in result.stderr
+
+
+def test_without_a_token_nothing_is_exported(tmp_path, monkeypatch, capsys):
+    import fsr_models.repository
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(fsr_models.repository, "get_token", lambda: None)  # nor a stored login
+    assert load_script("hub/publish.py", "hub_publish").main([str(WEIGHTS), "--out", str(tmp_path / "repo")]) == 2
+    assert "no Hub token" in capsys.readouterr().err and not (tmp_path / "repo").exists()
 
 
 def test_model_card_md_is_up_to_date():

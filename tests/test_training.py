@@ -244,7 +244,7 @@ def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys
     assert results(out)["fsr_health"]["fsr4"]["r_contribution"] == 0
 
 
-def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys):
+def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys, monkeypatch):
     load_config = training.load_config
     with pytest.raises(ValueError, match=r"unknown config key 'epoch' in --set epoch=3"):
         load_config(None, ["epoch=3"])
@@ -273,6 +273,8 @@ def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys):
     one_line_error(["--cpu", "--set", "compile=fast"], "compile")
     one_line_error(["--cpu", "--epochs", "5", "--lr-extension", "hold"], "--resume")
     one_line_error(["--cpu", "--set", f"data_dir={tmp_path / 'nowhere'}", f"output_dir={tmp_path / 'run'}"], "nowhere")
+    monkeypatch.delenv("FSR_DATA_DIR", raising=False)
+    one_line_error(["--cpu", "--set", f"output_dir={tmp_path / 'run2'}"], "--set data_dir=DIR")  # how train.py says it
     assert not (tmp_path / "nowhere").exists()  # a mistyped data folder is not created
     for bad, named in [
         ("lr_per_128=fast", "lr_per_128"),

@@ -37,8 +37,12 @@ def test_weights_load_the_same_in_timm_transformers_and_load_model(folder):
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = load_model(folder).eval()(x)
-        assert torch.equal(timm.create_model(f"local-dir:{folder}", pretrained=True).eval()(x), reference)
-        assert torch.equal(AutoModelForImageClassification.from_pretrained(folder).eval()(x).logits, reference)
+        by_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        by_transformers = AutoModelForImageClassification.from_pretrained(folder).eval()
+        assert torch.equal(by_timm(x), reference) and torch.equal(by_transformers(x).logits, reference)
+    # config.json was written before it recorded pool_size (null there): every loader reads the tag's
+    for model in (load_model(folder), by_timm, by_transformers.model):
+        assert tuple(model.pretrained_cfg["pool_size"]) == (4, 4)
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
