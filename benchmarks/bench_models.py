@@ -1,6 +1,6 @@
-"""Throughput of each network with and without FSR, and the FSR / plain time ratio, for three steps:
-forward (eval), a training step (forward, cross-entropy plus the FSR losses for FSR networks, backward, SGD step),
-and the PGD-10 adversarial-training step of training/train.py (its own `adversarial_loss`: PGD-10 in eval mode, then
+"""Throughput of each network with and without FSR, and the FSR / plain time ratio, for three steps: forward (eval), a
+training step (forward, cross-entropy plus the FSR losses for FSR networks, backward, SGD step), and the PGD-10
+adversarial-training step of training/train.py (`fsr_models.training.adversarial_loss`: PGD-10 in eval mode, then
 the losses in train mode; then backward and the SGD step), with the time of one CIFAR-10 epoch (49,000 images) at
 that speed.
 

@@ -27,7 +27,7 @@ from .evaluation.protocol import ATTACKS, attack_settings, pgd_settings
 from .evaluation.report import accuracy_table, column_title, eval_results, health_table
 from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
-from .training.config import renamed
+from .renames import renamed
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"

@@ -20,6 +20,7 @@ line `error: ...` and exit code 2; a failed sanity check ends in exit code 4.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -40,25 +41,48 @@ from .facts import DATASETS, PAPER_EPS
 from .fsr import fsr_health
 from .hub import load_model
 
+# The library's names that lived in this module before fsr_models.evaluation held them: old name -> new home.
+MOVED = {
+    **dict.fromkeys(
+        [
+            "WHITE_BOX",
+            "ATTACKS",
+            "CURVE_EPS",
+            "attack_settings",
+            "run_attack",
+            "correct",
+            "batched",
+            "robustness_curve",
+        ],
+        "fsr_models.evaluation.protocol",
+    ),
+    **dict.fromkeys(
+        ["FSR_CHECK", "input_gradient_is_zero", "fsr_active_check", "sanity_checks"], "fsr_models.evaluation.checks"
+    ),
+    **dict.fromkeys(["knn_accuracy", "feature_analysis", "check_feature_analysis"], "fsr_models.evaluation.features"),
+    **dict.fromkeys(
+        ["COLUMNS", "column_title", "eval_results", "model_index", "accuracy_table", "health_table", "markdown"],
+        "fsr_models.evaluation.report",
+    ),
+    "plot_curve": "fsr_models.evaluation.plot",
+    "PAPER_EPS": "fsr_models.facts",
+}
+RENAMED = {
+    "evaluate": ("fsr_models.evaluation.protocol", "evaluate_attacks"),
+    "protocol": ("fsr_models.evaluation.report", "protocol_text"),
+}
+
 
 def __getattr__(name: str):
-    """The library's names that lived in this module before `fsr_models.evaluation` held them still resolve here,
-    with a deprecation warning."""
-    from .evaluation import checks, features, plot, protocol, report
-
-    for module in (protocol, checks, features, report, plot):
-        if not name.startswith("__") and hasattr(module, name):
-            warnings.warn(f"fsr_models.evaluate.{name} is now {module.__name__}.{name}", DeprecationWarning, 2)
-            return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def evaluate(*args, **kwargs) -> dict:
-    """Deprecated name of `fsr_models.evaluation.protocol.evaluate_attacks`."""
-    warnings.warn(
-        "fsr_models.evaluate.evaluate is now fsr_models.evaluation.evaluate_attacks", DeprecationWarning, stacklevel=2
-    )
-    return evaluate_attacks(*args, **kwargs)
+    """An old name of this module (MOVED, RENAMED, HUB_DATASETS) resolves to its new home, with a warning."""
+    if name == "HUB_DATASETS":  # data set -> (Hub id, name); now DATASETS' fields
+        warnings.warn("fsr_models.evaluate.HUB_DATASETS is now fsr_models.facts.DATASETS", FutureWarning, 2)
+        return {key: (data.hub_id, data.name) for key, data in DATASETS.items()}
+    module, new = (MOVED[name], name) if name in MOVED else RENAMED.get(name, (None, None))
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"fsr_models.evaluate.{name} is now {module}.{new}", FutureWarning, 2)
+    return getattr(importlib.import_module(module), new)
 
 
 class Parser(argparse.ArgumentParser):

@@ -21,9 +21,9 @@ PAPER_EPOCHS = 100
 LR_BATCH = 128
 
 
-def scaled_lr(lr: float, batch_size: int) -> float:
-    """The learning rate of a batch of `batch_size` for a config's `lr` (per 128 images), scaled linearly."""
-    return lr * batch_size / LR_BATCH
+def scaled_lr(lr_per_128: float, batch_size: int) -> float:
+    """The learning rate of a batch of `batch_size` for a config's `lr_per_128`, scaled linearly."""
+    return lr_per_128 * batch_size / LR_BATCH
 
 
 def milestone_epochs(fractions: list[float], epochs: int) -> list[int]:

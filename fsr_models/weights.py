@@ -59,7 +59,8 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     index = folder / INDEX_NAME
     if index.is_file() and (folder / WEIGHTS_NAME).is_file():
         raise ValueError(
-            f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), which may differ: remove the stale one"
+            f"{folder} holds both {WEIGHTS_NAME} and {INDEX_NAME} (shards), as an interrupted merge leaves them: "
+            f"run `python hub/merge_shards.py {folder}` to finish it (it checks that the two agree)"
         )
     if index.is_file():
         files = shard_files(folder)

@@ -308,6 +308,9 @@ def test_renamed_settings_still_load_with_a_warning_also_from_a_saved_run(tmp_pa
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
     resumed = training.config.resumed_config(tmp_path / "run", None, [])
     assert (resumed.lr_per_128, resumed.attack_step_size) == (0.05, 1 / 255)
+    (tmp_path / "both.yaml").write_text("lr: 0.05\nlr_per_128: 0.1\n")  # which one was meant cannot be known
+    with pytest.raises(training.ConfigError, match="both 'lr' and its new name 'lr_per_128'"):
+        training.load_config(str(tmp_path / "both.yaml"), [])
 
 
 def test_every_paper_setting_has_a_valid_config(train_script):

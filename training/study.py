@@ -5,16 +5,15 @@
     python training/study.py STUDY.yaml --runs DIR --report DIR --plot-only      # redraw from finished runs
     python training/study.py STUDY.yaml --runs DIR --report DIR --minutes 8      # stop within 8 minutes, go on later
 
-A study file (YAML) holds `base` (TrainConfig settings every run shares), `models` (each setting runs once per
-model, unless it names its own `model`) and `settings` (name -> the settings that differ). Every run is
-`training/train.py` itself, in a process of its own, in `<runs>/<setting>.<model>/`: a finished run is kept, an
-interrupted one resumed, so the command can simply be run again. The report folder gets each run's per-epoch curves
-(`<run>.jsonl`, the trainer's metrics.jsonl) and final test results (`<run>.json`), `curves_epoch.png` and
-`curves_step.png` (validation PGD and clean accuracy, adversarial training accuracy and the FSR health figures
-against epoch and against SGD step, one line per run) and `table.md`. With `--minutes M` the command stops within M
-minutes: each run it starts may use what is left (the trainer's `stop_after_min`, checkpointed), no run starts once
-the time is spent, and the same command later goes on where it stopped.
-"""
+A study file (YAML) holds `base` (`fsr_models.training.TrainConfig` settings every run shares), `models` (each
+setting runs once per model, unless it names its own `model`) and `settings` (name -> the settings that differ).
+Every run is `training/train.py` itself, in a process of its own, in `<runs>/<setting>.<model>/`: a finished run is
+kept, an interrupted one resumed, so the command can simply be run again. The report folder gets each run's
+per-epoch curves (`<run>.jsonl`, the trainer's metrics.jsonl) and final test results (`<run>.json`),
+`curves_epoch.png` and `curves_step.png` (validation PGD and clean accuracy, adversarial training accuracy and the
+FSR health figures against epoch and against SGD step, one line per run) and `table.md`. With `--minutes M` the
+command stops within M minutes: each run it starts may use what is left (the trainer's `stop_after_min`,
+checkpointed), no run starts once the time is spent, and the same command later goes on where it stopped."""
 
 from __future__ import annotations
 

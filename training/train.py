@@ -33,6 +33,7 @@ from fsr_models.training import (
     NonFiniteLoss,
     RunLog,
     build_training,
+    clean_and_pgd_accuracy,
     extend,
     final_test,
     initial_progress,
@@ -43,7 +44,6 @@ from fsr_models.training import (
     run_header,
     save_best,
     save_checkpoint,
-    split_accuracy,
     start_or_resume,
     time_spent,
     train_epoch,
@@ -83,83 +83,84 @@ def main(argv: list[str] | None = None) -> int:
     cfg, out = run.cfg, run.out
     precision = "no" if cfg.precision == "fp32" else cfg.precision  # bf16: autocast
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=precision, log_with="tensorboard", project_dir=str(out))
-    device, main_process = accelerator.device, accelerator.is_main_process
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
-    if cfg.batch_size % accelerator.num_processes:
-        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
-    set_seed(cfg.seed, device_specific=True)  # each process its own augmentation and noise draws
+    try:  # whatever ends the run, Accelerate's trackers are closed
+        device, main_process = accelerator.device, accelerator.is_main_process
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
+        if cfg.batch_size % accelerator.num_processes:
+            raise ConfigError(f"batch_size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
+        set_seed(cfg.seed, device_specific=True)  # each process its own augmentation and noise draws
 
-    data = training_data(cfg, device)
-    progress = initial_progress(cfg, run.saved_progress, len(data.train_x) // cfg.batch_size)
-    t = build_training(cfg, data, accelerator, progress, run.resuming)
-    if run.resuming:
-        accelerator.load_state(str(run.checkpoint))
-        if args.epochs is not None:
-            extend(progress, cfg, args.epochs, args.lr_extension)
-        accelerator.print(f"resumed {run.checkpoint} after epoch {progress['epoch']} of {progress['epochs']}")
-    elif main_process:
-        out.mkdir(parents=True, exist_ok=True)
-    if main_process and (not run.resuming or args.epochs is not None):
-        (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    log = RunLog(accelerator, out, cfg)
-    accelerator.print(run_header(cfg, t, data, accelerator))
+        data = training_data(cfg, device)
+        progress = initial_progress(cfg, run.saved_progress, len(data.train_x) // cfg.batch_size)
+        training = build_training(cfg, data, accelerator, progress, run.resuming)
+        if run.resuming:
+            accelerator.load_state(str(run.checkpoint))
+            if args.epochs is not None:
+                extend(progress, cfg, args.epochs, args.lr_extension)
+            accelerator.print(f"resumed {run.checkpoint} after epoch {progress['epoch']} of {progress['epochs']}")
+        elif main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        if main_process and (not run.resuming or args.epochs is not None):
+            (out / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        log = RunLog(accelerator, out, cfg)
+        accelerator.print(run_header(cfg, training, data, accelerator))
 
-    def validate() -> tuple[float, float]:
-        return split_accuracy(
-            accelerator, t.net, data.val_x, data.val_y, cfg, cfg.val_attack_steps, cfg.attack_step_size, True
-        )
+        def validate() -> tuple[float, float]:
+            steps, step_size = cfg.val_attack_steps, cfg.attack_step_size
+            val = (data.val_x, data.val_y)
+            return clean_and_pgd_accuracy(accelerator, training.net, *val, cfg, steps, step_size, random_start=True)
 
-    if not run.resuming:  # the starting point, for comparison
-        log.epoch(0, 0, t.net, data.val_x, *validate())
-    if progress["epoch"] >= progress["epochs"] and (out / "model" / "metrics.json").is_file():
-        accelerator.print(
-            f"{out} finished all {progress['epochs']} epochs already: nothing to resume (extend it with "
-            "--epochs N --lr-extension stretch|hold)"
-        )
-        accelerator.end_training()
+        if not run.resuming:  # the starting point, for comparison
+            log.epoch(0, 0, training.net, data.val_x, *validate())
+        if progress["epoch"] >= progress["epochs"] and (out / "model" / "metrics.json").is_file():
+            accelerator.print(
+                f"{out} finished all {progress['epochs']} epochs already: nothing to resume (extend it with "
+                "--epochs N --lr-extension stretch|hold)"
+            )
+            return 0
+        last_seconds = log.last_epoch_seconds() if run.resuming else None  # of an earlier call of this run
+        if last_seconds and progress["epoch"] < progress["epochs"]:
+            accelerator.print(plan_message(last_seconds, progress["epoch"], progress["epochs"], cfg.stop_after_min))
+
+        started, stopped = time.perf_counter(), False
+        while progress["epoch"] < progress["epochs"]:
+            epoch_start, epoch = time.perf_counter(), progress["epoch"] + 1
+            try:
+                figures = train_epoch(cfg, training, data, accelerator, epoch - 1, progress)
+            except NonFiniteLoss as e:
+                accelerator.print(f"\n{e}: stopping. {what_was_kept(run.checkpoint, progress['epoch'])}")
+                return 3
+            val_clean, val_pgd = validate()
+            seconds = time.perf_counter() - epoch_start
+            if epoch == 1 and not run.resuming:
+                plan_on_first_epoch(cfg, progress, seconds, accelerator)  # a time budget fits the epochs to it
+            log.epoch(
+                epoch, progress["step"], training.net, data.val_x, val_clean, val_pgd, figures=figures, seconds=seconds
+            )
+            progress["epoch"], progress["train_seconds"] = epoch, progress["train_seconds"] + seconds
+            if val_pgd > progress["best_val_pgd"]:
+                progress["best_val_pgd"], progress["best_epoch"] = val_pgd, epoch
+                if main_process:
+                    save_best(training, cfg, out)
+            save_checkpoint(accelerator, out, progress)
+            spent = time_spent(cfg, time.perf_counter() - started, seconds, accelerator)
+            if spent and epoch < progress["epochs"]:
+                accelerator.print(f"{spent} is spent after epoch {epoch} of {progress['epochs']}: stopping")
+                stopped = spent == "this call"
+                break
+        if stopped:  # a fixed plan in pieces: the next call resumes it, the last one evaluates
+            accelerator.print(
+                f"checkpoint after epoch {progress['epoch']} of {progress['epochs']} in {out}; the best "
+                f"weights so far are in {out / 'best'}. Continue with: python training/train.py --resume {out}"
+            )
+            return 0
+
+        print_checksum(accelerator, training.net)
+        final_test(accelerator, cfg, out, progress, len(data.train_x), len(data.val_x))  # and the Hub-ready model/
         return 0
-    if run.resuming and progress["epoch"] < progress["epochs"] and log.last_epoch_seconds():
-        accelerator.print(
-            plan_message(log.last_epoch_seconds(), progress["epoch"], progress["epochs"], cfg.stop_after_min)
-        )
 
-    started, stopped = time.perf_counter(), False
-    while progress["epoch"] < progress["epochs"]:
-        epoch_start, epoch = time.perf_counter(), progress["epoch"] + 1
-        try:
-            figures = train_epoch(cfg, t, data, accelerator, epoch - 1, progress)
-        except NonFiniteLoss as e:
-            accelerator.print(f"\n{e}: stopping. {what_was_kept(run.checkpoint, progress['epoch'])}")
-            accelerator.end_training()
-            return 3
-        val_clean, val_pgd = validate()
-        seconds = time.perf_counter() - epoch_start
-        if epoch == 1 and not run.resuming:
-            plan_on_first_epoch(cfg, progress, seconds, accelerator)  # a time budget fits the epochs to it
-        log.epoch(epoch, progress["step"], t.net, data.val_x, val_clean, val_pgd, figures, seconds)
-        progress["epoch"], progress["train_seconds"] = epoch, progress["train_seconds"] + seconds
-        if val_pgd > progress["best_val_pgd"]:
-            progress["best_val_pgd"], progress["best_epoch"] = val_pgd, epoch
-            if main_process:
-                save_best(t, cfg, out)
-        save_checkpoint(accelerator, out, progress)
-        spent = time_spent(cfg, time.perf_counter() - started, seconds, accelerator)
-        if spent and epoch < progress["epochs"]:
-            accelerator.print(f"{spent} is spent after epoch {epoch} of {progress['epochs']}: stopping")
-            stopped = spent == "this call"
-            break
-    if stopped:  # a fixed plan in pieces: the next call resumes it, the last one evaluates
-        accelerator.print(
-            f"checkpoint after epoch {progress['epoch']} of {progress['epochs']} in {out}; the best "
-            f"weights so far are in {out / 'best'}. Continue with: python training/train.py --resume {out}"
-        )
+    finally:
         accelerator.end_training()
-        return 0
-
-    print_checksum(accelerator, t.net)
-    final_test(accelerator, cfg, out, progress, len(data.train_x), len(data.val_x))  # and the Hub-ready model/
-    accelerator.end_training()
-    return 0
 
 
 if __name__ == "__main__":

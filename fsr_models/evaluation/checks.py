@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from .. import attacks
 from ..fsr import LIVE_UNITS_MIN, R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
-from .protocol import batched, correct, robustness_curve
+from .protocol import batched, correct, pgd_settings, robustness_curve
 
 FSR_CHECK = (
     f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep at least "
@@ -63,7 +63,9 @@ def sanity_checks(model, x, y, result, eps, batch_size=200, curve=None, health=N
     if "pgd20" in acc:
         # Five independent random starts (not the protocol's start): they should not help the model, and a large
         # drop below the fixed-start PGD-20 would mean the clean point hides the gradient (masking).
-        r = accuracy_under(lambda xb, yb: attacks.pgd_restarts(model, xb, yb, eps, eps / 10, 20, 5, True))
+        s = pgd_settings(20, eps, strong=True)  # a random start and 5 restarts
+        restarts = (s["step_size"], s["steps"], s["restarts"], s["random_start"])
+        r = accuracy_under(lambda xb, yb: attacks.pgd_restarts(model, xb, yb, eps, *restarts))
         detail = {"pgd20": acc["pgd20"], "pgd20_5_random_restarts": r}
         check("random restarts never help the model (<= PGD-20)", r <= acc["pgd20"] + tol, detail)
         check(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import attacks
-from .protocol import batched, correct
+from .protocol import batched, correct, pgd_settings
 
 
 def knn_accuracy(features, labels, bank, bank_labels, k, temperature=0.1, num_classes=None) -> float:
@@ -24,7 +24,8 @@ def feature_analysis(model, x, y, bank_x, bank_y, eps, batch_size=200) -> dict:
     (b) weighted 5-NN and 20-NN accuracy of each feature of PGD-20 examples among clean features of `bank_x`."""
     check_feature_analysis(model)
     outputs = ("f_pos", "f_neg", "f_neg_recal", "f_tilde")
-    pgd20 = lambda xb, yb: attacks.pgd(model, xb, yb, eps, eps / 10, 20, random_start=False)  # noqa: E731
+    s = pgd_settings(20, eps)  # the paper's PGD-20
+    pgd20 = lambda xb, yb: attacks.pgd(model, xb, yb, eps, s["step_size"], s["steps"], s["random_start"])  # noqa: E731
     table = {}
     for output in outputs:
         model.set_fsr_output(output)

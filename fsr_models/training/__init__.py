@@ -1,8 +1,17 @@
-"""The library behind `training/train.py`: the config (`config`), where a run starts or resumes and its checkpoints
-(`checkpoint`), the parts of the loop (`loop`: data, network and optimiser, one epoch, accuracy on a split) and what
-a run writes (`record`). The script's `main` puts them together, top to bottom."""
+"""The library behind `training/train.py`: the config (`config`), where a run starts or resumes, its plan of
+epochs and its checkpoints (`checkpoint`), the parts of the loop (`loop`: data, network and optimiser, one epoch,
+accuracy on a split) and what a run writes (`record`). The script's `main` puts them together, top to bottom."""
 
-from .checkpoint import RunStart, extend, initial_progress, save_checkpoint, start_or_resume
+from .checkpoint import (
+    RunStart,
+    extend,
+    initial_progress,
+    plan_message,
+    plan_on_first_epoch,
+    save_checkpoint,
+    start_or_resume,
+    time_spent,
+)
 from .config import (
     COMPILE_MODES,
     RESUME_MAY_CHANGE,
@@ -19,21 +28,18 @@ from .loop import (
     adversarial_loss,
     augment,
     build_training,
+    clean_and_pgd_accuracy,
     compile_available,
     lr_factor,
     shard_batches,
-    split_accuracy,
     train_epoch,
     training_data,
 )
 from .record import (
     RunLog,
     final_test,
-    plan_message,
-    plan_on_first_epoch,
     print_checksum,
     run_header,
     save_best,
-    time_spent,
     what_was_kept,
 )

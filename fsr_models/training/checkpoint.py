@@ -5,11 +5,14 @@ whole checkpoint."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
 
 from ..facts import milestone_epochs
 from .config import ConfigError, TrainConfig, load_config, resumed_config
@@ -113,3 +116,38 @@ def swap(new: Path, final: Path) -> None:
         final.rename(old)
     new.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float | None) -> str:
+    """How many epochs this call fits at the measured speed, and how many calls the plan still needs."""
+    if not minutes:
+        minutes_left = (total - done) * seconds_per_epoch / 60
+        return f"{seconds_per_epoch:.1f} s per epoch: epochs {done + 1}-{total} take about {minutes_left:.1f} min"
+    fits = max(1, math.floor(minutes * 60 / seconds_per_epoch))
+    calls = math.ceil((total - done) / fits)
+    return (
+        f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {fits} epochs (to epoch "
+        f"{min(total, done + fits)} of {total}); the plan needs about {calls} call(s) of {minutes:g} min in all"
+    )
+
+
+def plan_on_first_epoch(cfg: TrainConfig, progress: dict, seconds: float, accelerator: Accelerator) -> None:
+    """After the first epoch of a new run: fit the plan to `cfg.time_budget_min` at the measured speed (at least 1
+    epoch, at most cfg.epochs; the main process's count on every process), or say how long the plan takes."""
+    if not cfg.time_budget_min:
+        accelerator.print(plan_message(seconds, 0, progress["epochs"], cfg.stop_after_min))
+        return
+    planned = max(1, min(cfg.epochs, math.floor(cfg.time_budget_min * 60 / seconds)))
+    progress["epochs"] = int(broadcast(torch.tensor(planned, device=accelerator.device), from_process=0))
+    progress["milestones"] = milestone_epochs(cfg.lr_milestones, progress["epochs"])
+    accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
+
+
+def time_spent(cfg: TrainConfig, elapsed: float, seconds_per_epoch: float, accelerator: Accelerator) -> str | None:
+    """'this call' when another epoch would overrun `stop_after_min` (the run stops, checkpointed, to be resumed),
+    'the time budget' when it would overrun `time_budget_min` by more than 10 %, else None; decided on the main
+    process for all."""
+    budget_over = bool(cfg.time_budget_min) and elapsed + seconds_per_epoch > cfg.time_budget_min * 66
+    call_over = bool(cfg.stop_after_min) and elapsed + seconds_per_epoch > cfg.stop_after_min * 60
+    over = broadcast(torch.tensor([budget_over, call_over], device=accelerator.device), from_process=0).tolist()
+    return "this call" if over[1] else "the time budget" if over[0] else None

@@ -7,7 +7,6 @@ import dataclasses
 import functools
 import math
 import sys
-import warnings
 from pathlib import Path
 
 import yaml
@@ -15,15 +14,12 @@ import yaml
 from ..attacks import pixel_fraction
 from ..facts import DATASETS
 from ..losses import METHODS
+from ..renames import RENAMED_KEYS, renamed
 
 # torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Settings that --resume may change: they do not change what the run computes.
 RESUME_MAY_CHANGE = {"data_dir", "download", "log_every", "stop_after_min", "compile", "shard_mb", "output_dir"}
-# Old names of settings and of values, still read (with a warning where a user wrote them): configs, --set and the
-# config.yaml / train_config of runs written before the rename.
-RENAMED_KEYS = {"lr": "lr_per_128", "attack_step": "attack_step_size"}
-RENAMED_VALUES = {("weight_init", "kaiming_fan_out"): "vgg"}
 
 
 class ConfigError(ValueError):
@@ -139,21 +135,6 @@ class TrainConfig:
         )
 
 
-def renamed(values: dict, where: str | None = None) -> dict:
-    """`values` with renamed settings under their new names; `where` (a file, --set) is warned about each."""
-    out = {}
-    for key, value in values.items():
-        new_key = RENAMED_KEYS.get(key, key)
-        new_value = RENAMED_VALUES.get((new_key, value), value) if isinstance(value, str) else value
-        if where and (new_key, new_value) != (key, value):
-            old, new = (f"{key}: {value}", f"{new_key}: {new_value}") if new_value != value else (key, new_key)
-            warnings.warn(
-                f"{where}: '{old}' is now '{new}'; the old name still works for now", FutureWarning, stacklevel=2
-            )
-        out[new_key] = new_value
-    return out
-
-
 def config_values(path: str | None, overrides: list[str]) -> dict:
     """The settings a YAML file and `--set key=value` items give, each key checked where it was written."""
     known = {f.name for f in dataclasses.fields(TrainConfig)} | set(RENAMED_KEYS)
@@ -168,15 +149,22 @@ def config_values(path: str | None, overrides: list[str]) -> dict:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown} in {path}; valid keys: {valid_keys()}")
-        values = renamed(values, str(path))
+        values = checked_renames(values, str(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         if key not in known:
             raise ConfigError(f"unknown config key {key!r} in --set {item}; valid keys: {valid_keys()}")
-        values.update(renamed({key: yaml.safe_load(value)}, "--set"))
+        values.update(checked_renames({key: yaml.safe_load(value)}, "--set"))
     return values
+
+
+def checked_renames(values: dict, where: str) -> dict:
+    try:
+        return renamed(values, where)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def valid_keys() -> list[str]:

@@ -265,7 +265,7 @@ def train_epoch(
     }
 
 
-def split_accuracy(
+def clean_and_pgd_accuracy(
     accelerator: Accelerator, net, images, labels, cfg: TrainConfig, steps: int, step_size: float, random_start: bool
 ) -> tuple[float, float]:
     """Clean and PGD accuracy on all `images` (uint8), split over the processes; the network in eval mode."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import sys
 import time
@@ -13,25 +12,23 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
 
 from ..datasets import data_source, load_dataset, to_float
 from ..evaluation.protocol import attack_settings, pgd_settings
 from ..evaluation.report import make_report
-from ..facts import milestone_epochs
 from ..fsr import fsr_health, fsr_health_problems
 from ..hub import FSR_HEADS_NAME, load_model, save_folder
 from .checkpoint import swap
 from .config import TrainConfig
-from .loop import Training, TrainingData, split_accuracy
+from .loop import Training, TrainingData, clean_and_pgd_accuracy
 
 
-def run_header(cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator) -> str:
+def run_header(cfg: TrainConfig, training: Training, data: TrainingData, accelerator: Accelerator) -> str:
     """One line on what trains where: network, method, data, processes, learning rate."""
     return (
-        f"{type(t.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if t.heads else ''} on "
+        f"{type(training.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if training.heads else ''} on "
         f"{cfg.dataset}, {len(data.train_x)} train / {len(data.val_x)} val images, "
-        f"{accelerator.num_processes} process(es) on {accelerator.device}, lr {t.lr:g}"
+        f"{accelerator.num_processes} process(es) on {accelerator.device}, lr {training.lr:g}"
         f"{f', {cfg.warmup_epochs:g} warm-up epochs' if cfg.warmup_epochs else ''}"
     )
 
@@ -44,41 +41,6 @@ def health_line(health: dict) -> str:
         f"(>0.99 {h.get('mask_above_0.99', 0):.0%}, <0.01 {h.get('mask_below_0.01', 0):.0%})"
         for name, h in health.items()
     )
-
-
-def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float | None) -> str:
-    """How many epochs this call fits at the measured speed, and how many calls the plan still needs."""
-    if not minutes:
-        minutes_left = (total - done) * seconds_per_epoch / 60
-        return f"{seconds_per_epoch:.1f} s per epoch: epochs {done + 1}-{total} take about {minutes_left:.1f} min"
-    fits = max(1, math.floor(minutes * 60 / seconds_per_epoch))
-    calls = math.ceil((total - done) / fits)
-    return (
-        f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {fits} epochs (to epoch "
-        f"{min(total, done + fits)} of {total}); the plan needs about {calls} call(s) of {minutes:g} min in all"
-    )
-
-
-def plan_on_first_epoch(cfg: TrainConfig, progress: dict, seconds: float, accelerator: Accelerator) -> None:
-    """After the first epoch of a new run: fit the plan to `cfg.time_budget_min` at the measured speed (at least 1
-    epoch, at most cfg.epochs; the main process's count on every process), or say how long the plan takes."""
-    if not cfg.time_budget_min:
-        accelerator.print(plan_message(seconds, 0, progress["epochs"], cfg.stop_after_min))
-        return
-    planned = max(1, min(cfg.epochs, math.floor(cfg.time_budget_min * 60 / seconds)))
-    progress["epochs"] = int(broadcast(torch.tensor(planned, device=accelerator.device), from_process=0))
-    progress["milestones"] = milestone_epochs(cfg.lr_milestones, progress["epochs"])
-    accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
-
-
-def time_spent(cfg: TrainConfig, elapsed: float, seconds_per_epoch: float, accelerator: Accelerator) -> str | None:
-    """'this call' when another epoch would overrun `stop_after_min` (the run stops, checkpointed, to be resumed),
-    'the time budget' when it would overrun `time_budget_min` by more than 10 %, else None; decided on the main
-    process for all."""
-    budget_over = bool(cfg.time_budget_min) and elapsed + seconds_per_epoch > cfg.time_budget_min * 66
-    call_over = bool(cfg.stop_after_min) and elapsed + seconds_per_epoch > cfg.stop_after_min * 60
-    over = broadcast(torch.tensor([budget_over, call_over], device=accelerator.device), from_process=0).tolist()
-    return "this call" if over[1] else "the time budget" if over[0] else None
 
 
 class RunLog:
@@ -155,10 +117,12 @@ def what_was_kept(checkpoint: Path, epochs_done: int) -> str:
     return f"{kept}. Lower lr_per_128 (or check the data) and start a new run."
 
 
-def save_best(t: Training, cfg: TrainConfig, out: Path) -> None:
+def save_best(training: Training, cfg: TrainConfig, out: Path) -> None:
     """The network as best/ (with its FSR heads), swapped in whole."""
     shutil.rmtree(out / "best.tmp", ignore_errors=True)
-    save_folder(t.net, out / "best.tmp", fsr_loss=t.heads, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
+    save_folder(
+        training.net, out / "best.tmp", fsr_loss=training.heads, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec
+    )
     swap(out / "best.tmp", out / "best")
 
 
@@ -171,7 +135,7 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     test_x, test_y = test_x.to(accelerator.device), test_y.to(accelerator.device)
     pgd = pgd_settings(cfg.eval_attack_steps, cfg.eps)
     start = time.perf_counter()
-    clean, robust = split_accuracy(
+    clean, robust = clean_and_pgd_accuracy(
         accelerator, best, test_x, test_y, cfg, pgd["steps"], pgd["step_size"], pgd["random_start"]
     )
     name = f"pgd{cfg.eval_attack_steps}"
@@ -212,7 +176,7 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     summary = {
         "test_images": len(test_x),
         **{f"{k}_acc": v for k, v in result["accuracy"].items()},
-        **{k: results[k] for k in ("best_epoch", "epochs", "sgd_steps")},
+        **{k: v for k, v in results.items() if k not in ("test", "train_config", "fsr_health")},
     }
     accelerator.print(json.dumps(summary))
     accelerator.print(
