@@ -125,12 +125,14 @@ def load_dataset(
     return x[:limit], y[:limit], labels
 
 
-def data_source(data_dir: str | os.PathLike | None, split: str) -> str:
-    """Which data `load_dataset` reads for `data_dir`, in words for reports: the folder, or the shipped sample."""
+def data_source(data_dir: str | os.PathLike | None, split: str, dataset: str = "cifar10") -> str:
+    """Which data `load_dataset` reads for `data_dir`, in words for reports that others read: the shipped sample, or
+    a local folder (not its path, which says nothing on another machine)."""
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV)
+    images = f"{split.replace('train', 'training')} images"
     if str(data_dir) == "sample":
-        return f"sample (shipped first {SAMPLE_SIZES[split]} CIFAR-10 {split.replace('train', 'training')} images)"
-    return str(data_dir)
+        return f"sample (shipped first {SAMPLE_SIZES[split]} CIFAR-10 {images})"
+    return f"{DATASETS[dataset].name} {images} of a local data folder"
 
 
 def load_cifar10(split: str = "test", data_dir: str | os.PathLike | None = None, limit: int | None = None):

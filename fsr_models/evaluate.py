@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import warnings
@@ -41,6 +42,8 @@ from .facts import DATASETS, PAPER_EPS
 from .fsr import fsr_health
 from .hub import load_model
 
+REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
+CURVE_FILE = REPORT_FILES[2]
 # The library's names that lived in this module before fsr_models.evaluation held them: old name -> new home.
 MOVED = {
     **dict.fromkeys(
@@ -83,6 +86,20 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     warnings.warn(f"fsr_models.evaluate.{name} is now {module}.{new}", FutureWarning, 2)
     return getattr(importlib.import_module(module), new)
+
+
+def show_autoattack_progress() -> None:
+    """pyautoattack logs which of its attacks runs and how many images each broke: show it, as the progress of a
+    step that can take minutes per batch."""
+    logger = logging.getLogger("auto-attack")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("AutoAttack: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module's docstring as written, and every option's default in --help."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -157,9 +174,8 @@ def load_inputs(args) -> tuple:
     source = load_any(args.source).to(args.device).eval() if args.source else None
     images, labels, label_names = load_dataset(args.dataset, "test", args.data_dir, args.n, download=args.download)
     if len(images) < args.n:
-        raise ValueError(
-            f"--n {args.n}: only {len(images)} {args.dataset} test images in {data_source(args.data_dir, 'test')}"
-        )
+        where = data_source(args.data_dir, "test") if str(args.data_dir) == "sample" else args.data_dir
+        raise ValueError(f"--n {args.n}: only {len(images)} {args.dataset} test images in {where}")
     classes = len(label_names) if label_names else int(labels.max()) + 1
     for name, m in [(args.model, model)] + ([(args.source, source)] if source is not None else []):
         cfg = getattr(m, "pretrained_cfg", {})
@@ -179,29 +195,44 @@ def load_inputs(args) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("model", help="a tag, hf-hub:<id>, a folder (or local-dir:<folder>), a run folder, a timm name")
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     parser.add_argument(
         "--data-dir",
         default=os.environ.get(DATA_DIR_ENV),
-        help=f"data folder (default ${DATA_DIR_ENV}); 'sample': the 512 shipped CIFAR-10 test images",
+        help=f"data folder (${DATA_DIR_ENV} when not given); 'sample': the 512 shipped CIFAR-10 test images",
     )
     parser.add_argument("--download", action="store_true", help="let torchvision download the data set into --data-dir")
-    parser.add_argument("--n", type=positive_int, default=1000, help="test images: the first n (default 1000)")
+    parser.add_argument("--n", type=positive_int, default=1000, help="test images: the first n")
     parser.add_argument(
-        "--attacks", nargs="+", default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"], choices=ATTACKS
+        "--attacks",
+        nargs="+",
+        default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"],
+        choices=ATTACKS,
+        help="the attacks, in the report's order",
     )
-    parser.add_argument("--eps", type=eps_value, default=PAPER_EPS, help="L-inf radius in [0, 1], e.g. 8/255 (default)")
+    parser.add_argument("--eps", type=eps_value, default=PAPER_EPS, help="L-inf radius in [0, 1], e.g. 8/255")
     parser.add_argument("--source", help="model to craft TI-FGSM / DI-FGSM on (a naturally trained one)")
     parser.add_argument("--strong", action="store_true", help="random start and 5 restarts for the PGD attacks")
     parser.add_argument("--sanity", action="store_true", help="checks against gradient masking, and FSR's health")
     parser.add_argument("--curve", action="store_true", help=f"accuracy against eps ({CURVE_ATTACK}) as a PNG")
     parser.add_argument("--features", action="store_true", help="the FSR feature analysis (paper Table 5)")
-    parser.add_argument("--batch-size", type=positive_int, default=200)
-    parser.add_argument("--device", type=device_value, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive_int, default=200, help="images per attacked batch")
+    parser.add_argument(
+        "--device", type=device_value, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
+    )
     parser.add_argument("--out", type=out_folder, default="eval", help="folder for report.json, report.md and the PNG")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the report files of an earlier evaluation in --out"
+    )
     args = parser.parse_args(argv)
+    earlier = [args.out / name for name in REPORT_FILES if (args.out / name).exists()]
+    if earlier and not args.overwrite:
+        parser.error(
+            f"--out {args.out} holds the report of an earlier evaluation ({', '.join(p.name for p in earlier)}): "
+            "give another folder, or --overwrite to replace it"
+        )
     args.attacks = list(dict.fromkeys(args.attacks))
     if {"ti_fgsm", "di_fgsm"} & set(args.attacks) and not args.source:
         parser.error(
@@ -212,9 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
 
+    for path in earlier:  # --overwrite: nothing of the earlier report stays beside the new one
+        path.unlink()
+    if "autoattack" in args.attacks and not logging.getLogger("auto-attack").handlers:
+        show_autoattack_progress()
+    print(f"evaluating {args.model} on {len(x)} {args.dataset} test images; the report goes to {args.out}/", flush=True)
     result = evaluate_attacks(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size)
     report = make_report(
-        args.model, args.dataset, data_source(args.data_dir, "test"), len(x), args.eps, args.strong, result, args.source
+        args.model,
+        args.dataset,
+        data_source(args.data_dir, "test", args.dataset),
+        len(x),
+        args.eps,
+        args.strong,
+        result,
+        args.source,
     )
     if source is not None:
         for n in ("ti_fgsm", "di_fgsm"):
@@ -225,16 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.curve or args.sanity:
         report["curve"] = robustness_curve(model, x, y, args.batch_size, result["accuracy"].get("natural"), True)
     if args.sanity:
+        print("sanity checks (5 random restarts of PGD-20, input gradients, determinism)...", flush=True)
         report["sanity_checks"] = sanity_checks(model, x, y, result, args.eps, args.batch_size, report["curve"], health)
     if args.features:
+        print("feature analysis (paper Table 5)...", flush=True)
         report["features"] = feature_analysis(model, x, y, *bank, args.eps, args.batch_size)
     report["model_index"] = model_index(report, args.model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     (args.out / "report.md").write_text(markdown(report))
     if "curve" in report:
-        plot_curve(report, args.out / "robustness_curve.png")
+        plot_curve(report, args.out / CURVE_FILE)
     print(markdown(report))
+    print(f"wrote {', '.join(str(args.out / n) for n in REPORT_FILES if (args.out / n).exists())}")
     failed = [c for c in report.get("sanity_checks", []) if not c["passed"]]
     for c in failed:
         why = "; ".join(c["detail"]) if c["check"] == FSR_CHECK else "robustness may be an artefact of masked gradients"

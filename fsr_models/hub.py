@@ -11,7 +11,6 @@ Weights are read through safetensors only: nothing here unpickles a file.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from safetensors.torch import load_file
 from .facts import HF_ORG
 from .fsr import FSRLoss
 from .hf import FSRConfig, FSRForImageClassification, image_processor
+from .hf.configuration_fsr import read_folder_config
 from .weights import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
@@ -164,7 +164,7 @@ def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> 
     if path.is_dir():
         if not (path / CONFIG_NAME).is_file():
             raise ValueError(f"{path} has no {CONFIG_NAME}: a zoo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        config = json.loads((path / CONFIG_NAME).read_text())
+        config = read_folder_config(path)
         pretrained_cfg = {
             **config.get("pretrained_cfg", {}),
             "num_classes": config["num_classes"],

@@ -83,7 +83,20 @@ def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_image
         "paper protocol."
     ) in (tmp_path / "report.md").read_text()
     assert (
-        run(folder, "--data-dir", "sample", "--n", "4", "--eps", "4/255", "--attacks", "natural", "--out", tmp_path)
+        run(
+            folder,
+            "--data-dir",
+            "sample",
+            "--n",
+            "4",
+            "--eps",
+            "4/255",
+            "--attacks",
+            "natural",
+            "--out",
+            tmp_path,
+            "--overwrite",
+        )
         == 0
     )
     assert "eps 4/255 (Linf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
@@ -92,7 +105,11 @@ def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_image
 def test_a_data_folder_is_recorded_as_the_source(folder, tmp_path, cifar10_dir):
     assert run(folder, "--data-dir", cifar10_dir, "--n", "600", "--attacks", "natural", "--out", tmp_path) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert (report["data_source"], report["indices"], report["images"]) == (str(cifar10_dir), "0:600", 600)
+    assert (report["data_source"], report["indices"], report["images"]) == (
+        "CIFAR-10 test images of a local data folder",
+        "0:600",
+        600,
+    )  # no machine path in a report others read
 
 
 def test_missing_data_is_an_error_and_nothing_is_created_or_downloaded(folder, tmp_path, capsys, monkeypatch):
@@ -124,3 +141,19 @@ def test_models_given_as_local_dir_and_names_that_cannot_load(folder, tmp_path, 
     err = user_error(capsys, "resnet18", "--data-dir", "sample")
     assert "resnet18: its pretrained weights are not in the local cache and the Hub cannot be reached" in err
     assert "is not in the local cache" in user_error(capsys, "hf-hub:fsr-zoo/nope", "--data-dir", "sample")
+
+
+def test_the_command_says_where_it_writes_keeps_earlier_reports_and_shows_its_defaults(folder, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run(folder, "--data-dir", "sample", "--n", "2", "--attacks", "natural", "--curve", "--out", out) == 0
+    printed = capsys.readouterr().out
+    assert f"the report goes to {out}/" in printed and f"wrote {out / 'report.json'}" in printed
+    assert (out / "robustness_curve.png").is_file()
+    err = user_error(capsys, folder, "--data-dir", "sample", "--n", "2", "--attacks", "natural", "--out", out)
+    assert "holds the report of an earlier evaluation" in err and "--overwrite" in err
+    assert run(folder, "--data-dir", "sample", "--n", "2", "--attacks", "natural", "--out", out, "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]  # no stale curve of the first run
+    with pytest.raises(SystemExit):
+        run("--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 1000)" in help_text and "(default: eval)" in help_text and "'autoattack']" in help_text

@@ -261,3 +261,34 @@ def test_fsr_heads_round_trip_and_say_why_they_start_afresh(tmp_path):
     save_folder(model, tmp_path / "saved")  # the network alone: the old heads are not its heads any more
     assert not (tmp_path / "saved" / FSR_HEADS_NAME).exists()
     assert "has no fsr_heads.safetensors" in load_fsr_heads(tmp_path / "saved", fresh)
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        ({"fsr_tau": "fast"}, "fsr_tau"),
+        ({"backbone": "resnet50"}, "backbone"),
+        ({"fsr_stagez": [4]}, "fsr_stagez"),
+        ({"architecture": "resnet18_plain"}, "architecture"),
+        ({"model_args": {"layers": [1, 1, 1, 1], "widths": [8, 16, 32, 64], "fsr_tau": 0.5}}, "model_args"),
+        (None, "not valid JSON"),
+    ],
+    ids=["type", "backbone", "unknown field", "architecture", "model_args", "json"],
+)
+def test_every_loader_refuses_a_bad_config_in_one_line_naming_the_file(tmp_path, capsys, change, named):
+    from fsr_models import evaluate
+
+    save_folder(trained_like("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]), tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text("{bad" if change is None else json.dumps({**json.loads(path.read_text()), **change}))
+    capsys.readouterr()  # the progress bar of the save
+    loaders = [lambda: load_model(tmp_path), lambda: timm.create_model(f"local-dir:{tmp_path}", pretrained=True)]
+    for load in loaders[: 1 if change is None else 2]:  # timm parses the JSON itself, before any zoo code runs
+        with pytest.raises(ValueError) as error:
+            load()
+        assert str(path) in str(error.value) and named in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(SystemExit) as exit_code:  # the evaluation command: one line, exit 2
+        evaluate.main([str(tmp_path), "--data-dir", "sample", "--n", "2", "--attacks", "natural"])
+    assert exit_code.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and str(path) in err

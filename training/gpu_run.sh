@@ -69,7 +69,7 @@ if [ -f "$run/model/metrics.json" ]; then  # the plan is finished: the evaluated
   if [ "$aa_images" -gt 0 ]; then
     status=0
     timeout "$aa_seconds" "$PYTHON" -m fsr_models.evaluate "$folder" --data-dir "$data" --n "$aa_images" \
-      --attacks "${eval_attacks[@]}" --curve --batch-size 1000 --out "$run/eval" >>"$run/train.log" 2>&1 \
+      --attacks "${eval_attacks[@]}" --curve --batch-size 1000 --out "$run/eval" --overwrite >>"$run/train.log" 2>&1 \
       || status=$?
     if [ "$status" -eq 0 ]; then
       cp "$run/eval/report.json" "$folder/robustness.json"

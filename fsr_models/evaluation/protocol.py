@@ -97,15 +97,19 @@ def evaluate_attacks(
     queries = []
     seconds = {n: 0.0 for n in names}
     batches = range(0, len(x), batch_size)
-    for start in tqdm(batches, desc="evaluating", disable=not progress):
+    bar = tqdm(total=len(batches) * len(names), unit="attack", disable=not progress)  # rate and time left
+    for i, start in enumerate(batches):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         for n in names:
+            bar.set_description(f"{n}, batch {i + 1}/{len(batches)} of {len(xb)} images")
             t = time.perf_counter()
             x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source)
             attacks.check_bounds(x_adv, xb, eps)
             flags[n][start : start + len(xb)] = correct(model, x_adv, yb).cpu()
             queries += extra.get("queries", torch.empty(0)).tolist()
             seconds[n] += time.perf_counter() - t
+            bar.update()
+    bar.close()
     accuracy = {n: flags[n].float().mean().item() for n in names}
     white = [n for n in WHITE_BOX if n in names]
     if len(white) > 1:

@@ -5,9 +5,13 @@ timm's Hub loader reads (architecture, num_classes, num_features, label_names, m
 from the same fields so that they cannot disagree.
 """
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
 from timm.models import get_pretrained_cfg
 from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
@@ -214,3 +218,22 @@ class FSRConfig(PreTrainedConfig):
                 fsr_output=first.output,
             )
         return cls(**fields, id2label=dict(enumerate(labels)), **kwargs)
+
+
+def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """A zoo folder's config.json, checked as transformers checks it (field types, known fields, a backbone that
+    exists, timm's keys agreeing with the named fields), so that every loader refuses what one refuses: a ValueError
+    of one line that names the file and the field."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}; fix the file or save the model again") from None
+    if not isinstance(config, dict) or config.get("model_type") != FSRConfig.model_type:
+        raise ValueError(f"{path} is not the config of an FSR zoo model (model_type {FSRConfig.model_type!r})")
+    try:
+        FSRConfig.from_dict(config)
+    except (ValueError, TypeError, StrictDataclassError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(f"{path}: {reason}") from None
+    return config

@@ -5,6 +5,7 @@ from timm.models import build_model_with_cfg, get_pretrained_cfg, resolve_pretra
 
 from ..facts import ARCHITECTURES, BACKBONES, DATASETS, HF_ORG, PAPER_TAGS, published
 from ..fsr import FSR
+from ..hf.configuration_fsr import read_folder_config
 from ..weights import check_one_weights_file
 
 
@@ -71,6 +72,7 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     check_pretrained_available(variant, pretrained, kwargs)
     cfg = kwargs.get("pretrained_cfg")
     if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
+        read_folder_config(cfg["file"])  # what transformers would refuse, timm refuses too
         check_one_weights_file(cfg["file"])
     if isinstance(cfg, dict) and cfg.get("pool_size") is None and cfg.get("tag"):
         # A folder saved before its config recorded pool_size gets the one of its tag's registered cfg

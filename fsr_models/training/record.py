@@ -147,7 +147,13 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     }
     results = {
         "test": make_report(
-            cfg.init or cfg.model, cfg.dataset, data_source(cfg.data_dir, "test"), len(test_x), cfg.eps, False, result
+            cfg.init or cfg.model,
+            cfg.dataset,
+            data_source(cfg.data_dir, "test", cfg.dataset),
+            len(test_x),
+            cfg.eps,
+            False,
+            result,
         ),
         "best_val_pgd_acc": progress["best_val_pgd"],
         "best_epoch": progress["best_epoch"],
