@@ -27,7 +27,7 @@ from .evaluation.protocol import ATTACKS, attack_settings, pgd_settings
 from .evaluation.report import accuracy_table, column_title, eval_results, health_table
 from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
-from .renames import renamed
+from .renames import saved_settings
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
@@ -73,8 +73,10 @@ class Record:
 
 
 def train_config(metrics: dict) -> dict:
-    """The training config a run recorded, under today's setting names (also for runs written before a rename)."""
-    return renamed(metrics.get("train_config") or {})
+    """The training config a run recorded, as today's settings (`saved_settings`: also for runs written before a
+    rename or before a setting existed); empty when it recorded none."""
+    recorded = metrics.get("train_config")
+    return saved_settings(recorded) if recorded else {}
 
 
 def read_record(folder: str | Path) -> Record:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import timm
 import torch
@@ -20,9 +19,8 @@ from transformers import AutoModelForImageClassification
 
 import fsr_models
 from fsr_models.datasets import load_cifar10
+from fsr_models.facts import CHECKOUT_WEIGHTS
 from fsr_models.hub import load_model, save_folder
-
-ZOO = Path(__file__).resolve().parents[1] / "hub" / "weights"  # the trained weights, in a checkout
 
 
 def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
@@ -74,9 +72,9 @@ def main(argv: list[str] | None = None) -> None:
         losses = fsr_models.FSRLoss.for_model(model).terms(out, y)
     print(f"  FSR losses on this batch (Eq. 3-5): L_sep {losses['sep']:.3f}, L_rec {losses['rec']:.3f}")
 
-    if ZOO.is_dir():
-        print(f"\nTrained weights in this checkout ({ZOO}), on the same {len(x)} images:")
-        for weights in sorted(p for p in ZOO.iterdir() if (p / "config.json").is_file()):
+    if CHECKOUT_WEIGHTS.is_dir():
+        print(f"\nTrained weights in this checkout ({CHECKOUT_WEIGHTS}), on the same {len(x)} images:")
+        for weights in sorted(p for p in CHECKOUT_WEIGHTS.iterdir() if (p / "config.json").is_file()):
             with torch.no_grad():
                 acc = (load_model(weights).eval()(x).argmax(1) == y).float().mean().item()
             print(f"  {weights.name:<28} top-1 {acc:.1%}")

@@ -41,6 +41,7 @@ from .evaluation.report import make_report, markdown, model_index
 from .facts import DATASETS, PAPER_EPS
 from .fsr import fsr_health
 from .hub import load_model
+from .models._build import NoPublishedWeights
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
 CURVE_FILE = REPORT_FILES[2]
@@ -160,7 +161,10 @@ def load_any(source: str) -> torch.nn.Module:
             f"{source}: its pretrained weights are not in the local cache and the Hub cannot be reached "
             "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder"
         ) from e
-    except RuntimeError as e:  # timm: an unknown model name, or a tag without published weights
+    except NoPublishedWeights as e:  # said as this command's user gives MODEL
+        there = f": give MODEL as the folder, {e.folder}" if e.folder.is_dir() else ""
+        raise ValueError(f"{source} has no weights published on the Hub yet{there}") from e
+    except RuntimeError as e:  # timm: an unknown model name
         raise ValueError(
             f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "
             "a training run folder or a timm model name)"

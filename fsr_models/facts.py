@@ -14,6 +14,9 @@ from pathlib import Path
 HF_ORG = "fsr-zoo"
 # The "<architecture>.<tag>" entries whose weights are on the Hub, kept by `hub/publish.py` after each upload.
 PUBLISHED_FILE = Path(__file__).with_name("published.json")
+# Where a checkout of the repository keeps trained weights, one "<architecture>.<tag>" folder each (absent from an
+# installed wheel).
+CHECKOUT_WEIGHTS = Path(__file__).resolve().parents[1] / "hub" / "weights"
 
 # The paper's protocol (Sec. 4.1): L-inf eps 8/255 on [0, 1] pixels, 100 epochs, lr given per 128 images.
 PAPER_EPS = 8 / 255

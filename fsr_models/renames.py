@@ -8,6 +8,9 @@ import warnings
 
 RENAMED_KEYS = {"lr": "lr_per_128", "attack_step": "attack_step_size"}
 RENAMED_VALUES = {("weight_init", "kaiming_fan_out"): "vgg"}
+# Settings that runs written before the setting existed did not record, with the value those runs ran with: every
+# network then took VGG16's initialisation. (Others they lack, such as warmup_epochs, ran at today's default.)
+UNRECORDED = {"weight_init": "vgg"}
 
 
 def renamed(values: dict, where: str | None = None) -> dict:
@@ -26,3 +29,9 @@ def renamed(values: dict, where: str | None = None) -> dict:
             warnings.warn(f"{where}: '{old}' is now '{new}'; the old name still works for now", FutureWarning, 3)
         out[new_key] = new_value
     return out
+
+
+def saved_settings(values: dict) -> dict:
+    """The settings a run recorded (its config.yaml, metrics.json's train_config) as today's: renamed settings under
+    their new names, and those it could not record yet (UNRECORDED) at the value it ran with."""
+    return {**UNRECORDED, **renamed(values)}

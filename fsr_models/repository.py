@@ -33,6 +33,7 @@ from .card import (
     deviations,
     model_card,
     read_record,
+    train_config,
 )
 from .fsr import FSRLoss
 from .hf import FSRForImageClassification
@@ -134,8 +135,8 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
         save_weights(weights, partial / WEIGHTS_NAME)
         (partial / IMAGE_PROCESSOR_NAME).write_text(image_processor_config(src))  # also for folders saved without it
         (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
-        if "train_config" in record.metrics:
-            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(record.metrics["train_config"], sort_keys=False))
+        if "train_config" in record.metrics:  # under today's setting names, what the card's command reads
+            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(train_config(record.metrics), sort_keys=False))
         for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME):
             if (src / name).is_file():
                 shutil.copyfile(src / name, partial / name)

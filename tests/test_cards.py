@@ -1,8 +1,10 @@
 """Model cards and MODEL_CARD.md say exactly what was trained and measured: read against the files they come from."""
 
+import dataclasses
 import json
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,14 @@ from fsr_models.card import (
     paper_repo_id,
     read_record,
     run_facts,
+    train_config,
 )
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
 from fsr_models.hub import FSR_HEADS_NAME, load_model
 from fsr_models.repository import PublishError, check_repo_folder, export_repo
+from fsr_models.training import TrainConfig, load_config
 
 FSR, PLAIN = SHIPPED_FSR, SHIPPED_PLAIN
 
@@ -196,3 +200,24 @@ def test_model_card_md_compares_the_shipped_pair_and_speaks_to_users():
         assert "MIT" in user_text and 'timm.create_model("local-dir:hub/weights/' in user_text, name  # licence, load
     assert "Recalibration Net is dead" in (FSR / "README.md").read_text()
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+@pytest.mark.parametrize("shipped", [FSR, PLAIN], ids=["fsr", "plain"])
+def test_the_cards_command_repeats_the_recorded_run_setting_for_setting(tmp_path, shipped):
+    """The card's `training/train.py --config train_config.yaml --set ...` gives the recorded config: the settings
+    renamed since under their new names, and weight_init, which these runs could not record yet, at what they ran."""
+    repo = export_repo(shipped, tmp_path / "repo", zoo=ZOO)
+    text = ModelCard.load(repo / "README.md").text
+    command = re.search(r"--config train_config\.yaml --set (.*?)` repeats the run", text).group(1)
+    command = command.replace("<CIFAR-10 folder>", str(tmp_path / "data")).replace(
+        "<new folder>", str(tmp_path / "new")
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # today's names: nothing to warn about
+        repeated = load_config(str(repo / "train_config.yaml"), command.split())
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    recorded = dataclasses.asdict(TrainConfig(**train_config(metrics)))
+    changed = {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "new")}
+    changed |= {"epochs": metrics["epochs"], "time_budget_min": None}  # the budget's epochs, as a fixed plan
+    assert dataclasses.asdict(repeated) == {**recorded, **changed}
+    assert repeated.weight_init == "vgg" and "weight_init" not in metrics["train_config"]

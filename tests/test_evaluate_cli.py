@@ -157,3 +157,9 @@ def test_the_command_says_where_it_writes_keeps_earlier_reports_and_shows_its_de
         run("--help")
     help_text = " ".join(capsys.readouterr().out.split())
     assert "(default: 1000)" in help_text and "(default: eval)" in help_text and "'autoattack']" in help_text
+
+
+def test_a_tag_without_published_weights_points_to_the_checkouts_folder(capsys):
+    err = user_error(capsys, "resnet18_plain.at_cifar10", "--data-dir", "sample", "--n", "2")
+    assert "resnet18_plain.at_cifar10 has no weights published on the Hub yet: give MODEL as the folder" in err
+    assert "hub/weights/resnet18_plain.at_cifar10" in err and "timm.create_model" not in err  # the command's words

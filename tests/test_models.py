@@ -1,6 +1,7 @@
 """The networks as timm models: sizes (paper Table 7), registration and cfgs, the timm interface, FSR behaviour."""
 
 import math
+import re
 
 import pytest
 import timm
@@ -91,8 +92,15 @@ def test_tags_set_the_number_of_classes(tag, classes, size):
 def test_pretrained_without_published_weights_fails_clearly():
     assert not fsr_models.PUBLISHED  # no weights exist yet: every tag must refuse
     for name in ("resnet18_fsr", "vgg16_plain.mart_cifar10"):
-        with pytest.raises(RuntimeError, match="No pretrained weights are published"):
+        with pytest.raises(RuntimeError, match="No pretrained weights are published on the Hub") as error:
             timm.create_model(name, pretrained=True)
+    assert "vgg16_plain's tags with published weights: none yet" in str(error.value)
+    # a tag whose trained weights ship in the checkout: the error says where, and the line that loads them
+    folder = fsr_models.facts.CHECKOUT_WEIGHTS / "resnet18_fsr.at_cifar10"
+    with pytest.raises(RuntimeError, match=re.escape(f"timm.create_model('local-dir:{folder}', pretrained=True)")):
+        timm.create_model("resnet18_fsr.at_cifar10", pretrained=True)
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)  # which works
+    assert model.pretrained_cfg["tag"] == "at_cifar10"
     cfgs = [timm.models.get_pretrained_cfg(name) for name in timm.list_models("*_fsr", include_tags=True)]
     assert len(cfgs) == 3 * len(fsr_models.PAPER_TAGS) and not any(c.has_weights for c in cfgs)
 

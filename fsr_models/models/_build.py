@@ -3,7 +3,7 @@
 import torch.nn as nn
 from timm.models import build_model_with_cfg, get_pretrained_cfg, resolve_pretrained_cfg
 
-from ..facts import ARCHITECTURES, BACKBONES, DATASETS, HF_ORG, PAPER_TAGS, published
+from ..facts import ARCHITECTURES, BACKBONES, CHECKOUT_WEIGHTS, DATASETS, HF_ORG, PAPER_TAGS, published
 from ..fsr import FSR
 from ..hf.configuration_fsr import read_folder_config
 from ..weights import check_one_weights_file
@@ -42,6 +42,29 @@ def paper_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
     }
 
 
+class NoPublishedWeights(RuntimeError):
+    """pretrained=True for a tag whose weights are not on the Hub; says what exists and the line that loads it."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.folder = CHECKOUT_WEIGHTS / name  # trained weights beside the code, in a checkout
+        variant = name.split(".")[0]
+        published_tags = sorted(p for p in published() if p.startswith(f"{variant}.")) or "none yet"
+        if self.folder.is_dir():
+            where = (
+                f"this checkout has them in {self.folder}: "
+                f"timm.create_model('local-dir:{self.folder}', pretrained=True) loads them"
+            )
+        else:
+            trained = sorted(p.name for p in CHECKOUT_WEIGHTS.glob(f"{variant}.*")) if CHECKOUT_WEIGHTS.is_dir() else []
+            where = (
+                f"{variant}'s tags with published weights: {published_tags}; trained weights in this checkout: "
+                f"{trained or 'none'}. Use pretrained=False for random init, or load a saved folder with "
+                "timm.create_model('local-dir:<folder>', pretrained=True)"
+            )
+        super().__init__(f"No pretrained weights are published on the Hub for {name}; {where}")
+
+
 def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> None:
     """Fail before building when pretrained weights are asked for and none exist (timm would say less)."""
     if not pretrained:
@@ -52,12 +75,7 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> 
         pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     )
     if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
-        tags = sorted(p for p in published() if p.startswith(f"{variant}.")) or "none yet"
-        raise RuntimeError(
-            f"No pretrained weights are published for {variant}.{cfg.tag}; tags of {variant} with weights: "
-            f"{tags}. Use pretrained=False for random init, or load a saved folder with "
-            f"pretrained_cfg_overlay=dict(file='<folder>/model.safetensors') or 'local-dir:<folder>'."
-        )
+        raise NoPublishedWeights(f"{variant}.{cfg.tag}")
 
 
 def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:

@@ -14,7 +14,7 @@ import yaml
 from ..attacks import pixel_fraction
 from ..facts import DATASETS
 from ..losses import METHODS
-from ..renames import RENAMED_KEYS, renamed
+from ..renames import RENAMED_KEYS, renamed, saved_settings
 
 # torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -183,7 +183,7 @@ def resumed_config(out: Path, path: str | None, overrides: list[str]) -> TrainCo
     """The settings saved in a run folder; a config file or --set may repeat them or change RESUME_MAY_CHANGE."""
     if not (out / "config.yaml").is_file():
         raise ConfigError(f"--resume: {out} holds no run (no config.yaml); start without --resume or fix the folder")
-    saved_values = renamed(yaml.safe_load((out / "config.yaml").read_text()))  # also of runs before a rename
+    saved_values = saved_settings(yaml.safe_load((out / "config.yaml").read_text()))  # also of older versions
     saved = dataclasses.asdict(TrainConfig(**saved_values))
     given = dataclasses.asdict(TrainConfig(**{**saved_values, **config_values(path, overrides)}))
     changed = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v and k not in RESUME_MAY_CHANGE}
