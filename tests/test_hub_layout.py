@@ -4,6 +4,7 @@ preprocessor_config.json, fsr_heads.safetensors beside them) for every loader: t
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import timm
@@ -195,6 +196,10 @@ def test_sharded_folders_load_whole_and_merge_into_the_one_file_timm_reads(tmp_p
         assert torch.equal(load_model(tmp_path).eval()(images), reference)
         with pytest.raises(ValueError, match=f"python hub/merge_shards.py {tmp_path}"):
             timm.create_model(f"local-dir:{tmp_path}", pretrained=True)
+        lacking = Path(shutil.copytree(tmp_path, tmp_path.with_name(tmp_path.name + "-lacking")))
+        (lacking / shards[1]).unlink()
+        with pytest.raises(ValueError, match=f"{lacking / shards[1]} is missing: {INDEX_NAME} lists it"):
+            load_model(lacking)  # not "not a valid safetensors file"
 
         assert merge_shards(tmp_path) == tmp_path / WEIGHTS_NAME
         assert all(p.stat().st_mode & 0o044 for p in tmp_path.iterdir())  # readable by others (safetensors: 0600)

@@ -2,6 +2,7 @@
 
 import math
 import re
+import warnings
 
 import pytest
 import timm
@@ -207,6 +208,17 @@ def test_bad_input_is_a_value_error(bad, message):
     model = timm.create_model("resnet18_fsr").eval()
     with pytest.raises(ValueError, match=message):
         model(bad)
+
+
+def test_pixels_far_outside_0_1_are_warned_about_and_raw_pixels_are_not():
+    model = timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x)  # [0, 1]: nothing to say
+    for scaled, shown in ((x * 255, "divide 0-255 images by 255"), ((x - 0.5) / 0.25, "without normalisation")):
+        with pytest.warns(UserWarning, match=shown):
+            model(scaled)
 
 
 def test_weights_that_do_not_fit_are_a_value_error():

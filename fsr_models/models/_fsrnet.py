@@ -1,6 +1,7 @@
 """The timm-style interface the three networks share (`FSRNet`), and the check of their inputs."""
 
 # No `from __future__ import annotations` here: TorchScript reads FSRNet's class annotations and needs real types.
+import warnings
 from typing import Callable, Collection, Iterable
 
 import torch
@@ -13,6 +14,19 @@ from ..fsr import FSR, FSROutput, FSRParts
 
 # The head: what forward_head runs after the features.
 HEAD_MODULES = ("pre_logits", "global_pool", "fc")
+
+
+@torch.jit.unused  # eager only: a scripted network never calls it (check_images skips it there)
+def warn_unless_raw_pixels(x: torch.Tensor) -> None:
+    """A warning for values far outside [0, 1] (pixels in 0-255, normalised images), which the networks never saw."""
+    if x.numel() and x.device.type != "meta" and not torch.compiler.is_compiling():  # values to look at
+        low, high = torch.aminmax(x.detach())
+        if high > 1.5 or low < -0.5:
+            warnings.warn(
+                f"expected pixels in [0, 1], got values in [{low:.3g}, {high:.3g}]: divide 0-255 images by 255, "
+                "and give images without normalisation (the network takes raw [0, 1] pixels)",
+                stacklevel=4,
+            )
 
 
 @register_notrace_function  # torch.fx (timm's FX feature extraction) keeps the call, not its shape tests on proxies
@@ -33,6 +47,7 @@ def check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
             raise ValueError(
                 f"expected float pixels in [0, 1], got dtype {x.dtype}; convert uint8 with x.float() / 255"
             )
+        warn_unless_raw_pixels(x)
     return x
 
 
