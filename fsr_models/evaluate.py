@@ -29,7 +29,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import LocalEntryNotFoundError
 
 from . import attacks
 from .datasets import DATA_DIR_ENV, data_source, load_dataset, to_float
@@ -40,8 +39,7 @@ from .evaluation.protocol import ATTACKS, CURVE_ATTACK, evaluate_attacks, robust
 from .evaluation.report import make_report, markdown, model_index
 from .facts import DATASETS, PAPER_EPS
 from .fsr import fsr_health
-from .hub import load_model
-from .models._build import NoPublishedWeights
+from .hub import load_any_model
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
 CURVE_FILE = REPORT_FILES[2]
@@ -144,38 +142,11 @@ def out_folder(text: str) -> Path:
     return Path(text)
 
 
-def load_any(source: str) -> torch.nn.Module:
-    """A zoo model (tag, hf-hub id, folder or local-dir:<folder>, training run folder) or any timm model name.
-    What a user may get wrong (a missing folder, an unknown or uncached name) is a ValueError that says so."""
-    path = Path(source.removeprefix("local-dir:"))
-    if source.startswith("local-dir:") and not path.is_dir():
-        raise ValueError(f"{source}: {path} is not a folder")
-    if path.is_dir() and (path / "model").is_dir() and not (path / "config.json").exists():
-        path = path / "model" if (path / "model" / "config.json").exists() else path / "best"
-    if path.is_dir():
-        return load_model(path)
-    try:
-        return load_model(source)  # pretrained: a model name without weights fails with a message that says so
-    except LocalEntryNotFoundError as e:
-        raise ValueError(
-            f"{source}: its pretrained weights are not in the local cache and the Hub cannot be reached "
-            "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder"
-        ) from e
-    except NoPublishedWeights as e:  # said as this command's user gives MODEL
-        there = f": give MODEL as the folder, {e.folder}" if e.folder.is_dir() else ""
-        raise ValueError(f"{source} has no weights published on the Hub yet{there}") from e
-    except RuntimeError as e:  # timm: an unknown model name
-        raise ValueError(
-            f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "
-            "a training run folder or a timm model name)"
-        ) from e
-
-
 def load_inputs(args) -> tuple:
     """The model, the transfer source, the test images and the k-NN bank, checked against each other before hours of
     attacks; what does not fit is a ValueError or FileNotFoundError that says why."""
-    model = load_any(args.model).to(args.device).eval()
-    source = load_any(args.source).to(args.device).eval() if args.source else None
+    model = load_any_model(args.model).to(args.device).eval()
+    source = load_any_model(args.source).to(args.device).eval() if args.source else None
     images, labels, label_names = load_dataset(args.dataset, "test", args.data_dir, args.n, download=args.download)
     if len(images) < args.n:
         where = data_source(args.data_dir, "test") if str(args.data_dir) == "sample" else args.data_dir

@@ -24,6 +24,7 @@ from .facts import HF_ORG
 from .fsr import FSRLoss
 from .hf import FSRConfig, FSRForImageClassification, image_processor
 from .hf.configuration_fsr import read_folder_config
+from .models._build import NoPublishedWeights
 from .weights import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
@@ -39,6 +40,7 @@ from .weights import (
 __all__ = [  # the loaders, and the names of the layout's files (fsr_models.weights) with them
     "save_folder",
     "load_model",
+    "load_any_model",
     "load_fsr_heads",
     "read_fsr_heads",
     "download_folder",
@@ -182,3 +184,31 @@ def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> 
     if os.sep in str(source):
         raise ValueError(f"{source} is not a folder; give a folder, an 'hf-hub:<org>/<name>' id or a model name")
     return timm.create_model(str(source), pretrained=pretrained, **kwargs)
+
+
+def load_any_model(source: str) -> torch.nn.Module:
+    """A model as a command line names it: a zoo model (tag, hf-hub id, folder or local-dir:<folder>, training run
+    folder) or any timm model name. What a user may get wrong (a missing folder, an unknown or uncached name, a tag
+    without published weights) is a ValueError that says so in the command's words."""
+    path = Path(source.removeprefix("local-dir:"))
+    if source.startswith("local-dir:") and not path.is_dir():
+        raise ValueError(f"{source}: {path} is not a folder")
+    if path.is_dir() and (path / "model").is_dir() and not (path / "config.json").exists():
+        path = path / "model" if (path / "model" / "config.json").exists() else path / "best"
+    if path.is_dir():
+        return load_model(path)
+    try:
+        return load_model(source)  # pretrained: a model name without weights fails with a message that says so
+    except LocalEntryNotFoundError as e:
+        raise ValueError(
+            f"{source}: its pretrained weights are not in the local cache and the Hub cannot be reached "
+            "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder"
+        ) from e
+    except NoPublishedWeights as e:  # said as this command's user gives MODEL
+        there = f": give MODEL as the folder, {e.folder}" if e.folder.is_dir() else ""
+        raise ValueError(f"{source} has no weights published on the Hub yet{there}") from e
+    except RuntimeError as e:  # timm: an unknown model name
+        raise ValueError(
+            f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "
+            "a training run folder or a timm model name)"
+        ) from e
