@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Write MODEL_CARD.md, the zoo's card, from what exists: the registered models, hub/weights/<model>.<tag>/
 (metrics.json and, where there, robustness.json and robustness_curve.png: every measured number) and the paper's
-tables (quoted, and marked as the paper's); and each hub/weights folder's preprocessor_config.json, the image
+tables (quoted, and marked as the paper's); results/zoo_robustness.csv, the zoo's results table (every measured
+report of every trained model, one row each); and each hub/weights folder's preprocessor_config.json, the image
 processor its config.json gives (the same code writes it into every saved folder).
 
-    python hub/zoo_card.py            # rewrite MODEL_CARD.md and the folders' preprocessor_config.json
+    python hub/zoo_card.py            # rewrite MODEL_CARD.md, results/zoo_robustness.csv and the folders'
+                                      # preprocessor_config.json
     python hub/zoo_card.py --check    # exit 1 if any of them is not what the current files give
 """
 
 import argparse
+import csv
+import io
 import sys
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from fsr_models.card import (
     curve_lines,
     dataset_name,
     deviations,
+    eps_text,
     final_test_report,
     health_lines,
     measured_reports,
@@ -34,12 +39,14 @@ from fsr_models.card import (
     run_facts,
     schedule_text,
 )
-from fsr_models.evaluation.report import column_title
+from fsr_models.evaluation.report import COLUMNS, column_title
 from fsr_models.facts import PAPER_EPOCHS
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "MODEL_CARD.md"
+RESULTS = ROOT / "results" / "zoo_robustness.csv"
+RESULT_COLUMNS = tuple(COLUMNS)  # every attack a report may hold, in the paper's column order
 WEIGHTS = ROOT / "hub" / "weights"
 # The paper's accuracies (%): natural, PGD-20, AutoAttack (None: not reported). ResNet-18: Table 1 (CIFAR-10 and
 # SVHN) and Table 3 (AutoAttack, CIFAR-10); VGG16: Table 2. WRN-34-10, CIFAR-100 and Tiny ImageNet are in the
@@ -79,6 +86,28 @@ def trained_weights() -> dict[str, Record]:
 
 def pct(value) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def results_csv() -> str:
+    """The zoo's results table, like timm's results/*.csv: one row per trained model and measured report (the run's
+    final test, a later evaluation, robustness.json), every attack that ran as a column (accuracy %, empty where it did
+    not run), with the images and eps it rests on and R's contribution of the FSR health it recorded."""
+    rows = []
+    for name, record in trained_weights().items():
+        for i, (title, report) in enumerate(measured_reports(record.metrics, record.robustness)):
+            # the final test's health is metrics.json's (measured on its test images); a later report has its own
+            health = report.get("fsr_health") or (record.metrics.get("fsr_health") if i == 0 else None) or {}
+            contribution = next((h["r_contribution"] for h in health.values() if "r_contribution" in h), None)
+            row = {"model": name, "report": title, "images": report["images"], "eps": eps_text(report["eps"])}
+            row |= {c: f"{100 * report['accuracy'][c]:.2f}" if c in report["accuracy"] else "" for c in RESULT_COLUMNS}
+            rows.append(row | {"r_contribution": "" if contribution is None else f"{contribution:.4g}"})
+    out = io.StringIO()
+    writer = csv.DictWriter(
+        out, ["model", "report", "images", "eps", *RESULT_COLUMNS, "r_contribution"], lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def render() -> str:
@@ -123,6 +152,9 @@ def render() -> str:
 
     lines += [
         "## Measured results beside the paper",
+        "",
+        "Every measured report of every trained model, one row each with the images and eps it rests on, is also "
+        "in [results/zoo_robustness.csv](results/zoo_robustness.csv), generated with this card.",
         "",
         "Accuracy (%), eps 8/255, PGD-20 with step eps/10 and no random start (the paper's protocol). Measured "
         "natural and PGD-20 accuracy are on the test images the run column names (the whole CIFAR-10 test set "
@@ -273,6 +305,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     files = {
         CARD: render(),
+        RESULTS: results_csv(),
         **{
             p.parent / IMAGE_PROCESSOR_NAME: image_processor_config(p.parent)
             for p in sorted(WEIGHTS.glob("*.*/config.json"))
@@ -283,9 +316,10 @@ def main(argv=None) -> int:
         for path in stale:
             print(f"{path} is out of date: run python hub/zoo_card.py", file=sys.stderr)
         if not stale:
-            print(f"{CARD} and the hub/weights image processors are up to date")
+            print(f"{CARD}, {RESULTS} and the hub/weights image processors are up to date")
         return 1 if stale else 0
     for path in stale:
+        path.parent.mkdir(exist_ok=True)
         path.write_text(files[path])
         print(f"wrote {path}")
     return 0

@@ -1,5 +1,6 @@
 """Model cards and MODEL_CARD.md say exactly what was trained and measured: read against the files they come from."""
 
+import csv
 import dataclasses
 import json
 import re
@@ -17,6 +18,7 @@ from fsr_models.card import (
     CURVE_NAME,
     ROBUSTNESS_NAME,
     default_repo_id,
+    measured_reports,
     model_card,
     network_name,
     paper_repo_id,
@@ -221,3 +223,20 @@ def test_the_cards_command_repeats_the_recorded_run_setting_for_setting(tmp_path
     changed |= {"epochs": metrics["epochs"], "time_budget_min": None}  # the budget's epochs, as a fixed plan
     assert dataclasses.asdict(repeated) == {**recorded, **changed}
     assert repeated.weight_init == "vgg" and "weight_init" not in metrics["train_config"]
+
+
+def test_the_results_table_holds_every_measured_report_of_the_zoo():
+    rows = list(csv.DictReader((ROOT / "results" / "zoo_robustness.csv").open()))
+    expected = []
+    for folder in (FSR, PLAIN):
+        record = read_record(folder)
+        expected += [
+            (folder.name, title, report) for title, report in measured_reports(record.metrics, record.robustness)
+        ]
+    assert [(r["model"], r["report"]) for r in rows] == [(name, title) for name, title, _ in expected]
+    for row, (_, _, report) in zip(rows, expected):
+        assert int(row["images"]) == report["images"]
+        for attack in ("natural", "fgsm", "pgd20", "pgd100", "cw", "ensemble", "autoattack"):
+            value = report["accuracy"].get(attack)
+            assert row[attack] == ("" if value is None else f"{100 * value:.2f}"), (row["model"], attack)
+    assert "(results/zoo_robustness.csv)" in (ROOT / "MODEL_CARD.md").read_text()
