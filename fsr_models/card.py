@@ -31,6 +31,7 @@ from .renames import saved_settings
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
+FIGURE_NAME = "figure1.png"  # the paper's Figure 1 for this model (python -m fsr_models.visualize)
 COMPARISON_NAME = "comparison.json"
 METHOD_NAMES = {
     "at": "PGD adversarial training (AT, Madry et al.)",
@@ -66,6 +67,7 @@ class Record:
     curve_png: bool = False  # robustness_curve.png is there
     comparison: dict | None = None  # comparison.json: {"model": "<arch>.<tag>", "metrics": its metrics.json}
     fsr_heads: bool = False  # fsr_heads.safetensors is there
+    figure_png: bool = False  # figure1.png is there
 
     @property
     def name(self) -> str:
@@ -89,6 +91,7 @@ def read_record(folder: str | Path) -> Record:
         (folder / CURVE_NAME).is_file(),
         read(COMPARISON_NAME),
         (folder / FSR_HEADS_NAME).is_file(),
+        (folder / FIGURE_NAME).is_file(),
     )
 
 
@@ -383,6 +386,19 @@ def health_lines(record: Record) -> list[str]:
     return lines
 
 
+def figure_lines(image: str) -> list[str]:
+    """The paper's Figure 1 for this model: what its columns show."""
+    return [
+        f"![Grad-CAM maps of FSR's features]({image})",
+        "",
+        "Per test image: the image, its PGD-20 adversarial version, and Grad-CAM maps (for the true class) of FSR's "
+        "robust feature f+, non-robust feature f- and recalibrated non-robust feature f~- on the adversarial image, "
+        "with a plain network's final feature f on the clean image where a column shows it. Identical f- and f~- maps "
+        "mean the Recalibration Net contributes nothing. Drawn by `python -m fsr_models.visualize`.",
+        "",
+    ]
+
+
 def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) -> list[str]:
     """The measured side-by-side of two zoo models (the same network with and without FSR, same tag), with who is
     ahead on each measure and how their training differed."""
@@ -532,6 +548,8 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
         lines += ["## Robustness curve", "", *curve_lines(record.robustness, CURVE_NAME if record.curve_png else None)]
     if fsr:
         lines += ["## FSR health", "", *health_lines(record)]
+    if fsr and record.figure_png:
+        lines += ["## What FSR does under attack (the paper's Figure 1)", "", *figure_lines(FIGURE_NAME)]
     if record.comparison:
         other = record.comparison["model"]
         lines += [

@@ -26,6 +26,7 @@ from huggingface_hub.utils import validate_repo_id
 from .card import (
     COMPARISON_NAME,
     CURVE_NAME,
+    FIGURE_NAME,
     METRICS_NAME,
     ROBUSTNESS_NAME,
     card_eval_results,
@@ -52,7 +53,7 @@ from .weights import save_weights
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME)
 # Copied from the source when it has them (train_config.yaml: written when metrics.json records the config).
-OPTIONAL_FILES = (TRAIN_CONFIG_NAME, FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, COMPARISON_NAME)
+OPTIONAL_FILES = (TRAIN_CONFIG_NAME, FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, FIGURE_NAME, COMPARISON_NAME)
 REPO_FILES = REQUIRED_FILES + OPTIONAL_FILES
 
 
@@ -137,7 +138,7 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
         (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
         if "train_config" in record.metrics:  # under today's setting names, what the card's command reads
             (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(train_config(record.metrics), sort_keys=False))
-        for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME):
+        for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, FIGURE_NAME):
             if (src / name).is_file():
                 shutil.copyfile(src / name, partial / name)
         if record.comparison:

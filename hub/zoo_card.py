@@ -22,6 +22,7 @@ import fsr_models
 from fsr_models.card import (
     CITATION,
     CURVE_NAME,
+    FIGURE_NAME,
     METHOD_NAMES,
     Record,
     attack_notes,
@@ -30,6 +31,7 @@ from fsr_models.card import (
     dataset_name,
     deviations,
     eps_text,
+    figure_lines,
     final_test_report,
     health_lines,
     measured_reports,
@@ -296,6 +298,8 @@ def model_lines(name: str, record: Record) -> list[str]:
         lines += curve_lines(record.robustness, f"hub/weights/{name}/{CURVE_NAME}" if record.curve_png else None)
     if fsr:
         lines += health_lines(record)
+    if fsr and record.figure_png:
+        lines += figure_lines(f"hub/weights/{name}/{FIGURE_NAME}")
     return lines
 
 

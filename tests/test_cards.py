@@ -151,6 +151,7 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     ) in text
     assert "Both were trained with the same config apart from the network" in text
     assert ("FSR health" in text) == (this == FSR)
+    assert ("](figure1.png)" in text) == (this == FSR) == (repo / "figure1.png").is_file()  # the paper's Figure 1
     check_repo_folder(repo)
 
 
