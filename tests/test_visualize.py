@@ -1,5 +1,6 @@
 """python -m fsr_models.visualize: the paper's Figure 1 (Grad-CAM maps of f+, f- and f~- on adversarial images)."""
 
+import pytest
 import timm
 import torch
 from conftest import SHIPPED_FSR, SHIPPED_PLAIN
@@ -7,15 +8,18 @@ from conftest import SHIPPED_FSR, SHIPPED_PLAIN
 from fsr_models import visualize
 from fsr_models.datasets import load_cifar10
 
+SMALL = {"resnet18": {"layers": [1, 1, 1, 1], "widths": [8, 16, 32, 64]}, "vgg16": {}, "wrn34_10": {"depth": 10}}
+
 
 def tiny(name="resnet18_fsr"):
     torch.manual_seed(0)
-    return timm.create_model(name, layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
+    return timm.create_model(name, **SMALL[name.rsplit("_", 1)[0]]).eval()
 
 
-def test_maps_are_image_sized_in_0_1_and_differ_where_the_mask_separates():
+@pytest.mark.parametrize("name", ["resnet18_fsr", "vgg16_fsr", "wrn34_10_fsr"])  # 4x4, 4x4 and 8x8 features
+def test_maps_are_image_sized_in_0_1_and_differ_where_the_mask_separates(name):
     x, y = load_cifar10("test", "sample", limit=3)
-    maps = visualize.fsr_maps(tiny(), x, y)
+    maps = visualize.fsr_maps(tiny(name), x, y)
     for part in visualize.PARTS:
         assert maps[part].shape == (3, 32, 32) and 0 <= maps[part].min() and maps[part].max() <= 1
     assert not torch.allclose(maps["f_pos"], maps["f_neg"])  # the mask splits the feature: two different maps
