@@ -3,7 +3,7 @@ and the FSR feature analysis (Table 5), written as a JSON report and a Markdown 
 
     python -m fsr_models.evaluate MODEL --data-dir DIR|sample [--download] [--dataset cifar10] [--n 1000]
         [--attacks natural fgsm pgd20 pgd100 cw autoattack] [--eps 8/255] [--source MODEL] [--strong] [--sanity]
-        [--curve] [--features] [--out DIR]
+        [--curve] [--features] [--out DIR] [--overwrite]
 
 MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder in the zoo layout (also as
 `local-dir:<folder>`; a training run's `model/` or `best/`), a training run folder, or any timm model name (`resnet18`
@@ -13,8 +13,9 @@ kappa 50). `--strong` adds a random start and 5 restarts. Ensemble counts an ima
 clean and under every white-box attack of the table. TI-FGSM and DI-FGSM are crafted on `--source` (a naturally
 trained model) and tested on MODEL. The first n test images of the data folder are evaluated ('sample': the 512
 shipped with the package); the folder is never created or downloaded into without `--download`.
-`--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. User errors end in one
-line `error: ...` and exit code 2; a failed sanity check ends in exit code 4.
+`--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report goes to --out
+(default eval/), which may not hold an earlier report unless --overwrite replaces it. User errors end in one line
+`error: ...` and exit code 2; a failed sanity check ends in exit code 4.
 """
 
 from __future__ import annotations
