@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .datasets import load_dataset, to_float
+from .evaluate import Parser  # one-line user errors, exit code 2
 from .hub import load_any_model
 
 FORMATS = ("onnx", "torch-export")
@@ -76,13 +77,6 @@ def check_export(model: torch.nn.Module, path: str | Path, fmt: str, x: torch.Te
     close = result["max_abs_logit_difference"] <= TOLERANCE
     result["passed"] = close and result["exported_accuracy"] == result["model_accuracy"]
     return result
-
-
-class Parser(argparse.ArgumentParser):
-    """Every user error is one line on stderr, `error: ...`, and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {' '.join(str(message).split())}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,23 +57,8 @@ def test_bad_values_are_one_line_errors_that_name_them(folder, tmp_path, capsys,
 
 
 def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_images(folder, tmp_path):
-    assert (
-        run(
-            folder,
-            "--data-dir",
-            "sample",
-            "--n",
-            "4",
-            "--eps",
-            "8/255",
-            "--attacks",
-            "natural",
-            "fgsm",
-            "--out",
-            tmp_path,
-        )
-        == 0
-    )
+    sample = ["--data-dir", "sample", "--n", "4", "--out", tmp_path]
+    assert run(folder, *sample, "--eps", "8/255", "--attacks", "natural", "fgsm") == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["eps"] == 8 / 255 and report["settings"]["fgsm"]["step_size"] == 8 / 255
     assert report["data_source"] == "sample (shipped first 512 CIFAR-10 test images)" and report["indices"] == "0:4"
@@ -82,23 +67,7 @@ def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_image
         "test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (Linf), "
         "paper protocol."
     ) in (tmp_path / "report.md").read_text()
-    assert (
-        run(
-            folder,
-            "--data-dir",
-            "sample",
-            "--n",
-            "4",
-            "--eps",
-            "4/255",
-            "--attacks",
-            "natural",
-            "--out",
-            tmp_path,
-            "--overwrite",
-        )
-        == 0
-    )
+    assert run(folder, *sample, "--eps", "4/255", "--attacks", "natural", "--overwrite") == 0
     assert "eps 4/255 (Linf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
 
 

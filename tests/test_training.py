@@ -197,19 +197,17 @@ def test_a_time_budget_fits_the_epochs_to_the_first_epochs_time(train_script, tm
     assert results(out)["epochs"] == progress(out)["epochs"] == 1  # a budget far below one epoch: one epoch
 
 
+def fine_tune_args(out, source):
+    """One epoch of the tiny run from the zoo folder `source` at lr 0: what it loads is what it saves."""
+    return tiny_run_args(out, f"init={source}", "model_args={}", "lr_per_128=0", "weight_decay=0", "epochs=1")
+
+
 def test_fine_tuning_from_a_folder_with_a_new_head(train_script, tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64], num_classes=100)
     save_folder(source, tmp_path / "source", fsr_loss=fsr_models.FSRLoss.for_model(source))
     out = tmp_path / "tuned"
-    assert (
-        train_script.main(
-            tiny_run_args(
-                out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0", "weight_decay=0", "epochs=1"
-            )
-        )
-        == 0
-    )
+    assert train_script.main(fine_tune_args(out, tmp_path / "source")) == 0
     tuned = load_model(out / "model")
     assert tuned.fc.out_features == 10 and torch.equal(tuned.conv1.weight, source.conv1.weight)  # lr 0: the source's
     heads = weights(out / "model" / FSR_HEADS_NAME)
@@ -226,14 +224,7 @@ def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys
     torch.nn.init.constant_(heads.heads[0].bias, 0.5)
     save_folder(source, tmp_path / "source", fsr_loss=heads)
     out = tmp_path / "tuned"
-    assert (
-        train_script.main(
-            tiny_run_args(
-                out, f"init={tmp_path / 'source'}", "model_args={}", "lr_per_128=0", "weight_decay=0", "epochs=1"
-            )
-        )
-        == 0
-    )
+    assert train_script.main(fine_tune_args(out, tmp_path / "source")) == 0
     assert any(line.startswith("warning: fsr4") for line in capsys.readouterr().out.splitlines())
     for folder in ("best", "model"):
         saved = weights(out / folder / FSR_HEADS_NAME)

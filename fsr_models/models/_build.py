@@ -9,12 +9,12 @@ from ..hf.configuration_fsr import read_folder_config
 from ..weights import check_one_weights_file
 
 
-def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
+def _cfg(arch: str, tag: str, reduction: int, hub_names: frozenset[str], **kwargs) -> dict:
     data = DATASETS[tag.split("_", 1)[1]]
     name = f"{arch}.{tag}"
     size = data.input_size
     return {
-        "hf_hub_id": f"{HF_ORG}/{name}" if name in published() else None,
+        "hf_hub_id": f"{HF_ORG}/{name}" if name in hub_names else None,
         "num_classes": data.num_classes,
         "label_names": data.label_names,
         "input_size": size,
@@ -37,8 +37,11 @@ def paper_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
     """One cfg per paper setting of both architectures of `backbone` (with FSR, plain), "arch.tag" -> cfg, for
     `generate_default_cfgs`."""
     reduction = BACKBONES[backbone].reduction  # the stride of forward_features' output
+    hub_names = published()  # read once, not per tag
     return {
-        f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for arch in ARCHITECTURES[backbone] for tag in PAPER_TAGS
+        f"{arch}.{tag}": _cfg(arch, tag, reduction, hub_names, **kwargs)
+        for arch in ARCHITECTURES[backbone]
+        for tag in PAPER_TAGS
     }
 
 
