@@ -576,6 +576,9 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
         f"model = AutoModelForImageClassification.from_pretrained('{repo_id}')",
         "logits = model(pixel_values=images).logits",
         f"classify = pipeline('image-classification', model='{repo_id}')  # PIL images in, label names out",
+        "",
+        "# Without fsr-zoo (torch and transformers only), the repository's own code gives the same logits:",
+        f"model = AutoModelForImageClassification.from_pretrained('{repo_id}', trust_remote_code=True)",
         "```",
         "",
     ]

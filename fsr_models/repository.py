@@ -2,7 +2,9 @@
 
 A repository folder holds `config.json` (loads in timm and transformers), `model.safetensors`,
 `preprocessor_config.json` (the image processor of transformers' pipelines), `metrics.json` (what was measured),
-`train_config.yaml` (when the run recorded one) and `README.md`, the model card generated from these files; and,
+`train_config.yaml` (when the run recorded one), `README.md`, the model card generated from these files, and
+`configuration_fsr.py` + `modeling_fsr.py`, the self-contained code that `config.json`'s `auto_map` names, so that
+transformers loads the model with `trust_remote_code=True` where this package is not installed; and,
 when the source has them, `fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning), `robustness.json`
 and `robustness_curve.png` (a robustness evaluation and its plot), and `comparison.json` (the record of the zoo
 model the card compares against). The weights are one `model.safetensors` file: timm's Hub loader reads only that
@@ -38,6 +40,7 @@ from .card import (
 )
 from .fsr import FSRLoss
 from .hf import FSRForImageClassification
+from .hf.remote import modeling_fsr as remote_modeling
 from .hub import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
@@ -51,7 +54,14 @@ from .hub import (
 from .weights import save_weights
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
-REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME)
+# The code for trust_remote_code=True, as transformers' register_for_auto_class would map it in config.json
+REMOTE_CODE_DIR = Path(remote_modeling.__file__).parent
+REMOTE_CODE_FILES = ("configuration_fsr.py", "modeling_fsr.py")
+AUTO_MAP = {
+    "AutoConfig": "configuration_fsr.FSRConfig",
+    "AutoModelForImageClassification": "modeling_fsr.FSRForImageClassification",
+}
+REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME, *REMOTE_CODE_FILES)
 # Copied from the source when it has them (train_config.yaml: written when metrics.json records the config).
 OPTIONAL_FILES = (TRAIN_CONFIG_NAME, FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, FIGURE_NAME, COMPARISON_NAME)
 REPO_FILES = REQUIRED_FILES + OPTIONAL_FILES
@@ -132,7 +142,10 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
         raise FileExistsError(f"{partial} exists (left by an interrupted export?): remove it or export elsewhere")
     partial.mkdir(parents=True)
     try:
-        shutil.copyfile(src / CONFIG_NAME, partial / CONFIG_NAME)
+        config = {**json.loads((src / CONFIG_NAME).read_text()), "auto_map": AUTO_MAP}
+        (partial / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+        for name in REMOTE_CODE_FILES:
+            shutil.copyfile(REMOTE_CODE_DIR / name, partial / name)
         save_weights(weights, partial / WEIGHTS_NAME)
         (partial / IMAGE_PROCESSOR_NAME).write_text(image_processor_config(src))  # also for folders saved without it
         (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
@@ -157,10 +170,11 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
 def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[str]:
     """Every check a folder passes before upload (to `repo_id`, when given); returns the files to upload.
 
-    The weights must load into the architecture config.json names, in timm and in transformers, with identical
-    logits; the image processor must be the one config.json gives, the auxiliary heads (when there) the network's
-    own; the card must be the one generated from metrics.json and the folder's other records (for `repo_id`), its
-    metadata holding those results.
+    The weights must load into the architecture config.json names, in timm, in transformers and in the remote code
+    the folder carries (which must be this package's, mapped by `auto_map`), with identical logits; the image
+    processor must be the one config.json gives, the auxiliary heads (when there) the network's own; the card must be
+    the one generated from metrics.json and the folder's other records (for `repo_id`), its metadata holding those
+    results.
     """
     folder = Path(folder)
     files = sorted(p.name for p in folder.iterdir())
@@ -177,10 +191,20 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
         raise PublishError(
             f"{folder}: the weights do not load into the architecture its {CONFIG_NAME} names: {e}"
         ) from e
+    stale_code = [n for n in REMOTE_CODE_FILES if (folder / n).read_bytes() != (REMOTE_CODE_DIR / n).read_bytes()]
+    if stale_code or json.loads((folder / CONFIG_NAME).read_text()).get("auto_map") != AUTO_MAP:
+        raise PublishError(
+            f"{folder}: the code for trust_remote_code=True ({', '.join(stale_code) or 'auto_map in config.json'}) is "
+            "not this version's: export the folder again"
+        )
+    remote_model = remote_modeling.FSRForImageClassification.from_pretrained(folder).eval()
     x = torch.rand(2, *timm_model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        if not torch.equal(timm_model(x), hf_model(pixel_values=x).logits):
+        logits = timm_model(x)
+        if not torch.equal(logits, hf_model(pixel_values=x).logits):
             raise PublishError(f"{folder}: timm and transformers give different logits for the same weights")
+        if not torch.equal(logits, remote_model(pixel_values=x).logits):
+            raise PublishError(f"{folder}: the code for trust_remote_code=True gives other logits than timm's")
     if (folder / IMAGE_PROCESSOR_NAME).read_text() != image_processor_config(folder):
         raise PublishError(
             f"{folder / IMAGE_PROCESSOR_NAME} is not the image processor of {CONFIG_NAME} (edited by "

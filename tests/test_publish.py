@@ -88,9 +88,11 @@ def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_fo
         "README.md",
         "comparison.json",
         "config.json",
+        "configuration_fsr.py",
         FSR_HEADS_NAME,
         "metrics.json",
         "model.safetensors",
+        "modeling_fsr.py",
         IMAGE_PROCESSOR_NAME,
         "train_config.yaml",
     ]
@@ -448,6 +450,9 @@ LOADERS = f"""
         "pipeline, pinned, names the classes": [r[0]["label"] for r in pipeline(
             "image-classification", model=REPO, revision=FIRST)(images, top_k=1)] == [
             load_model({str(WEIGHTS)!r}).pretrained_cfg["label_names"][i] for i in reference.argmax(1)],
+        "with fsr_models imported, trust_remote_code=True still gives its classes": type(
+            AutoModelForImageClassification.from_pretrained(REPO, revision=FIRST, trust_remote_code=True)
+        ) is fsr_models.hf.FSRForImageClassification,
         "FSR heads, pinned": load_fsr_heads(f"hf-hub:{{REPO}}@{{FIRST}}", fsr_models.FSRLoss.for_model(
             load_model({str(WEIGHTS)!r}))).startswith("loaded the trained FSR auxiliary heads"),
     }}
@@ -465,8 +470,9 @@ def online(hub):
         """
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
-                  for name in ("README.md", "comparison.json", "config.json", "fsr_heads.safetensors", "metrics.json",
-                               "model.safetensors", "preprocessor_config.json", "train_config.yaml")}
+                  for name in ("README.md", "comparison.json", "config.json", "configuration_fsr.py",
+                               "fsr_heads.safetensors", "metrics.json", "model.safetensors", "modeling_fsr.py",
+                               "preprocessor_config.json", "train_config.yaml")}
         errors = {}
         for label, load in {
             "repository": lambda: load_model("hf-hub:fsr-zoo/no-such-model"),
@@ -485,8 +491,41 @@ def online(hub):
 
 
 def test_every_loader_gets_the_published_weights_from_a_real_hub_api(hub, online):
-    assert online["checks"] == {name: True for name in online["checks"]} and len(online["checks"]) == 8
+    assert online["checks"] == {name: True for name in online["checks"]} and len(online["checks"]) == 9
     assert online["served"] == {f["path"]: f["sha256"] for f in hub.plan}  # what publish sends is what is served
+
+
+def test_without_fsr_models_or_timm_transformers_loads_the_repository_with_its_own_code(hub):
+    """trust_remote_code=True where neither fsr_models nor timm can be imported: the repository's code, the
+    weights of the pinned upload, the logits of the package's network; the pipeline too."""
+    served = run_client(
+        hub.endpoint,
+        hub.hf_home,
+        f"""
+        import sys
+        sys.modules["fsr_models"] = sys.modules["timm"] = None  # an import of either fails
+        import json, torch
+        from PIL import Image
+        from transformers import AutoModelForImageClassification, pipeline
+        model = AutoModelForImageClassification.from_pretrained("{REPO_ID}", revision="{hub.first}",
+                                                                trust_remote_code=True)
+        torch.manual_seed(0)
+        x = torch.rand(4, 3, 32, 32)
+        labels = pipeline("image-classification", model="{REPO_ID}", revision="{hub.first}", trust_remote_code=True)
+        print(json.dumps({{"class": type(model).__module__ + "." + type(model).__name__,
+                          "logits": model.eval()(pixel_values=x).logits.tolist(),
+                          "pipeline": labels(Image.new("RGB", (32, 32), (128, 64, 200)), top_k=1)}}))
+        """,
+    )
+    assert served["class"].startswith("transformers_modules.") and served["class"].endswith(
+        "modeling_fsr.FSRForImageClassification"
+    )
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = load_model(WEIGHTS).eval()(x)
+    assert torch.equal(torch.tensor(served["logits"]), reference)
+    assert served["pipeline"][0]["label"] in facts.DATASETS["cifar10"].label_names
 
 
 def test_missing_repository_revision_or_broken_file_is_a_clear_error(online):

@@ -121,6 +121,9 @@ class FSRConfig(PreTrainedConfig):
         saved_timm_keys = {k: kwargs.pop(k) for k in TIMM_KEYS if k in kwargs}
         if "num_classes" in saved_timm_keys and self.id2label is None:
             kwargs.setdefault("num_labels", saved_timm_keys["num_classes"])
+        # The map to a Hub repository's own code (fsr_models.hf.remote, for loading without this package) belongs
+        # to that repository: a model saved from here gets it again only where hub/publish.py writes the code too.
+        kwargs.pop("auto_map", None)
         if kwargs.pop("model_type", self.model_type) != self.model_type:
             raise ValueError(f"not an FSR config: model_type must be {self.model_type!r}")
         unknown = sorted(k for k in kwargs if k not in _BASE_KWARGS and not k.startswith("_"))  # _x: internal

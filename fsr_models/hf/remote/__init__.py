@@ -1,0 +1,2 @@
+"""The code a Hub repository of the zoo carries for `trust_remote_code=True`: `configuration_fsr.py` and
+`modeling_fsr.py`, self-contained (torch and transformers only), copied beside the weights by `hub/publish.py`."""
