@@ -2,14 +2,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo tour test bench
+.PHONY: demo tour test bench app chromium
 # The main job: AT + FSR on real CIFAR-10 images for a few minutes on a CPU, evaluated, written as a Hub folder.
 demo: $(VENV)/.installed
 	$(PY) training/train.py --config training/configs/quickstart_cpu.yaml --set output_dir=runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 tour: $(VENV)/.installed
 	$(PY) -m fsr_models.demo
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest
+app: $(VENV)/.installed
+	$(PY) app.py
+# Headless Chromium for the test of the interactive page (Debian's packages; the test is skipped without them).
+chromium:
+	@command -v chromedriver >/dev/null || (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) || \
+		echo "Chromium could not be installed (apt-get as root): the browser test will be skipped"
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_models.py
 

@@ -11,6 +11,7 @@ may be the unwrapped module of a DDP model. Callers choose the mode: attacks on 
 
 from __future__ import annotations
 
+import logging
 import sys
 from fractions import Fraction
 from typing import Callable
@@ -129,6 +130,15 @@ def pgd_restarts(
     return x_adv
 
 
+class _Collect(logging.Handler):
+    def __init__(self, records: list):
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.levelname, record.getMessage()))
+
+
 def autoattack(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -137,21 +147,36 @@ def autoattack(
     version: str = "standard",
     batch_size: int = 250,
     seed: int = 0,
+    attacks_to_run: list[str] | None = None,
+    log: list | None = None,
 ) -> torch.Tensor:
-    """AutoAttack (APGD-CE, APGD-T, FAB-T, Square in its standard version) from the reference code, pyautoattack.
+    """AutoAttack (APGD-CE, APGD-T, FAB-T, Square in its standard version) from the reference code, pyautoattack;
+    version "custom" runs `attacks_to_run` (e.g. ["apgd-ce"]).
 
-    The model must be in eval mode; eps is passed explicitly (pyautoattack's default is 0.3).
+    The model must be in eval mode; eps is passed explicitly (pyautoattack's default is 0.3). `log`, a list, receives
+    what pyautoattack logs during the run as (level, message): its warning flags (randomness, zero gradients, Square
+    beyond the white-box attacks, ...) and the robust accuracy after each of its attacks.
     """
     from pyautoattack import AutoAttack
 
     if model.training:
         raise ValueError("AutoAttack needs the model in eval mode: call model.eval() first")
-    runner = AutoAttack(model, eps=eps, norm="Linf", version=version, device=x.device, seed=seed)
+    runner = AutoAttack(
+        model, eps=eps, norm="Linf", version=version, device=x.device, seed=seed, attacks=attacks_to_run
+    )
+    if version == "custom":
+        runner.apgd.n_restarts = 1  # as the standard version runs APGD-CE (pyautoattack's custom default is 5)
+    logger = logging.getLogger("auto-attack")
+    handler, level = _Collect([] if log is None else log), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if log is not None else level)
     tracer = sys.gettrace()  # its check for dynamic defenses ends with sys.settrace(None): a debugger's or coverage's
     try:  # tracer would be gone for the rest of the process
         x_adv, _ = runner.run_standard_evaluation(x.contiguous(), y.contiguous(), batch_size=batch_size)
     finally:
         sys.settrace(tracer)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     return x_adv.detach()
 
 

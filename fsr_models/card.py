@@ -20,7 +20,7 @@ from pathlib import Path
 
 import timm
 import torch
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
 from .datasets import SAMPLE_SIZES
 from .evaluation.protocol import ATTACKS, attack_settings, pgd_settings
@@ -31,6 +31,7 @@ from .renames import saved_settings
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
+ADAPTIVE_NAME = "robustness_adaptive.json"  # the report of the attacks designed against FSR (fsr_models.adaptive)
 FIGURE_NAME = "figure1.png"  # the paper's Figure 1 for this model (python -m fsr_models.visualize)
 COMPARISON_NAME = "comparison.json"
 METHOD_NAMES = {
@@ -48,6 +49,17 @@ ATTACK_NOTES = {  # said once under the tables where the attack appears
     "ti_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
     "di_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
     "nattack": "NAttack is a query-based black-box attack (Li et al. 2019).",
+    "apgd_ce": "APGD-CE is AutoAttack's first attack alone (reference code, 100 iterations, 1 restart).",
+    "mask_surrogate": "Mask surrogate: PGD-20 whose gradients go through FSR's mask softened 10x and 100x (BPDA; the "
+    "forward is the model's own).",
+    "feature_space": "Feature space: PGD moving the feature FSR passes on towards that of the nearest image of "
+    "another class, then PGD-20 from there.",
+    "transfer_twin": "Transfer from twin / from w/o Rec: PGD-20 crafted on the zoo's same network with or without "
+    "FSR, or on this model's own w/o Rec ablation (FSR passing on f+ only).",
+    "transfer_without_rec": "Transfer from twin / from w/o Rec: PGD-20 crafted on the zoo's same network with or "
+    "without FSR, or on this model's own w/o Rec ablation (FSR passing on f+ only).",
+    "adaptive_ensemble": "Each adaptive attack keeps, per image, the worst case with PGD-20; the adaptive ensemble "
+    "counts an image only if it withstands every attack of its table.",
 }
 CITATION = """@inproceedings{kim2023fsr,
   title     = {Feature Separation and Recalibration for Adversarial Robustness},
@@ -64,6 +76,7 @@ class Record:
     config: dict
     metrics: dict
     robustness: dict | None = None  # robustness.json
+    adaptive: dict | None = None  # robustness_adaptive.json
     curve_png: bool = False  # robustness_curve.png is there
     comparison: dict | None = None  # comparison.json: {"model": "<arch>.<tag>", "metrics": its metrics.json}
     fsr_heads: bool = False  # fsr_heads.safetensors is there
@@ -88,6 +101,7 @@ def read_record(folder: str | Path) -> Record:
         read(CONFIG_NAME),
         read(METRICS_NAME),
         read(ROBUSTNESS_NAME),
+        read(ADAPTIVE_NAME),
         (folder / CURVE_NAME).is_file(),
         read(COMPARISON_NAME),
         (folder / FSR_HEADS_NAME).is_file(),
@@ -273,9 +287,9 @@ def final_test_report(metrics: dict) -> dict:
     }
 
 
-def measured_reports(metrics: dict, robustness: dict | None = None) -> list[tuple[str, dict]]:
-    """The reports a card shows, named: the run's own final test, the evaluation report in metrics.json if there is
-    one, and robustness.json if there is one."""
+def measured_reports(metrics: dict, robustness: dict | None = None, adaptive: dict | None = None) -> list:
+    """The reports a card shows, as (name, report): the run's own final test, the evaluation report in metrics.json if
+    there is one, robustness.json and robustness_adaptive.json if there."""
     legacy = all(k in metrics for k in ("natural_acc", "test_images", "eps")) and any(
         k.startswith("pgd") and k.endswith("_acc") for k in metrics
     )
@@ -289,11 +303,14 @@ def measured_reports(metrics: dict, robustness: dict | None = None) -> list[tupl
         reports.append(("a later evaluation (metrics.json, evaluation)", metrics["evaluation"]))
     if robustness:
         reports.append((f"the robustness evaluation ({ROBUSTNESS_NAME})", robustness))
+    if adaptive:
+        reports.append((f"the attacks designed against FSR ({ADAPTIVE_NAME})", adaptive))
     return reports
 
 
-def card_eval_results(metrics: dict, robustness: dict | None = None) -> list[EvalResult]:
-    return [result for _, report in measured_reports(metrics, robustness) for result in eval_results(report)]
+def card_eval_results(metrics: dict, robustness: dict | None = None, adaptive: dict | None = None) -> list:
+    reports = measured_reports(metrics, robustness, adaptive)
+    return [result for _, report in reports for result in eval_results(report)]
 
 
 def evaluate_command(model: str, report: dict) -> str:
@@ -308,6 +325,8 @@ def evaluate_command(model: str, report: dict) -> str:
             *([f"--eps {eps_text(report['eps'])}"] if not math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7) else []),
             *(["--strong"] if report.get("strong") else []),
             *(["--curve"] if "curve" in report else []),
+            *([f"--seed {report['seed']}"] if report.get("seed") else []),
+            *([f"--twin {twin}"] if (twin := report["settings"].get("transfer_twin", {}).get("transfer_from")) else []),
         ]
     )
 
@@ -323,13 +342,39 @@ def report_lines(title: str, report: dict, model: str) -> list[str]:
         *accuracy_table(report),
         "",
     ]
-    unmeasurable = [column_title(a) for a in report["accuracy"] if a not in ATTACKS and a != "ensemble"]
+    lines += adaptive_finding(report)
+    if report.get("verdict"):
+        failed = [c for c in report.get("sanity_checks", []) if not c["passed"]]
+        lines += [f"Checks of this evaluation: {report['verdict']}" + (" (see its report)." if failed else "."), ""]
+    unmeasurable = [column_title(a) for a in report["accuracy"] if a not in ATTACKS and "ensemble" not in a]
     lines += [
         f"Measure again: `{evaluate_command(model, report)}`"
         + (f" ({', '.join(unmeasurable)} is not one of its attacks)." if unmeasurable else "."),
         "",
     ]
     return lines
+
+
+def adaptive_finding(report: dict) -> list[str]:
+    """Said plainly: how far the attacks designed against FSR take accuracy below the PGD-20 of the same report."""
+    accuracy = report["accuracy"]
+    if "adaptive_ensemble" not in accuracy or "pgd20" not in accuracy:
+        return []
+    drop = 100 * (accuracy["pgd20"] - accuracy["adaptive_ensemble"])
+    worst = min((a for a in accuracy if a in ATTACK_NOTES and a != "adaptive_ensemble"), key=accuracy.get)
+    if drop >= 0.5:
+        text = (
+            f"**The attacks designed against FSR lower the accuracy below PGD-20's**: {100 * accuracy['pgd20']:.2f} % "
+            f"under PGD-20, {100 * accuracy['adaptive_ensemble']:.2f} % under the adaptive ensemble ({drop:.2f} "
+            f"points lower; the strongest single attack: {column_title(worst)}). PGD-20 overstates this model's "
+            "robustness; use the adaptive figure."
+        )
+    else:
+        text = (
+            f"The attacks designed against FSR find no more than PGD-20 on these images: {100 * accuracy['pgd20']:.2f} "
+            f"% under PGD-20, {100 * accuracy['adaptive_ensemble']:.2f} % under the adaptive ensemble."
+        )
+    return [text, ""]
 
 
 def attack_notes(reports: list[dict]) -> list[str]:
@@ -485,7 +530,7 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
             "feature-separation-and-recalibration",
         ],
         model_name=repo_id,
-        eval_results=card_eval_results(record.metrics, record.robustness),
+        eval_results=card_eval_results(record.metrics, record.robustness, record.adaptive),
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{_body(record, repo_id, dataset)}")
 
@@ -538,7 +583,7 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
         ]
     lines += _training_lines(metrics, facts, name, bool(fsr))
 
-    reports = measured_reports(metrics, record.robustness)
+    reports = measured_reports(metrics, record.robustness, record.adaptive)
     lines += ["## Evaluation", ""]
     for title, report in reports:
         lines += report_lines(title, report, f"hf-hub:{repo_id}")

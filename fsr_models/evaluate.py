@@ -2,8 +2,8 @@
 and the FSR feature analysis (Table 5), written as a JSON report and a Markdown table.
 
     python -m fsr_models.evaluate MODEL --data-dir DIR|sample [--download] [--dataset cifar10] [--n 1000]
-        [--attacks natural fgsm pgd20 pgd100 cw autoattack] [--eps 8/255] [--source MODEL] [--strong] [--sanity]
-        [--curve] [--features] [--out DIR] [--overwrite]
+        [--attacks natural fgsm pgd20 pgd100 cw autoattack adaptive] [--eps 8/255] [--source MODEL]
+        [--twin MODEL] [--strong] [--sanity] [--curve] [--features] [--out DIR] [--overwrite]
 
 MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder in the zoo layout (also as
 `local-dir:<folder>`; a training run's `model/` or `best/`), a training run folder, or any timm model name (`resnet18`
@@ -11,11 +11,18 @@ evaluates a plain timm model, which must take [0, 1] pixels). The paper's protoc
 mode, no random start, step eps/10 (FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W margin with
 kappa 50). `--strong` adds a random start and 5 restarts. Ensemble counts an image only if it is classified correctly
 clean and under every white-box attack of the table. TI-FGSM and DI-FGSM are crafted on `--source` (a naturally
-trained model) and tested on MODEL. The first n test images of the data folder are evaluated ('sample': the 512
+trained model) and tested on MODEL. `adaptive` runs the attacks designed against FSR (fsr_models.adaptive): PGD
+through a softened mask, a feature-space attack, transfer from the twin (the zoo's same network without FSR, or with
+it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo folder or the
+twin's tag) and from the model's own w/o Rec ablation, each the per-image worst case with PGD-20, and the adaptive
+ensemble over every attack that ran. `apgd_ce` is AutoAttack's first attack alone, where the standard version would
+take too long. After an AutoAttack run its warning flags (randomness, zero gradients, Square beyond the white-box
+attacks, ...) fail the sanity check on the same symptom, and the report's verdict says "unreliable" when any check
+failed. The first n test images of the data folder are evaluated ('sample': the 512
 shipped with the package); the folder is never created or downloaded into without `--download`.
 `--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report goes to --out
 (default eval/), which may not hold an earlier report unless --overwrite replaces it. User errors end in one line
-`error: ...` and exit code 2; a failed sanity check ends in exit code 4.
+`error: ...` and exit code 2; a failed check ends in exit code 4.
 """
 
 from __future__ import annotations
@@ -33,13 +40,13 @@ import torch
 
 from . import attacks
 from .datasets import DATA_DIR_ENV, data_source, load_dataset, to_float
-from .evaluation.checks import FSR_CHECK, sanity_checks
+from .evaluation.checks import FSR_CHECK, sanity_checks, verdict, with_autoattack_flags
 from .evaluation.features import check_feature_analysis, feature_analysis
 from .evaluation.plot import plot_curve
-from .evaluation.protocol import ATTACKS, CURVE_ATTACK, evaluate_attacks, robustness_curve
+from .evaluation.protocol import ADAPTIVE, ATTACKS, CURVE_ATTACK, evaluate_attacks, robustness_curve
 from .evaluation.report import make_report, markdown, model_index
 from .facts import DATASETS, PAPER_EPS
-from .fsr import fsr_health
+from .fsr import FSR, fsr_health
 from .hub import load_any_model
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
@@ -143,17 +150,52 @@ def out_folder(text: str) -> Path:
     return Path(text)
 
 
+def default_twin(model: str) -> str | None:
+    """The zoo's counterpart of MODEL (with FSR <-> plain, same tag) where MODEL names a zoo folder whose sibling
+    holds it, or a tag; None otherwise."""
+    path = Path(model.removeprefix("local-dir:"))
+    arch, dot, tag = path.name.partition(".")
+    backbone, _, kind = arch.rpartition("_")
+    if not dot or kind not in ("fsr", "plain"):
+        return None
+    twin = f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}.{tag}"
+    if path.is_dir():
+        return str(path.with_name(twin)) if path.with_name(twin).is_dir() else None
+    return twin
+
+
+def adaptive_attacks(requested: list[str], model, twin) -> list[str]:
+    """The attack list with `adaptive` replaced by the adaptive attacks that apply to this model (those on FSR's mask
+    and its w/o Rec ablation need FSR modules with a mask, i.e. a Separation stage; the transfer from the twin needs
+    one); one named that cannot run is a ValueError."""
+    fsr_modules = [m for m in model.modules() if isinstance(m, FSR)]
+    has_mask = bool(fsr_modules) and all(m.separation_net is not None for m in fsr_modules)
+    applies = {"mask_surrogate": has_mask, "feature_space": True, "transfer_twin": twin is not None}
+    applies["transfer_without_rec"] = has_mask
+    for name in requested:
+        if name in ADAPTIVE and not applies[name]:
+            why = (
+                "give --twin" if name == "transfer_twin" else "the model has no FSR mask (FSR with a Separation stage)"
+            )
+            raise ValueError(f"{name} cannot run on {type(model).__name__}: {why}")
+    expanded = [n for n in ADAPTIVE if applies[n]]
+    return list(dict.fromkeys(m for n in requested for m in (expanded if n == "adaptive" else [n])))
+
+
 def load_inputs(args) -> tuple:
-    """The model, the transfer source, the test images and the k-NN bank, checked against each other before hours of
-    attacks; what does not fit is a ValueError or FileNotFoundError that says why."""
+    """The model, the transfer source and twin, the test images and the k-NN bank, checked against each other before
+    hours of attacks; what does not fit is a ValueError or FileNotFoundError that says why."""
     model = load_any_model(args.model).to(args.device).eval()
     source = load_any_model(args.source).to(args.device).eval() if args.source else None
+    twin = load_any_model(args.twin).to(args.device).eval() if args.twin else None
     images, labels, label_names = load_dataset(args.dataset, "test", args.data_dir, args.n, download=args.download)
     if len(images) < args.n:
         where = data_source(args.data_dir, "test") if str(args.data_dir) == "sample" else args.data_dir
         raise ValueError(f"--n {args.n}: only {len(images)} {args.dataset} test images in {where}")
     classes = len(label_names) if label_names else int(labels.max()) + 1
-    for name, m in [(args.model, model)] + ([(args.source, source)] if source is not None else []):
+    for name, m in [(args.model, model), (args.source, source), (args.twin, twin)]:
+        if m is None:
+            continue
         cfg = getattr(m, "pretrained_cfg", {})
         if tuple(cfg.get("mean", (0, 0, 0))) != (0, 0, 0) or tuple(cfg.get("std", (1, 1, 1))) != (1, 1, 1):
             raise ValueError(
@@ -167,7 +209,7 @@ def load_inputs(args) -> tuple:
         check_feature_analysis(model)
         bank_x, bank_y, _ = load_dataset(args.dataset, "train", args.data_dir, 5000, download=args.download)
         bank = to_float(bank_x).to(args.device), bank_y.to(args.device)
-    return model, source, to_float(images).to(args.device), labels.to(args.device), bank
+    return model, source, twin, to_float(images).to(args.device), labels.to(args.device), bank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,16 +227,21 @@ def main(argv: list[str] | None = None) -> int:
         "--attacks",
         nargs="+",
         default=["natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack"],
-        choices=ATTACKS,
-        help="the attacks, in the report's order",
+        choices=(*ATTACKS, "adaptive"),
+        help="the attacks, in the report's order ('adaptive': those designed against FSR that apply)",
     )
     parser.add_argument("--eps", type=eps_value, default=PAPER_EPS, help="L-inf radius in [0, 1], e.g. 8/255")
     parser.add_argument("--source", help="model to craft TI-FGSM / DI-FGSM on (a naturally trained one)")
+    parser.add_argument(
+        "--twin",
+        help="model to craft transfer_twin on (default: the zoo's counterpart of MODEL with or without FSR, if found)",
+    )
     parser.add_argument("--strong", action="store_true", help="random start and 5 restarts for the PGD attacks")
     parser.add_argument("--sanity", action="store_true", help="checks against gradient masking, and FSR's health")
     parser.add_argument("--curve", action="store_true", help=f"accuracy against eps ({CURVE_ATTACK}) as a PNG")
     parser.add_argument("--features", action="store_true", help="the FSR feature analysis (paper Table 5)")
     parser.add_argument("--batch-size", type=positive_int, default=200, help="images per attacked batch")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random draws (random starts, AutoAttack)")
     parser.add_argument(
         "--device", type=device_value, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
     )
@@ -214,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "argument --attacks: ti_fgsm and di_fgsm are transfer attacks: give --source, the model to craft them on"
         )
+    if args.twin is None and ({"adaptive", "transfer_twin"} & set(args.attacks)):
+        args.twin = default_twin(args.model)
     try:
-        model, source, x, y, bank = load_inputs(args)
+        model, source, twin, x, y, bank = load_inputs(args)
+        args.attacks = adaptive_attacks(args.attacks, model, twin)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
 
@@ -224,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     if "autoattack" in args.attacks and not logging.getLogger("auto-attack").handlers:
         show_autoattack_progress()
     print(f"evaluating {args.model} on {len(x)} {args.dataset} test images; the report goes to {args.out}/", flush=True)
-    result = evaluate_attacks(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size)
+    torch.manual_seed(args.seed)
+    result = evaluate_attacks(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size, twin=twin)
     report = make_report(
         args.model,
         args.dataset,
@@ -235,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         result,
         args.source,
     )
-    if source is not None:
-        for n in ("ti_fgsm", "di_fgsm"):
-            report["settings"].get(n, {})["transfer_from"] = args.source
+    for n, other in (("ti_fgsm", args.source), ("di_fgsm", args.source), ("transfer_twin", args.twin)):
+        if n in report["settings"]:
+            report["settings"][n]["transfer_from"] = other
+    report["seed"] = args.seed
     health = fsr_health(model, x, args.batch_size)
     if health:
         report["fsr_health"] = health
@@ -246,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.sanity:
         print("sanity checks (5 random restarts of PGD-20, input gradients, determinism)...", flush=True)
         report["sanity_checks"] = sanity_checks(model, x, y, result, args.eps, args.batch_size, report["curve"], health)
+    if result["autoattack_warnings"]:
+        report["sanity_checks"] = with_autoattack_flags(report.get("sanity_checks", []), result["autoattack_warnings"])
+    if report.get("sanity_checks"):
+        report["verdict"] = verdict(report["sanity_checks"])
     if args.features:
         print("feature analysis (paper Table 5)...", flush=True)
         report["features"] = feature_analysis(model, x, y, *bank, args.eps, args.batch_size)
@@ -260,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [c for c in report.get("sanity_checks", []) if not c["passed"]]
     for c in failed:
         why = "; ".join(c["detail"]) if c["check"] == FSR_CHECK else "robustness may be an artefact of masked gradients"
+        why += "".join(f"; AutoAttack: {flag}" for flag in c.get("autoattack_flags", []))
         print(f"SANITY CHECK FAILED: {c['check']}: {why}", file=sys.stderr)
     return 4 if failed else 0
 

@@ -26,6 +26,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .card import (
+    ADAPTIVE_NAME,
     COMPARISON_NAME,
     CURVE_NAME,
     FIGURE_NAME,
@@ -63,7 +64,15 @@ AUTO_MAP = {
 }
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME, *REMOTE_CODE_FILES)
 # Copied from the source when it has them (train_config.yaml: written when metrics.json records the config).
-OPTIONAL_FILES = (TRAIN_CONFIG_NAME, FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, FIGURE_NAME, COMPARISON_NAME)
+OPTIONAL_FILES = (
+    TRAIN_CONFIG_NAME,
+    FSR_HEADS_NAME,
+    ROBUSTNESS_NAME,
+    ADAPTIVE_NAME,
+    CURVE_NAME,
+    FIGURE_NAME,
+    COMPARISON_NAME,
+)
 REPO_FILES = REQUIRED_FILES + OPTIONAL_FILES
 
 
@@ -151,7 +160,7 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
         (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
         if "train_config" in record.metrics:  # under today's setting names, what the card's command reads
             (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(train_config(record.metrics), sort_keys=False))
-        for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, CURVE_NAME, FIGURE_NAME):
+        for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, ADAPTIVE_NAME, CURVE_NAME, FIGURE_NAME):
             if (src / name).is_file():
                 shutil.copyfile(src / name, partial / name)
         if record.comparison:
@@ -214,7 +223,7 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
         check_fsr_heads(folder / FSR_HEADS_NAME, timm_model)
     record = read_record(folder)
     try:
-        expected = card_eval_results(record.metrics, record.robustness)
+        expected = card_eval_results(record.metrics, record.robustness, record.adaptive)
     except (ValueError, KeyError) as e:
         raise PublishError(f"{folder / METRICS_NAME}: {e}") from e
     card = ModelCard.load(folder / CARD_NAME)

@@ -2,17 +2,18 @@
 """Write MODEL_CARD.md, the zoo's card, from what exists: the registered models, hub/weights/<model>.<tag>/
 (metrics.json and, where there, robustness.json and robustness_curve.png: every measured number) and the paper's
 tables (quoted, and marked as the paper's); results/zoo_robustness.csv, the zoo's results table (every measured
-report of every trained model, one row each); and each hub/weights folder's preprocessor_config.json, the image
-processor its config.json gives (the same code writes it into every saved folder).
+report of every trained model, one row each); results/robustbench/<model>.json, each trained model's entry in
+RobustBench's model_info format; and each hub/weights folder's preprocessor_config.json, the image processor its
+config.json gives (the same code writes it into every saved folder).
 
-    python hub/zoo_card.py            # rewrite MODEL_CARD.md, results/zoo_robustness.csv and the folders'
-                                      # preprocessor_config.json
+    python hub/zoo_card.py            # rewrite MODEL_CARD.md, the results and the folders' preprocessor_config.json
     python hub/zoo_card.py --check    # exit 1 if any of them is not what the current files give
 """
 
 import argparse
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -42,12 +43,14 @@ from fsr_models.card import (
     schedule_text,
 )
 from fsr_models.evaluation.report import COLUMNS, column_title
-from fsr_models.facts import PAPER_EPOCHS
+from fsr_models.facts import HF_ORG, PAPER_EPOCHS
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "MODEL_CARD.md"
 RESULTS = ROOT / "results" / "zoo_robustness.csv"
+ROBUSTBENCH = ROOT / "results" / "robustbench"
+ROBUSTBENCH_ARCHITECTURES = {"resnet18": "ResNet-18", "vgg16": "VGG-16 (BN)", "wrn34_10": "WideResNet-34-10"}
 RESULT_COLUMNS = tuple(COLUMNS)  # every attack a report may hold, in the paper's column order
 WEIGHTS = ROOT / "hub" / "weights"
 # The paper's accuracies (%): natural, PGD-20, AutoAttack (None: not reported). ResNet-18: Table 1 (CIFAR-10 and
@@ -96,7 +99,7 @@ def results_csv() -> str:
     not run), with the images and eps it rests on and R's contribution of the FSR health it recorded."""
     rows = []
     for name, record in trained_weights().items():
-        for i, (title, report) in enumerate(measured_reports(record.metrics, record.robustness)):
+        for i, (title, report) in enumerate(measured_reports(record.metrics, record.robustness, record.adaptive)):
             # the final test's health is metrics.json's (measured on its test images); a later report has its own
             health = report.get("fsr_health") or (record.metrics.get("fsr_health") if i == 0 else None) or {}
             contribution = next((h["r_contribution"] for h in health.values() if "r_contribution" in h), None)
@@ -110,6 +113,48 @@ def results_csv() -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+def robustbench_entry(name: str, record: Record) -> dict | None:
+    """RobustBench's model_info entry (model_info/<dataset>/Linf/<name>.json) for a trained model, from its largest
+    AutoAttack report, with the adaptive ensemble as `external` where it is lower; None without AutoAttack. The
+    images each figure rests on are in `footnote` and `evaluated_images` (RobustBench needs all test images)."""
+    reports = [report for _, report in measured_reports(record.metrics, record.robustness, record.adaptive)]
+    autoattack = max((r for r in reports if "autoattack" in r["accuracy"]), key=lambda r: r["images"], default=None)
+    if autoattack is None:
+        return None
+    config = record.config
+    fsr = bool(config.get("fsr_stages"))
+    robust = 100 * autoattack["accuracy"]["autoattack"]
+    footnote = f"AutoAttack (standard) on the first {autoattack['images']:,} test images, not all of them"
+    entry = {
+        "link": f"https://huggingface.co/{HF_ORG}/{name}",
+        "name": f"fsr-zoo {name}: {network_name(config)} {'with FSR' if fsr else 'without FSR (baseline)'}",
+        "authors": "fsr-zoo (FSR: Woo Jae Kim, Yoonki Cho, Junsik Jung, Sung-Eui Yoon)",
+        "additional_data": False,
+        "number_forward_passes": 1,
+        "dataset": autoattack["dataset"],
+        "venue": "CVPR 2023 (FSR)" if fsr else "",
+        "architecture": ROBUSTBENCH_ARCHITECTURES[config["backbone"]] + (" + FSR" if fsr else ""),
+        "eps": eps_text(autoattack["eps"]),
+        "clean_acc": f"{100 * autoattack['accuracy']['natural']:.2f}",
+        "reported": f"{robust:.2f}",
+        "autoattack_acc": f"{robust:.2f}",
+    }
+    images = {"autoattack": autoattack["images"]}
+    adaptive = record.adaptive
+    if adaptive and "adaptive_ensemble" in adaptive["accuracy"]:
+        images["adaptive"] = adaptive["images"]
+        value = 100 * adaptive["accuracy"]["adaptive_ensemble"]
+        footnote += f"; the attacks designed against FSR give {value:.2f} % on the first {adaptive['images']:,}"
+        if value < robust:
+            entry["external"] = f"{value:.2f}"
+    return entry | {"footnote": footnote + ".", "timm_name": name, "evaluated_images": images}
+
+
+def robustbench_files() -> dict[Path, str]:
+    entries = {name: robustbench_entry(name, record) for name, record in trained_weights().items()}
+    return {ROBUSTBENCH / f"{n}.json": json.dumps(e, indent=2) + "\n" for n, e in entries.items() if e is not None}
 
 
 def render() -> str:
@@ -290,7 +335,7 @@ def model_lines(name: str, record: Record) -> list[str]:
         "`metrics.json`.",
         "",
     ]
-    reports = measured_reports(m, record.robustness)
+    reports = measured_reports(m, record.robustness, record.adaptive)
     for title, report in reports:
         lines += report_lines(title, report, f"hub/weights/{name}")
     lines += attack_notes([report for _, report in reports])
@@ -310,6 +355,7 @@ def main(argv=None) -> int:
     files = {
         CARD: render(),
         RESULTS: results_csv(),
+        **robustbench_files(),
         **{
             p.parent / IMAGE_PROCESSOR_NAME: image_processor_config(p.parent)
             for p in sorted(WEIGHTS.glob("*.*/config.json"))
@@ -320,10 +366,10 @@ def main(argv=None) -> int:
         for path in stale:
             print(f"{path} is out of date: run python hub/zoo_card.py", file=sys.stderr)
         if not stale:
-            print(f"{CARD}, {RESULTS} and the hub/weights image processors are up to date")
+            print(f"{CARD}, {RESULTS}, {ROBUSTBENCH} and the hub/weights image processors are up to date")
         return 1 if stale else 0
     for path in stale:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files[path])
         print(f"wrote {path}")
     return 0

@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 
 from fsr_models import evaluate
 from fsr_models.card import (
+    ADAPTIVE_NAME,
     CURVE_NAME,
     ROBUSTNESS_NAME,
     default_repo_id,
@@ -27,6 +28,7 @@ from fsr_models.card import (
     train_config,
 )
 from fsr_models.datasets import load_dataset, to_float
+from fsr_models.evaluation.report import COLUMNS
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
 from fsr_models.hub import FSR_HEADS_NAME, load_model
@@ -120,6 +122,29 @@ def test_card_shows_the_robustness_report_its_curve_and_fsr_health(reference_run
     readme.write_text(readme.read_text().replace("![Accuracy against eps]", "![Our great robustness]"))
     with pytest.raises(PublishError, match="not the card generated"):
         check_repo_folder(repo)
+
+
+def test_card_says_plainly_what_the_attacks_designed_against_fsr_found(reference_run, tmp_path):
+    """robustness_adaptive.json as `python -m fsr_models.evaluate <folder> --attacks ... adaptive` writes it."""
+    folder = Path(shutil.copytree(reference_run / "model", tmp_path / "model"))
+    argv = [str(folder), "--data-dir", "sample", "--n", "8", "--attacks", "natural", "pgd20", "adaptive"]
+    assert evaluate.main([*argv, "--out", str(tmp_path / "eval")]) == 0
+    shutil.copyfile(tmp_path / "eval" / "report.json", folder / ADAPTIVE_NAME)
+    accuracy = json.loads((folder / ADAPTIVE_NAME).read_text())["accuracy"]
+    repo = export_repo(folder, tmp_path / "repo")
+    text = card_text(repo)
+    assert "--n 8 --attacks natural pgd20 mask_surrogate feature_space transfer_without_rec`" in text
+    assert "| Mask surrogate | Feature space | Transfer from w/o Rec | Adaptive ensemble |" in text
+    finding = (
+        "lower the accuracy below PGD-20's"
+        if accuracy["adaptive_ensemble"] < accuracy["pgd20"] - 0.005
+        else ("find no more than PGD-20 on these images")
+    )
+    assert f"The attacks designed against FSR {finding}" in text.replace("**", "")
+    assert "Mask surrogate: PGD-20 whose gradients go through FSR's mask" in text
+    metadata = {r.metric_name: r.metric_value for r in ModelCard.load(repo / "README.md").data.eval_results}
+    assert metadata["Adaptive ensemble accuracy"] == round(100 * accuracy["adaptive_ensemble"], 2)
+    assert check_repo_folder(repo)
 
 
 @pytest.mark.parametrize("this, other", [(FSR, PLAIN), (PLAIN, FSR)], ids=["fsr", "plain"])
@@ -232,12 +257,36 @@ def test_the_results_table_holds_every_measured_report_of_the_zoo():
     for folder in (FSR, PLAIN):
         record = read_record(folder)
         expected += [
-            (folder.name, title, report) for title, report in measured_reports(record.metrics, record.robustness)
+            (folder.name, title, report)
+            for title, report in measured_reports(record.metrics, record.robustness, record.adaptive)
         ]
     assert [(r["model"], r["report"]) for r in rows] == [(name, title) for name, title, _ in expected]
     for row, (_, _, report) in zip(rows, expected):
         assert int(row["images"]) == report["images"]
-        for attack in ("natural", "fgsm", "pgd20", "pgd100", "cw", "ensemble", "autoattack"):
+        for attack in COLUMNS:
             value = report["accuracy"].get(attack)
             assert row[attack] == ("" if value is None else f"{100 * value:.2f}"), (row["model"], attack)
     assert "(results/zoo_robustness.csv)" in (ROOT / "MODEL_CARD.md").read_text()
+
+
+# RobustBench's model_info keys (its model_info/<dataset>/Linf/*.json), which a submission must fill
+ROBUSTBENCH_KEYS = {"link", "name", "authors", "additional_data", "number_forward_passes", "dataset", "venue"}
+ROBUSTBENCH_KEYS |= {"architecture", "eps", "clean_acc", "reported", "autoattack_acc", "footnote"}
+
+
+@pytest.mark.parametrize("shipped", [FSR, PLAIN], ids=["fsr", "plain"])
+def test_robustbench_entries_carry_the_largest_autoattack_report_and_its_images(shipped):
+    entry = json.loads((ROOT / "results" / "robustbench" / f"{shipped.name}.json").read_text())
+    assert ROBUSTBENCH_KEYS <= set(entry)
+    record = read_record(shipped)
+    reports = [r for _, r in measured_reports(record.metrics, record.robustness, record.adaptive)]
+    autoattack = max((r for r in reports if "autoattack" in r["accuracy"]), key=lambda r: r["images"])
+    assert entry["autoattack_acc"] == f"{100 * autoattack['accuracy']['autoattack']:.2f}"
+    assert entry["clean_acc"] == f"{100 * autoattack['accuracy']['natural']:.2f}"
+    assert entry["evaluated_images"]["autoattack"] == autoattack["images"] and entry["eps"] == "8/255"
+    assert f"first {autoattack['images']:,} test images" in entry["footnote"]
+    assert timm.create_model(entry["timm_name"], pretrained=False).num_classes == 10  # a name timm looks up
+    if record.adaptive:
+        adaptive = 100 * record.adaptive["accuracy"]["adaptive_ensemble"]
+        assert entry["evaluated_images"]["adaptive"] == record.adaptive["images"]
+        assert ("external" in entry) == (adaptive < float(entry["autoattack_acc"]))

@@ -12,6 +12,7 @@ from PIL import Image
 
 import fsr_models.hub
 from fsr_models import attacks, evaluate, evaluation
+from fsr_models.evaluation import checks
 from fsr_models.evaluation.checks import fsr_active_check
 from fsr_models.fsr import fsr_health
 
@@ -286,3 +287,59 @@ def test_shipped_fsr_weights_have_a_dead_recalibration_net(test_batch):
     assert check["check"] == evaluation.FSR_CHECK and not check["passed"]
     assert health["fsr4"]["r_contribution"] == 0 and health["fsr4"]["r_live_2"] == 0
     assert "fsr4: the Recalibration Net is dead" in check["detail"][0]
+
+
+class NoisyInput(torch.nn.Module):
+    """A randomised defence: noise on the input in every forward, eval mode included."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x + 0.05 * torch.randn_like(x))
+
+
+def test_autoattack_warning_flags_fail_the_check_on_their_symptom_and_the_verdict(natural_model, test_batch):
+    model, _ = natural_model
+    x, y = test_batch[0][:16], test_batch[1][:16]
+    torch.manual_seed(0)
+    clean = evaluation.evaluate_attacks(model, x, y, ["natural", "apgd_ce"], 1 / 255, progress=False)
+    assert clean["autoattack_warnings"] == {"apgd_ce": []}
+    assert clean["accuracy"]["apgd_ce"] < clean["accuracy"]["natural"]
+    assert clean["settings"]["apgd_ce"]["attacks"] == ["apgd-ce"]
+    passed = checks.with_autoattack_flags([], clean["autoattack_warnings"])
+    assert passed == [{"check": checks.NO_AUTOATTACK_FLAG, "passed": True, "detail": None}]
+    assert checks.verdict(passed) == "no check failed (1 checks)"
+
+    noisy = NoisyInput(model).eval()
+    flagged = evaluation.evaluate_attacks(noisy, x, y, ["natural", "apgd_ce"], 1 / 255, progress=False)
+    [flag] = flagged["autoattack_warnings"]["apgd_ce"]
+    assert "randomized defense" in flag
+    curve = {"eps": [0, 1], "accuracy": [0.7, 0.0]}
+    ours = evaluation.sanity_checks(noisy, x, y, flagged, 1 / 255, curve=curve, health={})
+    merged = checks.with_autoattack_flags(ours, flagged["autoattack_warnings"])
+    determinism = [c for c in merged if c["check"] == checks.DETERMINISM]
+    assert len(merged) == len(ours) and len(determinism) == 1  # folded into our check on randomness, not added
+    assert determinism[0]["passed"] is False and determinism[0]["autoattack_flags"] == [f"apgd_ce: {flag}"]
+    assert checks.verdict(merged).startswith("unreliable: ") and checks.DETERMINISM in checks.verdict(merged)
+
+
+def test_autoattack_flags_without_a_matching_check_become_their_own():
+    warnings = {"autoattack": ["Square Attack has decreased the robust accuracy of 1.5%.", "something new"]}
+    merged = checks.with_autoattack_flags([{"check": "ours", "passed": True, "detail": None}], warnings)
+    assert [(c["check"], c["passed"]) for c in merged] == [
+        ("ours", True),
+        ("black-box Square breaks no image that AutoAttack's white-box attacks left", False),
+        ("AutoAttack raised no other warning", False),
+    ]
+    report = {"model": "m", "dataset": "cifar10", "indices": "0:2", "images": 2, "data_source": "s", "eps": EPS}
+    report |= {
+        "strong": False,
+        "accuracy": {"natural": 1.0},
+        "sanity_checks": merged,
+        "verdict": checks.verdict(merged),
+    }
+    text = evaluation.markdown(report)
+    assert "- FAIL: AutoAttack raised no other warning; AutoAttack flag: autoattack: something new" in text
+    assert "Verdict: unreliable: black-box Square" in text

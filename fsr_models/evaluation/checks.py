@@ -18,6 +18,23 @@ FSR_CHECK = (
 )
 
 
+DETERMINISM = "eval mode is deterministic (two forwards, identical logits)"
+ZERO_GRADIENT = "share of images with a zero input gradient is below 1%"
+# pyautoattack's warning flags (the reference implementation's checks.py), each with the check on its symptom
+AUTOATTACK_FLAGS = (
+    ("randomized defense", DETERMINISM),
+    ("dynamic defense", DETERMINISM),
+    ("zero gradient", ZERO_GRADIENT),
+    ("Square Attack has decreased", "black-box Square breaks no image that AutoAttack's white-box attacks left"),
+    ("probability distribution", "the model returns logits, not probabilities"),
+    ("classes", "AutoAttack's targeted attacks fit the number of classes"),
+)
+NO_AUTOATTACK_FLAG = (
+    "AutoAttack raised none of its warning flags (randomness, dynamic defense, zero gradients, probabilities, "
+    "Square beyond the white-box attacks, classes)"
+)
+
+
 def input_gradient_is_zero(model, x, y) -> torch.Tensor:
     """Per image, whether its cross-entropy input gradient is exactly zero (a sign of masked gradients)."""
     x = x.detach().requires_grad_(True)
@@ -87,7 +104,32 @@ def sanity_checks(model, x, y, result, eps, batch_size=200, curve=None, health=N
         if n in acc and white is not None:
             check(f"black-box {n} >= white-box", acc[n] + tol >= white, {n: acc[n], "white_box_min": white})
     zero = batched(lambda xb, yb: input_gradient_is_zero(model, xb, yb), x, y, batch_size).float().mean().item()
-    check("share of images with a zero input gradient is below 1%", zero < 0.01, zero)
+    check(ZERO_GRADIENT, zero < 0.01, zero)
     same = batched(lambda xb, yb: (model(xb) == model(xb)).flatten(1).all(1), x, y, batch_size).all().item()
-    check("eval mode is deterministic (two forwards, identical logits)", same, None)
+    check(DETERMINISM, same, None)
     return checks
+
+
+def with_autoattack_flags(checks: list[dict], warnings_by_attack: dict[str, list[str]]) -> list[dict]:
+    """The checks with the warning flags pyautoattack raised (by attack: autoattack, apgd_ce) folded in: a flag fails
+    the check on the same symptom, recording the flag under `autoattack_flags`, or adds that check where it did not
+    run; AutoAttack runs without a flag add one passing check."""
+    checks = [dict(c) for c in checks]
+    flags = [f"{attack}: {message}" for attack, messages in warnings_by_attack.items() for message in messages]
+    if warnings_by_attack and not flags:
+        checks.append({"check": NO_AUTOATTACK_FLAG, "passed": True, "detail": None})
+    for flag in flags:
+        topic = next((name for key, name in AUTOATTACK_FLAGS if key in flag), "AutoAttack raised no other warning")
+        check = next((c for c in checks if c["check"] == topic), None)
+        if check is None:
+            check = {"check": topic, "passed": True, "detail": None}
+            checks.append(check)
+        check["passed"] = False
+        check.setdefault("autoattack_flags", []).append(flag)
+    return checks
+
+
+def verdict(checks: list[dict]) -> str:
+    """'unreliable: <the failed checks>' when one failed, else how many passed."""
+    failed = [c["check"] for c in checks if not c["passed"]]
+    return f"unreliable: {'; '.join(failed)}" if failed else f"no check failed ({len(checks)} checks)"

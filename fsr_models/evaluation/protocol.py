@@ -8,12 +8,28 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .. import attacks
+from .. import adaptive, attacks
 from ..facts import PAPER_EPS
 
 WHITE_BOX = ("natural", "fgsm", "pgd20", "pgd100", "cw")  # Ensemble is over these (the paper's set A, clean included)
-# The attacks a report may hold, in the paper's column order (Ensemble, derived, goes after C&W).
-ATTACKS = ("natural", "fgsm", "pgd20", "pgd100", "cw", "autoattack", "ti_fgsm", "di_fgsm", "nattack")
+# Attacks designed against FSR (fsr_models.adaptive); each keeps the per-image worst case with PGD-20.
+ADAPTIVE = ("mask_surrogate", "feature_space", "transfer_twin", "transfer_without_rec")
+# The attacks a report may hold, in the paper's column order (Ensemble, derived, goes after C&W; the adaptive
+# ensemble, over every attack that ran, goes last).
+ATTACKS = (
+    "natural",
+    "fgsm",
+    "pgd20",
+    "pgd100",
+    "cw",
+    "autoattack",
+    "apgd_ce",
+    "ti_fgsm",
+    "di_fgsm",
+    "nattack",
+    *ADAPTIVE,
+)
+AUTOATTACKS = ("autoattack", "apgd_ce")  # pyautoattack's runs, whose warning flags the report records
 CURVE_EPS = (0, 2, 4, 8, 16, 32, 64, 128)  # in /255: the sweep of the curve and of the sanity checks
 CURVE_ATTACK = "PGD-20, step eps/4, no random start"
 
@@ -41,18 +57,47 @@ def attack_settings(name: str, eps: float, strong: bool) -> dict:
         "pgd100": pgd_settings(100, eps, strong),
         "cw": pgd_settings(30, eps, strong, loss="C&W margin", kappa=50.0),
         "autoattack": dict(attack="AutoAttack", version="standard", code="pyautoattack"),
+        # AutoAttack's first attack alone (as in its standard version: 100 iterations, 1 restart), where the whole
+        # standard version would take too long (CPU)
+        "apgd_ce": dict(attack="AutoAttack's APGD-CE", version="custom", attacks=["apgd-ce"], code="pyautoattack"),
         "ti_fgsm": dict(attack="TI-FGSM", kernel=7, sigma=3.0),
         "di_fgsm": dict(attack="DI-FGSM", steps=10, p=0.5),
         "nattack": dict(attack="NAttack", population=100, sigma=0.1, lr=0.02, max_queries=10_000),
+        "mask_surrogate": dict(
+            attack="PGD-20 through a softened FSR mask (BPDA: the forward's mask, the gradient of "
+            "sigmoid(r / (tau * T)))",
+            temperature_factors=[10.0, 100.0],
+            **_adaptive_pgd(eps),
+        ),
+        "feature_space": dict(
+            attack="PGD towards the feature (f~ after the last FSR) of the nearest other-class image of the "
+            "batch, then PGD-20 on cross-entropy from there",
+            feature_steps=20,
+            **_adaptive_pgd(eps),
+        ),
+        "transfer_twin": dict(
+            attack="PGD-20 crafted on the twin (the same network without FSR, or with it)", **_adaptive_pgd(eps)
+        ),
+        "transfer_without_rec": dict(
+            attack="PGD-20 crafted on the model's own w/o Rec ablation (FSR passes on f+ only)", **_adaptive_pgd(eps)
+        ),
     }[name] | {"eps": eps, "norm": "Linf"}
 
 
-def run_attack(name, model, x, y, eps, strong, source=None):
+def _adaptive_pgd(eps: float) -> dict:
+    # the paper's PGD-20 steps; the per-image worst case includes the report's own PGD-20
+    return dict(steps=20, step_size=eps / 10, random_start=False, worst_case_with="pgd20")
+
+
+def run_attack(name, model, x, y, eps, strong, source=None, twin=None, done=None):
     """Adversarial examples of one attack on one batch (x itself for 'natural'), plus extra per-image info; every
-    argument comes from `attack_settings`."""
+    argument comes from `attack_settings`. `twin` is the network the transfer_twin attack is crafted on; `done`
+    holds this batch's adversarial examples by attack (the adaptive attacks reuse and add PGD-20 there)."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     s = attack_settings(name, eps, strong)
+    if name in ADAPTIVE:
+        return _run_adaptive(name, s, model, x, y, eps, strong, twin, {} if done is None else done), {}
     if name == "natural":
         return x, {}
     if name == "fgsm":
@@ -62,8 +107,10 @@ def run_attack(name, model, x, y, eps, strong, source=None):
         return attacks.pgd_restarts(
             model, x, y, eps, s["step_size"], s["steps"], s["restarts"], s["random_start"], loss
         ), {}
-    if name == "autoattack":
-        return attacks.autoattack(model, x, y, eps, version=s["version"], batch_size=len(x)), {}
+    if name in AUTOATTACKS:
+        log = []
+        x_adv = attacks.autoattack(model, x, y, eps, s["version"], len(x), attacks_to_run=s.get("attacks"), log=log)
+        return x_adv, {"log": log}
     if name in ("ti_fgsm", "di_fgsm") and source is None:
         raise ValueError(f"{name} is a transfer attack: give --source, the model to craft it on")
     if name == "ti_fgsm":
@@ -74,6 +121,23 @@ def run_attack(name, model, x, y, eps, strong, source=None):
         model, x, y, eps, population=s["population"], sigma=s["sigma"], lr=s["lr"], max_queries=s["max_queries"]
     )
     return x_adv, {"queries": queries}
+
+
+def _run_adaptive(name, s, model, x, y, eps, strong, twin, done) -> torch.Tensor:
+    if "pgd20" not in done:
+        done["pgd20"] = run_attack("pgd20", model, x, y, eps, strong)[0]
+    pgd_args = (eps, s["step_size"], s["steps"])
+    if name == "mask_surrogate":
+        candidates = adaptive.mask_surrogate(model, x, y, *pgd_args, s["temperature_factors"])
+    elif name == "feature_space":
+        candidates = adaptive.feature_attack(model, x, y, eps, s["step_size"], s["feature_steps"], s["steps"])
+    elif name == "transfer_twin":
+        if twin is None:
+            raise ValueError("transfer_twin is crafted on the model's twin (with or without FSR): give --twin")
+        candidates = adaptive.transfer(twin, x, y, *pgd_args)
+    else:
+        candidates = adaptive.transfer(adaptive.without_recalibration(model), x, y, *pgd_args)
+    return adaptive.worst_case(model, x, y, [done["pgd20"], *candidates])
 
 
 @torch.no_grad()
@@ -87,26 +151,33 @@ def batched(fn, x, y, batch_size):
 
 
 def evaluate_attacks(
-    model, x, y, names, eps=PAPER_EPS, strong=False, source=None, batch_size=200, progress=True
+    model, x, y, names, eps=PAPER_EPS, strong=False, source=None, batch_size=200, progress=True, twin=None
 ) -> dict:
-    """Per-image correctness under each attack, accuracies, Ensemble, and what each attack ran with."""
+    """Per-image correctness under each attack, accuracies, Ensemble (and, with adaptive attacks, the adaptive
+    ensemble over every attack that ran), and what each attack ran with."""
     model.eval()
-    if source is not None:
-        source.eval()
+    for other in (source, twin):
+        if other is not None:
+            other.eval()
     flags = {n: torch.zeros(len(x), dtype=torch.bool) for n in names}
-    queries = []
+    queries, autoattack_warnings = [], {n: [] for n in names if n in AUTOATTACKS}
     seconds = {n: 0.0 for n in names}
     batches = range(0, len(x), batch_size)
     bar = tqdm(total=len(batches) * len(names), unit="attack", disable=not progress)  # rate and time left
     for i, start in enumerate(batches):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        done = {}  # this batch's adversarial examples by attack
         for n in names:
             bar.set_description(f"{n}, batch {i + 1}/{len(batches)} of {len(xb)} images")
             t = time.perf_counter()
-            x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source)
+            x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source, twin, done)
+            done[n] = x_adv
             attacks.check_bounds(x_adv, xb, eps)
             flags[n][start : start + len(xb)] = correct(model, x_adv, yb).cpu()
             queries += extra.get("queries", torch.empty(0)).tolist()
+            for level, message in extra.get("log", []):
+                if level == "WARNING" and message not in autoattack_warnings[n]:
+                    autoattack_warnings[n].append(message)
             seconds[n] += time.perf_counter() - t
             bar.update()
     bar.close()
@@ -114,7 +185,11 @@ def evaluate_attacks(
     white = [n for n in WHITE_BOX if n in names]
     if len(white) > 1:
         accuracy["ensemble"] = torch.stack([flags[n] for n in white]).all(0).float().mean().item()
+    if set(ADAPTIVE) & set(names):
+        accuracy["adaptive_ensemble"] = torch.stack(list(flags.values())).all(0).float().mean().item()
     settings = {n: attack_settings(n, eps, strong) for n in names}
+    if "adaptive_ensemble" in accuracy:
+        settings["adaptive_ensemble"] = {"over": list(names)}
     if queries:  # over the images NAttack broke (those it could not break spent the whole budget)
         broke = [q for q, ok in zip(queries, flags["nattack"].tolist()) if not ok]
         settings["nattack"]["mean_queries_of_successes"] = sum(broke) / len(broke) if broke else None
@@ -125,6 +200,7 @@ def evaluate_attacks(
         "flags": flags,
         "strong": strong,
         "ensemble_over": white if "ensemble" in accuracy else [],
+        "autoattack_warnings": autoattack_warnings,
     }
 
 

@@ -17,9 +17,15 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "cw": "C&W",
     "ensemble": "Ensemble",
     "autoattack": "AutoAttack",
+    "apgd_ce": "APGD-CE",
     "ti_fgsm": "TI-FGSM",
     "di_fgsm": "DI-FGSM",
     "nattack": "NAttack",
+    "mask_surrogate": "Mask surrogate",
+    "feature_space": "Feature space",
+    "transfer_twin": "Transfer from twin",
+    "transfer_without_rec": "Transfer from w/o Rec",
+    "adaptive_ensemble": "Adaptive ensemble",
 }
 
 
@@ -49,7 +55,7 @@ def make_report(
         "ensemble_over": result["ensemble_over"],
         "seconds": result["seconds"],
         "source": source,
-    }
+    } | ({"autoattack_warnings": result["autoattack_warnings"]} if result.get("autoattack_warnings") else {})
 
 
 def column_title(name: str) -> str:
@@ -160,5 +166,8 @@ def markdown(report: dict) -> str:
     for c in report.get("sanity_checks", []):
         detail = "; ".join(c["detail"]) if isinstance(c["detail"], list) else c["detail"]
         detail = f" ({detail})" if detail not in (None, "", {}) else ""
-        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}{detail}")
+        flags = "".join(f"; AutoAttack flag: {flag}" for flag in c.get("autoattack_flags", []))
+        lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}{detail}{flags}")
+    if "verdict" in report:
+        lines.append(f"\nVerdict: {report['verdict']}.")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,117 @@
+"""Adaptive attacks designed against FSR (Tramer et al., NeurIPS 2020: attack the defense, not a generic model).
+
+FSR's mask is m = sigmoid(S(f) / tau) with tau = 0.1 at test time: where it saturates, its gradient vanishes, which
+can fool gradient-based attacks without making the network robust. Each attack here targets one way FSR could
+mislead PGD, and keeps, per image, the worst case over its own candidates and the protocol's PGD-20 (`worst_case`),
+so it never reports higher accuracy than that PGD-20:
+
+- `mask_surrogate`: PGD whose gradients go through a softened mask (BPDA, Athalye et al., ICML 2018): the forward
+  is the network's own, the backward that of sigmoid(S(f) / (tau * T)) for a temperature factor T.
+- `feature_attack`: move the feature FSR passes on (`forward_features`, f~ after the last FSR module) towards that of
+  an image of another class, then PGD on the logits from there.
+- transfer attacks: PGD crafted on another network, the plain twin (the zoo's counterpart without FSR) or the
+  model's own "w/o Rec" ablation (`without_recalibration`, FSR passing on f+ only), evaluated on the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Iterator, Sequence
+
+import torch
+
+from .attacks import cw_margin, pgd, project
+from .fsr import FSR
+
+
+@torch.no_grad()
+def worst_case(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, candidates: Sequence[torch.Tensor]):
+    """Per image, the candidate with the lowest margin of the true class on `model` (z_y - max_{i != y} z_i: below 0
+    is a fooled image), so an image fooled by any candidate stays fooled."""
+    margins = torch.stack([-cw_margin(model(c), y, kappa=float("inf")) for c in candidates])  # (candidates, batch)
+    best = margins.argmin(0)
+    return torch.stack(list(candidates))[best, torch.arange(len(x), device=x.device)]
+
+
+class _SoftenedGradient(torch.autograd.Function):
+    """sigmoid(r / tau) in the forward, exactly; in the backward, the derivative of sigmoid(r / temperature)."""
+
+    @staticmethod
+    def forward(ctx, r: torch.Tensor, tau: float, temperature: float) -> torch.Tensor:
+        ctx.save_for_backward(r)
+        ctx.temperature = temperature
+        return torch.sigmoid(r / tau)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (r,) = ctx.saved_tensors
+        soft = torch.sigmoid(r / ctx.temperature)
+        return grad * soft * (1 - soft) / ctx.temperature, None, None
+
+
+@contextlib.contextmanager
+def surrogate_mask(model: torch.nn.Module, temperature_factor: float) -> Iterator[None]:
+    """Within the block, every FSR mask of `model` keeps its value (eval mode: the same logits, bit for bit) but
+    takes the gradient of sigmoid(r / (tau * temperature_factor)): BPDA with a softened mask."""
+    fsr_modules = [m for m in model.modules() if isinstance(m, FSR)]
+    if not fsr_modules:
+        raise ValueError("the mask surrogate attacks FSR's mask: this network has no FSR module")
+    if model.training:
+        raise ValueError("the mask surrogate replaces the eval-mode mask: call model.eval() first")
+
+    def soft_mask(module: FSR, r: torch.Tensor) -> torch.Tensor:
+        return _SoftenedGradient.apply(r, module.tau, module.tau * temperature_factor)
+
+    for m in fsr_modules:
+        m.mask = soft_mask.__get__(m)  # an instance attribute: FSR.forward's self.mask finds it first
+    try:
+        yield
+    finally:
+        for m in fsr_modules:
+            del m.mask
+
+
+def mask_surrogate(model, x, y, eps, step_size, steps, temperature_factors: Sequence[float]) -> list[torch.Tensor]:
+    """PGD (no random start) through a softened mask, once per temperature factor; the candidates, for `worst_case`."""
+    candidates = []
+    for factor in temperature_factors:
+        with surrogate_mask(model, factor):
+            candidates.append(pgd(model, x, y, eps, step_size, steps, random_start=False))
+    return candidates
+
+
+def feature_attack(model, x, y, eps, step_size, feature_steps, steps) -> list[torch.Tensor]:
+    """Per image, the target is the clean image of another class (of the batch) whose feature is nearest; PGD
+    (sign steps) minimises the squared distance of `forward_features` to the target's, then PGD on cross-entropy
+    continues from there. Returns both points, for `worst_case`; a batch of one class has no target (x is returned)."""
+    x = x.detach()
+    with torch.no_grad():
+        features = model.forward_features(x).flatten(1)
+        distance = torch.cdist(features, features).masked_fill(y[:, None] == y[None, :], float("inf"))
+        target_index = distance.argmin(1)
+        has_target = distance.min(1).values.isfinite()
+        target = features[target_index]
+    x_adv = x.clone()
+    for _ in range(feature_steps):
+        x_adv.requires_grad_(True)
+        loss = (model.forward_features(x_adv).flatten(1) - target).pow(2).sum(1)
+        (grad,) = torch.autograd.grad(loss[has_target].sum(), x_adv)
+        x_adv = project(x_adv.detach() - step_size * grad.sign(), x, eps)
+    return [x_adv, pgd(model, x, y, eps, step_size, steps, random_start=False, start=x_adv)]
+
+
+def without_recalibration(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `model` as the paper's "w/o Rec" ablation on the same weights: every FSR module passes on f+ only."""
+    ablation = copy.deepcopy(model).eval()
+    fsr_modules = [m for m in ablation.modules() if isinstance(m, FSR)]
+    if not fsr_modules or any(m.separation_net is None for m in fsr_modules):
+        raise ValueError("the w/o Rec ablation needs FSR modules with a Separation stage")
+    for m in fsr_modules:
+        m.output = "f_pos"
+    return ablation
+
+
+def transfer(source, x, y, eps, step_size, steps) -> list[torch.Tensor]:
+    """PGD (no random start) crafted on `source`, for `worst_case` on the target model."""
+    return [pgd(source, x, y, eps, step_size, steps, random_start=False)]

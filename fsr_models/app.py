@@ -1,0 +1,217 @@
+"""An interactive page (Gradio, the Hugging Face Spaces convention): attack a CIFAR-10 image and see what ResNet-18
+with FSR and its plain twin make of it, side by side.
+
+    pip install -e ".[demo]"
+    python app.py                                        # then open http://127.0.0.1:7860
+    python -m fsr_models.app --screenshot docs/app.png   # the page after one attack, drawn by headless Chromium
+
+Pick one of the 512 shipped CIFAR-10 test images or upload one (resized to 32x32), eps and the attack. Each model is
+attacked white-box, on its own gradients (never a transfer attack): the page shows the clean image, each model's
+adversarial image, the top-5 predictions of both models on both, the FSR health figures on the image and the
+paper's Figure 1 maps (Grad-CAM of f+, f- and f~- under PGD-20, beside the plain twin's feature). It runs on a CPU
+with the trained weights of the checkout's hub/weights/ (or, where the tags are published, the Hub's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .attacks import pgd
+from .datasets import load_cifar10
+from .evaluation.protocol import pgd_settings
+from .evaluation.report import health_table
+from .facts import CHECKOUT_WEIGHTS
+from .fsr import fsr_health
+from .hub import load_any_model
+from .visualize import figure1
+
+MODELS = {"ResNet-18 + FSR": "resnet18_fsr.at_cifar10", "ResNet-18": "resnet18_plain.at_cifar10"}
+ATTACKS = ("PGD-20", "FGSM")
+SHOWN_SIZE = 128  # the 32x32 images, upscaled (nearest) so that the page shows their pixels
+
+
+def load_models() -> dict[str, torch.nn.Module]:
+    """The pair of trained models: the checkout's hub/weights folders where there, else the published tags."""
+    models = {}
+    for title, name in MODELS.items():
+        folder = CHECKOUT_WEIGHTS / name
+        models[title] = load_any_model(str(folder) if folder.is_dir() else name).eval()
+    return models
+
+
+def attack(model, x, y, eps: float, name: str) -> torch.Tensor:
+    """The white-box attack `name` on `model` itself (the paper's protocol: no random start, step eps/10)."""
+    if name == "FGSM":
+        return pgd(model, x, y, eps, eps, 1, random_start=False)
+    s = pgd_settings(20, eps)
+    return pgd(model, x, y, eps, s["step_size"], s["steps"], s["random_start"])
+
+
+def top5(model, x, labels) -> dict[str, float]:
+    with torch.no_grad():
+        probabilities = F.softmax(model(x), 1)[0]
+    return {labels[i]: float(p) for i, p in enumerate(probabilities)}
+
+
+def shown(x: torch.Tensor) -> np.ndarray:
+    image = (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    return image.repeat(SHOWN_SIZE // 32, 0).repeat(SHOWN_SIZE // 32, 1)
+
+
+def image_tensor(upload: np.ndarray) -> torch.Tensor:
+    """An uploaded RGB image (H, W, 3, uint8) as a 32x32 batch of one in [0, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(upload[..., :3])).permute(2, 0, 1)[None].float() / 255
+    return F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+class Page:
+    """What the page computes, apart from its layout: one attack on one image, every output of the page."""
+
+    def __init__(self, models: dict[str, torch.nn.Module] | None = None):
+        self.models = models or load_models()
+        self.fsr, self.plain = self.models.values()
+        self.labels = list(self.fsr.pretrained_cfg["label_names"])
+        self.images, self.targets = load_cifar10("test", "sample")
+
+    def run(self, index: int, upload: np.ndarray | None, eps255: float, attack_name: str) -> list:
+        if attack_name not in ATTACKS:
+            raise ValueError(f"attack must be one of {ATTACKS}, got {attack_name!r}")
+        if upload is not None:  # no true class: the attacks push away from the FSR model's own prediction
+            x = image_tensor(upload)
+            with torch.no_grad():
+                y = self.fsr(x).argmax(1)
+            truth = f"uploaded image (attacked away from the prediction '{self.labels[y]}')"
+        else:
+            x, y = self.images[int(index)][None], self.targets[int(index)][None]
+            truth = f"CIFAR-10 test image {int(index)}, a {self.labels[y]}"
+        eps = float(eps255) / 255
+        adversarial = {title: attack(model, x, y, eps, attack_name) for title, model in self.models.items()}
+        health = fsr_health(self.fsr, x)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "figure1.png"
+            figure1(self.fsr, x, y, self.labels, path, self.plain, "ResNet-18", eps=eps if eps else 1 / 255)
+            maps = np.asarray(Image.open(path).convert("RGB"))
+        summary = (
+            f"**{truth}**; {attack_name} at eps {float(eps255):g}/255, white-box against each model.\n\n"
+            f"FSR health on this image (R contribution: the Recalibration Net's share of f~-; 0 means R is dead):\n\n"
+            + "\n".join(health_table(health))
+        )
+        predictions = [
+            top5(model, images, self.labels)
+            for title, model in self.models.items()
+            for images in (x, adversarial[title])
+        ]
+        return [shown(x), *(shown(a) for a in adversarial.values()), *predictions, summary, maps]
+
+
+def build(page: Page | None = None):
+    """The Gradio page."""
+    import gradio as gr
+
+    page = page or Page()
+    fsr_title, plain_title = page.models
+    with gr.Blocks(title="fsr-zoo: FSR under attack") as demo:
+        gr.Markdown(
+            "# FSR under attack\nFeature Separation and Recalibration (Kim et al., CVPR 2023) against its plain twin, "
+            "both adversarially trained ResNet-18s of the fsr-zoo. Each model is attacked white-box on its own "
+            "gradients."
+        )
+        with gr.Row():
+            index = gr.Slider(0, len(page.images) - 1, value=0, step=1, label="CIFAR-10 test image")
+            upload = gr.Image(type="numpy", label="or upload an image (resized to 32x32)", height=160)
+            eps = gr.Slider(0, 16, value=8, step=1, label="eps (/255)")
+            attack_name = gr.Radio(list(ATTACKS), value=ATTACKS[0], label="white-box attack")
+        button = gr.Button("Attack", variant="primary", elem_id="attack")
+        with gr.Row():
+            images = [
+                gr.Image(label=label, height=SHOWN_SIZE + 40)
+                for label in ("clean", f"adversarial against {fsr_title}", f"adversarial against {plain_title}")
+            ]
+        with gr.Row():
+            predictions = [
+                gr.Label(num_top_classes=5, label=f"{title}, {which}", elem_id=f"{key}-{which}")
+                for title, key in ((fsr_title, "fsr"), (plain_title, "plain"))
+                for which in ("clean", "adversarial")
+            ]
+        summary = gr.Markdown(elem_id="summary")
+        gr.Markdown("The paper's Figure 1 for this image: Grad-CAM maps of FSR's features under PGD-20")
+        maps = gr.Image(show_label=False)
+        button.click(page.run, [index, upload, eps, attack_name], [*images, *predictions, summary, maps])
+    return demo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drive_in_chromium(url: str, screenshot: str | Path | None = None, timeout: float = 120) -> dict[str, str]:
+    """Open the page in headless Chromium, run one attack, wait for its result; returns the rendered text of the
+    prediction and summary elements (and saves a screenshot of the page when asked)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as expected
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1250"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(chromedriver()))
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, timeout)
+        wait.until(expected.element_to_be_clickable((By.ID, "attack"))).click()
+        wait.until(expected.text_to_be_present_in_element((By.ID, "summary"), "FSR health"))
+        wait.until(lambda d: all(d.find_element(By.ID, f"{k}-adversarial").text.strip() for k in ("fsr", "plain")))
+        texts = {key: driver.find_element(By.ID, key).text for key in ("summary", "fsr-clean", "fsr-adversarial")}
+        texts |= {key: driver.find_element(By.ID, key).text for key in ("plain-clean", "plain-adversarial")}
+        if screenshot:
+            driver.save_screenshot(str(screenshot))
+        return texts
+    finally:
+        driver.quit()
+
+
+def chromedriver() -> str:
+    """The chromedriver on PATH (Debian's: apt install chromium chromium-driver)."""
+    found = shutil.which("chromedriver")
+    if found is None:
+        raise FileNotFoundError(
+            "no chromedriver: install Chromium and its driver (apt install chromium chromium-driver)"
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1")
+    parser.add_argument("--screenshot", help="run one attack in headless Chromium, save the page as this PNG, exit")
+    args = parser.parse_args(argv)
+    demo = build()
+    if not args.screenshot:
+        demo.launch(server_name="127.0.0.1", server_port=args.port)
+        return 0
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        drive_in_chromium(f"http://127.0.0.1:{port}", args.screenshot)
+    finally:
+        demo.close()
+    print(f"wrote {args.screenshot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
