@@ -166,7 +166,7 @@ def drive_in_chromium(url: str, screenshot: str | Path | None = None, timeout: f
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1250"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1450"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(chromedriver()))
     try:
