@@ -6,23 +6,23 @@ and the FSR feature analysis (Table 5), written as a JSON report and a Markdown 
         [--twin MODEL] [--strong] [--sanity] [--curve] [--features] [--out DIR] [--overwrite]
 
 MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder in the zoo layout (also as
-`local-dir:<folder>`; a training run's `model/` or `best/`), a training run folder, or any timm model name (`resnet18`
-evaluates a plain timm model, which must take [0, 1] pixels). The paper's protocol is the default: eps 8/255, eval
-mode, no random start, step eps/10 (FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W margin with
-kappa 50). `--strong` adds a random start and 5 restarts. Ensemble counts an image only if it is classified correctly
-clean and under every white-box attack of the table. TI-FGSM and DI-FGSM are crafted on `--source` (a naturally
-trained model) and tested on MODEL. `adaptive` runs the attacks designed against FSR (fsr_models.adaptive): PGD
-through a softened mask, a feature-space attack, transfer from the twin (the zoo's same network without FSR, or with
-it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo folder or the
-twin's tag) and from the model's own w/o Rec ablation, each the per-image worst case with PGD-20, and the adaptive
-ensemble over every attack that ran. `apgd_ce` is AutoAttack's first attack alone, where the standard version would
-take too long. After an AutoAttack run its warning flags (randomness, zero gradients, Square beyond the white-box
-attacks, ...) fail the sanity check on the same symptom, and the report's verdict says "unreliable" when any check
-failed. The first n test images of the data folder are evaluated ('sample': the 512
-shipped with the package); the folder is never created or downloaded into without `--download`.
-`--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report goes to --out
-(default eval/), which may not hold an earlier report unless --overwrite replaces it. User errors end in one line
-`error: ...` and exit code 2; a failed check ends in exit code 4.
+`local-dir:<folder>`; a training run's `model/` or `best/`), a training run folder, or any timm model name
+(`resnet18` evaluates a plain timm model, which must take [0, 1] pixels). The paper's protocol is the default: eps
+8/255, eval mode, no random start, step eps/10 (FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W
+margin with kappa 50). `--strong` adds a random start and 5 restarts. Ensemble counts an image only if it is
+classified correctly clean and under every white-box attack of the table. TI-FGSM and DI-FGSM are crafted on
+`--source` (a naturally trained model) and tested on MODEL. `adaptive` runs the attacks designed against FSR
+(fsr_models.adaptive): PGD through a softened mask, a feature-space attack, transfer from the twin (the zoo's same
+network without FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other
+architecture>.<tag>` of a zoo folder) and from the model's own w/o Rec ablation, each the per-image worst case with
+PGD-20, and the adaptive ensemble over every attack that ran. `apgd_ce` is AutoAttack's first attack alone, where the
+standard version would take too long. After an AutoAttack run its warning flags (randomness, zero gradients, Square
+beyond the white-box attacks, ...) fail the sanity check on the same symptom, and the report's verdict says
+"unreliable" when any check failed. The first n test images of the data folder are evaluated ('sample': the 512
+shipped with the package); the folder is never created or downloaded into without `--download`. `--curve` (and
+`--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report goes to --out (default eval/),
+which may not hold an earlier report unless --overwrite replaces it. User errors end in one line `error: ...` and
+exit code 2; a failed check ends in exit code 4.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .datasets import DATA_DIR_ENV, data_source, load_dataset, to_float
 from .evaluation.checks import FSR_CHECK, sanity_checks, verdict, with_autoattack_flags
 from .evaluation.features import check_feature_analysis, feature_analysis
 from .evaluation.plot import plot_curve
-from .evaluation.protocol import ADAPTIVE, ATTACKS, CURVE_ATTACK, evaluate_attacks, robustness_curve
+from .evaluation.protocol import ADAPTIVE, ATTACKS, AUTOATTACKS, CURVE_ATTACK, evaluate_attacks, robustness_curve
 from .evaluation.report import make_report, markdown, model_index
 from .facts import DATASETS, PAPER_EPS
 from .fsr import FSR, fsr_health
@@ -151,17 +151,13 @@ def out_folder(text: str) -> Path:
 
 
 def default_twin(model: str) -> str | None:
-    """The zoo's counterpart of MODEL (with FSR <-> plain, same tag) where MODEL names a zoo folder whose sibling
-    holds it, or a tag; None otherwise."""
+    """The zoo's counterpart of MODEL (with FSR <-> plain, same tag) where MODEL is a zoo folder
+    `<architecture>.<tag>` whose sibling folder holds it; None otherwise."""
     path = Path(model.removeprefix("local-dir:"))
     arch, dot, tag = path.name.partition(".")
     backbone, _, kind = arch.rpartition("_")
-    if not dot or kind not in ("fsr", "plain"):
-        return None
-    twin = f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}.{tag}"
-    if path.is_dir():
-        return str(path.with_name(twin)) if path.with_name(twin).is_dir() else None
-    return twin
+    twin = path.with_name(f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}.{tag}")
+    return str(twin) if dot and kind in ("fsr", "plain") and path.is_dir() and twin.is_dir() else None
 
 
 def adaptive_attacks(requested: list[str], model, twin) -> list[str]:
@@ -271,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for path in earlier:  # --overwrite: nothing of the earlier report stays beside the new one
         path.unlink()
-    if "autoattack" in args.attacks and not logging.getLogger("auto-attack").handlers:
+    if set(AUTOATTACKS) & set(args.attacks) and not logging.getLogger("auto-attack").handlers:
         show_autoattack_progress()
     print(f"evaluating {args.model} on {len(x)} {args.dataset} test images; the report goes to {args.out}/", flush=True)
     torch.manual_seed(args.seed)
