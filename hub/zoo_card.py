@@ -146,7 +146,10 @@ def robustbench_entry(name: str, record: Record) -> dict | None:
     if adaptive and "adaptive_ensemble" in adaptive["accuracy"]:
         images["adaptive"] = adaptive["images"]
         value = 100 * adaptive["accuracy"]["adaptive_ensemble"]
-        footnote += f"; the attacks designed against FSR give {value:.2f} % on the first {adaptive['images']:,}"
+        footnote += (
+            f"; every attack of the adaptive evaluation together (the attacks designed against FSR and the others of "
+            f"its report) gives {value:.2f} % on the first {adaptive['images']:,}"
+        )
         if value < robust:
             entry["external"] = f"{value:.2f}"
     return entry | {"footnote": footnote + ".", "timm_name": name, "evaluated_images": images}

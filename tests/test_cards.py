@@ -135,11 +135,8 @@ def test_card_says_plainly_what_the_attacks_designed_against_fsr_found(reference
     text = card_text(repo)
     assert "--n 8 --attacks natural pgd20 mask_surrogate feature_space transfer_without_rec`" in text
     assert "| Mask surrogate | Feature space | Transfer from w/o Rec | Adaptive ensemble |" in text
-    finding = (
-        "lower the accuracy below PGD-20's"
-        if accuracy["adaptive_ensemble"] < accuracy["pgd20"] - 0.005
-        else ("find no more than PGD-20 on these images")
-    )
+    strongest = min(accuracy[a] for a in ("mask_surrogate", "feature_space", "transfer_without_rec"))
+    finding = "find more than PGD-20" if strongest < accuracy["pgd20"] - 0.005 else "find no more than PGD-20"
     assert f"The attacks designed against FSR {finding}" in text.replace("**", "")
     assert "Mask surrogate: PGD-20 whose gradients go through FSR's mask" in text
     metadata = {r.metric_name: r.metric_value for r in ModelCard.load(repo / "README.md").data.eval_results}

@@ -310,7 +310,7 @@ def test_autoattack_warning_flags_fail_the_check_on_their_symptom_and_the_verdic
     assert clean["settings"]["apgd_ce"]["attacks"] == ["apgd-ce"]
     passed = checks.with_autoattack_flags([], clean["autoattack_warnings"])
     assert passed == [{"check": checks.NO_AUTOATTACK_FLAG, "passed": True, "detail": None}]
-    assert checks.verdict(passed) == "no check failed (1 checks)"
+    assert checks.verdict(passed) == "no check failed (1 check)"
 
     noisy = NoisyInput(model).eval()
     flagged = evaluation.evaluate_attacks(noisy, x, y, ["natural", "apgd_ce"], 1 / 255, progress=False)

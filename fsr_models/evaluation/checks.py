@@ -132,4 +132,5 @@ def with_autoattack_flags(checks: list[dict], warnings_by_attack: dict[str, list
 def verdict(checks: list[dict]) -> str:
     """'unreliable: <the failed checks>' when one failed, else how many passed."""
     failed = [c["check"] for c in checks if not c["passed"]]
-    return f"unreliable: {'; '.join(failed)}" if failed else f"no check failed ({len(checks)} checks)"
+    count = f"{len(checks)} check{'s' if len(checks) != 1 else ''}"
+    return f"unreliable: {'; '.join(failed)}" if failed else f"no check failed ({count})"
