@@ -150,7 +150,7 @@ def robustbench_entry(name: str, record: Record) -> dict | None:
             f"; every attack of the adaptive evaluation together (the attacks designed against FSR and the others of "
             f"its report) gives {value:.2f} % on the first {adaptive['images']:,}"
         )
-        if value < robust:
+        if round(value, 2) < round(robust, 2):  # as the entry writes them
             entry["external"] = f"{value:.2f}"
     return entry | {"footnote": footnote + ".", "timm_name": name, "evaluated_images": images}
 
