@@ -93,13 +93,15 @@ class Page:
             truth = f"uploaded image (attacked away from the prediction '{self.labels[y]}')"
         else:
             x, y = self.images[int(index)][None], self.targets[int(index)][None]
-            truth = f"CIFAR-10 test image {int(index)}, a {self.labels[y]}"
+            label = self.labels[y]
+            truth = f"CIFAR-10 test image {int(index)}, {'an' if label[0] in 'aeiou' else 'a'} {label}"
         eps = float(eps255) / 255
         adversarial = {title: attack(model, x, y, eps, attack_name) for title, model in self.models.items()}
         health = fsr_health(self.fsr, x)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "figure1.png"
-            figure1(self.fsr, x, y, self.labels, path, self.plain, "ResNet-18", eps=eps if eps else 1 / 255)
+            pgd20 = adversarial[next(iter(self.models))] if attack_name == "PGD-20" else None  # the FSR model's
+            figure1(self.fsr, x, y, self.labels, path, self.plain, "ResNet-18", eps=eps, x_adv=pgd20)
             maps = np.asarray(Image.open(path).convert("RGB"))
         summary = (
             f"**{truth}**; {attack_name} at eps {float(eps255):g}/255, white-box against each model.\n\n"

@@ -65,13 +65,16 @@ def natural_map(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dic
     return {"f": grad_cam(feature.detach(), gradient, x.shape[2:]), "prediction": logits.argmax(1).detach()}
 
 
-def figure1(model, x, y, labels, path: str | Path, natural_model=None, natural_name="natural model", eps=PAPER_EPS):
+def figure1(
+    model, x, y, labels, path: str | Path, natural_model=None, natural_name="natural model", eps=PAPER_EPS, x_adv=None
+):
     """Draw the figure for the images x (float, [0, 1]) with labels y into `path` (PNG); returns what it drew.
-    `natural_name` names `natural_model` in its column's title."""
+    `natural_name` names `natural_model` in its column's title; `x_adv`, the PGD-20 images when already made."""
     from matplotlib.figure import Figure  # no pyplot: nothing to display, Agg renders the file
 
-    s = pgd_settings(20, eps)
-    x_adv = pgd(model.eval(), x, y, eps, s["step_size"], s["steps"], s["random_start"])
+    if x_adv is None:
+        s = pgd_settings(20, eps)
+        x_adv = pgd(model.eval(), x, y, eps, s["step_size"], s["steps"], s["random_start"])
     adversarial = fsr_maps(model, x_adv, y)
     with torch.no_grad():
         clean_prediction = model(x).argmax(1)

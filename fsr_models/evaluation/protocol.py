@@ -89,15 +89,17 @@ def _adaptive_pgd(eps: float) -> dict:
     return dict(steps=20, step_size=eps / 10, random_start=False, worst_case_with="pgd20")
 
 
-def run_attack(name, model, x, y, eps, strong, source=None, twin=None, done=None):
+def run_attack(name, model, x, y, eps, strong, source=None, twin=None, done=None, ablation=None):
     """Adversarial examples of one attack on one batch (x itself for 'natural'), plus extra per-image info; every
     argument comes from `attack_settings`. `twin` is the network the transfer_twin attack is crafted on; `done`
-    holds this batch's adversarial examples by attack (the adaptive attacks reuse and add PGD-20 there)."""
+    holds this batch's adversarial examples by attack (the adaptive attacks reuse and add PGD-20 there); `ablation`,
+    the model's w/o Rec copy for transfer_without_rec, is made here when not given."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose from {ATTACKS}")
     s = attack_settings(name, eps, strong)
     if name in ADAPTIVE:
-        return _run_adaptive(name, s, model, x, y, eps, strong, twin, {} if done is None else done), {}
+        done = {} if done is None else done
+        return _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation), {}
     if name == "natural":
         return x, {}
     if name == "fgsm":
@@ -123,7 +125,7 @@ def run_attack(name, model, x, y, eps, strong, source=None, twin=None, done=None
     return x_adv, {"queries": queries}
 
 
-def _run_adaptive(name, s, model, x, y, eps, strong, twin, done) -> torch.Tensor:
+def _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation) -> torch.Tensor:
     if "pgd20" not in done:
         done["pgd20"] = run_attack("pgd20", model, x, y, eps, strong)[0]
     pgd_args = (eps, s["step_size"], s["steps"])
@@ -136,7 +138,7 @@ def _run_adaptive(name, s, model, x, y, eps, strong, twin, done) -> torch.Tensor
             raise ValueError("transfer_twin is crafted on the model's twin (with or without FSR): give --twin")
         candidates = adaptive.transfer(twin, x, y, *pgd_args)
     else:
-        candidates = adaptive.transfer(adaptive.without_recalibration(model), x, y, *pgd_args)
+        candidates = adaptive.transfer(ablation or adaptive.without_recalibration(model), x, y, *pgd_args)
     return adaptive.worst_case(model, x, y, [done["pgd20"], *candidates])
 
 
@@ -159,6 +161,8 @@ def evaluate_attacks(
     for other in (source, twin):
         if other is not None:
             other.eval()
+    # one w/o Rec copy of the model for every batch of transfer_without_rec
+    ablation = adaptive.without_recalibration(model) if "transfer_without_rec" in names else None
     flags = {n: torch.zeros(len(x), dtype=torch.bool) for n in names}
     queries, autoattack_warnings = [], {n: [] for n in names if n in AUTOATTACKS}
     seconds = {n: 0.0 for n in names}
@@ -170,8 +174,11 @@ def evaluate_attacks(
         for n in names:
             bar.set_description(f"{n}, batch {i + 1}/{len(batches)} of {len(xb)} images")
             t = time.perf_counter()
-            x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source, twin, done)
-            done[n] = x_adv
+            if n in done:  # PGD-20, already run for an adaptive attack of this batch
+                x_adv, extra = done[n], {}
+            else:
+                x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source, twin, done, ablation)
+                done[n] = x_adv
             attacks.check_bounds(x_adv, xb, eps)
             flags[n][start : start + len(xb)] = correct(model, x_adv, yb).cpu()
             queries += extra.get("queries", torch.empty(0)).tolist()
