@@ -3,8 +3,9 @@
 A repository folder holds `config.json` (loads in timm and transformers), `model.safetensors`,
 `preprocessor_config.json` (the image processor of transformers' pipelines), `metrics.json` (what was measured),
 `train_config.yaml` (when the run recorded one), `README.md`, the model card generated from these files, and
-`configuration_fsr.py` + `modeling_fsr.py`, the self-contained code that `config.json`'s `auto_map` names, so that
-transformers loads the model with `trust_remote_code=True` where this package is not installed; and,
+`configuration_fsr.py` + `modeling_fsr.py` + `image_processing_fsr.py`, the self-contained code that `config.json`'s
+`auto_map` names, so that transformers loads the model with `trust_remote_code=True` where this package is not
+installed; and,
 when the source has them, `fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning), `robustness.json`
 and `robustness_curve.png` (a robustness evaluation and its plot), and `comparison.json` (the record of the zoo
 model the card compares against). The weights are one `model.safetensors` file: timm's Hub loader reads only that
@@ -57,10 +58,12 @@ from .weights import save_weights
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
 # The code for trust_remote_code=True, as transformers' register_for_auto_class would map it in config.json
 REMOTE_CODE_DIR = Path(remote_modeling.__file__).parent
-REMOTE_CODE_FILES = ("configuration_fsr.py", "modeling_fsr.py")
+REMOTE_CODE_FILES = ("configuration_fsr.py", "modeling_fsr.py", "image_processing_fsr.py")
 AUTO_MAP = {
     "AutoConfig": "configuration_fsr.FSRConfig",
     "AutoModelForImageClassification": "modeling_fsr.FSRForImageClassification",
+    # [PIL backend, torchvision backend], as transformers lists a pair of processors
+    "AutoImageProcessor": ["image_processing_fsr.FSRImageProcessorPil", "image_processing_fsr.FSRImageProcessor"],
 }
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME, IMAGE_PROCESSOR_NAME, METRICS_NAME, CARD_NAME, *REMOTE_CODE_FILES)
 # Copied from the source when it has them (train_config.yaml: written when metrics.json records the config).

@@ -16,6 +16,9 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
 IMAGE_PROCESSOR_NAME = "preprocessor_config.json"
+# The pickled checkpoints timm's `local-dir:` loader reads where a folder has no model.safetensors (save_for_hf's
+# default writes the first), with torch's weights-only unpickler: tensors and plain containers, never code.
+TIMM_PICKLED_NAMES = ("pytorch_model.bin", "pytorch_model.pth")
 # The auxiliary heads h of `FSRLoss`, saved beside the network: only the FSR losses read them (fine-tuning), so
 # timm and transformers loading never see them.
 FSR_HEADS_NAME = "fsr_heads.safetensors"
@@ -79,9 +82,10 @@ def read_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def check_one_weights_file(folder: str | os.PathLike) -> None:
     """The check before timm's `local-dir:` loader, which reads one weights file of a folder: a ValueError naming
-    the folder when it holds no whole `model.safetensors` (e.g. only shards, which `merge_shards` joins)."""
+    the folder when it holds no whole `model.safetensors` (e.g. only shards, which `merge_shards` joins), unless it
+    holds timm's own pickled checkpoint, which timm reads with torch's weights-only unpickler."""
     folder = Path(folder)
-    if not (folder / WEIGHTS_NAME).is_file():
+    if not (folder / WEIGHTS_NAME).is_file() and not any((folder / name).is_file() for name in TIMM_PICKLED_NAMES):
         sharded = (folder / INDEX_NAME).is_file()
         raise ValueError(
             f"{folder} has no {WEIGHTS_NAME}"
@@ -90,10 +94,11 @@ def check_one_weights_file(folder: str | os.PathLike) -> None:
                 f"`python hub/merge_shards.py {folder}`, or load the folder with fsr_models.hub.load_model or "
                 "transformers"
                 if sharded
-                else "; pickled checkpoints are not loaded"
+                else f" (nor timm's {TIMM_PICKLED_NAMES[0]}): save the model into it first"
             )
         )
-    check_safetensors(folder / WEIGHTS_NAME)
+    if (folder / WEIGHTS_NAME).is_file():
+        check_safetensors(folder / WEIGHTS_NAME)
 
 
 def merge_shards(folder: str | os.PathLike) -> Path:

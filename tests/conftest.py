@@ -31,6 +31,17 @@ TINY_ARGS = "model_args={layers: [1, 1, 1, 1], widths: [8, 16, 32, 64]}"
 needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"needs the CIFAR-10 arrays in {CIFAR10}")
 
 
+def pytest_report_header(config):
+    """The releases the contracts ran against (make test takes the newest allowed, make test-oldest the oldest)."""
+    import huggingface_hub
+    import timm
+    import torch
+    import transformers
+
+    versions = dict(torch=torch, timm=timm, transformers=transformers, huggingface_hub=huggingface_hub)
+    return "releases: " + ", ".join(f"{name} {module.__version__}" for name, module in versions.items())
+
+
 def load_script(path: str, name: str):
     """The script at `path` (from the checkout's root) as the module `name`, to call its main(argv) in this process."""
     if name not in sys.modules:

@@ -5,17 +5,12 @@ The upload itself cannot reach a Hub offline: HfApi's two network calls are repl
 operations they receive are what the mirror then serves.
 """
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import textwrap
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +18,7 @@ import pytest
 import timm
 import torch
 from conftest import ROOT, SHIPPED_FSR, load_script
+from hub_server import free_port, git, run_client, serving
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from safetensors.torch import load_file, save_file
 
@@ -90,6 +86,7 @@ def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_fo
         "config.json",
         "configuration_fsr.py",
         FSR_HEADS_NAME,
+        "image_processing_fsr.py",
         "metrics.json",
         "model.safetensors",
         "modeling_fsr.py",
@@ -305,22 +302,6 @@ def test_model_card_md_is_up_to_date():
 # --- a real Hub API -------------------------------------------------------------------------------------------
 
 
-def git(repo, *args):
-    subprocess.run(
-        ["git", "-c", "user.name=fsr-zoo test", "-c", "user.email=test@fsr-zoo.invalid", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mirrors(repo_folder, tmp_path_factory):
     """Git mirrors for olah: the published repository (two commits) and one with a truncated weights file."""
@@ -351,73 +332,11 @@ def mirrors(repo_folder, tmp_path_factory):
     return SimpleNamespace(path=base, first=first, plan=plan)
 
 
-@contextlib.contextmanager
-def serving(mirrors, workdir: Path):
-    """olah on a free loopback port, offline, serving the mirrors; yields its endpoint."""
-    port = free_port()
-    (workdir / "configs.toml").write_text(
-        textwrap.dedent(f"""
-        [basic]
-        host = "127.0.0.1"
-        port = {port}
-        repos-path = "{workdir / "olah-cache"}"
-        mirror-netloc = "127.0.0.1:{port}"
-        mirror-lfs-netloc = "127.0.0.1:{port}"
-        mirrors-path = ["{mirrors.path}"]
-        [accessibility]
-        offline = true
-    """)
-    )
-    olah = shutil.which("olah-cli", path=str(Path(sys.executable).parent)) or shutil.which("olah-cli")
-    assert olah, "olah is a test dependency: pip install -e .[test]"
-    with open(workdir / "olah.log", "w") as log:
-        server = subprocess.Popen(
-            [olah, "-c", str(workdir / "configs.toml")], cwd=workdir, stdout=log, stderr=subprocess.STDOUT
-        )
-        endpoint = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(120):
-                try:
-                    urllib.request.urlopen(f"{endpoint}/api/models/{REPO_ID}/revision/main", timeout=2)
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            else:
-                pytest.fail(f"olah did not start: {(workdir / 'olah.log').read_text()[-2000:]}")
-            yield endpoint
-        finally:
-            server.kill()
-            server.wait()
-
-
 @pytest.fixture(scope="module")
 def hub(mirrors, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hub")
-    with serving(mirrors, workdir) as endpoint:
+    with serving(mirrors.path, workdir, REPO_ID) as endpoint:
         yield SimpleNamespace(endpoint=endpoint, hf_home=workdir / "hf-home", first=mirrors.first, plan=mirrors.plan)
-
-
-def run_client(endpoint: str, hf_home: Path, *parts: str, offline: bool = False) -> dict:
-    """Run a Hub client script (its parts, each indented as it likes) in a fresh process against the server, or
-    offline from the cache; its last stdout line is JSON."""
-    env = {
-        **os.environ,
-        "HF_ENDPOINT": endpoint,
-        "HF_HOME": str(hf_home),
-        "HF_HUB_DISABLE_XET": "1",
-        **({"HF_HUB_OFFLINE": "1"} if offline else {}),
-    }
-    env.pop("HF_HUB_CACHE", None)
-    result = subprocess.run(
-        [sys.executable, "-c", "".join(map(textwrap.dedent, parts))],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 LOADERS = f"""
@@ -471,8 +390,8 @@ def online(hub):
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
                   for name in ("README.md", "comparison.json", "config.json", "configuration_fsr.py",
-                               "fsr_heads.safetensors", "metrics.json", "model.safetensors", "modeling_fsr.py",
-                               "preprocessor_config.json", "train_config.yaml")}
+                               "fsr_heads.safetensors", "image_processing_fsr.py", "metrics.json", "model.safetensors",
+                               "modeling_fsr.py", "preprocessor_config.json", "train_config.yaml")}
         errors = {}
         for label, load in {
             "repository": lambda: load_model("hf-hub:fsr-zoo/no-such-model"),

@@ -2,19 +2,24 @@
 same function as the package's networks for every backbone and FSR setting. Loading it through a Hub API in an
 environment without fsr_models is tested in test_publish.py."""
 
+import sys
+
 import pytest
 import timm
 import torch
 from transformers.dynamic_module_utils import get_imports
 
-from fsr_models.hf.remote import configuration_fsr, modeling_fsr
+from fsr_models.hf.remote import configuration_fsr, image_processing_fsr, modeling_fsr
 from fsr_models.hub import save_folder
 
 
 def test_remote_code_imports_only_torch_and_transformers():
     # transformers' own check (check_imports) refuses a repository whose code imports a package that is missing
-    assert get_imports(configuration_fsr.__file__) == ["transformers"]
-    assert sorted(get_imports(modeling_fsr.__file__)) == ["torch", "transformers"]
+    def packages(module):
+        return set(get_imports(module.__file__)) - set(sys.stdlib_module_names)
+
+    assert packages(configuration_fsr) == packages(image_processing_fsr) == {"transformers"}
+    assert packages(modeling_fsr) == {"torch", "transformers"}
 
 
 SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])

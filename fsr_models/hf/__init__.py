@@ -2,24 +2,24 @@
 AutoImageProcessor on import."""
 
 import transformers
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, ViTImageProcessor
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .configuration_fsr import FSRConfig
-from .image_processing_fsr import image_processor
+from .image_processing_fsr import FSRImageProcessor, FSRImageProcessorPil, image_processor
 from .modeling_fsr import FSRForImageClassification, FSRPreTrainedModel
 
 AutoConfig.register(FSRConfig.model_type, FSRConfig, exist_ok=True)
 AutoModelForImageClassification.register(FSRConfig, FSRForImageClassification, exist_ok=True)
-# transformers takes a local folder whose config.json holds timm's pretrained_cfg for a timm checkpoint and looks
-# for the image processor's type in config.json; this mapping sends it to the folder's preprocessor_config.json.
-# Image processors come per backend (ViTImageProcessor: torchvision's, ViTImageProcessorPil: PIL's), and pipelines
-# ask for torchvision's first: both are registered, so none falls back with a warning. Releases before that split
-# have no ViTImageProcessorPil, and ViTImageProcessor is their one processor.
-_pil_processor = getattr(transformers, "ViTImageProcessorPil", None)
+# transformers reads the image processor of a local folder whose config.json holds timm's pretrained_cfg (every zoo
+# folder's) from config.json, then asks the processor registered for the config's type: these classes turn that file
+# into the processor preprocessor_config.json describes. Processors come per backend (torchvision's and PIL's) since
+# transformers split them, and pipelines ask for torchvision's: both are registered, so none falls back with a
+# warning. Releases before the split have one processor class, the "slow" one.
+_split_by_backend = hasattr(transformers, "ViTImageProcessorPil")
 AutoImageProcessor.register(
     FSRConfig,
-    slow_image_processor_class=_pil_processor or ViTImageProcessor,
-    fast_image_processor_class=ViTImageProcessor if _pil_processor else None,
+    slow_image_processor_class=FSRImageProcessorPil,
+    fast_image_processor_class=FSRImageProcessor if _split_by_backend else None,
     exist_ok=True,
 )
 

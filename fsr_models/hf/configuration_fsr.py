@@ -31,6 +31,8 @@ FSR_FIELDS = (
     "lambda_rec",
     "pretrained_cfg",
 )
+# The FSR settings of the timm constructors (model_args), the named fields of the same name here.
+FSR_ARGS = ("fsr_stages", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output")
 # Keys timm writes into config.json; derived here, so on load they are checked, not stored twice.
 TIMM_KEYS = ("architecture", "num_classes", "num_features", "label_names", "model_args")
 # Keyword arguments PreTrainedConfig itself consumes (saved configs and from_pretrained pass them).
@@ -192,50 +194,89 @@ class FSRConfig(PreTrainedConfig):
         # Where the weights came from (a file, a state dict, a Hub id) is not part of the saved model's config.
         pretrained_cfg = filter_pretrained_cfg(dict(getattr(model, "pretrained_cfg", None) or {}), remove_source=True)
         pretrained_cfg.pop("state_dict", None)
-        arch = pretrained_cfg.get("architecture", "")
-        backbone = next((b for b in BACKBONES if arch.startswith(f"{b}_")), None)
-        if backbone is None:
-            raise ValueError(f"not an FSR zoo network: pretrained_cfg architecture {arch!r}")
-        labels = pretrained_cfg.get("label_names")
-        if not labels or len(labels) != model.num_classes:
-            labels = [f"LABEL_{i}" for i in range(model.num_classes)]
-        pretrained_cfg.pop("num_classes", None)
-        pretrained_cfg.pop("label_names", None)
-        backbone_args = dict(model.backbone_args)
-        if model.in_chans != 3:
-            backbone_args["in_chans"] = model.in_chans
-        if model.global_pool.pool_type != "avg":
-            backbone_args["global_pool"] = model.global_pool.pool_type
-        fields = dict(
-            backbone=backbone,
-            fsr_stages=list(model.fsr_stages),
-            backbone_args=backbone_args,
-            pretrained_cfg=pretrained_cfg,
-        )
+        model_args = {
+            **model.backbone_args,
+            "in_chans": model.in_chans,
+            "global_pool": model.global_pool.pool_type,
+            "fsr_stages": list(model.fsr_stages),
+        }
         if model.fsr_stages:
             first = model.fsr_modules()[0]
-            fields.update(
+            model_args.update(
                 fsr_tau=first.tau,
                 fsr_separation=first.separation_net is not None,
                 fsr_recalibration=first.recalibration_net is not None,
                 fsr_output=first.output,
             )
-        return cls(**fields, id2label=dict(enumerate(labels)), **kwargs)
+        timm_config = {
+            "architecture": pretrained_cfg.get("architecture", ""),
+            "num_classes": model.num_classes,
+            "model_args": model_args,
+            "pretrained_cfg": pretrained_cfg,
+        }
+        return cls.from_timm_config(timm_config, **kwargs)
+
+    @classmethod
+    def from_timm_config(cls, timm_config: dict[str, Any], **kwargs) -> "FSRConfig":
+        """The config of a folder in timm's own layout, as `timm.models.save_for_hf` and `push_to_hf_hub` write it
+        (architecture, num_classes, model_args, pretrained_cfg, ...), checked as a zoo config.json is checked: an
+        architecture that is not the zoo's, an unknown key or a bad value is a ValueError."""
+        fields = dict(timm_config)
+        arch = fields.pop("architecture", None)
+        backbone, _, kind = str(arch).rpartition("_")
+        if backbone not in BACKBONES or kind not in ("fsr", "plain"):
+            known = [f"{b}_{k}" for b in BACKBONES for k in ("fsr", "plain")]
+            raise ValueError(f"architecture {arch!r} is not an FSR zoo network (one of {known})")
+        model_args = dict(fields.pop("model_args", None) or {})
+        num_classes = fields.pop("num_classes", model_args.get("num_classes"))
+        if model_args.pop("num_classes", num_classes) != num_classes:
+            raise ValueError(f"num_classes {num_classes} disagrees with model_args' {timm_config['model_args']}")
+        fields.pop("num_features", None)  # derived from the architecture
+        fields.pop("label_descriptions", None)  # timm's descriptions of label names, which the zoo does not keep
+        backbone_args = {**model_args, "global_pool": model_args.pop("global_pool", fields.pop("global_pool", "avg"))}
+        fsr_fields = {key: backbone_args.pop(key) for key in FSR_ARGS if key in backbone_args}
+        if kind == "plain":
+            fsr_fields["fsr_stages"] = []
+        # The defaults (3 channels, average pooling) are left out, as the zoo's own configs leave them out.
+        backbone_args = {
+            k: v for k, v in backbone_args.items() if (k, v) not in (("in_chans", 3), ("global_pool", "avg"))
+        }
+        pretrained_cfg = dict(fields.pop("pretrained_cfg", None) or {})
+        labels = fields.pop("label_names", None) or pretrained_cfg.get("label_names")
+        if isinstance(labels, dict):  # timm allows {class index: name}
+            labels = [labels[k] for k in sorted(labels, key=int)]
+        if not labels or len(labels) != num_classes:
+            labels = [f"LABEL_{i}" for i in range(num_classes)]
+        pretrained_cfg = {k: v for k, v in pretrained_cfg.items() if k not in ("num_classes", "label_names")}
+        return cls(
+            backbone=backbone,
+            backbone_args=backbone_args,
+            pretrained_cfg=pretrained_cfg or None,
+            id2label=dict(enumerate(labels)),
+            **fsr_fields,
+            **fields,  # any other key is unknown: refused with the list of known ones
+            **kwargs,
+        )
 
 
 def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:
     """A zoo folder's config.json, checked as transformers checks it (field types, known fields, a backbone that
     exists, timm's keys agreeing with the named fields), so that every loader refuses what one refuses: a ValueError
-    of one line that names the file and the field."""
+    of one line that names the file and the field. A folder that timm itself wrote (`save_for_hf`, `push_to_hf_hub`:
+    no model_type, timm's keys) is checked as its `FSRConfig.from_timm_config`."""
     path = Path(folder) / "config.json"
     try:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}; fix the file or save the model again") from None
-    if not isinstance(config, dict) or config.get("model_type") != FSRConfig.model_type:
-        raise ValueError(f"{path} is not the config of an FSR zoo model (model_type {FSRConfig.model_type!r})")
+    written_by_timm = isinstance(config, dict) and "model_type" not in config and "pretrained_cfg" in config
+    if not written_by_timm and (not isinstance(config, dict) or config.get("model_type") != FSRConfig.model_type):
+        raise ValueError(
+            f"{path} is not the config of an FSR zoo model (model_type {FSRConfig.model_type!r}, or timm's layout "
+            "with architecture and pretrained_cfg)"
+        )
     try:
-        FSRConfig.from_dict(config)
+        FSRConfig.from_timm_config(config) if written_by_timm else FSRConfig.from_dict(config)
     except (ValueError, TypeError, StrictDataclassError) as e:
         reason = " ".join(str(e).split())
         raise ValueError(f"{path}: {reason}") from None

@@ -17,6 +17,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_fsr import FSRConfig
 from .image_processing_fsr import image_processor
+from .remote.modeling_fsr import warn_unless_input_size
 
 register_checkpoint_conversion_mapping("fsr", [PrefixChange(prefix_to_add="model")], overwrite=True)
 
@@ -111,6 +112,7 @@ class FSRForImageClassification(FSRPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        warn_unless_input_size(pixel_values, self.config)
         features = self.model.forward_features(pixel_values)
         logits = self.model.forward_head(features)
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None

@@ -1,6 +1,6 @@
 """Configuration of an fsr-zoo network, for loading it without the fsr-zoo package.
 
-This file and `modeling_fsr.py` ship in the model's Hub repository, so that
+This file, `modeling_fsr.py` and `image_processing_fsr.py` ship in the model's Hub repository, so that
 
     AutoModelForImageClassification.from_pretrained(repo_id, trust_remote_code=True)
 

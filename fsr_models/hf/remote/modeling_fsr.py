@@ -6,6 +6,8 @@ fsr-zoo package's timm models, so `model.safetensors` loads here unchanged. Inpu
 normalisation), NCHW.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,20 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from .configuration_fsr import FSRConfig
 
 VGG16_STAGES = [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]]
+
+
+def warn_unless_input_size(pixel_values: torch.Tensor, config) -> None:
+    """A warning for images of another size than the one the network was trained on (its config's pretrained_cfg),
+    such as a wrong image processor gives: the networks take any size, so nothing else would say so."""
+    input_size = (getattr(config, "pretrained_cfg", None) or {}).get("input_size")
+    if input_size and not torch.compiler.is_compiling() and tuple(pixel_values.shape[-2:]) != tuple(input_size[1:]):
+        height, width = input_size[1:]
+        warnings.warn(
+            f"expected pixel_values of {height}x{width} pixels, the input size this network was trained on, got "
+            f"{pixel_values.shape[-2]}x{pixel_values.shape[-1]}: resize images to {height}x{width}, as the image "
+            "processor of the model's folder does (AutoImageProcessor.from_pretrained(<folder or repository>))",
+            stacklevel=2,
+        )
 
 
 def conv_stack(channels: int, hidden: int = 64) -> nn.Sequential:
@@ -193,6 +209,7 @@ class FSRForImageClassification(FSRPreTrainedModel):
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict=None, **kwargs):
+        warn_unless_input_size(pixel_values, self.config)
         features = self.model.forward_features(pixel_values)
         logits = self.model.forward_head(features)
         loss = F.cross_entropy(logits, labels) if labels is not None else None
