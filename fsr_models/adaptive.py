@@ -3,10 +3,14 @@
 FSR's mask is m = sigmoid(S(f) / tau) with tau = 0.1 at test time: where it saturates, its gradient vanishes, which
 can fool gradient-based attacks without making the network robust. Each attack here targets one way FSR could
 mislead PGD, and keeps, per image, the worst case over its own candidates and the protocol's PGD-20 (`worst_case`),
-so it never reports higher accuracy than that PGD-20:
+so it never reports higher accuracy than that PGD-20. Each returns its candidates by name, so that a report can say
+what each one finds:
 
 - `mask_surrogate`: PGD whose gradients go through a softened mask (BPDA, Athalye et al., ICML 2018): the forward
-  is the network's own, the backward that of sigmoid(S(f) / (tau * T)) for a temperature factor T.
+  is the network's own, the backward that of sigmoid(S(f) / (tau * T)), for temperature factors T from near the
+  test-time tau to far above it, on cross-entropy and on the C&W margin (Tramer et al.: a loss that does not
+  saturate); `mask_surrogate_apgd`: AutoAttack's APGD-CE and APGD-DLR (step-size schedule, momentum) through the
+  same softened mask.
 - `feature_attack`: move the feature FSR passes on (`forward_features`, f~ after the last FSR module) towards that of
   an image of another class, then PGD on the logits from there.
 - transfer attacks: PGD crafted on another network, the plain twin (the zoo's counterpart without FSR) or the
@@ -21,8 +25,11 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .attacks import cw_margin, pgd, project
+from .attacks import autoattack, cross_entropy_sum, cw_margin, cw_margin_loss, pgd, project
 from .fsr import FSR
+
+# The losses PGD through the softened mask maximises: cross-entropy, and the paper's C&W margin (kappa 50)
+SURROGATE_LOSSES = {"cross-entropy": cross_entropy_sum, "C&W margin": cw_margin_loss(kappa=50.0)}
 
 
 @torch.no_grad()
@@ -72,16 +79,37 @@ def surrogate_mask(model: torch.nn.Module, temperature_factor: float) -> Iterato
             del m.mask
 
 
-def mask_surrogate(model, x, y, eps, step_size, steps, temperature_factors: Sequence[float]) -> list[torch.Tensor]:
-    """PGD (no random start) through a softened mask, once per temperature factor; the candidates, for `worst_case`."""
-    candidates = []
+def mask_surrogate(
+    model, x, y, eps, step_size, steps, temperature_factors: Sequence[float], losses: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """PGD (no random start) through a softened mask, once per temperature factor and loss (`SURROGATE_LOSSES`)."""
+    candidates = {}
     for factor in temperature_factors:
         with surrogate_mask(model, factor):
-            candidates.append(pgd(model, x, y, eps, step_size, steps, random_start=False))
+            for loss in losses:
+                loss_fn = SURROGATE_LOSSES[loss]
+                candidates[f"T={factor:g}, {loss}"] = pgd(
+                    model, x, y, eps, step_size, steps, random_start=False, loss_fn=loss_fn
+                )
     return candidates
 
 
-def feature_attack(model, x, y, eps, step_size, feature_steps, steps) -> list[torch.Tensor]:
+def mask_surrogate_apgd(
+    model, x, y, eps, temperature_factors: Sequence[float], apgd_attacks: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """AutoAttack's APGD attacks (reference code, e.g. "apgd-ce", "apgd-dlr"; 100 iterations, 1 restart) through a
+    softened mask, once per temperature factor and attack."""
+    candidates = {}
+    for factor in temperature_factors:
+        with surrogate_mask(model, factor):
+            for attack in apgd_attacks:
+                candidates[f"T={factor:g}, {attack}"] = autoattack(
+                    model, x, y, eps, "custom", len(x), attacks_to_run=[attack]
+                )
+    return candidates
+
+
+def feature_attack(model, x, y, eps, step_size, feature_steps, steps) -> dict[str, torch.Tensor]:
     """Per image, the target is the clean image of another class (of the batch) whose feature is nearest; PGD
     (sign steps) minimises the squared distance of `forward_features` to the target's, then PGD on cross-entropy
     continues from there. Returns both points, for `worst_case`; a batch of one class has no target (x is returned)."""
@@ -98,7 +126,10 @@ def feature_attack(model, x, y, eps, step_size, feature_steps, steps) -> list[to
         loss = (model.forward_features(x_adv).flatten(1) - target).pow(2).sum(1)
         (grad,) = torch.autograd.grad(loss[has_target].sum(), x_adv)
         x_adv = project(x_adv.detach() - step_size * grad.sign(), x, eps)
-    return [x_adv, pgd(model, x, y, eps, step_size, steps, random_start=False, start=x_adv)]
+    return {
+        "feature": x_adv,
+        "feature, then PGD on cross-entropy": pgd(model, x, y, eps, step_size, steps, random_start=False, start=x_adv),
+    }
 
 
 def without_recalibration(model: torch.nn.Module) -> torch.nn.Module:
@@ -112,6 +143,6 @@ def without_recalibration(model: torch.nn.Module) -> torch.nn.Module:
     return ablation
 
 
-def transfer(source, x, y, eps, step_size, steps) -> list[torch.Tensor]:
+def transfer(source, x, y, eps, step_size, steps) -> dict[str, torch.Tensor]:
     """PGD (no random start) crafted on `source`, for `worst_case` on the target model."""
-    return [pgd(source, x, y, eps, step_size, steps, random_start=False)]
+    return {"PGD on the source": pgd(source, x, y, eps, step_size, steps, random_start=False)}

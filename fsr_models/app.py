@@ -105,8 +105,8 @@ class Page:
             maps = np.asarray(Image.open(path).convert("RGB"))
         summary = (
             f"**{truth}**; {attack_name} at eps {float(eps255):g}/255, white-box against each model.\n\n"
-            f"FSR health on this image (R contribution: the Recalibration Net's share of f~-; 0 means R is dead):\n\n"
-            + "\n".join(health_table(health))
+            "FSR health on this image (R contribution: what the Recalibration Net adds to f-, relative to f-; 0 means "
+            "R is dead):\n\n" + "\n".join(health_table(health))
         )
         predictions = [
             top5(model, images, self.labels)
@@ -126,7 +126,8 @@ def build(page: Page | None = None):
         gr.Markdown(
             "# FSR under attack\nFeature Separation and Recalibration (Kim et al., CVPR 2023) against its plain twin, "
             "both adversarially trained ResNet-18s of the fsr-zoo. Each model is attacked white-box on its own "
-            "gradients."
+            "gradients. The two were trained with different recipes (their model cards say how), so they show what "
+            "each model does, not whether FSR helps."
         )
         with gr.Row():
             index = gr.Slider(0, len(page.images) - 1, value=0, step=1, label="CIFAR-10 test image")

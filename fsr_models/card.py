@@ -23,12 +23,13 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from .datasets import SAMPLE_SIZES
-from .evaluation.checks import verdict
+from .evaluation.checks import ZERO_GRADIENT, verdict
 from .evaluation.protocol import ADAPTIVE, ATTACKS, attack_settings, pgd_settings
 from .evaluation.report import accuracy_table, column_title, eval_results, health_table
 from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .renames import saved_settings
+from .training.config import RESUME_MAY_CHANGE
 from .weights import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
@@ -46,17 +47,26 @@ TRANSFER_NOTE = (
     "Transfer from twin / from w/o Rec: PGD-20 crafted on the zoo's same network with or without FSR, or on this "
     "model's own w/o Rec ablation (FSR passing on f+ only)."
 )
+# Settings that say where and how a run ran, not what it trained (those a resume may change): left out when two
+# runs' recipes are compared
+RUN_ONLY_SETTINGS = {"model", *RESUME_MAY_CHANGE}
+MASK_SURROGATE_NOTE = (
+    "Mask surrogate: PGD-20 on cross-entropy and on the C&W margin whose gradients go through FSR's mask softened "
+    "2x, 10x, 100x and 1000x (BPDA; the forward is the model's own); Mask surrogate APGD: AutoAttack's APGD-CE and "
+    "APGD-DLR through the same softened masks."
+)
 ATTACK_NOTES = {  # said once under the tables where the attack appears
     "cw": "C&W is PGD-30 on the C&W margin loss (kappa 50).",
     "autoattack": "AutoAttack is the standard version of the reference code (pyautoattack).",
-    "ensemble": "Ensemble counts an image only if it is classified correctly clean and under every white-box attack "
-    "of its table.",
+    "ensemble": "Ensemble counts an image only if it is classified correctly clean and under each of FGSM, PGD-20, "
+    "PGD-100 and C&W that its table shows (the paper's set: AutoAttack, APGD-CE and the other attacks are not part "
+    "of it, so AutoAttack may be below it).",
     "ti_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
     "di_fgsm": "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings.",
     "nattack": "NAttack is a query-based black-box attack (Li et al. 2019).",
     "apgd_ce": "APGD-CE is AutoAttack's first attack alone (reference code, 100 iterations, 1 restart).",
-    "mask_surrogate": "Mask surrogate: PGD-20 whose gradients go through FSR's mask softened 10x and 100x (BPDA; the "
-    "forward is the model's own).",
+    "mask_surrogate": MASK_SURROGATE_NOTE,
+    "mask_surrogate_apgd": MASK_SURROGATE_NOTE,
     "feature_space": "Feature space: PGD moving the feature FSR passes on towards that of the nearest image of "
     "another class, then PGD-20 from there.",
     "transfer_twin": TRANSFER_NOTE,
@@ -88,6 +98,12 @@ class Record:
     @property
     def name(self) -> str:
         return f"{self.config['architecture']}.{self.config['pretrained_cfg'].get('tag', '')}"
+
+    @property
+    def curve_report(self) -> dict | None:
+        """The report that holds the robustness curve (robustness_curve.png is its plot): robustness.json's, else
+        the adaptive evaluation's (`--sanity` measures one)."""
+        return next((r for r in (self.robustness, self.adaptive) if r and "curve" in r), None)
 
 
 def train_config(metrics: dict) -> dict:
@@ -316,6 +332,17 @@ def card_eval_results(metrics: dict, robustness: dict | None = None, adaptive: d
     return [result for _, report in reports for result in eval_results(report)]
 
 
+def largest_report_with(reports: list[dict], attack: str) -> dict | None:
+    """Of measured reports, the one with `attack` (e.g. "autoattack") on the most images; None if none has it."""
+    return max((r for r in reports if attack in r["accuracy"]), key=lambda r: r["images"], default=None)
+
+
+def worst_case(adaptive: dict | None) -> float | None:
+    """The figure a skeptic quotes: accuracy under every attack of the adaptive evaluation together (per image, the
+    worst case over the attacks designed against FSR and the others of its report); None without one."""
+    return adaptive["accuracy"].get("adaptive_ensemble") if adaptive else None
+
+
 def evaluate_command(model: str, report: dict) -> str:
     """The `python -m fsr_models.evaluate` command that measures `report` again."""
     attacks = [a for a in report["accuracy"] if a in ATTACKS]
@@ -327,15 +354,16 @@ def evaluate_command(model: str, report: dict) -> str:
             f"--n {report['images']} --attacks {' '.join(attacks)}",
             *([f"--eps {eps_text(report['eps'])}"] if not math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7) else []),
             *(["--strong"] if report.get("strong") else []),
-            *(["--curve"] if "curve" in report else []),
+            *(["--sanity"] if sanity_ran(report) else ["--curve"] if "curve" in report else []),
             *([f"--seed {report['seed']}"] if report.get("seed") else []),
             *([f"--twin {twin}"] if (twin := report["settings"].get("transfer_twin", {}).get("transfer_from")) else []),
         ]
     )
 
 
-def report_lines(title: str, report: dict, model: str) -> list[str]:
-    """One measured report: what and on which images, its accuracy table, and the command that repeats it."""
+def report_lines(title: str, report: dict, model: str, evaluation: bool = True) -> list[str]:
+    """One measured report: what and on which images, its accuracy table, the checks that ran with it (an
+    `evaluation`, not the training run's final test), and the command that repeats it."""
     starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
     lines = [
         f"{title[0].upper()}{title[1:]}: accuracy (%) on the first {report['images']:,} "
@@ -346,9 +374,8 @@ def report_lines(title: str, report: dict, model: str) -> list[str]:
         "",
     ]
     lines += adaptive_finding(report)
-    if report.get("sanity_checks"):
-        checked = verdict(report["sanity_checks"])
-        lines += [f"Checks of this evaluation (against masked gradients, AutoAttack's flags): {checked}.", ""]
+    if evaluation:
+        lines += checks_lines(report)
     unmeasurable = [column_title(a) for a in report["accuracy"] if a not in ATTACKS and "ensemble" not in a]
     lines += [
         f"Measure again: `{evaluate_command(model, report)}`"
@@ -356,6 +383,49 @@ def report_lines(title: str, report: dict, model: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def sanity_ran(report: dict) -> bool:
+    """Whether `--sanity` ran with an evaluation (its zero-gradient check is one that only it runs)."""
+    return any(c["check"] == ZERO_GRADIENT for c in report.get("sanity_checks", []))
+
+
+def checks_lines(report: dict) -> list[str]:
+    """The checks that ran with an evaluation, each passed or failed, with the verdict; and what was left unchecked
+    where `--sanity` did not run."""
+    checks = report.get("sanity_checks", [])
+    lines = []
+    if checks:
+        ran = "; ".join(f"{'passed' if c['passed'] else 'FAILED'}: {c['check']}" for c in checks)
+        lines.append(f"Checks that ran with this evaluation: {ran}. Verdict: {verdict(checks)}.")
+    if not sanity_ran(report):
+        lines.append(
+            "`--sanity` did not run with it: random restarts, accuracy against eps, zero input gradients, "
+            "determinism" + (" and FSR's activity" if report.get("fsr_health") else "") + " were not checked."
+        )
+    return [" ".join(lines), ""]
+
+
+def headline_lines(record: Record) -> list[str]:
+    """The robustness to quote: the worst case over every attack of the adaptive evaluation, beside the paper
+    protocol's PGD-20 of the final test; nothing without an adaptive evaluation."""
+    worst = worst_case(record.adaptive)
+    if worst is None:
+        return []
+    test = final_test_report(record.metrics)
+    pgd = next((k for k in test["accuracy"] if k.startswith("pgd")), None)
+    paper = (
+        f"; {100 * test['accuracy'][pgd]:.2f} % under {column_title(pgd)} with the paper's protocol on "
+        f"{test['images']:,} test images"
+        if pgd
+        else ""
+    )
+    return [
+        f"**Robustness to quote: {100 * worst:.2f} %** under every attack of its adaptive evaluation together (per "
+        f"image, the worst case over {_and([column_title(a) for a in record.adaptive['accuracy'] if a in ATTACKS])}; "
+        f"first {record.adaptive['images']:,} test images){paper}.",
+        "",
+    ]
 
 
 def adaptive_finding(report: dict) -> list[str]:
@@ -377,7 +447,35 @@ def adaptive_finding(report: dict) -> list[str]:
         )
     else:
         text = f"The attacks designed against FSR find no more than PGD-20 on these images: {figures}."
-    return [text, ""]
+    return [text, "", *found_lines(report)]
+
+
+def found_lines(report: dict) -> list[str]:
+    """Per attack, the images it fools that the report's PGD-20 leaves standing, and each candidate's accuracy of the
+    attacks that try several (temperatures, losses, starting points)."""
+    found, candidates = report.get("found_beyond_pgd20"), report.get("candidates") or {}
+    lines = []
+    if found:
+        counts = [f"{column_title(a)} {n}" for a, n in found.items() if a in ATTACKS]
+        lines += [
+            f"What each attack finds beyond PGD-20 (images it fools that PGD-20 leaves standing, of "
+            f"{report['images']:,}): {', '.join(counts)}.",
+            "",
+        ]
+    if candidates:
+        lines += ["| attack | candidate | accuracy (%) |", "| --- | --- | --- |"]
+        lines += [
+            f"| {column_title(attack)} | {label} | {100 * value:.2f} |"
+            for attack, by_label in candidates.items()
+            for label, value in by_label.items()
+        ]
+        lines += [
+            "",
+            "Each candidate alone, before the per-image worst case with PGD-20 that the attack's column shows "
+            "(T: the factor by which the mask's temperature is raised for the gradient).",
+            "",
+        ]
+    return lines
 
 
 def attack_notes(reports: list[dict]) -> list[str]:
@@ -415,7 +513,7 @@ def health_lines(record: Record) -> list[str]:
         ]
     lines = [
         f"How alive each FSR module is on the first {images:,} test images, with these weights: R contribution "
-        "is |(1 - m) R(f-)| / |f-|, the Recalibration Net's share of the recalibrated feature; 'units live' "
+        "is |(1 - m) R(f-)| / |f-|, the size of what the Recalibration Net adds to f- relative to f-; 'units live' "
         "is the share of hidden channels after each BN + ReLU of the Separation (S) and Recalibration (R) "
         "Nets that are positive for some image; m is the separation mask.",
         "",
@@ -447,9 +545,16 @@ def figure_lines(image: str) -> list[str]:
     ]
 
 
-def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) -> list[str]:
+def comparison_lines(
+    this: str,
+    metrics: dict,
+    other: str,
+    other_metrics: dict,
+    robustness: tuple[dict | None, dict | None] = (None, None),
+) -> list[str]:
     """The measured side-by-side of two zoo models (the same network with and without FSR, same tag), with who is
-    ahead on each measure and how their training differed."""
+    ahead on each measure and how their training differed; `robustness`, the two models' robustness.json, where
+    their AutoAttack reports may be."""
     rows = {this: metrics, other: other_metrics}
     tests = {name: final_test_report(m) for name, m in rows.items()}
     columns = []  # (title, {name: accuracy})
@@ -462,7 +567,10 @@ def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) 
                         {n: t["accuracy"][key] for n, t in tests.items()},
                     )
                 )
-    evaluations = {name: m.get("evaluation") for name, m in rows.items()}
+    evaluations = {
+        name: largest_report_with([r for r in (m.get("evaluation"), extra) if r], "autoattack")
+        for (name, m), extra in zip(rows.items(), robustness)
+    }
     if all(evaluations.values()) and evaluations[this]["images"] == evaluations[other]["images"]:
         for key in ("autoattack",):
             if all(key in e["accuracy"] for e in evaluations.values()):
@@ -491,13 +599,14 @@ def comparison_lines(this: str, metrics: dict, other: str, other_metrics: dict) 
     differ = [
         k
         for k in sorted(set(train) | set(other_train))
-        if k not in ("model", "output_dir", "data_dir") and train.get(k) != other_train.get(k)
+        if k not in RUN_ONLY_SETTINGS and train.get(k) != other_train.get(k)
     ]
     same = (
         "Both were trained with the same config apart from the network"
         if not differ
-        else "Their training "
-        "configs differ in " + ", ".join(f"{k} ({train.get(k)} vs {other_train.get(k)})" for k in differ)
+        else "Their training configs differ in "
+        + ", ".join(f"{k} ({train.get(k)} vs {other_train.get(k)})" for k in differ)
+        + ": they were trained with different recipes, so this comparison does not say whether FSR helps or hurts"
     )
     if metrics["epochs"] != other_metrics["epochs"] and train.get("time_budget_min") and not differ:
         same += (
@@ -543,7 +652,7 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
     arch, tag = config["architecture"], config.get("pretrained_cfg", {}).get("tag", "")
     facts, name = run_facts(metrics), dataset_name(dataset)
     fsr = config.get("fsr_stages") or []
-    channels, height, width = config["pretrained_cfg"]["input_size"]
+    _, height, width = config["pretrained_cfg"]["input_size"]
     size = f"{height}x{width}"
     where = (
         (
@@ -571,6 +680,7 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
     differs = deviations(config, metrics)
     if differs:
         lines += [f"**Not the paper's setting of `{arch}.{tag}`:**", "", *(f"- {text}" for _, text in differs), ""]
+    lines += headline_lines(record)
     if fsr:
         heads = (
             f"; the trained ones are in `{FSR_HEADS_NAME}`, for fine-tuning (`fsr_models.hub.load_fsr_heads`)"
@@ -588,12 +698,13 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
 
     reports = measured_reports(metrics, record.robustness, record.adaptive)
     lines += ["## Evaluation", ""]
-    for title, report in reports:
-        lines += report_lines(title, report, f"hf-hub:{repo_id}")
+    for i, (title, report) in enumerate(reports):
+        lines += report_lines(title, report, f"hf-hub:{repo_id}", evaluation=i > 0)
     lines += attack_notes([report for _, report in reports])
     lines += ["Each metric's settings are in this card's metadata.", ""]
-    if record.robustness and "curve" in record.robustness:
-        lines += ["## Robustness curve", "", *curve_lines(record.robustness, CURVE_NAME if record.curve_png else None)]
+    if record.curve_report:
+        image = CURVE_NAME if record.curve_png else None
+        lines += ["## Robustness curve", "", *curve_lines(record.curve_report, image)]
     if fsr:
         lines += ["## FSR health", "", *health_lines(record)]
     if fsr and record.figure_png:
@@ -606,10 +717,25 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
             f"Measured the same way, the zoo's `{other}` ({'without' if fsr else 'with'} FSR) beside this model "
             f"(accuracy %, eps {eps_text(metrics['eps'])}; test images in brackets):",
             "",
-            *comparison_lines(record.name, metrics, other, record.comparison["metrics"]),
+            *comparison_lines(
+                record.name,
+                metrics,
+                other,
+                record.comparison["metrics"],
+                (record.robustness, record.comparison.get("robustness")),
+            ),
         ]
 
-    lines += [
+    lines += use_lines(repo_id, config["pretrained_cfg"]["input_size"])
+    lines += limits_lines(name, metrics["eps"], size)
+    lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+def use_lines(repo_id: str, input_size) -> list[str]:
+    """How a repository's model loads, in timm, transformers and with its own code."""
+    channels, height, width = input_size
+    return [
         "## Use",
         "",
         "```python",
@@ -630,19 +756,20 @@ def _body(record: Record, repo_id: str, dataset: str) -> str:
         "```",
         "",
     ]
-    lines += [
+
+
+def limits_lines(name: str, eps: float, size: str) -> list[str]:
+    return [
         "## Intended use and limits",
         "",
         f"A research checkpoint for studying adversarial robustness on {name}. Its robustness holds "
         f"only in the threat model it was trained and measured for: L-inf perturbations of at most "
-        f"{eps_text(metrics['eps'])} on {name}-like {size} images. It is not certified, it says nothing about "
+        f"{eps_text(eps)} on {name}-like {size} images. It is not certified, it says nothing about "
         "other norms, larger budgets, patches, corruptions or other data, and stronger or adaptive attacks may "
         "lower the figures above. Inputs must be [0, 1] pixels without normalisation (the repository's image "
         "processor does that for the pipeline).",
         "",
     ]
-    lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
-    return "\n".join(lines)
 
 
 def schedule_text(metrics: dict, facts: dict) -> str:

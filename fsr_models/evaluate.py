@@ -10,12 +10,15 @@ MODEL is a registered tag (`resnet18_fsr.at_cifar10`), `hf-hub:<id>`, a folder i
 (`resnet18` evaluates a plain timm model, which must take [0, 1] pixels). The paper's protocol is the default: eps
 8/255, eval mode, no random start, step eps/10 (FGSM; PGD-20 and PGD-100 on cross-entropy; "C&W" = PGD-30 on the C&W
 margin with kappa 50). `--strong` adds a random start and 5 restarts. Ensemble counts an image only if it is
-classified correctly clean and under every white-box attack of the table. TI-FGSM and DI-FGSM are crafted on
+classified correctly clean and under each of FGSM, PGD-20, PGD-100 and C&W in the table (the paper's set; AutoAttack
+and the others are not part of it). TI-FGSM and DI-FGSM are crafted on
 `--source` (a naturally trained model) and tested on MODEL. `adaptive` runs the attacks designed against FSR
-(fsr_models.adaptive): PGD through a softened mask, a feature-space attack, transfer from the twin (the zoo's same
-network without FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other
-architecture>.<tag>` of a zoo folder) and from the model's own w/o Rec ablation, each the per-image worst case with
-PGD-20, and the adaptive ensemble over every attack that ran. `apgd_ce` is AutoAttack's first attack alone, where the
+(fsr_models.adaptive): PGD-20 (cross-entropy and C&W margin) and APGD-CE / APGD-DLR through a softened mask at
+temperatures from 2x to 1000x tau, a feature-space attack, transfer from the twin (the zoo's same network without
+FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo
+folder) and from the model's own w/o Rec ablation, each the per-image worst case with PGD-20, and the adaptive
+ensemble over every attack that ran; the report gives each candidate's accuracy and, per attack, the images it fools
+that PGD-20 leaves standing. `apgd_ce` is AutoAttack's first attack alone, where the
 standard version would take too long. After an AutoAttack run its warning flags (randomness, zero gradients, Square
 beyond the white-box attacks, ...) fail the sanity check on the same symptom, and the report's verdict says
 "unreliable" when any check failed. The first n test images of the data folder are evaluated ('sample': the 512
@@ -166,7 +169,8 @@ def adaptive_attacks(requested: list[str], model, twin) -> list[str]:
     one); one named that cannot run is a ValueError."""
     fsr_modules = [m for m in model.modules() if isinstance(m, FSR)]
     has_mask = bool(fsr_modules) and all(m.separation_net is not None for m in fsr_modules)
-    applies = {"mask_surrogate": has_mask, "feature_space": True, "transfer_twin": twin is not None}
+    applies = {"mask_surrogate": has_mask, "mask_surrogate_apgd": has_mask, "feature_space": True}
+    applies["transfer_twin"] = twin is not None
     applies["transfer_without_rec"] = has_mask
     for name in requested:
         if name in ADAPTIVE and not applies[name]:
@@ -208,7 +212,8 @@ def load_inputs(args) -> tuple:
     return model, source, twin, to_float(images).to(args.device), labels.to(args.device), bank
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: MODEL and the options of the module's docstring."""
     parser = Parser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("model", help="a tag, hf-hub:<id>, a folder (or local-dir:<folder>), a run folder, a timm name")
     parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
@@ -245,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the report files of an earlier evaluation in --out"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     earlier = [args.out / name for name in REPORT_FILES if (args.out / name).exists()]
     if earlier and not args.overwrite:
@@ -302,13 +312,19 @@ def main(argv: list[str] | None = None) -> int:
         print("feature analysis (paper Table 5)...", flush=True)
         report["features"] = feature_analysis(model, x, y, *bank, args.eps, args.batch_size)
     report["model_index"] = model_index(report, args.model)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
-    (args.out / "report.md").write_text(markdown(report))
+    return write_report(report, args.out)
+
+
+def write_report(report: dict, out: Path) -> int:
+    """report.json, report.md and the curve's PNG in `out`, the table on stdout, each failed check on stderr; the
+    command's exit code (4 when a check failed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(markdown(report))
     if "curve" in report:
-        plot_curve(report, args.out / CURVE_FILE)
+        plot_curve(report, out / CURVE_FILE)
     print(markdown(report))
-    print(f"wrote {', '.join(str(args.out / n) for n in REPORT_FILES if (args.out / n).exists())}")
+    print(f"wrote {', '.join(str(out / n) for n in REPORT_FILES if (out / n).exists())}")
     failed = [c for c in report.get("sanity_checks", []) if not c["passed"]]
     for c in failed:
         why = "; ".join(c["detail"]) if c["check"] == FSR_CHECK else "robustness may be an artefact of masked gradients"

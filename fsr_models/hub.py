@@ -158,6 +158,8 @@ def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> 
 
     `kwargs` go to `timm.create_model` (e.g. `num_classes=100` for a new head). A folder holds `config.json`
     and `model.safetensors` (or its shards); a Hub repository is downloaded as such a folder and checked the same way.
+    The model comes in eval mode, ready to classify, as transformers' `from_pretrained` gives it (timm's
+    `create_model` gives train mode): call `.train()` to train it.
     """
     if str(source).startswith("hf-hub:"):
         repo_id, _, revision = str(source).removeprefix("hf-hub:").partition("@")
@@ -174,16 +176,17 @@ def load_model(source: str | os.PathLike, pretrained: bool = True, **kwargs) -> 
         }
         overlay = dict(state_dict=read_weights(path)) if pretrained else None
         model_args = {**config.get("model_args", {}), **kwargs}
-        return timm.create_model(
+        model = timm.create_model(
             config["architecture"],
             pretrained=pretrained,
             pretrained_cfg=pretrained_cfg,
             pretrained_cfg_overlay=overlay,
             **model_args,
         )
+        return model.eval()
     if os.sep in str(source):
         raise ValueError(f"{source} is not a folder; give a folder, an 'hf-hub:<org>/<name>' id or a model name")
-    return timm.create_model(str(source), pretrained=pretrained, **kwargs)
+    return timm.create_model(str(source), pretrained=pretrained, **kwargs).eval()
 
 
 def load_any_model(source: str) -> torch.nn.Module:

@@ -125,7 +125,11 @@ def zoo_counterpart(config: dict, metrics: dict, zoo: str | Path | None) -> dict
     if not (folder / METRICS_NAME).is_file():
         return None
     record = read_record(folder)
-    return None if deviations(record.config, record.metrics) else {"model": other, "metrics": record.metrics}
+    if deviations(record.config, record.metrics):
+        return None
+    return {"model": other, "metrics": record.metrics} | (
+        {"robustness": record.robustness} if record.robustness else {}
+    )
 
 
 def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None, zoo: str | Path | None = None) -> Path:

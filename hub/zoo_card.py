@@ -34,7 +34,9 @@ from fsr_models.card import (
     eps_text,
     figure_lines,
     final_test_report,
+    headline_lines,
     health_lines,
+    largest_report_with,
     measured_reports,
     network_name,
     read_record,
@@ -84,6 +86,24 @@ PAPER = {
 }
 
 
+# How a checkout's trained weights load (the card's and each weights README's snippet; it runs as it is)
+LOAD_SNIPPET = """```python
+import fsr_models  # registers the architectures with timm and transformers
+import timm
+from transformers import AutoModelForImageClassification
+from fsr_models.datasets import load_cifar10
+
+images, labels = load_cifar10("test", limit=8)  # float (N, 3, 32, 32), RGB in [0, 1], no normalisation
+# timm's create_model returns train mode: eval() before classifying
+model = timm.create_model("local-dir:{folder}", pretrained=True).eval()
+logits = model(images)
+
+# the same weights in transformers, which returns eval mode
+hf_model = AutoModelForImageClassification.from_pretrained("{folder}")
+logits = hf_model(pixel_values=images).logits
+```"""
+
+
 def trained_weights() -> dict[str, Record]:
     """What hub/weights/<arch>.<tag>/ records, by folder name."""
     return {p.parent.name: read_record(p.parent) for p in sorted(WEIGHTS.glob("*.*/metrics.json"))}
@@ -96,7 +116,8 @@ def pct(value) -> str:
 def results_csv() -> str:
     """The zoo's results table, like timm's results/*.csv: one row per trained model and measured report (the run's
     final test, a later evaluation, robustness.json), every attack that ran as a column (accuracy %, empty where it did
-    not run), with the images and eps it rests on and R's contribution of the FSR health it recorded."""
+    not run), with the images and eps it rests on, what each attack found beyond PGD-20 (`attack:images` pairs: the
+    images it fools that PGD-20 leaves standing) and R's contribution of the FSR health it recorded."""
     rows = []
     for name, record in trained_weights().items():
         for i, (title, report) in enumerate(measured_reports(record.metrics, record.robustness, record.adaptive)):
@@ -105,30 +126,83 @@ def results_csv() -> str:
             contribution = next((h["r_contribution"] for h in health.values() if "r_contribution" in h), None)
             row = {"model": name, "report": title, "images": report["images"], "eps": eps_text(report["eps"])}
             row |= {c: f"{100 * report['accuracy'][c]:.2f}" if c in report["accuracy"] else "" for c in RESULT_COLUMNS}
+            found = report.get("found_beyond_pgd20", {})
+            row["found_beyond_pgd20"] = ";".join(f"{attack}:{count}" for attack, count in found.items())
             rows.append(row | {"r_contribution": "" if contribution is None else f"{contribution:.4g}"})
     out = io.StringIO()
-    writer = csv.DictWriter(
-        out, ["model", "report", "images", "eps", *RESULT_COLUMNS, "r_contribution"], lineterminator="\n"
-    )
+    columns = ["model", "report", "images", "eps", *RESULT_COLUMNS, "found_beyond_pgd20", "r_contribution"]
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+README = ROOT / "README.md"
+# The parts of the README and of the weights' READMEs written by this script lie between such lines
+GENERATED = "<!-- {}: written by python hub/zoo_card.py from the measured files; edit that script -->"
+END = "<!-- end of {} -->"
+
+
+def with_generated(path: Path, part: str, lines: list[str]) -> str:
+    """The text of `path` with its generated `part` (between GENERATED and END) replaced by `lines`."""
+    text, start, end = path.read_text(), GENERATED.format(part), END.format(part)
+    if start not in text or end not in text:
+        raise ValueError(f"{path} lacks the lines {start!r} and {end!r} around its part {part!r}")
+    before, rest = text.split(start, 1)
+    return before + start + "\n" + "\n".join(lines).rstrip("\n") + "\n" + end + rest.split(end, 1)[1]
+
+
+def trained_weights_table() -> list[str]:
+    """The README's table of trained weights (one row per model: the run, natural and PGD-20 on its test images,
+    AutoAttack and the worst case of the adaptive evaluation, the paper's figures)."""
+    rows = [
+        "| model.tag | run | natural | PGD-20 | AutoAttack | worst case (adaptive) | paper (100 epochs): natural / "
+        "PGD-20 / AutoAttack |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, record in trained_weights().items():
+        facts, test = run_facts(record.metrics), final_test_report(record.metrics)
+        natural, pgd20 = (100 * test["accuracy"][k] for k in ("natural", "pgd20"))
+        paper = " / ".join(pct(v) for v in PAPER.get(tuple(name.split(".", 1)), (None, None, None)))
+        rows.append(
+            f"| {name} | [{facts['epochs']} epochs, batch {facts['batch_size']}](hub/weights/{name}/README.md) "
+            f"| {natural:.2f} | {pgd20:.2f} | {first_images(record, 'autoattack')} "
+            f"| {first_images(record, 'adaptive_ensemble')} | {paper} |"
+        )
+    return rows
+
+
+def weights_readme(name: str, record: Record) -> str:
+    """A weights folder's README with its measured part rewritten: the reports, curve, health, figure and loading."""
+    lines = [*measured_lines(name, record, files=""), "## Load", "", LOAD_SNIPPET.format(folder=f"hub/weights/{name}")]
+    return with_generated(WEIGHTS / name / "README.md", "measured", lines)
+
+
+def first_images(record: Record, attack: str) -> str:
+    """'42.60 (first 1,000)': a model's accuracy under `attack` in its report with the most images that has it."""
+    report = largest_report_with(
+        [r for _, r in measured_reports(record.metrics, record.robustness, record.adaptive)], attack
+    )
+    return f"{100 * report['accuracy'][attack]:.2f} (first {report['images']:,})" if report else "-"
 
 
 def robustbench_entry(name: str, record: Record) -> dict | None:
     """RobustBench's model_info entry (model_info/<dataset>/Linf/<name>.json) for a trained model, from its largest
     AutoAttack report, with the adaptive ensemble as `external` where it is lower; None without AutoAttack. The
     images each figure rests on are in `footnote` and `evaluated_images` (RobustBench needs all test images)."""
-    reports = [report for _, report in measured_reports(record.metrics, record.robustness, record.adaptive)]
-    autoattack = max((r for r in reports if "autoattack" in r["accuracy"]), key=lambda r: r["images"], default=None)
+    reports = [r for _, r in measured_reports(record.metrics, record.robustness, record.adaptive)]
+    autoattack = largest_report_with(reports, "autoattack")
     if autoattack is None:
         return None
     config = record.config
     fsr = bool(config.get("fsr_stages"))
     robust = 100 * autoattack["accuracy"]["autoattack"]
     footnote = f"AutoAttack (standard) on the first {autoattack['images']:,} test images, not all of them"
+    published = name in fsr_models.published()
+    if not published:
+        footnote = f"Weights not published on the Hub yet (hub/weights/{name} of the fsr-zoo repository). " + footnote
     entry = {
-        "link": f"https://huggingface.co/{HF_ORG}/{name}",
+        "link": f"https://huggingface.co/{HF_ORG}/{name}" if published else "",
         "name": f"fsr-zoo {name}: {network_name(config)} {'with FSR' if fsr else 'without FSR (baseline)'}",
         "authors": "fsr-zoo (FSR: Woo Jae Kim, Yoonki Cho, Junsik Jung, Sung-Eui Yoon)",
         "additional_data": False,
@@ -160,8 +234,8 @@ def robustbench_files() -> dict[Path, str]:
     return {ROBUSTBENCH / f"{n}.json": json.dumps(e, indent=2) + "\n" for n, e in entries.items() if e is not None}
 
 
-def render() -> str:
-    trained = trained_weights()
+def models_lines(trained: dict[str, Record]) -> list[str]:
+    """The card's header and its table of registered architectures, their tags and what is trained or published."""
     lines = [
         "# fsr-zoo: the zoo's model card",
         "",
@@ -199,7 +273,12 @@ def render() -> str:
         "and fails with a message naming the tag for the others.",
         "",
     ]
+    return lines
 
+
+def paper_table_lines(trained: dict[str, Record]) -> list[str]:
+    """Every paper setting and trained model: what was measured beside what the paper reports."""
+    lines = []
     lines += [
         "## Measured results beside the paper",
         "",
@@ -208,19 +287,20 @@ def render() -> str:
         "",
         "Accuracy (%), eps 8/255, PGD-20 with step eps/10 and no random start (the paper's protocol). Measured "
         "natural and PGD-20 accuracy are on the test images the run column names (the whole CIFAR-10 test set "
-        "is 10,000); AutoAttack (standard, pyautoattack) on the first images as noted. The paper trained 100 "
-        "epochs at batch 128 on all training images.",
+        "is 10,000); AutoAttack (standard, pyautoattack) and the worst case over every attack of the adaptive "
+        "evaluation (the attacks designed against FSR among them: the figure to quote) on the first images as "
+        "noted. The paper trained 100 epochs at batch 128 on all training images.",
         "",
-        "| model.tag | training run | natural | PGD-20 | AutoAttack | paper natural | paper PGD-20 "
-        "| paper AutoAttack |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model.tag | training run | natural | PGD-20 | AutoAttack | worst case (adaptive) | paper natural "
+        "| paper PGD-20 | paper AutoAttack |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in sorted(set(trained) | {f"{a}.{t}" for a, t in PAPER}):
         arch, tag = name.split(".", 1)
         paper = PAPER.get((arch, tag), (None, None, None))
         record = trained.get(name)
         if record is None:
-            run, natural, pgd20, aa = "not trained yet", None, "-", "-"
+            run, natural, pgd20, aa, worst = "not trained yet", None, "-", "-", "-"
         else:
             m, facts = record.metrics, run_facts(record.metrics)
             short = " (short schedule)" if facts["epochs"] < PAPER_EPOCHS else ""
@@ -234,14 +314,9 @@ def render() -> str:
             (_, natural), (pgd_name, pgd_value) = test["accuracy"].items()
             natural = 100 * natural
             pgd20 = f"{100 * pgd_value:.2f}" + ("" if pgd_name == "pgd20" else f" ({column_title(pgd_name)})")
-            report = m.get("evaluation", {})
-            aa = (
-                f"{100 * report['accuracy']['autoattack']:.2f} (first {report['images']:,})"
-                if "autoattack" in report.get("accuracy", {})
-                else "-"
-            )
+            aa, worst = first_images(record, "autoattack"), first_images(record, "adaptive_ensemble")
         lines.append(
-            f"| {name} | {run} | {pct(natural)} | {pgd20} | {aa} | {pct(paper[0])} | {pct(paper[1])} "
+            f"| {name} | {run} | {pct(natural)} | {pgd20} | {aa} | {worst} | {pct(paper[0])} | {pct(paper[1])} "
             f"| {pct(paper[2])} |"
         )
     lines += [
@@ -250,12 +325,12 @@ def render() -> str:
         "WideResNet-34-10, CIFAR-100 and Tiny ImageNet results are in the paper's supplementary material.",
         "",
     ]
+    return lines
 
-    lines += ["## The trained models", ""]
-    for name, record in trained.items():
-        lines += [f"### {name}", "", *model_lines(name, record)]
-    if not trained:
-        lines += ["No weights have been trained yet.", ""]
+
+def pair_lines(trained: dict[str, Record]) -> list[str]:
+    """Each trained FSR model beside its trained plain twin, when both are in the paper's setting of their tag."""
+    lines = []
     pairs = [
         (name, other)
         for name in trained
@@ -276,8 +351,26 @@ def render() -> str:
             lines += [
                 f"### {fsr} and {plain}",
                 "",
-                *comparison_lines(fsr, trained[fsr].metrics, plain, trained[plain].metrics),
+                *comparison_lines(
+                    fsr,
+                    trained[fsr].metrics,
+                    plain,
+                    trained[plain].metrics,
+                    (trained[fsr].robustness, trained[plain].robustness),
+                ),
             ]
+    return lines
+
+
+def render() -> str:
+    trained = trained_weights()
+    lines = models_lines(trained) + paper_table_lines(trained)
+    lines += ["## The trained models", ""]
+    for name, record in trained.items():
+        lines += [f"### {name}", "", *model_lines(name, record)]
+    if not trained:
+        lines += ["No weights have been trained yet.", ""]
+    lines += pair_lines(trained)
     lines += [
         "Publish a trained model with `python hub/publish.py <run or weights folder>` (`--dry-run` first); "
         "it writes the repository's own card from the same files.",
@@ -288,17 +381,7 @@ def render() -> str:
     lines += [
         "## Load",
         "",
-        "```python",
-        "import fsr_models  # registers the architectures with timm and transformers",
-        "import timm",
-        "from transformers import AutoModelForImageClassification",
-        "",
-        f'model = timm.create_model("local-dir:hub/weights/{example}", pretrained=True).eval()',
-        "logits = model(images)  # images: float tensor (N, 3, 32, 32), RGB in [0, 1], no normalisation",
-        "",
-        f'hf_model = AutoModelForImageClassification.from_pretrained("hub/weights/{example}")  # the same weights',
-        "logits = hf_model(pixel_values=images).logits",
-        "```",
+        *LOAD_SNIPPET.format(folder=f"hub/weights/{example}").splitlines(),
         "",
         "## Licence",
         "",
@@ -323,8 +406,7 @@ def render() -> str:
 
 
 def model_lines(name: str, record: Record) -> list[str]:
-    """One trained model: what it is and how it was trained, every measured report with the command that repeats
-    it, its robustness curve and, for FSR, its health."""
+    """One trained model in the zoo's card: what it is and how it was trained, then `measured_lines`."""
     config, m = record.config, record.metrics
     facts, train = run_facts(m), m["train_config"]
     fsr = config.get("fsr_stages")
@@ -338,16 +420,23 @@ def model_lines(name: str, record: Record) -> list[str]:
         "`metrics.json`.",
         "",
     ]
-    reports = measured_reports(m, record.robustness, record.adaptive)
-    for title, report in reports:
-        lines += report_lines(title, report, f"hub/weights/{name}")
+    return lines + measured_lines(name, record, f"hub/weights/{name}/")
+
+
+def measured_lines(name: str, record: Record, files: str) -> list[str]:
+    """What was measured of a trained model: the robustness to quote, every report with the checks that ran and the
+    command that repeats it, what each attack finds beyond PGD-20, the robustness curve and, for FSR, its health and
+    Figure 1; `files` is the path of the weights folder as the document that shows its images sees it."""
+    lines = headline_lines(record)
+    reports = measured_reports(record.metrics, record.robustness, record.adaptive)
+    for i, (title, report) in enumerate(reports):
+        lines += report_lines(title, report, f"hub/weights/{name}", evaluation=i > 0)
     lines += attack_notes([report for _, report in reports])
-    if record.robustness and "curve" in record.robustness:
-        lines += curve_lines(record.robustness, f"hub/weights/{name}/{CURVE_NAME}" if record.curve_png else None)
-    if fsr:
+    if record.curve_report:
+        lines += curve_lines(record.curve_report, f"{files}{CURVE_NAME}" if record.curve_png else None)
+    if record.config.get("fsr_stages"):
         lines += health_lines(record)
-    if fsr and record.figure_png:
-        lines += figure_lines(f"hub/weights/{name}/{FIGURE_NAME}")
+        lines += figure_lines(f"{files}{FIGURE_NAME}") if record.figure_png else []
     return lines
 
 
@@ -357,6 +446,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     files = {
         CARD: render(),
+        README: with_generated(README, "trained weights", trained_weights_table()),
+        **{WEIGHTS / name / "README.md": weights_readme(name, record) for name, record in trained_weights().items()},
         RESULTS: results_csv(),
         **robustbench_files(),
         **{

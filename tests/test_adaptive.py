@@ -9,6 +9,7 @@ import torch
 
 from fsr_models import adaptive, attacks, evaluate
 from fsr_models.evaluation import evaluate_attacks
+from fsr_models.evaluation.protocol import ADAPTIVE
 from fsr_models.hub import load_model, save_folder
 
 SMALL_EPS = 1 / 255  # small enough that PGD-20 leaves images of the natural network standing
@@ -64,7 +65,7 @@ def test_worst_case_keeps_a_fooling_candidate_for_every_image_any_candidate_fool
 def test_feature_attack_moves_features_towards_another_class_within_eps(natural_model, test_batch):
     model, _ = natural_model
     x, y = test_batch
-    feature_point, then_pgd = adaptive.feature_attack(model, x, y, 8 / 255, 0.8 / 255, 10, 5)
+    feature_point, then_pgd = adaptive.feature_attack(model, x, y, 8 / 255, 0.8 / 255, 10, 5).values()
     for point in (feature_point, then_pgd):
         attacks.check_bounds(point, x, 8 / 255)
     with torch.no_grad():
@@ -83,20 +84,48 @@ def small_eps_result(natural_model, test_batch):
     model, _ = natural_model
     x, y = test_batch
     twin = timm.create_model("resnet18_plain", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
-    names = ["natural", "pgd20", "mask_surrogate", "feature_space", "transfer_twin", "transfer_without_rec"]
+    names = ["natural", "pgd20", "apgd_ce", *ADAPTIVE]
     return evaluate_attacks(model, x, y, names, SMALL_EPS, batch_size=32, progress=False, twin=twin)
 
 
 def test_each_adaptive_attack_breaks_every_image_pgd20_breaks(small_eps_result):
     flags, accuracy = small_eps_result["flags"], small_eps_result["accuracy"]
     assert 0 < accuracy["pgd20"] < accuracy["natural"]  # a PGD-20 that leaves images standing
-    for name in ("mask_surrogate", "feature_space", "transfer_twin", "transfer_without_rec"):
+    for name in ADAPTIVE:
         assert not (flags[name] & ~flags["pgd20"]).any(), name  # never correct where PGD-20 broke it
         assert accuracy[name] <= accuracy["pgd20"]
     assert accuracy["adaptive_ensemble"] == torch.stack(list(flags.values())).all(0).float().mean().item()
     assert accuracy["adaptive_ensemble"] <= min(v for k, v in accuracy.items() if k != "adaptive_ensemble")
     assert small_eps_result["settings"]["adaptive_ensemble"]["over"][0] == "natural"
-    assert small_eps_result["settings"]["mask_surrogate"]["temperature_factors"] == [10.0, 100.0]
+
+
+def test_the_surrogate_family_spans_temperatures_losses_and_apgd(small_eps_result):
+    settings, candidates = small_eps_result["settings"], small_eps_result["candidates"]
+    assert settings["mask_surrogate"]["temperature_factors"] == [2.0, 10.0, 100.0, 1000.0]
+    assert settings["mask_surrogate"]["losses"] == ["cross-entropy", "C&W margin"]
+    assert settings["mask_surrogate_apgd"]["attacks"] == ["apgd-ce", "apgd-dlr"]
+    assert list(candidates["mask_surrogate"]) == [
+        f"T={t}, {loss}" for t in (2, 10, 100, 1000) for loss in ("cross-entropy", "C&W margin")
+    ]
+    assert list(candidates["mask_surrogate_apgd"]) == [
+        f"T={t}, {a}" for t in (2, 10, 100, 1000) for a in ("apgd-ce", "apgd-dlr")
+    ]
+    assert list(candidates["feature_space"]) == ["feature", "feature, then PGD on cross-entropy"]
+    accuracy = small_eps_result["accuracy"]
+    for name, by_candidate in candidates.items():  # the worst case is at most each of its candidates
+        assert all(accuracy[name] <= a for a in by_candidate.values()), name
+    # the gradient of a softer mask differs: the candidates do not all find the same images
+    assert len(set(candidates["mask_surrogate"].values())) > 1
+
+
+def test_the_report_counts_what_each_attack_finds_beyond_pgd20(small_eps_result):
+    flags, found = small_eps_result["flags"], small_eps_result["found_beyond_pgd20"]
+    assert set(found) == {"apgd_ce", *ADAPTIVE}
+    for name, count in found.items():
+        assert count == int((flags["pgd20"] & ~flags[name]).sum())
+    n, accuracy = len(flags["pgd20"]), small_eps_result["accuracy"]
+    for name in ADAPTIVE:  # each keeps the worst case with PGD-20: what it finds is the drop below PGD-20
+        assert found[name] == round(n * (accuracy["pgd20"] - accuracy[name]))
 
 
 def test_the_command_expands_adaptive_to_what_applies_and_names_the_twin(natural_model, tmp_path, capsys):
@@ -112,6 +141,7 @@ def test_the_command_expands_adaptive_to_what_applies_and_names_the_twin(natural
     assert list(report["accuracy"]) == [
         "natural",
         "mask_surrogate",
+        "mask_surrogate_apgd",
         "feature_space",
         "transfer_twin",
         "transfer_without_rec",

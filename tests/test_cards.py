@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import timm
+import torch
 from conftest import ROOT, SHIPPED_FSR, SHIPPED_PLAIN, ZOO
 from huggingface_hub import ModelCard
 
@@ -133,15 +134,37 @@ def test_card_says_plainly_what_the_attacks_designed_against_fsr_found(reference
     accuracy = json.loads((folder / ADAPTIVE_NAME).read_text())["accuracy"]
     repo = export_repo(folder, tmp_path / "repo")
     text = card_text(repo)
-    assert "--n 8 --attacks natural pgd20 mask_surrogate feature_space transfer_without_rec`" in text
-    assert "| Mask surrogate | Feature space | Transfer from w/o Rec | Adaptive ensemble |" in text
-    strongest = min(accuracy[a] for a in ("mask_surrogate", "feature_space", "transfer_without_rec"))
+    designed = ("mask_surrogate", "mask_surrogate_apgd", "feature_space", "transfer_without_rec")
+    assert f"--n 8 --attacks natural pgd20 {' '.join(designed)}`" in text
+    assert (
+        "| Mask surrogate | Mask surrogate APGD | Feature space | Transfer from w/o Rec | Adaptive ensemble |" in text
+    )
+    strongest = min(accuracy[a] for a in designed)
     finding = "find more than PGD-20" if strongest < accuracy["pgd20"] - 0.005 else "find no more than PGD-20"
     assert f"The attacks designed against FSR {finding}" in text.replace("**", "")
-    assert "Mask surrogate: PGD-20 whose gradients go through FSR's mask" in text
+    assert "Mask surrogate: PGD-20 on cross-entropy and on the C&W margin whose gradients go through FSR's mask" in text
+    found = json.loads((folder / ADAPTIVE_NAME).read_text())["found_beyond_pgd20"]
+    assert f"Mask surrogate APGD {found['mask_surrogate_apgd']}, Feature space {found['feature_space']}" in text
+    assert "| Mask surrogate APGD | T=1000, apgd-dlr |" in text  # each candidate of each attack
+    assert "--sanity` did not run with it" in text  # the card says which checks did not run
     metadata = {r.metric_name: r.metric_value for r in ModelCard.load(repo / "README.md").data.eval_results}
     assert metadata["Adaptive ensemble accuracy"] == round(100 * accuracy["adaptive_ensemble"], 2)
     assert check_repo_folder(repo)
+
+
+def shipped_test(folder: Path) -> dict:
+    """A shipped run's final test accuracies, read from its metrics.json (the FSR run records them as `test`, the
+    plain one, written earlier, as natural_acc / pgd20_acc)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return metrics["test"]["accuracy"] if "test" in metrics else {k: metrics[f"{k}_acc"] for k in ("natural", "pgd20")}
+
+
+def shipped_autoattack(folder: Path) -> float:
+    """A shipped model's AutoAttack accuracy: its robustness.json's, or, for the run written earlier, metrics.json's."""
+    robustness = json.loads((folder / "robustness.json").read_text())
+    if "autoattack" in robustness["accuracy"]:
+        return robustness["accuracy"]["autoattack"]
+    return json.loads((folder / "metrics.json").read_text())["evaluation"]["accuracy"]["autoattack"]
 
 
 @pytest.mark.parametrize("this, other", [(FSR, PLAIN), (PLAIN, FSR)], ids=["fsr", "plain"])
@@ -155,43 +178,52 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     assert f"- Data: {train_images:,} CIFAR-10 training images; {train['val_size']:,} more held out" in text
     steps = metrics["epochs"] * (train_images // train["batch_size"])
     assert f"{metrics['epochs']} epochs ({steps:,} SGD steps of batch {train['batch_size']}), no warm-up" in text
-    assert f"| {pct(metrics['natural_acc'])} | {pct(metrics['pgd20_acc'])} |" in text
-    aa = metrics["evaluation"]["accuracy"]["autoattack"]
+    test, other_test = shipped_test(this), shipped_test(other)
+    assert f"| {pct(test['natural'])} | {pct(test['pgd20'])} |" in text
+    aa, other_aa = shipped_autoattack(this), shipped_autoattack(other)
     rows = [
-        f"| {f.name} | {m['epochs']} | {pct(m['natural_acc'])} | {pct(m['pgd20_acc'])} | "
-        f"{pct(m['evaluation']['accuracy']['autoattack'])} |"
-        for f, m in ((this, metrics), (other, other_metrics))
+        f"| {f.name} | {m['epochs']} | {pct(t['natural'])} | {pct(t['pgd20'])} | {pct(a)} |"
+        for f, m, t, a in ((this, metrics, test, aa), (other, other_metrics, other_test, other_aa))
     ]
     assert all(row in text for row in rows)
-    assert json.loads((repo / "comparison.json").read_text()) == {"model": other.name, "metrics": other_metrics}
-    gaps = [100 * (other_metrics[k] - metrics[k]) for k in ("natural_acc", "pgd20_acc")]
-    gaps.append(100 * (other_metrics["evaluation"]["accuracy"]["autoattack"] - aa))
-    ahead, behind = (other, this) if gaps[0] > 0 else (this, other)
+    comparison = json.loads((repo / "comparison.json").read_text())
+    assert comparison["model"] == other.name and comparison["metrics"] == other_metrics
+    assert comparison.get("robustness") == read_record(other).robustness
+    gaps = [100 * (other_test[k] - test[k]) for k in ("natural", "pgd20")] + [100 * (other_aa - aa)]
+    ahead = other if gaps[0] > 0 else this
     assert (
         f"`{ahead.name}` is ahead on Natural (+{abs(gaps[0]):.2f} points), PGD-20 (+{abs(gaps[1]):.2f} points) "
         f"and AutoAttack (+{abs(gaps[2]):.2f} points)."
     ) in text
-    assert "Both were trained with the same config apart from the network" in text
+    assert "they were trained with different recipes, so this comparison does not say whether FSR helps" in text
     assert ("FSR health" in text) == (this == FSR)
     assert ("](figure1.png)" in text) == (this == FSR) == (repo / "figure1.png").is_file()  # the paper's Figure 1
     check_repo_folder(repo)
 
 
 def test_dead_recalibration_net_is_a_plain_warning_in_the_cards(tmp_path):
-    """fsr_health measured with the shipped FSR weights on 64 test images of the shipped sample, as a new run's
-    metrics.json records it; the card and MODEL_CARD.md then say that R is dead."""
+    """fsr_health measured on 64 test images of the shipped sample with the shipped FSR weights whose R is killed
+    (its second BN: weight 0, bias -1, so every unit after its ReLU is 0), as a run's metrics.json would record it:
+    the card then says that R is dead; with the shipped weights as they are, it warns of nothing."""
     images, _, _ = load_dataset("cifar10", "test", "sample", 64)
-    health = fsr_health(load_model(FSR).eval(), to_float(images))
+    model = load_model(FSR)
     record = read_record(FSR)
-    record.robustness = None  # the figures of metrics.json, not those of a robustness.json shipped later
+    record.robustness = record.adaptive = None  # the figures of metrics.json, not those of later reports
+    text = model_card(record, "fsr-zoo/resnet18_fsr.at_cifar10").text
+    assert "part of FSR is dead" not in text and "## FSR health" in text
+    r_bn = model.fsr4.recalibration_net[4]
+    torch.nn.init.zeros_(r_bn.weight)
+    torch.nn.init.constant_(r_bn.bias, -1.0)
+    health = fsr_health(model, to_float(images))
     record.metrics = {**record.metrics, "fsr_health": health}
     text = model_card(record, "fsr-zoo/resnet18_fsr.at_cifar10").text
     assert health["fsr4"]["r_contribution"] == 0 and health["fsr4"]["r_live_2"] == 0
     assert "**Warning: part of FSR is dead in these weights.**" in text
     assert "fsr4: the Recalibration Net is dead" in text and "in effect FSR without Recalibration" in text
+    assert "fsr4: the Recalibration Net has no live units after ReLU 2" in text
     assert (
-        f"| fsr4 | 0 | {100 * health['fsr4']['s_live_1']:.0f} / {100 * health['fsr4']['s_live_2']:.0f} | 100 / 0 |"
-        in text
+        f"| fsr4 | 0 | {100 * health['fsr4']['s_live_1']:.0f} / {100 * health['fsr4']['s_live_2']:.0f} | "
+        f"{100 * health['fsr4']['r_live_1']:.0f} / 0 |" in text
     )
 
 
@@ -208,7 +240,7 @@ def test_names_and_repository_ids_of_non_standard_networks():
     assert default_repo_id(norec, metrics) == "fsr-zoo/resnet18_fsr.at_cifar10.tau0.5.norec"
     assert network_name(config("wrn34_10_plain.at_cifar10", depth=16, widen_factor=2)) == "WideResNet-16-2"
     assert default_repo_id(config("resnet18_plain.at_cifar10"), metrics) == "fsr-zoo/resnet18_plain.at_cifar10"
-    subset = {**metrics, "train_config": {**metrics["train_config"], "train_limit": 10_000}}
+    subset = {**metrics, "train_images": 9000, "train_config": {**metrics["train_config"], "train_limit": 10_000}}
     assert default_repo_id(config("resnet18_plain.at_cifar10"), subset) == "fsr-zoo/resnet18_plain.at_cifar10.train9000"
 
 
@@ -216,21 +248,24 @@ def test_model_card_md_compares_the_shipped_pair_and_speaks_to_users():
     text = (ROOT / "MODEL_CARD.md").read_text()
     fsr, plain = (json.loads((f / "metrics.json").read_text()) for f in (FSR, PLAIN))
     assert "## FSR against its plain baseline, measured" in text
-    for f, m in ((FSR, fsr), (PLAIN, plain)):
-        assert f"| {f.name} | {m['epochs']} | {pct(m['natural_acc'])} | {pct(m['pgd20_acc'])} |" in text
+    # the FSR run's metrics.json holds its final test as `test`; the plain run's, written earlier, as *_acc keys
+    fsr_test, plain_test = fsr["test"]["accuracy"], {"natural": plain["natural_acc"], "pgd20": plain["pgd20_acc"]}
+    for f, m, test in ((FSR, fsr, fsr_test), (PLAIN, plain, plain_test)):
+        assert f"| {f.name} | {m['epochs']} | {pct(test['natural'])} | {pct(test['pgd20'])} |" in text
         assert f"### {f.name}" in text and f"python -m fsr_models.evaluate hub/weights/{f.name} " in text
     for name in ("MODEL_CARD.md", *(f"hub/weights/{f.name}/README.md" for f in (FSR, PLAIN))):
         user_text = (ROOT / name).read_text()
         assert not re.search(r"\bissue \d|\.\./shared|REFERENCE\.md|device session", user_text), name
         assert "MIT" in user_text and 'timm.create_model("local-dir:hub/weights/' in user_text, name  # licence, load
-    assert "Recalibration Net is dead" in (FSR / "README.md").read_text()
+    assert "The Recalibration Net works" in (FSR / "README.md").read_text()
+    assert "they were trained with different recipes, so this comparison does not say whether FSR helps" in text
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
 
 
 @pytest.mark.parametrize("shipped", [FSR, PLAIN], ids=["fsr", "plain"])
 def test_the_cards_command_repeats_the_recorded_run_setting_for_setting(tmp_path, shipped):
     """The card's `training/train.py --config train_config.yaml --set ...` gives the recorded config: the settings
-    renamed since under their new names, and weight_init, which these runs could not record yet, at what they ran."""
+    renamed since under their new names, and weight_init, where a run could not record it yet, at what it ran."""
     repo = export_repo(shipped, tmp_path / "repo", zoo=ZOO)
     text = ModelCard.load(repo / "README.md").text
     command = re.search(r"--config train_config\.yaml --set (.*?)` repeats the run", text).group(1)
@@ -245,7 +280,8 @@ def test_the_cards_command_repeats_the_recorded_run_setting_for_setting(tmp_path
     changed = {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "new")}
     changed |= {"epochs": metrics["epochs"], "time_budget_min": None}  # the budget's epochs, as a fixed plan
     assert dataclasses.asdict(repeated) == {**recorded, **changed}
-    assert repeated.weight_init == "vgg" and "weight_init" not in metrics["train_config"]
+    # a run that recorded weight_init repeats it; one written before it could record it ran VGG's (Kaiming fan-out)
+    assert repeated.weight_init == metrics["train_config"].get("weight_init", "vgg")
 
 
 def test_the_results_table_holds_every_measured_report_of_the_zoo():

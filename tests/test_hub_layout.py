@@ -297,3 +297,14 @@ def test_every_loader_refuses_a_bad_config_in_one_line_naming_the_file(tmp_path,
     assert exit_code.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and str(path) in err
+
+
+def test_load_model_returns_eval_mode_so_classifying_leaves_bn_statistics_alone(tmp_path):
+    save_folder(timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]), tmp_path)
+    loaded = load_model(tmp_path)
+    assert not any(m.training for m in loaded.modules())  # as transformers' from_pretrained
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    with torch.no_grad():
+        loaded(torch.rand(8, 3, 32, 32))
+    assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())  # BN's running statistics kept
+    assert timm.create_model(f"local-dir:{tmp_path}", pretrained=True).training  # timm's own convention, unchanged

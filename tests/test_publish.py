@@ -106,19 +106,16 @@ def test_card_metadata_parses_back_into_the_same_eval_results(repo_folder):
     metrics = json.loads((WEIGHTS / "metrics.json").read_text())
     results = card.data.eval_results
     assert results == card_eval_results(metrics)
+    accuracy = metrics["test"]["accuracy"]  # the trainer's final test, read here without the card's code
     assert [(r.metric_name, r.metric_value, r.dataset_split) for r in results] == [
-        ("Natural accuracy", 66.9, "test[:10000]"),
-        ("PGD-20 accuracy", 40.14, "test[:10000]"),
-        ("Natural accuracy", 67.6, "test[:1000]"),
-        ("PGD-20 accuracy", 41.6, "test[:1000]"),
-        ("AutoAttack accuracy", 37.8, "test[:1000]"),
-        ("Ensemble accuracy", 41.5, "test[:1000]"),
+        ("Natural accuracy", round(100 * accuracy["natural"], 2), "test[:10000]"),
+        ("PGD-20 accuracy", round(100 * accuracy["pgd20"], 2), "test[:10000]"),
     ]
     assert results[1].metric_args["steps"] == 20 and results[1].metric_args["random_start"] is False
     assert card.data.model_name == REPO_ID and card.data.library_name == "timm"
     assert card.data.datasets == ["uoft-cs/cifar10"] and card.data.license == "mit"
     for must in (
-        "Short schedule: 32 epochs",
+        f"Short schedule: {metrics['epochs']} epochs",
         "after stage 4",
         f"hf-hub:{REPO_ID}",
         "Intended use",
@@ -203,7 +200,10 @@ def test_publish_sends_nothing_for_a_bad_folder(repo_folder, tmp_path, hub_calls
         expected = "eval results are not those of metrics.json"
     elif damage == "card edited by hand":
         card = folder / "README.md"
-        card.write_text(card.read_text().replace("| 66.90 | 40.14 |", "| 76.90 | 50.14 |"))
+        natural, pgd20 = (
+            f"{100 * v:.2f}" for v in json.loads((folder / "metrics.json").read_text())["test"]["accuracy"].values()
+        )
+        card.write_text(card.read_text().replace(f"| {natural} | {pgd20} |", "| 76.90 | 50.14 |"))
         expected = "not the card generated from metrics.json"
     elif damage == "no metrics.json":
         (folder / "metrics.json").unlink()
@@ -295,8 +295,17 @@ def test_without_a_token_nothing_is_exported(tmp_path, monkeypatch, capsys):
 def test_model_card_md_is_up_to_date():
     assert load_script("hub/zoo_card.py", "zoo_card").main(["--check"]) == 0
     text = (ROOT / "MODEL_CARD.md").read_text()
-    assert "| resnet18_fsr.at_cifar10 | [49,000 images, 32 epochs (short schedule), batch 512]" in text
-    assert "| 66.90 | 40.14 | 37.80 (first 1,000) | 81.46 | 52.47 | 46.41 |" in text
+    metrics = json.loads((WEIGHTS / "metrics.json").read_text())
+    aa = json.loads((WEIGHTS / "robustness.json").read_text())  # AutoAttack on the first 1,000, as it came back
+    worst = json.loads((WEIGHTS / "robustness_adaptive.json").read_text())
+    row = (
+        f"| resnet18_fsr.at_cifar10 | [49,000 images, {metrics['epochs']} epochs (short schedule), batch 128]",
+        *(f"{100 * v:.2f}" for v in metrics["test"]["accuracy"].values()),
+        f"{100 * aa['accuracy']['autoattack']:.2f} (first 1,000)",
+        f"{100 * worst['accuracy']['adaptive_ensemble']:.2f} (first 200)",
+        "81.46 | 52.47 | 46.41 |",  # the paper's Table 1 and 3
+    )
+    assert row[0] in text and " | ".join(row[1:]) in text
 
 
 # --- a real Hub API -------------------------------------------------------------------------------------------

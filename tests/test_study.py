@@ -3,11 +3,13 @@
 import json
 import shutil
 
+import pytest
 import yaml
-from conftest import load_script
+from conftest import load_script, tiny_run_args
 from PIL import Image
 
 study = load_script("training/study.py", "study")
+plot_log = load_script("training/plot_log.py", "plot_log")
 
 
 def test_study_runs_each_setting_once_and_draws_them(reference_run, tmp_path):
@@ -85,3 +87,20 @@ def test_an_interrupted_run_is_resumed_from_its_folder_alone(tmp_path, monkeypat
     assert calls[-1][:3] == ["--resume", str(tmp_path / "s.resnet18_fsr"), "--set"]
     key, minutes = calls[-1][3].split("=")
     assert key == "stop_after_min" and 0.9 < float(minutes) <= 1.0
+
+
+def test_a_training_log_gives_the_curves_its_metrics_jsonl_holds(train_script, tmp_path, capsys):
+    """training/plot_log.py reads what the trainer prints (a GPU run's train.log) back into metrics.jsonl's figures,
+    to the precision the log prints them with."""
+    out = tmp_path / "run"
+    assert train_script.main(tiny_run_args(out, "epochs=1")) == 0
+    printed = capsys.readouterr().out
+    rows = plot_log.curve_from_log(printed)
+    assert plot_log.curve_from_log(printed + printed) == rows  # a resumed run's log repeats epochs: the last counts
+    saved = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [line["epoch"] for line in saved] == [0, 1]
+    for row, line in zip(rows, saved):
+        assert row.keys() == line.keys()
+        assert row == {key: pytest.approx(value, rel=1e-3, abs=0.006) for key, value in line.items()}
+    (tmp_path / "empty.log").write_text("no epoch lines\n")
+    assert plot_log.main([str(tmp_path / "empty.log"), "--name", "x", "--report", str(tmp_path)]) == 2

@@ -17,7 +17,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import ROOT, TINY_ARGS, TRAIN_CONFIG, load_script, needs_cifar10, tiny_run_args
+from conftest import ROOT, SHIPPED_FSR, TINY_ARGS, TRAIN_CONFIG, load_script, needs_cifar10, tiny_run_args
 from safetensors.torch import load_file
 
 import fsr_models
@@ -95,6 +95,10 @@ def test_a_run_logs_each_epoch_and_writes_a_hub_folder_with_its_test_results(ref
     assert json.loads((reference_run / "model" / "config.json").read_text())["lambda_sep"] == 1.0
     assert (reference_run / "model" / FSR_HEADS_NAME).is_file() and (reference_run / "best" / FSR_HEADS_NAME).is_file()
     assert_same_weights(reference_run / "best" / "model.safetensors", reference_run / "model" / "model.safetensors")
+    # what the trainer itself keeps in the checkpoint is JSON; the pickles there are Accelerate's optimiser and RNGs
+    progress = json.loads((reference_run / "checkpoint" / "progress.json").read_text())
+    assert progress["step"] == 10 and progress["epoch"] == 2
+    assert not list((reference_run / "checkpoint").glob("custom_checkpoint_*"))  # no pickled scheduler
 
 
 def test_killed_run_resumes_to_the_same_weights(reference_run, train_script, tmp_path, capsys):
@@ -212,6 +216,13 @@ def test_fine_tuning_from_a_folder_with_a_new_head(train_script, tmp_path):
     assert tuned.fc.out_features == 10 and torch.equal(tuned.conv1.weight, source.conv1.weight)  # lr 0: the source's
     heads = weights(out / "model" / FSR_HEADS_NAME)
     assert heads["heads.0.weight"].shape == (10, 64)  # trained for 100 classes: the heads started afresh
+
+
+def test_fine_tuning_from_a_tag_without_published_weights_names_the_init_that_works(train_script, tmp_path, capsys):
+    assert train_script.main(fine_tune_args(tmp_path / "tuned", "resnet18_fsr.at_cifar10")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: init=resnet18_fsr.at_cifar10 has no weights published on the Hub yet: give init=")
+    assert line.endswith(f"init={SHIPPED_FSR}, where this checkout holds them") and "local-dir" not in line
 
 
 def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys):

@@ -9,7 +9,7 @@ One YAML file per paper setting (training/configs/), overridden by `--set key=va
 add the FSR losses (Eq. 5) to the method's loss, all on the adversarial batch. Attacks run on the unwrapped model in
 eval mode with input gradients from `torch.autograd.grad`, so nothing leaks into the update and DDP sees one
 forward/backward per step. The output folder holds:
-  checkpoint/       Accelerate state after the last finished epoch (model, optimiser, scheduler, RNG, progress)
+  checkpoint/       Accelerate state after the last finished epoch (model, optimiser, RNG) and progress.json
   best/             the weights with the best PGD accuracy on the held-out validation slice (Hub layout)
   model/            best/ plus the final test metrics: what `fsr_models.hub.load_model` and the Hub publish
   metrics.jsonl     one line per epoch (FSR health figures included); TensorBoard logs under tensorboard/

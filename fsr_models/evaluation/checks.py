@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import attacks
-from ..fsr import LIVE_UNITS_MIN, R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
+from ..fsr import R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
 from .protocol import batched, correct, pgd_settings, robustness_curve
 
 FSR_CHECK = (
-    f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep at least "
-    f"{LIVE_UNITS_MIN:.0%} of their units, mask not constant)"
+    f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep live units after "
+    "each ReLU, mask not constant)"
 )
 
 

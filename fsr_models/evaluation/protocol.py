@@ -13,7 +13,9 @@ from ..facts import PAPER_EPS
 
 WHITE_BOX = ("natural", "fgsm", "pgd20", "pgd100", "cw")  # Ensemble is over these (the paper's set A, clean included)
 # Attacks designed against FSR (fsr_models.adaptive); each keeps the per-image worst case with PGD-20.
-ADAPTIVE = ("mask_surrogate", "feature_space", "transfer_twin", "transfer_without_rec")
+ADAPTIVE = ("mask_surrogate", "mask_surrogate_apgd", "feature_space", "transfer_twin", "transfer_without_rec")
+# The temperature factors T of the softened mask, sigmoid(r / (tau * T)): from near the test-time tau to far above it
+SURROGATE_TEMPERATURES = [2.0, 10.0, 100.0, 1000.0]
 # The attacks a report may hold, in the paper's column order (Ensemble, derived, goes after C&W; the adaptive
 # ensemble, over every attack that ran, goes last).
 ATTACKS = (
@@ -65,9 +67,18 @@ def attack_settings(name: str, eps: float, strong: bool) -> dict:
         "nattack": dict(attack="NAttack", population=100, sigma=0.1, lr=0.02, max_queries=10_000),
         "mask_surrogate": dict(
             attack="PGD-20 through a softened FSR mask (BPDA: the forward's mask, the gradient of "
-            "sigmoid(r / (tau * T)))",
-            temperature_factors=[10.0, 100.0],
+            "sigmoid(r / (tau * T))), on cross-entropy and on the C&W margin (kappa 50)",
+            temperature_factors=SURROGATE_TEMPERATURES,
+            losses=list(adaptive.SURROGATE_LOSSES),
             **_adaptive_pgd(eps),
+        ),
+        "mask_surrogate_apgd": dict(
+            attack="AutoAttack's APGD-CE and APGD-DLR (reference code, 100 iterations, 1 restart) through a softened "
+            "FSR mask (BPDA, as mask_surrogate)",
+            temperature_factors=SURROGATE_TEMPERATURES,
+            attacks=["apgd-ce", "apgd-dlr"],
+            code="pyautoattack",
+            worst_case_with="pgd20",
         ),
         "feature_space": dict(
             attack="PGD towards the feature (f~ after the last FSR) of the nearest other-class image of the "
@@ -99,7 +110,7 @@ def run_attack(name, model, x, y, eps, strong, source=None, twin=None, done=None
     s = attack_settings(name, eps, strong)
     if name in ADAPTIVE:
         done = {} if done is None else done
-        return _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation), {}
+        return _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation)
     if name == "natural":
         return x, {}
     if name == "fgsm":
@@ -125,12 +136,15 @@ def run_attack(name, model, x, y, eps, strong, source=None, twin=None, done=None
     return x_adv, {"queries": queries}
 
 
-def _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation) -> torch.Tensor:
+def _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation) -> tuple[torch.Tensor, dict]:
+    """The per-image worst case of the attack's candidates and PGD-20, and (as extra) each candidate's correctness."""
     if "pgd20" not in done:
         done["pgd20"] = run_attack("pgd20", model, x, y, eps, strong)[0]
-    pgd_args = (eps, s["step_size"], s["steps"])
+    pgd_args = (eps, s.get("step_size"), s.get("steps"))
     if name == "mask_surrogate":
-        candidates = adaptive.mask_surrogate(model, x, y, *pgd_args, s["temperature_factors"])
+        candidates = adaptive.mask_surrogate(model, x, y, *pgd_args, s["temperature_factors"], s["losses"])
+    elif name == "mask_surrogate_apgd":
+        candidates = adaptive.mask_surrogate_apgd(model, x, y, eps, s["temperature_factors"], s["attacks"])
     elif name == "feature_space":
         candidates = adaptive.feature_attack(model, x, y, eps, s["step_size"], s["feature_steps"], s["steps"])
     elif name == "transfer_twin":
@@ -139,7 +153,8 @@ def _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation) -> to
         candidates = adaptive.transfer(twin, x, y, *pgd_args)
     else:
         candidates = adaptive.transfer(ablation or adaptive.without_recalibration(model), x, y, *pgd_args)
-    return adaptive.worst_case(model, x, y, [done["pgd20"], *candidates])
+    x_adv = adaptive.worst_case(model, x, y, [done["pgd20"], *candidates.values()])
+    return x_adv, {"candidates": {label: correct(model, c, y).cpu() for label, c in candidates.items()}}
 
 
 @torch.no_grad()
@@ -165,6 +180,7 @@ def evaluate_attacks(
     ablation = adaptive.without_recalibration(model) if "transfer_without_rec" in names else None
     flags = {n: torch.zeros(len(x), dtype=torch.bool) for n in names}
     queries, autoattack_warnings = [], {n: [] for n in names if n in AUTOATTACKS}
+    candidate_flags = {}  # adaptive attack -> candidate -> per-image correctness, batch by batch
     seconds = {n: 0.0 for n in names}
     batches = range(0, len(x), batch_size)
     bar = tqdm(total=len(batches) * len(names), unit="attack", disable=not progress)  # rate and time left
@@ -182,6 +198,8 @@ def evaluate_attacks(
             attacks.check_bounds(x_adv, xb, eps)
             flags[n][start : start + len(xb)] = correct(model, x_adv, yb).cpu()
             queries += extra.get("queries", torch.empty(0)).tolist()
+            for label, flag in extra.get("candidates", {}).items():
+                candidate_flags.setdefault(n, {}).setdefault(label, []).append(flag)
             for level, message in extra.get("log", []):
                 if level == "WARNING" and message not in autoattack_warnings[n]:
                     autoattack_warnings[n].append(message)
@@ -200,11 +218,19 @@ def evaluate_attacks(
     if queries:  # over the images NAttack broke (those it could not break spent the whole budget)
         broke = [q for q, ok in zip(queries, flags["nattack"].tolist()) if not ok]
         settings["nattack"]["mean_queries_of_successes"] = sum(broke) / len(broke) if broke else None
+    found = {}  # images each attack fools that PGD-20 leaves standing: what it finds beyond PGD-20
+    if "pgd20" in names:
+        found = {n: int((flags["pgd20"] & ~flags[n]).sum()) for n in names if n not in ("natural", "pgd20")}
     return {
         "accuracy": accuracy,
         "settings": settings,
         "seconds": seconds,
         "flags": flags,
+        "candidates": {
+            n: {label: torch.cat(f).float().mean().item() for label, f in by_label.items()}
+            for n, by_label in candidate_flags.items()
+        },
+        "found_beyond_pgd20": found,
         "strong": strong,
         "ensemble_over": white if "ensemble" in accuracy else [],
         "autoattack_warnings": autoattack_warnings,

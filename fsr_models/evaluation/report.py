@@ -22,6 +22,7 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "di_fgsm": "DI-FGSM",
     "nattack": "NAttack",
     "mask_surrogate": "Mask surrogate",
+    "mask_surrogate_apgd": "Mask surrogate APGD",
     "feature_space": "Feature space",
     "transfer_twin": "Transfer from twin",
     "transfer_without_rec": "Transfer from w/o Rec",
@@ -41,7 +42,9 @@ def make_report(
 ) -> dict:
     """The evaluation report, in the one format of `python -m fsr_models.evaluate` (report.json, robustness.json) and
     of the trainer's final test (metrics.json's `test`): what was attacked, on which images, and `result` (accuracy,
-    settings, ensemble_over, seconds) of `evaluate_attacks`."""
+    settings, ensemble_over, seconds) of `evaluate_attacks`; where they are not empty, AutoAttack's warnings, the
+    accuracy under each candidate of the adaptive attacks (`candidates`) and the number of images each attack fools
+    that PGD-20 leaves standing (`found_beyond_pgd20`)."""
     return {
         "model": model,
         "dataset": dataset,
@@ -55,7 +58,7 @@ def make_report(
         "ensemble_over": result["ensemble_over"],
         "seconds": result["seconds"],
         "source": source,
-    } | ({"autoattack_warnings": result["autoattack_warnings"]} if result.get("autoattack_warnings") else {})
+    } | {key: result[key] for key in ("autoattack_warnings", "candidates", "found_beyond_pgd20") if result.get(key)}
 
 
 def column_title(name: str) -> str:

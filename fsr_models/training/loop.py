@@ -18,6 +18,7 @@ from ..facts import ARCHITECTURES, scaled_lr
 from ..fsr import FSRLoss
 from ..hub import load_fsr_heads, load_model
 from ..losses import classification_loss, trades_kl
+from ..models._build import NoPublishedWeights
 from ..models._init import init_vgg
 from .config import ConfigError, TrainConfig
 
@@ -63,7 +64,13 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
     """The network to train: a registered one (with the cfg of the paper's tag, where there is one) or, for
     fine-tuning, the zoo model `cfg.init` with a new head when the classes differ."""
     if cfg.init:
-        model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
+        try:
+            model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
+        except NoPublishedWeights as e:  # said in this command's words: the form of init that works
+            there = f"give init={e.folder}, where this checkout holds them" if e.folder.is_dir() else "give a folder"
+            raise ConfigError(f"init={cfg.init} has no weights published on the Hub yet: {there}") from None
+        except ValueError as e:  # a folder or repository that is not a zoo model
+            raise ConfigError(f"init={cfg.init}: {e}") from None
     else:
         tagged = f"{cfg.model}.{cfg.method}_{cfg.dataset}"
         name = tagged if tagged in timm.list_models(cfg.model, include_tags=True) else cfg.model
@@ -98,15 +105,14 @@ def compile_available(mode: str, device: torch.device, accelerator: Accelerator)
 class Training:
     """What an SGD step needs: the network (`net`, unwrapped: attacks and evaluation run on it without DDP hooks or
     gradient sync), its prepared (DDP-wrapped where there is DDP) form `model`, the FSR losses (`fsr_loss` prepared,
-    `heads` unwrapped; None for a plain network), the optimiser and schedule, and the (compiled or eager) networks
-    the attack and the step run through."""
+    `heads` unwrapped; None for a plain network), the optimiser and its base learning rate `lr`, and the (compiled
+    or eager) networks the attack and the step run through."""
 
     net: torch.nn.Module
     model: torch.nn.Module
     fsr_loss: torch.nn.Module | None
     heads: FSRLoss | None
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
     attack_net: torch.nn.Module
     step_model: torch.nn.Module
     lr: float
@@ -115,8 +121,9 @@ class Training:
 def build_training(
     cfg: TrainConfig, data: TrainingData, accelerator: Accelerator, progress: dict, resuming: bool
 ) -> Training:
-    """The network, its FSR losses, SGD and the schedule (per SGD step: the warm-up, then the milestones that
-    `progress` holds, which a time budget or an extension moves), prepared by Accelerate and compiled if asked."""
+    """The network, its FSR losses and SGD, prepared by Accelerate and compiled if asked. The learning rate of each
+    step is set by `train_epoch` from the step count and the milestones that `progress` holds (progress.json), so a
+    checkpoint needs no pickled scheduler."""
     model = build_model(cfg, data.num_classes, data.label_names)
     fsr_loss = FSRLoss.for_model(model, cfg.lambda_sep, cfg.lambda_rec) if model.fsr_modules() else None
     if cfg.weight_init == "vgg" and not cfg.init:
@@ -128,24 +135,17 @@ def build_training(
     params = list(model.parameters()) + (list(fsr_loss.parameters()) if fsr_loss else [])
     lr = scaled_lr(cfg.lr_per_128, cfg.batch_size)
     optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(data.train_x) // cfg.batch_size
-    # Not prepared: Accelerate's prepared scheduler steps once per process per call.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma),
-    )
     if fsr_loss:
         model, fsr_loss, optimizer = accelerator.prepare(model, fsr_loss, optimizer)
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     net = accelerator.unwrap_model(model)
     heads = accelerator.unwrap_model(fsr_loss) if fsr_loss else None
     attack_net, step_model = net, model
     if cfg.compile != "none" and compile_available(cfg.compile, accelerator.device, accelerator):
         attack_net = torch.compile(net, mode=cfg.compile)  # the eval-mode attack's graphs
         step_model = attack_net if model is net else torch.compile(model, mode=cfg.compile)  # the train-mode step
-    return Training(net, model, fsr_loss, heads, optimizer, scheduler, attack_net, step_model, lr)
+    return Training(net, model, fsr_loss, heads, optimizer, attack_net, step_model, lr)
 
 
 def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: float, milestones: list[int], gamma: float) -> float:
@@ -222,6 +222,7 @@ def train_epoch(
     device = accelerator.device
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch) if cfg.shuffle else None
     batches = list(shard_batches(len(data.train_x), cfg.batch_size, accelerator, generator))
+    steps_per_epoch = len(data.train_x) // cfg.batch_size
     totals = torch.zeros(5, device=device)  # loss, classification loss, FSR loss, correct (adv), images
     for step, idx in enumerate(
         tqdm(batches, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
@@ -239,9 +240,11 @@ def train_epoch(
             )
         t.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        step_lr = t.optimizer.param_groups[0]["lr"]  # this step's (the scheduler then sets the next one's)
+        factor = lr_factor(progress["step"], steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma)
+        step_lr = t.lr * factor
+        for group in t.optimizer.param_groups:
+            group["lr"] = step_lr
         t.optimizer.step()
-        t.scheduler.step()
         progress["step"] += 1
         n_correct = (logits_adv.argmax(1) == y).sum()
         totals += torch.stack(
