@@ -43,9 +43,9 @@ METHOD_NAMES = {
     "natural": "natural (non-adversarial) training",
 }
 WIDTH_NAMES = {0.125: "eighth-width", 0.25: "quarter-width", 0.5: "half-width", 2: "double-width"}
-TRANSFER_NOTE = (
-    "Transfer from twin / from w/o Rec: PGD-20 crafted on the zoo's same network with or without FSR, or on this "
-    "model's own w/o Rec ablation (FSR passing on f+ only)."
+TWIN_NOTE = "Transfer from twin: PGD-20 crafted on the zoo's same network with FSR, or without it for an FSR model."
+WITHOUT_REC_NOTE = (
+    "Transfer from w/o Rec: PGD-20 crafted on this model's own w/o Rec ablation (FSR passing on f+ only)."
 )
 # Settings that say where and how a run ran, not what it trained (those a resume may change): left out when two
 # runs' recipes are compared
@@ -69,8 +69,8 @@ ATTACK_NOTES = {  # said once under the tables where the attack appears
     "mask_surrogate_apgd": MASK_SURROGATE_NOTE,
     "feature_space": "Feature space: PGD moving the feature FSR passes on towards that of the nearest image of "
     "another class, then PGD-20 from there.",
-    "transfer_twin": TRANSFER_NOTE,
-    "transfer_without_rec": TRANSFER_NOTE,
+    "transfer_twin": TWIN_NOTE,
+    "transfer_without_rec": WITHOUT_REC_NOTE,
     "adaptive_ensemble": "Each adaptive attack keeps, per image, the worst case with PGD-20; the adaptive ensemble "
     "counts an image only if it withstands every attack of its table.",
 }
@@ -429,24 +429,23 @@ def headline_lines(record: Record) -> list[str]:
 
 
 def adaptive_finding(report: dict) -> list[str]:
-    """Said plainly: whether the attacks designed against FSR find more than the PGD-20 of the same report."""
+    """Said plainly: whether the adaptive attacks (those designed against FSR; for a plain network, the feature-space
+    attack and the transfer from its FSR twin) find more than the PGD-20 of the same report."""
     accuracy = report["accuracy"]
     designed = [a for a in ADAPTIVE if a in accuracy]
     if not designed or "pgd20" not in accuracy:
         return []
-    strongest = min(designed, key=accuracy.get)
+    lowest = min(designed, key=accuracy.get)
     figures = (
-        f"{100 * accuracy['pgd20']:.2f} % under PGD-20, {100 * accuracy[strongest]:.2f} % under "
-        f"{column_title(strongest)} (the strongest attack designed against FSR)"
+        f"{100 * accuracy['pgd20']:.2f} % under PGD-20, {100 * accuracy[lowest]:.2f} % under {column_title(lowest)} "
+        "(the lowest of the adaptive attacks, each the per-image worst case over its candidates and PGD-20)"
     )
     if "adaptive_ensemble" in accuracy:
         figures += f", {100 * accuracy['adaptive_ensemble']:.2f} % under every attack of the table together"
-    if accuracy["pgd20"] - accuracy[strongest] >= 0.005:
-        text = (
-            f"**The attacks designed against FSR find more than PGD-20**: {figures}. PGD-20 overstates its robustness."
-        )
+    if accuracy["pgd20"] - accuracy[lowest] >= 0.005:
+        text = f"**The adaptive attacks find more than PGD-20**: {figures}. PGD-20 overstates its robustness."
     else:
-        text = f"The attacks designed against FSR find no more than PGD-20 on these images: {figures}."
+        text = f"The adaptive attacks find no more than PGD-20 on these images: {figures}."
     return [text, "", *found_lines(report)]
 
 
@@ -469,10 +468,11 @@ def found_lines(report: dict) -> list[str]:
             for attack, by_label in candidates.items()
             for label, value in by_label.items()
         ]
+        softened = any(label.startswith("T=") for by_label in candidates.values() for label in by_label)
         lines += [
             "",
-            "Each candidate alone, before the per-image worst case with PGD-20 that the attack's column shows "
-            "(T: the factor by which the mask's temperature is raised for the gradient).",
+            "Each candidate alone, before the per-image worst case with PGD-20 that the attack's column shows"
+            + (" (T: the factor by which the mask's temperature is raised for the gradient)." if softened else "."),
             "",
         ]
     return lines
@@ -595,7 +595,9 @@ def comparison_lines(
             ahead[this if diff > 0 else other].append(f"{title.split(' (')[0]} (+{abs(diff):.2f} points)")
     said = [f"`{name}` is ahead on {_and(leads)}" for name, leads in ahead.items() if leads]
     lines += ["", ("; ".join(said) if said else "The two are equal on every measure") + "."]
-    train, other_train = train_config(metrics), train_config(other_metrics)
+    # the epochs each run trained (a time budget fits them after the first epoch), not those its config planned
+    train = {**train_config(metrics), "epochs": metrics["epochs"]}
+    other_train = {**train_config(other_metrics), "epochs": other_metrics["epochs"]}
     differ = [
         k
         for k in sorted(set(train) | set(other_train))

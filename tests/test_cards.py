@@ -141,7 +141,7 @@ def test_card_says_plainly_what_the_attacks_designed_against_fsr_found(reference
     )
     strongest = min(accuracy[a] for a in designed)
     finding = "find more than PGD-20" if strongest < accuracy["pgd20"] - 0.005 else "find no more than PGD-20"
-    assert f"The attacks designed against FSR {finding}" in text.replace("**", "")
+    assert f"The adaptive attacks {finding}" in text.replace("**", "")
     assert "Mask surrogate: PGD-20 on cross-entropy and on the C&W margin whose gradients go through FSR's mask" in text
     found = json.loads((folder / ADAPTIVE_NAME).read_text())["found_beyond_pgd20"]
     assert f"Mask surrogate APGD {found['mask_surrogate_apgd']}, Feature space {found['feature_space']}" in text

@@ -87,7 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         device, main_process = accelerator.device, accelerator.is_main_process
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
         if cfg.batch_size % accelerator.num_processes:
-            raise ConfigError(f"batch_size {cfg.batch_size} does not split over {accelerator.num_processes} processes")
+            counts = [n for n in range(1, 17) if cfg.batch_size % n == 0]
+            todo = (
+                f"the run keeps its global batch: resume it on a number of processes among {counts}"
+                if run.resuming
+                else f"give a batch_size divisible by {accelerator.num_processes}, or launch one of {counts} processes"
+            )
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} (the global batch) does not split over {accelerator.num_processes} "
+                f"processes: {todo}"
+            )
         set_seed(cfg.seed, device_specific=True)  # each process its own augmentation and noise draws
 
         data = training_data(cfg, device)

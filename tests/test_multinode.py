@@ -1,0 +1,144 @@
+"""Beyond one machine: the commands of docs/training.md's "Several machines, and runs that change size", run as
+written (with the tiny network's settings added, and runs/ in a temporary folder): two "machines" on one host, one
+CPU process each (gloo on loopback), and a fixed plan started on 4 processes that goes on on 2, then on 1.
+
+Slow (several launches of several processes on 2 cores): `pytest -m slow tests/test_multinode.py`, which CI runs."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY_ARGS
+from hub_server import free_port
+from safetensors.torch import load_file
+
+from fsr_models.datasets import SAMPLES
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+LAUNCHERS = {"accelerate": [str(BIN / "accelerate")], "torchrun": [str(BIN / "torchrun")], "python": [sys.executable]}
+# The tiny network and data of the tests, added to each command that starts a run (a resume keeps the run's own)
+TINY = [TINY_ARGS, "train_limit=300", "val_size=60", "test_size=20", "attack_steps=1", "val_attack_steps=1"]
+TINY += ["log_every=0", "time_budget_min=null"]
+
+
+def page_commands(marker: str) -> list[str]:
+    """The command lines of docs/training.md's bash blocks that contain `marker`."""
+    text = (ROOT / "docs" / "training.md").read_text()
+    blocks = re.findall(r"^```bash\n(.*?)^```$", text, re.M | re.S)
+    return [line for block in blocks for line in block.splitlines() if marker in line and not line.startswith("#")]
+
+
+def command(line: str, runs, extra=(), port=None) -> tuple[list[str], dict]:
+    """A page's command line as argv and environment: leading VAR=value pairs go to the environment, the program to
+    this environment's launcher, runs/ to the test's folder, the port to a free one; `extra` settings are added."""
+    tokens, env = shlex.split(line), {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    while "=" in tokens[0]:
+        key, value = tokens.pop(0).split("=", 1)
+        env[key] = value
+    argv = [*LAUNCHERS[tokens[0]], *(t.replace("runs/", f"{runs}/") for t in tokens[1:])]
+    if port is not None:
+        argv[argv.index("--main_process_port") + 1] = str(port)
+    if extra:
+        argv += extra if "--set" in argv else ["--set", *extra]
+    return argv, env
+
+
+def run_all(commands: list[tuple[list[str], dict]]) -> list[subprocess.CompletedProcess]:
+    """Start the commands at the same time (the machines of one launch) and wait for all of them."""
+    started = [
+        subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv, env in commands
+    ]
+    results = []
+    for process, (argv, _) in zip(started, commands):
+        out, err = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(argv, process.returncode, out, err))
+    return results
+
+
+def checksums(stdout: str) -> dict[str, str]:
+    return dict(re.findall(r"\[rank (\d)\] final weights checksum ([-\d.e+]+)", stdout))
+
+
+def epochs_logged(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_machines_train_the_update_of_one_process_end_equal_and_resume(train_script, tmp_path):
+    # The equal-update construction: each image twice in a row, shuffling off, a plain network without BN-dependent
+    # attacks: both ranks get the same half of the global batch, so the averaged gradient is the single one.
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 33), ("test", 8)):
+        with np.load(SAMPLES[split]) as arrays:
+            np.savez(data / f"{split}.npz", x=np.repeat(arrays["x"][:n], 2, axis=0), y=np.repeat(arrays["y"][:n], 2))
+    same_update = [TINY_ARGS, f"data_dir={data}", "model=resnet18_plain", "method=natural", "augment=false"]
+    same_update += ["shuffle=false", "val_size=2", "test_size=8", "epochs=2", "batch_size=64", "warmup_epochs=0"]
+    same_update += ["time_budget_min=null", "log_every=0"]
+    first, resume = page_commands("--num_machines 2")[:2], page_commands("--num_machines 2")[2:]
+    assert len(first) == len(resume) == 2 and all("--resume runs/two-machines" in line for line in resume)
+    port = free_port()
+    stopped = run_all([command(line, tmp_path, [*same_update, "stop_after_min=0.0001"], port) for line in first])
+    assert [r.returncode for r in stopped] == [0, 0], stopped[0].stderr[-3000:] + stopped[1].stderr[-3000:]
+    run = tmp_path / "two-machines"
+    assert [m["epoch"] for m in epochs_logged(run)] == [0, 1]  # one run folder, written by rank 0 alone
+    single = tmp_path / "one"
+    assert (
+        train_script.main(
+            ["--cpu", "--config", str(ROOT / "training" / "configs" / "quickstart_cpu.yaml")]
+            + ["--set", *same_update, "epochs=1", f"output_dir={single}"]
+        )
+        == 0
+    )
+    two, one = (load_file(str(r / "checkpoint" / "model.safetensors")) for r in (run, single))
+    for key in (k for k in one if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))):
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
+    port = free_port()  # one port for both machines of the launch
+    finished = run_all([command(line, tmp_path, port=port) for line in resume])
+    assert [r.returncode for r in finished] == [0, 0], finished[0].stderr[-3000:] + finished[1].stderr[-3000:]
+    sums = [checksums(r.stdout) for r in finished]
+    assert list(sums[0]) == ["0"] and list(sums[1]) == ["1"] and sums[0]["0"] == sums[1]["1"]  # equal weights
+    assert [m["epoch"] for m in epochs_logged(run)] == [0, 1, 2] and (run / "model" / "metrics.json").is_file()
+
+
+def test_a_plan_started_on_four_processes_goes_on_on_two_then_one(train_script, tmp_path):
+    lines = page_commands("runs/resized")
+    assert [line.split("training/train.py")[0].split()[-1] for line in lines] == ["4", "2", "python"]
+    plan = ["epochs=3", "batch_size=48", "warmup_epochs=1.5", "lr_milestones=[0.75]", "stop_after_min=0.0001"]
+    argv, env = command(lines[0], tmp_path, [*TINY, *plan])  # its own batch_size=48, stop_after_min=1 are overridden
+    (four,) = run_all([(argv, env)])
+    assert four.returncode == 0, four.stderr[-3000:]
+    argv, env = command(lines[1], tmp_path)
+    argv[argv.index("stop_after_min=1")] = "stop_after_min=0.0001"  # one epoch per call, as on a busy machine
+    (two,) = run_all([(argv, env)])
+    assert two.returncode == 0, two.stderr[-3000:]
+    # 48 images do not split over 5 processes: the resume is refused before anything runs, in one line
+    argv, env = command(lines[1].replace("--nproc_per_node 2", "--nproc_per_node 5"), tmp_path)
+    (refused,) = run_all([(argv, env)])
+    assert (
+        refused.returncode != 0
+        and "batch_size 48 (the global batch) does not split over 5 processes: the run "
+        "keeps its global batch: resume it on a number of processes among [1, 2, 3, 4, 6, 8, 12, 16]"
+        in refused.stderr
+    )
+    argv, env = command(lines[2], tmp_path)
+    (one,) = run_all([(argv, env)])
+    assert one.returncode == 0, one.stderr[-3000:]
+    resized = epochs_logged(tmp_path / "resized")
+    reference = tmp_path / "reference"
+    config = str(ROOT / "training" / "configs" / "quickstart_cpu.yaml")
+    settings = [*TINY, *plan[:-1], f"output_dir={reference}"]
+    assert train_script.main(["--cpu", "--config", config, "--set", *settings]) == 0
+    uninterrupted = epochs_logged(reference)
+    assert [(m["epoch"], m["step"]) for m in resized] == [(m["epoch"], m["step"]) for m in uninterrupted]
+    assert [m.get("lr") for m in resized] == [m.get("lr") for m in uninterrupted]  # the lr of every epoch's last step
+    assert json.loads((tmp_path / "resized" / "model" / "metrics.json").read_text())["sgd_steps"] == 15
