@@ -337,12 +337,6 @@ def largest_report_with(reports: list[dict], attack: str) -> dict | None:
     return max((r for r in reports if attack in r["accuracy"]), key=lambda r: r["images"], default=None)
 
 
-def worst_case(adaptive: dict | None) -> float | None:
-    """The figure a skeptic quotes: accuracy under every attack of the adaptive evaluation together (per image, the
-    worst case over the attacks designed against FSR and the others of its report); None without one."""
-    return adaptive["accuracy"].get("adaptive_ensemble") if adaptive else None
-
-
 def evaluate_command(model: str, report: dict) -> str:
     """The `python -m fsr_models.evaluate` command that measures `report` again."""
     attacks = [a for a in report["accuracy"] if a in ATTACKS]
@@ -407,9 +401,10 @@ def checks_lines(report: dict) -> list[str]:
 
 
 def headline_lines(record: Record) -> list[str]:
-    """The robustness to quote: the worst case over every attack of the adaptive evaluation, beside the paper
-    protocol's PGD-20 of the final test; nothing without an adaptive evaluation."""
-    worst = worst_case(record.adaptive)
+    """The robustness to quote, the figure a skeptic quotes: the worst case per image over every attack of the
+    adaptive evaluation (its adaptive ensemble), beside the paper protocol's PGD-20 of the final test; nothing
+    without an adaptive evaluation."""
+    worst = record.adaptive["accuracy"].get("adaptive_ensemble") if record.adaptive else None
     if worst is None:
         return []
     test = final_test_report(record.metrics)

@@ -15,9 +15,10 @@ from pathlib import Path
 if "PYTEST_XDIST_WORKER" in os.environ:  # two workers on two cores: one thread each (set before torch starts)
     os.environ["OMP_NUM_THREADS"] = "1"
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fsr_models.datasets import load_cifar10  # noqa: E402
+from fsr_models.datasets import SAMPLES, load_cifar10  # noqa: E402
 from fsr_models.hub import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +30,22 @@ TRAIN_CONFIG = ROOT / "training" / "configs" / "resnet18_fsr_at_cifar10.yaml"
 # Tests of mechanics train a ResNet-18-FSR with one block per stage at an eighth of the width.
 TINY_ARGS = "model_args={layers: [1, 1, 1, 1], widths: [8, 16, 32, 64]}"
 needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"needs the CIFAR-10 arrays in {CIFAR10}")
+
+
+# The equal-update construction: each image twice in a row, shuffling off, a plain network trained naturally, one
+# SGD step per epoch: two processes each get the same 32 images of the global batch of 64 and one process gets them
+# twice, so per-process BN statistics agree and the averaged gradient equals the single one.
+EQUAL_UPDATE_SETTINGS = ["model=resnet18_plain", "method=natural", "augment=false", "shuffle=false", "val_size=2"]
+EQUAL_UPDATE_SETTINGS += ["test_size=8", "batch_size=64", "warmup_epochs=0"]
+
+
+def equal_update_data(folder: Path) -> Path:
+    """`folder` holding the equal-update construction's data: the shipped sample's first images, each twice."""
+    folder.mkdir()
+    for split, n in (("train", 33), ("test", 8)):
+        with np.load(SAMPLES[split]) as arrays:
+            np.savez(folder / f"{split}.npz", x=np.repeat(arrays["x"][:n], 2, axis=0), y=np.repeat(arrays["y"][:n], 2))
+    return folder
 
 
 def pytest_report_header(config):

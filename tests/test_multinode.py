@@ -12,14 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_ARGS
+from conftest import EQUAL_UPDATE_SETTINGS, ROOT, TINY_ARGS, equal_update_data
 from hub_server import free_port
 from safetensors.torch import load_file
-
-from fsr_models.datasets import SAMPLES
 
 pytestmark = pytest.mark.slow
 
@@ -74,16 +71,9 @@ def epochs_logged(run) -> list[dict]:
 
 
 def test_two_machines_train_the_update_of_one_process_end_equal_and_resume(train_script, tmp_path):
-    # The equal-update construction: each image twice in a row, shuffling off, a plain network without BN-dependent
-    # attacks: both ranks get the same half of the global batch, so the averaged gradient is the single one.
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, n in (("train", 33), ("test", 8)):
-        with np.load(SAMPLES[split]) as arrays:
-            np.savez(data / f"{split}.npz", x=np.repeat(arrays["x"][:n], 2, axis=0), y=np.repeat(arrays["y"][:n], 2))
-    same_update = [TINY_ARGS, f"data_dir={data}", "model=resnet18_plain", "method=natural", "augment=false"]
-    same_update += ["shuffle=false", "val_size=2", "test_size=8", "epochs=2", "batch_size=64", "warmup_epochs=0"]
-    same_update += ["time_budget_min=null", "log_every=0"]
+    data = equal_update_data(tmp_path / "data")
+    same_update = [TINY_ARGS, f"data_dir={data}", *EQUAL_UPDATE_SETTINGS, "epochs=2", "time_budget_min=null"]
+    same_update += ["log_every=0"]
     first, resume = page_commands("--num_machines 2")[:2], page_commands("--num_machines 2")[2:]
     assert len(first) == len(resume) == 2 and all("--resume runs/two-machines" in line for line in resume)
     port = free_port()

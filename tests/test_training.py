@@ -17,12 +17,21 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import ROOT, SHIPPED_FSR, TINY_ARGS, TRAIN_CONFIG, load_script, needs_cifar10, tiny_run_args
+from conftest import (
+    EQUAL_UPDATE_SETTINGS,
+    ROOT,
+    SHIPPED_FSR,
+    TINY_ARGS,
+    TRAIN_CONFIG,
+    equal_update_data,
+    load_script,
+    needs_cifar10,
+    tiny_run_args,
+)
 from safetensors.torch import load_file
 
 import fsr_models
 from fsr_models import training
-from fsr_models.datasets import SAMPLES
 from fsr_models.evaluation import make_report, pgd_settings
 from fsr_models.facts import scaled_lr
 from fsr_models.hub import FSR_HEADS_NAME, WEIGHTS_NAME, load_model, save_folder
@@ -159,24 +168,8 @@ def test_two_processes_end_with_identical_weights(tmp_path):
 
 
 def test_one_process_and_two_give_the_same_first_update(train_script, tmp_path):
-    # Each image twice in a row: with shuffling off, both ranks get the same 32 images and one process gets
-    # them twice, so per-process BN statistics agree and the averaged gradient equals the single one.
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, n in (("train", 33), ("test", 8)):
-        with np.load(SAMPLES[split]) as arrays:
-            np.savez(data / f"{split}.npz", x=np.repeat(arrays["x"][:n], 2, axis=0), y=np.repeat(arrays["y"][:n], 2))
-    args = [
-        "model=resnet18_plain",
-        "method=natural",
-        "augment=false",
-        "shuffle=false",
-        "val_size=2",
-        "test_size=8",
-        "epochs=1",
-        "batch_size=64",
-        "warmup_epochs=0",
-    ]
+    data = equal_update_data(tmp_path / "data")
+    args = [*EQUAL_UPDATE_SETTINGS, "epochs=1"]
     assert train_script.main(tiny_run_args(tmp_path / "one", *args, data_dir=data)) == 0
     run_process(tiny_run_args(tmp_path / "two", *args, data_dir=data), launcher=TWO_PROCESSES)
     one, two = (weights(tmp_path / r / "checkpoint" / "model.safetensors") for r in ("one", "two"))
