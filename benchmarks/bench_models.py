@@ -9,7 +9,9 @@ that speed.
                                                           # the GPU's training fast path (CUDA graphs)
 
 `--compile` runs every step through `torch.compile` (the time of the first call, compilation included, is printed)
-and checks that the FSR mask's Gumbel noise is drawn afresh at every call of the compiled train-mode graph.
+and checks that the FSR mask's Gumbel noise is drawn afresh at every call of the compiled train-mode graph. As in
+training, the compiled attack computes the image's gradient only (`input_gradient_twin`); `--attack-grads all` times
+it through the network itself, whose compiled backward computes every parameter's gradient too.
 
 Plain and FSR versions are timed in alternation within one run, and the median of the rounds is reported, so that
 the ratio is measured under the same machine load (this machine is shared and noisy).
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import fsr_models
-from fsr_models.training import COMPILE_MODES, adversarial_loss, load_config
+from fsr_models.training import COMPILE_MODES, adversarial_loss, input_gradient_twin, load_config
 
 CIFAR10_EPOCH = 49_000  # training images of an epoch (50,000 less the 1,000 held out)
 
@@ -43,10 +45,10 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def make_steps(name: str, batch: int, device: torch.device, args: argparse.Namespace):
-    """Forward, training-step and PGD-10 AT-step closures for `name` on a random batch, and the compiled (or eager)
-    network they run."""
-    model = timm.create_model(name).to(device)
+def make_steps(name: str, batch: int, device: torch.device, args: argparse.Namespace, **model_args):
+    """Forward, training-step and PGD-10 AT-step closures for `name` (built with `model_args`) on a random batch, and
+    the compiled (or eager) network they run."""
+    model = timm.create_model(name, **model_args).to(device)
     fsr_loss = fsr_models.FSRLoss.for_model(model).to(device) if model.fsr_modules() else None
     params = list(model.parameters()) + (list(fsr_loss.parameters()) if fsr_loss else [])
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
@@ -55,6 +57,9 @@ def make_steps(name: str, batch: int, device: torch.device, args: argparse.Names
     if args.channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     net = model if args.compile == "none" else torch.compile(model, mode=args.compile)
+    attack_net = net
+    if args.compile != "none" and args.attack_grads == "input":
+        attack_net = torch.compile(input_gradient_twin(model), mode=args.compile)
     cfg = load_config(None, ["attack_steps=10"])  # the paper's PGD-10 AT step
     bf16 = args.precision == "bf16"
 
@@ -78,7 +83,7 @@ def make_steps(name: str, batch: int, device: torch.device, args: argparse.Names
 
     def at_step():
         with autocast():
-            loss = adversarial_loss(cfg, net, net, fsr_loss, x, y)[0]
+            loss = adversarial_loss(cfg, attack_net, net, fsr_loss, x, y)[0]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -95,15 +100,23 @@ def fresh_noise(net, device: torch.device) -> bool:
         return not torch.equal(first, net(x, return_fsr=True).fsr_parts[0].mask)
 
 
+def step_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how a step runs (`make_steps`), shared with bench_at_step.py."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", default="none", choices=COMPILE_MODES, help="torch.compile mode of every step")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast, as training")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format, as training")
+    parser.add_argument(
+        "--attack-grads", default="input", choices=("input", "all"), help="what the compiled attack's backward computes"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per network (median reported)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (WRN-34-10 uses a quarter of it)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--backbones", nargs="+", default=list(fsr_models.ARCHITECTURES))
-    parser.add_argument("--compile", default="none", choices=COMPILE_MODES, help="torch.compile mode of every step")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="bf16: autocast, as training")
-    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format, as training")
+    step_options(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)

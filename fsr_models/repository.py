@@ -42,6 +42,7 @@ from .card import (
 )
 from .fsr import FSRLoss
 from .hf import FSRForImageClassification
+from .hf.configuration_fsr import ATTACHED
 from .hf.remote import modeling_fsr as remote_modeling
 from .hub import (
     CONFIG_NAME,
@@ -146,6 +147,13 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
             "first (training/train.py writes them at the end of a run)."
         )
     record = read_record(src)
+    if record.config.get("architecture") == ATTACHED:
+        raise PublishError(
+            f"{src} holds FSR attached to a timm CNN ({record.config.get('backbone')}): a zoo repository carries code "
+            "that loads the zoo's own networks without fsr_models, which this one is not. Push the folder with "
+            "FSRForImageClassification.from_pretrained(folder).push_to_hub(repo_id); it then loads after "
+            "`import fsr_models`."
+        )
     record.comparison = zoo_counterpart(record.config, record.metrics, zoo)
     repo_id = repo_id or default_repo_id(record.config, record.metrics)
     check_repo_id(repo_id)

@@ -17,6 +17,7 @@ import pytest
 import timm
 import torch
 import yaml
+from accelerate import Accelerator
 from conftest import (
     EQUAL_UPDATE_SETTINGS,
     ROOT,
@@ -32,8 +33,9 @@ from safetensors.torch import load_file
 
 import fsr_models
 from fsr_models import training
+from fsr_models.attacks import pgd
 from fsr_models.evaluation import make_report, pgd_settings
-from fsr_models.facts import scaled_lr
+from fsr_models.facts import PAPER_TAGS, scaled_lr
 from fsr_models.hub import FSR_HEADS_NAME, WEIGHTS_NAME, load_model, save_folder
 
 TRAIN = ROOT / "training" / "train.py"
@@ -194,6 +196,49 @@ def test_a_time_budget_fits_the_epochs_to_the_first_epochs_time(train_script, tm
     assert results(out)["epochs"] == progress(out)["epochs"] == 1  # a budget far below one epoch: one epoch
 
 
+@pytest.mark.parametrize("kind", ["zoo", "attached"])
+def test_the_attack_twin_shares_the_networks_tensors_and_finds_the_same_images(kind):
+    """`input_gradient_twin`, what the compiled attack runs through: the network's own parameter and buffer tensors
+    (so SGD's updates are its updates), none requiring a gradient, and the same adversarial images."""
+    torch.manual_seed(0)
+    if kind == "zoo":
+        net = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    else:
+        net = fsr_models.attach_fsr(timm.create_model("test_resnet", num_classes=10))
+    twin = training.input_gradient_twin(net.eval())
+    assert not any(p.requires_grad for p in twin.parameters()) and all(p.requires_grad for p in net.parameters())
+    assert [p.data_ptr() for p in twin.parameters()] == [p.data_ptr() for p in net.parameters()]
+    assert all(a is b for a, b in zip(twin.buffers(), net.buffers()))
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    images = []
+    for model in (net, twin):
+        torch.manual_seed(1)
+        images.append(pgd(model, x, y, 8 / 255, 2 / 255, 3, random_start=True))
+    assert torch.equal(*images)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(net.train()(x), y).backward()
+    optimizer.step()  # updates the tensors in place, and the training-mode BN statistics
+    with torch.no_grad():
+        assert torch.equal(twin.eval()(x), net.eval()(x))
+
+
+def test_a_compiled_run_plans_from_its_second_epoch_not_the_one_that_compiled(capsys):
+    """With torch.compile the first epoch's time includes compilation (60 s against 14 s on the GPU), so the plan is
+    made from the second: a budget of 2 minutes after epochs of 60 s and 10 s fits 5 more epochs, not 2 in all."""
+    accelerator = Accelerator(cpu=True)
+    budget = training.TrainConfig(compile="default", epochs=30, time_budget_min=2)
+    assert training.plan_epoch(budget, 30) == 2 and training.plan_epoch(training.TrainConfig(), 30) == 1
+    progress = {"epochs": 30, "milestones": [22, 27]}
+    training.plan_from_epoch(budget, progress, 2, 10.0, 70.0, accelerator)
+    assert progress == {"epochs": 7, "milestones": [5, 6]}
+    pieces = training.TrainConfig(compile="default", epochs=30, stop_after_min=7.6)
+    training.plan_from_epoch(pieces, {"epochs": 30}, 2, 14.0, 74.0, accelerator)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "14.0 s per epoch: this call's 7.6 min fit about 32 epochs (to epoch 30 of 30); the plan needs about 1 "
+        "call(s) of 7.6 min in all"
+    )
+
+
 def fine_tune_args(out, source):
     """One epoch of the tiny run from the zoo folder `source` at lr 0: what it loads is what it saves."""
     return tiny_run_args(out, f"init={source}", "model_args={}", "lr_per_128=0", "weight_decay=0", "epochs=1")
@@ -310,8 +355,9 @@ def test_renamed_settings_still_load_with_a_warning_also_from_a_saved_run(tmp_pa
 
 def test_every_paper_setting_has_a_valid_config(train_script):
     configs = sorted((ROOT / "training" / "configs").glob("*.yaml"))
-    settings = {(c.model, c.method, c.dataset) for c in (training.load_config(str(p), []) for p in configs)}
-    assert len(settings) == 48
+    settings = {(c.model, f"{c.method}_{c.dataset}") for c in (training.load_config(str(p), []) for p in configs)}
+    paper = {(arch, tag) for pair in fsr_models.ARCHITECTURES.values() for arch in pair for tag in PAPER_TAGS}
+    assert len(paper) == 48 and paper <= settings
     svhn = training.load_config(str(ROOT / "training/configs/vgg16_fsr_mart_svhn.yaml"), [])
     assert (svhn.lr_per_128, svhn.attack_step_size, svhn.augment, svhn.eps) == (0.01, 1 / 255, False, 8 / 255)
     paper = training.load_config(str(TRAIN_CONFIG), [])
@@ -383,6 +429,44 @@ def gpu_script(tmp_path, out, *config_args, env_extra=()):
     return tmp_path / out
 
 
+def test_gpu_pair_trains_two_configs_at_once_under_mps_where_there_is_mps(tmp_path):
+    """training/gpu_pair.sh on the CPU with a stand-in for nvidia-cuda-mps-control on PATH (it records how it is
+    called): MPS started with private folders and quit at the end, both twins trained and evaluated in their own
+    folders, and what comes back within 8 files of 16 MiB."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "mps.txt"
+    bin_dir.mkdir()
+    stub = bin_dir / "nvidia-cuda-mps-control"
+    stub.write_text(
+        '#!/bin/sh\nif [ "$1" = -d ]; then what=start; else what=$(cat); fi\n'
+        f'echo "$what $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" >> {record}\n'
+    )
+    stub.chmod(0o755)
+    configs = [ROOT / f"training/configs/resnet18_{kind}_at_cifar10_b128_30ep.yaml" for kind in ("fsr", "plain")]
+    cpu = ["precision=fp32", "channels_last=false", "compile=none", "batch_size=50", "train_limit=150"]
+    cpu += ["val_size=50", "test_size=20", "attack_steps=1", "val_attack_steps=1", TINY_ARGS]
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    env |= {"PYTHON": sys.executable, "DATA_DIR": "sample", "RUN_BASE": str(tmp_path), "AA_IMAGES": "4"}
+    env |= {"EVAL_ATTACKS": "natural pgd20"}
+    script = str(ROOT / "training" / "gpu_pair.sh")
+    result = subprocess.run(
+        [script, *map(str, configs), "0.0001", *cpu], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert record.read_text() == "start /tmp/fsr-mps/pipe /tmp/fsr-mps/log\nquit /tmp/fsr-mps/pipe /tmp/fsr-mps/log\n"
+    files = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
+    with tarfile.open(tmp_path / "out" / "run.tar") as tar:
+        tar.extractall(tmp_path / "out")
+    for config, kind in zip(configs, ("fsr", "plain")):
+        folder = tmp_path / "out" / config.stem
+        with tarfile.open(folder / "run.tar") as tar:
+            tar.extractall(folder)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["epochs"] == 1 and "pgd20" in json.loads((folder / "robustness.json").read_text())["accuracy"]
+        assert load_model(folder).pretrained_cfg["architecture"] == f"resnet18_{kind}"
+        assert f"[{config.stem}] " in result.stdout  # each run's lines, named
+
+
 def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_16_mib(tmp_path):
     first = gpu_script(
         tmp_path,
@@ -402,6 +486,7 @@ def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_1
     )
     assert progress(tmp_path / "run")["epoch"] == 1  # this call is spent after epoch 1 of 2
     assert not (first / "metrics.json").exists() and load_model(first).num_classes == 10  # the best weights so far
+    assert len(list(first.glob("model-*.safetensors"))) > 1  # sharded as model/ is, within the size limit
     # The same command resumes and finishes the plan, then evaluates the first 4 test images (AutoAttack is left out:
     # on images that a barely trained network gets right it runs minutes on a CPU; tests/test_evaluation.py has it)
     out = gpu_script(tmp_path, "call2", env_extra={"AA_IMAGES": "4", "EVAL_ATTACKS": "natural pgd20"})

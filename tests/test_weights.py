@@ -41,7 +41,7 @@ def test_weights_load_the_same_in_timm_transformers_and_load_model(folder):
         by_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
         by_transformers = AutoModelForImageClassification.from_pretrained(folder).eval()
         assert torch.equal(by_timm(x), reference) and torch.equal(by_transformers(x).logits, reference)
-    # config.json was written before it recorded pool_size (null there): every loader reads the tag's
+    # every loader reads pool_size, the unpooled feature map at 32x32, from config.json
     for model in (load_model(folder), by_timm, by_transformers.model):
         assert tuple(model.pretrained_cfg["pool_size"]) == (4, 4)
 

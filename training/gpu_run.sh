@@ -20,11 +20,12 @@
 # 0 skips them) and are stopped after $AA_SECONDS seconds (default 150); $EVAL_ATTACKS names the attacks of that
 # evaluation (default: natural pgd20 autoattack). $BENCH, when set, holds the arguments of a
 # run of benchmarks/bench_models.py first (its table goes into run.tar as bench.txt). Library versions newer than the
-# machine's can travel as wheels in .whl/; they are installed first when present. KEY=VALUE pairs override the
+# machine's can travel as wheels in .whl/; they are installed first when present (into $WHEEL_DIR, default
+# /tmp/site). training/gpu_pair.sh runs two configs at once. KEY=VALUE pairs override the
 # fast-path settings below, e.g. batch_size=256 or, to try the script on a CPU, precision=fp32 channels_last=false
 # compile=none batch_size=50 (with DATA_DIR=<a CIFAR-10 folder>).
 set -euo pipefail
-if [ $# -lt 2 ]; then sed -n '2,25p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,26p' "$0"; exit 2; fi
 config=$1 minutes=$2
 shift 2
 out=${OUT:-runs/gpu-out}
@@ -33,8 +34,9 @@ read -ra eval_attacks <<<"${EVAL_ATTACKS:-natural pgd20 autoattack}"
 PYTHON=${PYTHON:-python3}  # the GPU machine's python3 holds PyTorch
 mkdir -p "$out"
 if compgen -G ".whl/*.whl" >/dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
+  site=${WHEEL_DIR:-/tmp/site}  # training/gpu_pair.sh gives each of its runs its own
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl
+  export PYTHONPATH="$site"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available(),

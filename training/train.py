@@ -38,8 +38,9 @@ from fsr_models.training import (
     final_test,
     initial_progress,
     one_line_errors,
+    plan_epoch,
+    plan_from_epoch,
     plan_message,
-    plan_on_first_epoch,
     print_checksum,
     run_header,
     save_best,
@@ -141,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 3
             val_clean, val_pgd = validate()
             seconds = time.perf_counter() - epoch_start
-            if epoch == 1 and not run.resuming:
-                plan_on_first_epoch(cfg, progress, seconds, accelerator)  # a time budget fits the epochs to it
+            if epoch == plan_epoch(cfg, progress["epochs"]) and not run.resuming:  # a time budget fits the epochs
+                plan_from_epoch(cfg, progress, epoch, seconds, time.perf_counter() - started, accelerator)
             log.epoch(
                 epoch, progress["step"], training.net, data.val_x, val_clean, val_pgd, figures=figures, seconds=seconds
             )

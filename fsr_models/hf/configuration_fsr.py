@@ -5,11 +5,14 @@ timm's Hub loader reads (architecture, num_classes, num_features, label_names, m
 from the same fields so that they cannot disagree.
 """
 
+import functools
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import timm
+import torch
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassError
 from timm.models import get_pretrained_cfg
@@ -29,10 +32,16 @@ FSR_FIELDS = (
     "fsr_output",
     "lambda_sep",
     "lambda_rec",
+    "normalize_mean",
+    "normalize_std",
     "pretrained_cfg",
 )
 # The FSR settings of the timm constructors (model_args), the named fields of the same name here.
 FSR_ARGS = ("fsr_stages", "fsr_tau", "fsr_separation", "fsr_recalibration", "fsr_output")
+# The architecture timm registers for FSR attached to a timm CNN (`fsr_models.attach_fsr`), and its own arguments.
+ATTACHED = "fsr_attached"
+TIMM_PREFIX = "timm/"  # a backbone named "timm/<name>" is timm's <name> (as timm's Hub repositories are named)
+NORMALIZE_ARGS = ("normalize_mean", "normalize_std")
 # Keys timm writes into config.json; derived here, so on load they are checked, not stored twice.
 TIMM_KEYS = ("architecture", "num_classes", "num_features", "label_names", "model_args")
 # Keyword arguments PreTrainedConfig itself consumes (saved configs and from_pretrained pass them).
@@ -56,13 +65,17 @@ class FSRConfig(PreTrainedConfig):
 
     Args:
         backbone (`str`, defaults to `"resnet18"`):
-            The network: `"resnet18"` (CIFAR ResNet-18), `"vgg16"` (VGG16 with BN) or `"wrn34_10"` (WideResNet-34-10).
+            The network: `"resnet18"` (CIFAR ResNet-18), `"vgg16"` (VGG16 with BN) or `"wrn34_10"` (WideResNet-34-10),
+            or `"timm/<name>"`, the timm CNN `<name>` (e.g. `"timm/resnet50"`, `"timm/convnext_tiny"`) with FSR
+            attached to it (`fsr_models.attach_fsr`).
         fsr_stages (`list[int]`, *optional*):
-            The FSR positions: stages (1-based) followed by an FSR module. `None` is the paper's position for the
-            backbone (after stage 4 of ResNet-18 and VGG16, group 3 of WRN-34-10); `[]` is the plain network.
+            The FSR positions. For the zoo's networks, stages (1-based) followed by an FSR module; `None` is the
+            paper's position (after stage 4 of ResNet-18 and VGG16, group 3 of WRN-34-10); `[]` is the plain network.
+            For a timm CNN, indices into its `feature_info` (0-based, as timm's `out_indices`); `None` is the last.
         backbone_args (`dict`, *optional*):
             The backbone's own architecture arguments: `layers` / `widths` (ResNet), `stages` (VGG), `depth` /
-            `widen_factor` (WRN). `None` is the paper's network.
+            `widen_factor` (WRN), or a timm CNN's `timm.create_model` arguments. `None` is the paper's network (or
+            timm's default).
         fsr_tau (`float`, defaults to 0.1):
             Temperature of the Gumbel-softmax mask (Eq. 2).
         fsr_separation (`bool`, defaults to `True`):
@@ -75,6 +88,11 @@ class FSRConfig(PreTrainedConfig):
             Weight of the separation loss (Eq. 5) in training; recorded with the weights it produced.
         lambda_rec (`float`, defaults to 1.0):
             Weight of the recalibration loss (Eq. 5) in training.
+        normalize_mean (`list[float]`, *optional*):
+            For a timm CNN: what the network subtracts from its [0, 1] pixels before the backbone (the backbone's
+            pretrained mean, by default). The zoo's networks take the pixels as they are: `None`.
+        normalize_std (`list[float]`, *optional*):
+            For a timm CNN: what the network then divides by (the backbone's pretrained std, by default).
         pretrained_cfg (`dict`, *optional*):
             timm's pretrained config (input size, identity mean/std for [0, 1] pixels, license, paper, tag);
             `None` takes timm's registered defaults for the architecture.
@@ -100,23 +118,38 @@ class FSRConfig(PreTrainedConfig):
     fsr_output: str = "f_tilde"
     lambda_sep: float | int = 1.0
     lambda_rec: float | int = 1.0
+    normalize_mean: list[float] | tuple[float, ...] | None = None
+    normalize_std: list[float] | tuple[float, ...] | None = None
     pretrained_cfg: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"FSRConfig.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
-        paper_stages, stage_count = BACKBONES[self.backbone].fsr_stages, BACKBONES[self.backbone].num_stages
-        self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
-        if not set(self.fsr_stages) <= set(range(1, stage_count + 1)):
+        if self.backbone in BACKBONES:
+            paper_stages, stage_count = BACKBONES[self.backbone].fsr_stages, BACKBONES[self.backbone].num_stages
+            self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
+            if not set(self.fsr_stages) <= set(range(1, stage_count + 1)):
+                raise ValueError(
+                    f"FSRConfig.fsr_stages of {self.backbone} must be in 1..{stage_count}, got {self.fsr_stages}"
+                )
+            if self.normalize_mean is not None or self.normalize_std is not None:
+                raise ValueError(f"{self.backbone} takes [0, 1] pixels as they are: normalize_mean/std must be None")
+        elif not (self.backbone.startswith(TIMM_PREFIX) and timm.is_model(self.timm_backbone)):
             raise ValueError(
-                f"FSRConfig.fsr_stages of {self.backbone} must be in 1..{stage_count}, got {self.fsr_stages}"
+                f"FSRConfig.backbone must be one of {sorted(BACKBONES)} or 'timm/<a timm model name>', got "
+                f"{self.backbone!r}"
             )
+        elif self.fsr_stages is not None:
+            self.fsr_stages = list(self.fsr_stages)
         if self.fsr_tau <= 0:
             raise ValueError(f"FSRConfig.fsr_tau must be positive, got {self.fsr_tau}")
         if self.fsr_output not in FSR_OUTPUTS:
             raise ValueError(f"FSRConfig.fsr_output must be one of {FSR_OUTPUTS}, got {self.fsr_output!r}")
         if self.pretrained_cfg is None:  # timm's registered defaults (input size, identity mean/std, paper) sans tag
-            defaults = get_pretrained_cfg(self.timm_architecture).to_dict()
+            if self.timm_backbone:  # the timm CNN's, FSR attached (models import this module: imported here)
+                from ..models.attached import attached_pretrained_cfg
+
+                defaults = attached_pretrained_cfg(get_pretrained_cfg(self.timm_backbone).to_dict())
+            else:
+                defaults = get_pretrained_cfg(self.timm_architecture).to_dict()
             self.pretrained_cfg = {k: v for k, v in defaults.items() if k not in ("tag", "num_classes", "label_names")}
         # Labels are transformers' id2label / num_labels (which from_pretrained may override); timm's copies of
         # them are rewritten on save. The architecture keys must agree with the named fields.
@@ -146,12 +179,23 @@ class FSRConfig(PreTrainedConfig):
                 )
 
     @property
+    def timm_backbone(self) -> str | None:
+        """The name of the timm CNN that FSR is attached to (None for the zoo's own networks)."""
+        return self.backbone.removeprefix(TIMM_PREFIX) if self.backbone.startswith(TIMM_PREFIX) else None
+
+    @property
     def timm_architecture(self) -> str:
+        if self.timm_backbone:
+            return ATTACHED
         return f"{self.backbone}_{'fsr' if self.fsr_stages else 'plain'}"
 
     @property
     def timm_model_args(self) -> dict[str, Any]:
         """Keyword arguments for `timm.create_model(self.timm_architecture, ...)`, num_classes excluded."""
+        if self.timm_backbone:
+            named = {k: getattr(self, k) for k in ("fsr_stages", *NORMALIZE_ARGS) if getattr(self, k) is not None}
+            fsr = {k: getattr(self, k) for k in FSR_ARGS[1:]}
+            return {"base_model": self.timm_backbone, **(self.backbone_args or {}), **named, **fsr}
         if not self.fsr_stages:
             return dict(self.backbone_args or {})
         return {
@@ -167,6 +211,8 @@ class FSRConfig(PreTrainedConfig):
     def num_features(self) -> int:
         """Width of the final feature, for timm's config.json."""
         args = self.backbone_args or {}
+        if self.timm_backbone:
+            return _timm_num_features(self.timm_backbone, json.dumps(args, sort_keys=True))
         if "widths" in args:
             return args["widths"][-1]
         if "stages" in args:
@@ -194,12 +240,12 @@ class FSRConfig(PreTrainedConfig):
         # Where the weights came from (a file, a state dict, a Hub id) is not part of the saved model's config.
         pretrained_cfg = filter_pretrained_cfg(dict(getattr(model, "pretrained_cfg", None) or {}), remove_source=True)
         pretrained_cfg.pop("state_dict", None)
-        model_args = {
-            **model.backbone_args,
-            "in_chans": model.in_chans,
-            "global_pool": model.global_pool.pool_type,
-            "fsr_stages": list(model.fsr_stages),
-        }
+        model_args = {**model.backbone_args, "in_chans": model.in_chans, "fsr_stages": list(model.fsr_stages)}
+        if hasattr(model, "base_model_name"):  # FSR attached to a timm CNN (fsr_models.attach_fsr)
+            normalize = {"normalize_mean": list(model.normalize_mean), "normalize_std": list(model.normalize_std)}
+            model_args.update(base_model=model.base_model_name, **normalize)
+        else:
+            model_args["global_pool"] = model.global_pool.pool_type
         if model.fsr_stages:
             first = model.fsr_modules()[0]
             model_args.update(
@@ -223,11 +269,17 @@ class FSRConfig(PreTrainedConfig):
         architecture that is not the zoo's, an unknown key or a bad value is a ValueError."""
         fields = dict(timm_config)
         arch = fields.pop("architecture", None)
-        backbone, _, kind = str(arch).rpartition("_")
-        if backbone not in BACKBONES or kind not in ("fsr", "plain"):
-            known = [f"{b}_{k}" for b in BACKBONES for k in ("fsr", "plain")]
-            raise ValueError(f"architecture {arch!r} is not an FSR zoo network (one of {known})")
         model_args = dict(fields.pop("model_args", None) or {})
+        backbone, _, kind = str(arch).rpartition("_")
+        if arch == ATTACHED:
+            base_model, kind = model_args.pop("base_model", None), "attached"
+            if not isinstance(base_model, str):
+                raise ValueError(f"{ATTACHED} needs model_args.base_model, the timm CNN that FSR is attached to")
+            backbone = f"{TIMM_PREFIX}{base_model}"
+            fields.update({key: model_args.pop(key) for key in NORMALIZE_ARGS if key in model_args})
+        elif backbone not in BACKBONES or kind not in ("fsr", "plain"):
+            known = [f"{b}_{k}" for b in BACKBONES for k in ("fsr", "plain")] + [ATTACHED]
+            raise ValueError(f"architecture {arch!r} is not an FSR zoo network (one of {known})")
         num_classes = fields.pop("num_classes", model_args.get("num_classes"))
         if model_args.pop("num_classes", num_classes) != num_classes:
             raise ValueError(f"num_classes {num_classes} disagrees with model_args' {timm_config['model_args']}")
@@ -257,6 +309,14 @@ class FSRConfig(PreTrainedConfig):
             **fields,  # any other key is unknown: refused with the list of known ones
             **kwargs,
         )
+
+
+@functools.lru_cache
+def _timm_num_features(name: str, args_json: str) -> int:
+    """The final feature width of the timm model `name` built with the arguments `args_json` (on the meta device:
+    nothing is allocated)."""
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, **json.loads(args_json)).num_features
 
 
 def read_folder_config(folder: str | os.PathLike) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Building the zoo's networks with timm: the pretrained cfgs of the paper's settings, and the checks before a build."""
 
 import torch.nn as nn
-from timm.models import build_model_with_cfg, get_pretrained_cfg, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from ..facts import ARCHITECTURES, BACKBONES, CHECKOUT_WEIGHTS, DATASETS, HF_ORG, PAPER_TAGS, published
 from ..fsr import FSR
@@ -95,10 +95,6 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
         read_folder_config(cfg["file"])  # what transformers would refuse, timm refuses too
         check_one_weights_file(cfg["file"])
-    if isinstance(cfg, dict) and cfg.get("pool_size") is None and cfg.get("tag"):
-        # A folder saved before its config recorded pool_size gets the one of its tag's registered cfg
-        registered = get_pretrained_cfg(f"{variant}.{cfg['tag']}")
-        kwargs["pretrained_cfg"] = {**cfg, "pool_size": registered.pool_size if registered else None}
     model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
     model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
     return model

@@ -213,25 +213,32 @@ class FSRNet(nn.Module):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Refuse weights that do not fit this architecture with a ValueError that names them."""
-        own = self.state_dict()
-        mismatched = [
-            f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in state_dict.items()
-            if k in own and tuple(v.shape) != tuple(own[k].shape)
-        ]
-        if mismatched:
-            raise ValueError(
-                f"weights do not fit {type(self).__name__} (num_classes={self.num_classes}): "
-                + "; ".join(mismatched[:5])
-                + ("; ..." if len(mismatched) > 5 else "")
-                + ". Build the model with the checkpoint's config (num_classes, FSR settings) and load into that."
-            )
-        if strict:
-            missing = sorted(set(own) - set(state_dict))
-            unexpected = sorted(set(state_dict) - set(own))
-            if missing or unexpected:
-                raise ValueError(
-                    f"weights do not fit {type(self).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}. "
-                    "Was the checkpoint made for another architecture or FSR setting?"
-                )
+        check_weights_fit(self, state_dict, strict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def check_weights_fit(model: nn.Module, state_dict, strict: bool) -> None:
+    """A ValueError naming the tensors of `state_dict` whose shapes differ from `model`'s, or (strict) that it lacks
+    or adds, so that weights of another architecture or FSR setting never load half-way."""
+    own = model.state_dict()
+    name = type(model).__name__
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if mismatched:
+        raise ValueError(
+            f"weights do not fit {name} (num_classes={model.num_classes}): "
+            + "; ".join(mismatched[:5])
+            + ("; ..." if len(mismatched) > 5 else "")
+            + ". Build the model with the checkpoint's config (num_classes, FSR settings) and load into that."
+        )
+    if strict:
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"weights do not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}. "
+                "Was the checkpoint made for another architecture or FSR setting?"
+            )

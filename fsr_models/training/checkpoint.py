@@ -131,13 +131,23 @@ def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float
     )
 
 
-def plan_on_first_epoch(cfg: TrainConfig, progress: dict, seconds: float, accelerator: Accelerator) -> None:
-    """After the first epoch of a new run: fit the plan to `cfg.time_budget_min` at the measured speed (at least 1
-    epoch, at most cfg.epochs; the main process's count on every process), or say how long the plan takes."""
+def plan_epoch(cfg: TrainConfig, epochs: int) -> int:
+    """The epoch of a new run whose time the plan is made from: the first, or with torch.compile the second (the
+    first one's time includes compilation)."""
+    return 2 if cfg.compile != "none" and epochs > 1 else 1
+
+
+def plan_from_epoch(
+    cfg: TrainConfig, progress: dict, epoch: int, seconds: float, elapsed: float, accelerator: Accelerator
+) -> None:
+    """After the `plan_epoch` of a new run, which took `seconds` (all epochs so far `elapsed`): fit the plan to
+    `cfg.time_budget_min` at that speed (the epochs done and as many more as the rest of the budget fits, at most
+    cfg.epochs; the main process's count on every process), or say how long the rest of the plan takes."""
     if not cfg.time_budget_min:
-        accelerator.print(plan_message(seconds, 0, progress["epochs"], cfg.stop_after_min))
+        accelerator.print(plan_message(seconds, epoch, progress["epochs"], cfg.stop_after_min))
         return
-    planned = max(1, min(cfg.epochs, math.floor(cfg.time_budget_min * 60 / seconds)))
+    more = math.floor((cfg.time_budget_min * 60 - elapsed) / seconds)
+    planned = max(epoch, min(cfg.epochs, epoch + more))
     progress["epochs"] = int(broadcast(torch.tensor(planned, device=accelerator.device), from_process=0))
     progress["milestones"] = milestone_epochs(cfg.lr_milestones, progress["epochs"])
     accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")

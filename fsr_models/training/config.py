@@ -45,8 +45,10 @@ def one_line_errors(main):
 class TrainConfig:
     """Every setting of a run; the YAML files name a subset, the rest keep these (the paper's) defaults."""
 
-    model: str = "resnet18_fsr"  # a registered network (ignored when `init` is set)
-    model_args: dict = dataclasses.field(default_factory=dict)  # extra timm.create_model arguments
+    model: str = "resnet18_fsr"  # a zoo network, or a timm CNN to attach FSR to (ignored when `init` is set)
+    # Extra timm.create_model arguments; for a timm CNN also fsr_stages (feature_info indices, default the last; []
+    # none) and base_pretrained (start from its pretrained weights)
+    model_args: dict = dataclasses.field(default_factory=dict)
     init: str | None = None  # fine-tune from a zoo model: registered tag, hf-hub:<id> or a folder
     dataset: str = "cifar10"  # cifar10, cifar100, svhn, tiny_imagenet
     data_dir: str | None = None  # default $FSR_DATA_DIR

@@ -3,6 +3,7 @@ prepared by Accelerate, one epoch of adversarial training, and clean and PGD acc
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import timm
@@ -14,13 +15,15 @@ from tqdm.auto import tqdm
 from ..attacks import pgd
 from ..datasets import load_dataset, to_float
 from ..evaluation.protocol import correct
-from ..facts import ARCHITECTURES, scaled_lr
+from ..facts import ARCHITECTURES, DATASETS, scaled_lr
 from ..fsr import FSRLoss
 from ..hub import load_fsr_heads, load_model
 from ..losses import classification_loss, trades_kl
 from ..models._build import NoPublishedWeights
 from ..models._init import init_vgg
 from .config import ConfigError, TrainConfig
+
+ZOO_NETWORKS = [name for pair in ARCHITECTURES.values() for name in pair]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -61,8 +64,10 @@ def training_data(cfg: TrainConfig, device: torch.device) -> TrainingData:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Module:
-    """The network to train: a registered one (with the cfg of the paper's tag, where there is one) or, for
-    fine-tuning, the zoo model `cfg.init` with a new head when the classes differ."""
+    """The network to train: one of the zoo's (with the cfg of the paper's tag, where there is one), FSR attached
+    to any other timm CNN (`model` its name; `model_args` the backbone's arguments, `fsr_stages`, `base_pretrained`
+    for its pretrained weights), or, for fine-tuning, the zoo model `cfg.init` with a new head when the classes
+    differ."""
     if cfg.init:
         try:
             model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
@@ -71,17 +76,23 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
             raise ConfigError(f"init={cfg.init} has no weights published on the Hub yet: {there}") from None
         except ValueError as e:  # a folder or repository that is not a zoo model
             raise ConfigError(f"init={cfg.init}: {e}") from None
-    else:
+    elif cfg.model in ZOO_NETWORKS:
         tagged = f"{cfg.model}.{cfg.method}_{cfg.dataset}"
         name = tagged if tagged in timm.list_models(cfg.model, include_tags=True) else cfg.model
-        if not timm.is_model(name.split(".")[0]):
-            raise ConfigError(
-                f"model {cfg.model!r} is not a registered network; the zoo's are "
-                f"{[n for pair in ARCHITECTURES.values() for n in pair]}"
-            )
         model = timm.create_model(name, num_classes=num_classes, **cfg.model_args)
+    elif timm.is_model(cfg.model):
+        try:
+            model = timm.create_model("fsr_attached", base_model=cfg.model, num_classes=num_classes, **cfg.model_args)
+        except ValueError as e:  # a backbone or stages FSR cannot take
+            raise ConfigError(f"model {cfg.model}: {e}") from None
+    else:
+        raise ConfigError(
+            f"model {cfg.model!r} is neither one of the zoo's networks {ZOO_NETWORKS} nor a timm model name (see "
+            "timm.list_models()), to which FSR is attached"
+        )
     model.pretrained_cfg = {
         **model.pretrained_cfg,
+        "input_size": DATASETS[cfg.dataset].input_size,
         "num_classes": num_classes,
         "tag": f"{cfg.method}_{cfg.dataset}",
         "label_names": list(label_names) if label_names else None,
@@ -127,6 +138,8 @@ def build_training(
     model = build_model(cfg, data.num_classes, data.label_names)
     fsr_loss = FSRLoss.for_model(model, cfg.lambda_sep, cfg.lambda_rec) if model.fsr_modules() else None
     if cfg.weight_init == "vgg" and not cfg.init:
+        if cfg.model not in ZOO_NETWORKS:
+            raise ConfigError(f"weight_init=vgg re-draws every layer: {cfg.model} keeps its own (timm's) init")
         init_vgg(list(model.modules()) + (list(fsr_loss.modules()) if fsr_loss else []))
     if cfg.init and fsr_loss and not resuming:  # the trained heads, unless the checkpoint brings its own
         accelerator.print(load_fsr_heads(cfg.init, fsr_loss))
@@ -143,9 +156,20 @@ def build_training(
     heads = accelerator.unwrap_model(fsr_loss) if fsr_loss else None
     attack_net, step_model = net, model
     if cfg.compile != "none" and compile_available(cfg.compile, accelerator.device, accelerator):
-        attack_net = torch.compile(net, mode=cfg.compile)  # the eval-mode attack's graphs
-        step_model = attack_net if model is net else torch.compile(model, mode=cfg.compile)  # the train-mode step
+        attack_net = torch.compile(input_gradient_twin(net), mode=cfg.compile)  # the eval-mode attack's graphs
+        step_model = torch.compile(model, mode=cfg.compile)  # the train-mode step
     return Training(net, model, fsr_loss, heads, optimizer, attack_net, step_model, lr)
+
+
+def input_gradient_twin(net: torch.nn.Module) -> torch.nn.Module:
+    """`net` over the same parameter and buffer tensors, its parameters not requiring gradients: what the attack
+    runs through when compiled. A compiled backward (AOTAutograd's joint graph) computes the gradient of every input
+    that requires one, so through `net` it would compute each parameter's gradient at every attack step, and the
+    attack would throw them away; through the twin it computes the image's alone. SGD updates `net`'s tensors in
+    place, so they are the twin's too (build it after `accelerator.prepare`, which may move them)."""
+    shared = {id(p): torch.nn.Parameter(p.detach(), requires_grad=False) for p in net.parameters()}
+    shared |= {id(b): b for b in net.buffers()}
+    return copy.deepcopy(net, shared)
 
 
 def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: float, milestones: list[int], gamma: float) -> float:
@@ -214,16 +238,32 @@ def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torc
     return loss_cls + loss_fsr, loss_cls, loss_fsr, logits_adv
 
 
+FINITE_CHECK_EVERY = 25  # SGD steps between reads of the non-finite-loss note
+
+
+def raise_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
+    """NonFiniteLoss naming the first step (and its losses) that a process noted in `first_bad` (one row per
+    process: step or -1, classification loss, FSR loss)."""
+    noted = [row for row in first_bad.tolist() if row[0] >= 0]
+    if noted:
+        step, loss_cls, loss_fsr = min(noted)
+        raise NonFiniteLoss(
+            f"non-finite loss at epoch {epoch + 1} step {int(step)} (classification {loss_cls:g}, FSR {loss_fsr:g})"
+        )
+
+
 def train_epoch(
     cfg: TrainConfig, t: Training, data: TrainingData, accelerator: Accelerator, epoch: int, progress: dict
 ) -> dict:
     """One epoch of SGD steps (epoch is 0-based); returns its figures (lr of the last step, mean losses, training
-    accuracy on the adversarial batches, images). A non-finite loss raises NonFiniteLoss before its update."""
+    accuracy on the adversarial batches, images). A non-finite loss raises NonFiniteLoss within FINITE_CHECK_EVERY
+    steps and at the epoch's end, before anything is saved: the run keeps its last checkpoint."""
     device = accelerator.device
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch) if cfg.shuffle else None
     batches = list(shard_batches(len(data.train_x), cfg.batch_size, accelerator, generator))
     steps_per_epoch = len(data.train_x) // cfg.batch_size
-    totals = torch.zeros(5, device=device)  # loss, classification loss, FSR loss, correct (adv), images
+    totals = torch.zeros(4, device=device)  # loss, classification loss, FSR loss, correct (adv)
+    first_bad = torch.full((3,), -1.0, device=device)  # the first step with a non-finite loss, and its two losses
     for step, idx in enumerate(
         tqdm(batches, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
     ):
@@ -233,11 +273,12 @@ def train_epoch(
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         loss, loss_cls, loss_fsr, logits_adv = adversarial_loss(cfg, t.attack_net, t.step_model, t.fsr_loss, x, y)
-        if not torch.isfinite(accelerator.gather(loss.detach())).all():
-            raise NonFiniteLoss(
-                f"non-finite loss at epoch {epoch + 1} step {step + 1} (classification "
-                f"{loss_cls.item():g}, FSR {loss_fsr.item():g})"
-            )
+        # Noted on the device and read every FINITE_CHECK_EVERY steps: a read per step would wait for the GPU each time
+        new_bad = ~torch.isfinite(loss.detach()) & (first_bad[0] < 0)
+        this_step = torch.stack([torch.full((), step + 1.0, device=device), loss_cls.float(), loss_fsr.float()])
+        first_bad = torch.where(new_bad, this_step.detach(), first_bad)
+        if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == len(batches):
+            raise_if_non_finite(accelerator.gather(first_bad[None]), epoch)
         t.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         factor = lr_factor(progress["step"], steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma)
@@ -247,16 +288,15 @@ def train_epoch(
         t.optimizer.step()
         progress["step"] += 1
         n_correct = (logits_adv.argmax(1) == y).sum()
-        totals += torch.stack(
-            [loss.detach(), loss_cls.detach(), loss_fsr.detach(), n_correct, torch.tensor(len(y)).to(device)]
-        ).float()
+        totals += torch.stack([loss.detach(), loss_cls.detach(), loss_fsr.detach(), n_correct]).float()
         if cfg.log_every and (step + 1) % cfg.log_every == 0:
             accelerator.print(f"epoch {epoch + 1} step {step + 1}/{len(batches)} loss {loss.item():.4f}", flush=True)
     # DDP syncs BN running statistics at the start of each forward, from rank 0: sync the last step's too, so
     # that every process evaluates and checkpoints the same network.
     for buffer in t.net.buffers():
         buffer.copy_(broadcast(buffer, from_process=0))
-    totals = accelerator.reduce(totals, "sum")
+    images = sum(len(idx) for idx in batches)
+    totals = accelerator.reduce(torch.cat([totals, totals.new_tensor([images])]), "sum")
     steps = max(len(batches) * accelerator.num_processes, 1)
     return {
         "lr": step_lr,

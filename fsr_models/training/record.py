@@ -117,12 +117,17 @@ def what_was_kept(checkpoint: Path, epochs_done: int) -> str:
     return f"{kept}. Lower lr_per_128 (or check the data) and start a new run."
 
 
+def shard_size(cfg: TrainConfig) -> int | str:
+    """The largest weights file a run writes: `shard_mb` MiB, so that a run's folders come back from machines that
+    limit file sizes, else one file."""
+    return cfg.shard_mb * 2**20 if cfg.shard_mb else "5GB"
+
+
 def save_best(training: Training, cfg: TrainConfig, out: Path) -> None:
-    """The network as best/ (with its FSR heads), swapped in whole."""
+    """The network as best/ (with its FSR heads, sharded as model/ is), swapped in whole."""
     shutil.rmtree(out / "best.tmp", ignore_errors=True)
-    save_folder(
-        training.net, out / "best.tmp", fsr_loss=training.heads, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec
-    )
+    fields = dict(lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
+    save_folder(training.net, out / "best.tmp", max_shard_size=shard_size(cfg), fsr_loss=training.heads, **fields)
     swap(out / "best.tmp", out / "best")
 
 
@@ -171,9 +176,14 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
             results["fsr_health"] = fsr_health(best, to_float(test_x))
             for problem in fsr_health_problems(results["fsr_health"]):
                 accelerator.print(f"warning: the saved model's {problem}")
-        shard = cfg.shard_mb * 2**20 if cfg.shard_mb else "5GB"
         shutil.rmtree(out / "model.tmp", ignore_errors=True)
-        save_folder(best, out / "model.tmp", max_shard_size=shard, lambda_sep=cfg.lambda_sep, lambda_rec=cfg.lambda_rec)
+        save_folder(
+            best,
+            out / "model.tmp",
+            max_shard_size=shard_size(cfg),
+            lambda_sep=cfg.lambda_sep,
+            lambda_rec=cfg.lambda_rec,
+        )
         if (out / "best" / FSR_HEADS_NAME).is_file():
             shutil.copyfile(out / "best" / FSR_HEADS_NAME, out / "model.tmp" / FSR_HEADS_NAME)
         results["train_config"] = dataclasses.asdict(cfg)

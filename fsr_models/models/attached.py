@@ -1,0 +1,319 @@
+"""FSR in any timm CNN: `attach_fsr(timm.create_model("resnet50", pretrained=True, num_classes=10))`.
+
+The paper's FSR module "can be easily plugged into" a network. `attach_fsr` puts one after each chosen stage of a
+timm CNN that describes its stages in `feature_info` (ResNet, ConvNeXt, EfficientNet, RegNet, ...), without
+rebuilding the backbone: a forward hook on the stage's module (its feature_info `module`) passes the stage's output
+through FSR, so the backbone's own `forward_features` and `forward_intermediates` run through FSR, and its weights
+keep their names under `base.` (FSR's are under `fsr.`).
+
+The network takes RGB pixels in [0, 1] and normalises them inside with the backbone's mean and std, so that attacks
+and their eps work in pixel space, as for the zoo's networks; its `pretrained_cfg` says mean 0 and std 1 for that
+reason. It is registered with timm as `fsr_attached` (`base_model=<timm name>`), the architecture a saved folder's
+config.json names, so that timm's `local-dir:`, transformers' Auto classes and `fsr_models.hub.load_model` rebuild it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from typing import Sequence
+
+import timm
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+from timm.models._pretrained import PretrainedCfg
+
+from ..fsr import FSR, FSROutput, FSRParts
+from ._build import build_network
+from ._fsrnet import check_images, check_weights_fit
+from ._init import init_pytorch_default
+
+__all__ = ["FSRAttached", "attach_fsr"]
+
+# Arguments of timm.create_model that say where weights come from, not what is built: not recorded with the network.
+WEIGHT_SOURCE_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
+# The backbone's pretrained_cfg keys that describe the attached network too (input size, resizing, labels).
+_PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)}
+# Where the backbone's weights came from, and the size of its feature map at its own input size: not inherited.
+_NOT_INHERITED = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "custom_load")
+_NOT_INHERITED += ("pool_size", "test_pool_size")
+
+
+def attached_pretrained_cfg(base_cfg: dict) -> dict:
+    """The pretrained_cfg of a network with FSR attached to a backbone of `base_cfg`: the same input size and
+    resizing, mean 0 and std 1 (it normalises inside), its layer names under `base.`, no weight source."""
+    cfg = {k: v for k, v in base_cfg.items() if k in _PRETRAINED_CFG_FIELDS and k not in _NOT_INHERITED}
+    channels = cfg.get("input_size", (3,))[0]
+    cfg.update(architecture="fsr_attached", mean=(0.0,) * channels, std=(1.0,) * channels)
+    for key in ("first_conv", "classifier"):  # timm adapts these layers when in_chans or num_classes differ
+        names = cfg.get(key)
+        if names:
+            cfg[key] = f"base.{names}" if isinstance(names, str) else tuple(f"base.{n}" for n in names)
+    return cfg
+
+
+class FSRAttached(nn.Module):
+    """A timm CNN (`base`) with FSR modules after the stages `fsr_stages`, taking [0, 1] pixels.
+
+    Args:
+        base_model: the backbone: a timm model name (built with `base_args`, `num_classes`, `in_chans`) or a built
+            timm model, which is taken over (its hooked stages run through FSR from then on).
+        num_classes, in_chans: for a backbone built here (timm's arguments).
+        fsr_stages: indices into the backbone's `feature_info` (0-based, as timm's `out_indices`; -1 is the last);
+            None: the last stage, the paper's position. Empty: no FSR, the same network as a baseline.
+        fsr_tau, fsr_separation, fsr_recalibration, fsr_output: passed to every `FSR` module.
+        normalize_mean, normalize_std: what the network subtracts from and divides its [0, 1] pixels by before
+            the backbone; None: the backbone's own pretrained_cfg mean and std.
+        base_pretrained: for a backbone built here, True loads its pretrained weights from timm's source (the
+            Hub); a path, from that file (safetensors or timm's checkpoint formats).
+        device, dtype: where and in which dtype to create parameters (timm's factory arguments).
+        base_args: more arguments of the backbone built here (e.g. `drop_path_rate`); recorded, except where weights
+            come from (`pretrained_cfg_overlay`, ...).
+    """
+
+    def __init__(
+        self,
+        base_model: str | nn.Module | None = None,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        fsr_stages: Sequence[int] | None = None,
+        fsr_tau: float = 0.1,
+        fsr_separation: bool = True,
+        fsr_recalibration: bool = True,
+        fsr_output: str = "f_tilde",
+        normalize_mean: Sequence[float] | None = None,
+        normalize_std: Sequence[float] | None = None,
+        base_pretrained: bool | str = False,
+        device=None,
+        dtype=None,
+        **base_args,
+    ):
+        super().__init__()
+        dd = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if isinstance(base_model, str):
+            built_args = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if v is not None}
+            if isinstance(base_pretrained, str):
+                built_args["pretrained_cfg_overlay"] = {"file": base_pretrained}
+            pretrained = bool(base_pretrained)
+            base = timm.create_model(base_model, pretrained=pretrained, **built_args, **base_args, **dd)
+        elif isinstance(base_model, nn.Module):
+            base = base_model
+        else:
+            raise ValueError("fsr_attached needs base_model: a timm CNN's name (e.g. 'resnet50') or a built one")
+        self.base_model_name = _timm_name(base)  # also for "hf-hub:<id>" or "local-dir:<folder>": its architecture
+        self.backbone_args = {k: v for k, v in base_args.items() if k not in WEIGHT_SOURCE_ARGS}
+        self.feature_info = _stage_infos(base, self.base_model_name)
+        self.fsr_stages = _stage_indices(fsr_stages, self.feature_info, self.base_model_name)
+        self.in_chans = _input_channels(base)
+        base_cfg = dict(getattr(base, "pretrained_cfg", None) or {})
+        mean = normalize_mean if normalize_mean is not None else base_cfg.get("mean", (0.0,) * self.in_chans)
+        std = normalize_std if normalize_std is not None else base_cfg.get("std", (1.0,) * self.in_chans)
+        if len(mean) != self.in_chans or len(std) != self.in_chans or min(std) <= 0:
+            raise ValueError(
+                f"normalize_mean {tuple(mean)} and normalize_std {tuple(std)} need {self.in_chans} values each "
+                "(one per input channel), std positive"
+            )
+        self.normalize_mean, self.normalize_std = tuple(map(float, mean)), tuple(map(float, std))
+        self.base = base
+        fsr_args = dict(tau=fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
+        self.fsr = nn.ModuleDict()
+        self._fsr_parts: list[FSRParts] | None = None  # collects each FSR module's parts during forward(return_fsr)
+        weight = next(base.parameters())  # FSR joins the backbone where it is, in its dtype
+        for index in self.fsr_stages:
+            info = self.feature_info[index]
+            key = info["module"].replace(".", "_")
+            self.fsr[key] = FSR(info["num_chs"], **fsr_args).to(device=weight.device, dtype=weight.dtype)
+            base.get_submodule(info["module"]).register_forward_hook(partial(FSRAttached._after_stage, self, key))
+        self.pretrained_cfg = attached_pretrained_cfg(base_cfg)
+        self.default_cfg = self.pretrained_cfg
+
+    def _after_stage(self, key: str, module: nn.Module, args, output):
+        """The forward hook of a stage with FSR: the stage's output passed through its FSR module."""
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ValueError(
+                f"{self.base_model_name}: stage {key!r} gives {shape}, not a batch of C x H x W feature maps: FSR "
+                "goes after the stages of a CNN (a transformer's tokens cannot take it)"
+            )
+        fsr = self.fsr[key]
+        if self._fsr_parts is None:
+            return fsr(output)
+        out, parts = fsr(output, return_parts=True)
+        self._fsr_parts.append(parts)
+        return out
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.normalize_mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.normalize_std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.forward_features(self.normalize(check_images(x, self.in_chans)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.base.forward_head(x, pre_logits=pre_logits)
+
+    def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
+        """The backbone's `forward_intermediates` on the normalised pixels: a stage with FSR gives FSR's output."""
+        return self.base.forward_intermediates(self.normalize(check_images(x, self.in_chans)), *args, **kwargs)
+
+    def forward(self, x: torch.Tensor, return_fsr: bool = False):
+        """Logits; with `return_fsr=True`, an `FSROutput` with the parts of each FSR module, for the FSR losses."""
+        if not return_fsr:
+            return self.forward_head(self.forward_features(x))
+        self._fsr_parts = parts = []
+        try:
+            logits = self.forward_head(self.forward_features(x))
+        finally:
+            self._fsr_parts = None
+        return FSROutput(logits, tuple(parts))
+
+    @property
+    def num_classes(self) -> int:
+        return self.base.num_classes
+
+    @property
+    def num_features(self) -> int:
+        return self.base.num_features
+
+    @property
+    def head_hidden_size(self) -> int:
+        return getattr(self.base, "head_hidden_size", self.base.num_features)
+
+    def get_classifier(self) -> nn.Module:
+        return self.base.get_classifier()
+
+    def reset_classifier(self, num_classes: int, *args, **kwargs) -> None:
+        self.base.reset_classifier(num_classes, *args, **kwargs)
+
+    def fsr_modules(self) -> list[FSR]:
+        return list(self.fsr.values())
+
+    def set_fsr_output(self, output: str) -> None:
+        """Pass on another FSR feature (f_tilde, f_pos, f_neg, f_neg_recal) in every FSR module (Table 5)."""
+        for m in self.fsr_modules():
+            m.output = output
+
+    def weight_init(self, modules) -> None:
+        """PyTorch's default init (the authors' ResNet-18 FSR keeps it) for FSR and the auxiliary heads; the
+        backbone's modules keep theirs (its pretrained weights, or timm's init)."""
+        backbone = {id(m) for m in self.base.modules()}
+        init_pytorch_default(m for m in modules if id(m) not in backbone)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Refuse weights that do not fit this network with a ValueError that names them."""
+        check_weights_fit(self, state_dict, strict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def extra_repr(self) -> str:
+        return f"base_model={self.base_model_name!r}, fsr_stages={list(self.fsr_stages)}"
+
+
+def _timm_name(base: nn.Module) -> str:
+    name = (getattr(base, "pretrained_cfg", None) or {}).get("architecture")
+    if not name:
+        raise ValueError(
+            f"{type(base).__name__} is not a model timm built (no pretrained_cfg architecture): build the backbone "
+            "with timm.create_model, which FSR attaches to and a saved folder names"
+        )
+    return name
+
+
+def _stage_infos(base: nn.Module, name: str) -> list[dict]:
+    info = getattr(base, "feature_info", None)
+    missing = [a for a in ("forward_features", "forward_head", "reset_classifier") if not hasattr(base, a)]
+    if not info or missing:
+        raise ValueError(
+            f"{name} has no {'feature_info' if not info else ', '.join(missing)}: FSR goes after a stage that timm's "
+            "feature_info describes, in a network with timm's forward_features / forward_head"
+        )
+    return [dict(module=i["module"], num_chs=i["num_chs"], reduction=i["reduction"]) for i in info]
+
+
+def _stage_indices(stages: Sequence[int] | None, infos: list[dict], name: str) -> tuple[int, ...]:
+    if stages is None:
+        return (len(infos) - 1,)
+    described = ", ".join(
+        f"{i} {s['module']} ({s['num_chs']} ch, stride {s['reduction']})" for i, s in enumerate(infos)
+    )
+    try:
+        indices = sorted({int(s) % len(infos) for s in stages if -len(infos) <= int(s) < len(infos)})
+    except (TypeError, ValueError):
+        indices = []
+    if len(indices) != len(set(stages)) or any(isinstance(s, bool) for s in stages):
+        raise ValueError(f"fsr_stages {list(stages)} are not stages of {name}; its feature_info stages: {described}")
+    return tuple(indices)
+
+
+def _input_channels(base: nn.Module) -> int:
+    cfg = getattr(base, "pretrained_cfg", None) or {}
+    first_conv = cfg.get("first_conv")
+    try:
+        return base.get_submodule(first_conv).in_channels
+    except (AttributeError, TypeError):
+        return cfg.get("input_size", (3,))[0]
+
+
+def attach_fsr(
+    model: nn.Module,
+    stages: Sequence[int] | None = None,
+    tau: float = 0.1,
+    separation: bool = True,
+    recalibration: bool = True,
+    output: str = "f_tilde",
+    normalize_mean: Sequence[float] | None = None,
+    normalize_std: Sequence[float] | None = None,
+    base_args: dict | None = None,
+) -> FSRAttached:
+    """`model` (a timm CNN) with FSR after `stages`, taking [0, 1] pixels; its weights are kept as they are.
+
+    `stages` index `model.feature_info` as timm's `out_indices` do (None or -1: the last stage, the paper's
+    position); `normalize_mean` / `normalize_std` default to the model's pretrained_cfg; `base_args` are the
+    arguments the backbone was built with that change its layers (e.g. `{"drop_path_rate": 0.1}`), recorded so a
+    saved folder rebuilds it. The model is taken over, as peft's adapters take theirs: its chosen stages run
+    through FSR from now on (attach to a `copy.deepcopy(model)` to keep the original). A backbone that cannot take
+    FSR (no feature_info, stages that are not C x H x W maps) is a ValueError of one line.
+    """
+    attached = FSRAttached(
+        model,
+        fsr_stages=stages,
+        fsr_tau=tau,
+        fsr_separation=separation,
+        fsr_recalibration=recalibration,
+        fsr_output=output,
+        normalize_mean=normalize_mean,
+        normalize_std=normalize_std,
+        **(base_args or {}),
+    )
+    input_size = attached.pretrained_cfg.get("input_size", (attached.in_chans, 64, 64))
+    was_training = attached.training
+    with torch.no_grad():  # one image through the stages now, so that a backbone FSR cannot follow fails here
+        attached.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
+    return attached.train(was_training)
+
+
+def _cfg(**kwargs) -> dict:
+    return {
+        "num_classes": None,  # the backbone's own, unless given
+        "mean": (0.0, 0.0, 0.0),
+        "std": (1.0, 1.0, 1.0),
+        "license": "mit",
+        "paper_ids": "arXiv:2303.13846",
+        "paper_name": "Feature Separation and Recalibration for Adversarial Robustness",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({"fsr_attached": _cfg()})
+
+
+@register_model
+def fsr_attached(pretrained: bool = False, **kwargs) -> FSRAttached:
+    """FSR attached to the timm CNN `base_model` (see `FSRAttached`), e.g. `base_model="resnet50"`; a saved
+    folder's config.json names this architecture and the backbone."""
+    given_cfg = kwargs.get("pretrained_cfg")
+    model = build_network(FSRAttached, "fsr_attached", pretrained, **kwargs)
+    if given_cfg is None:  # built afresh: the backbone's input size and resizing, not the generic default's
+        model.pretrained_cfg = model.default_cfg = attached_pretrained_cfg(model.base.pretrained_cfg)
+    return model
