@@ -564,8 +564,9 @@ def test_a_finished_run_extends_with_an_explicit_schedule(reference_run, train_s
 # default run checks the graphs themselves (dynamo capture and AOT autograd, run op by op), the slow run the kernels
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_compiled_step_equals_the_eager_step(train_script, backend):
-    """torch.compile runs the eval-mode attack and the train-mode step as graphs; with its random numbers drawn as
-    eager draws them (inductor's fallback_random), one SGD step gives the same network. In float64: in float32 the
+    """torch.compile runs the eval-mode attack (through the input-only twin, as the trainer does) and the train-mode
+    step as graphs; with its random numbers drawn as eager draws them (inductor's fallback_random), one SGD step gives
+    the same network. In float64: in float32 the
     first layers' gradients of a PGD batch differ by up to 1% between any two kernels (BN's backward over clamped,
     low-variance inputs amplifies rounding), which says nothing about the graphs."""
     import copy
@@ -576,15 +577,16 @@ def test_compiled_step_equals_the_eager_step(train_script, backend):
     cfg = training.load_config(None, ["attack_steps=2"])
     eager = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).double()
     graph = copy.deepcopy(eager)
-    nets = {"eager": (eager, eager), "compiled": (graph, torch.compile(graph, backend=backend))}
+    attack_graph = torch.compile(training.input_gradient_twin(graph), backend=backend)
+    nets = {"eager": (eager, eager, eager), "compiled": (graph, attack_graph, torch.compile(graph, backend=backend))}
     x, y = torch.rand(8, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (8,))
     losses, masks = {}, []
     with inductor_config.patch(fallback_random=True):
-        for name, (net, run_net) in nets.items():
+        for name, (net, attack_net, run_net) in nets.items():
             torch.manual_seed(1)  # the same heads, random start and Gumbel draws for both
             fsr_loss = fsr_models.FSRLoss.for_model(net).double()
             optimizer = torch.optim.SGD(list(net.parameters()) + list(fsr_loss.parameters()), lr=0.1, momentum=0.9)
-            loss, *_ = training.adversarial_loss(cfg, run_net, run_net, fsr_loss, x, y)
+            loss, *_ = training.adversarial_loss(cfg, attack_net, run_net, fsr_loss, x, y)
             loss.backward()
             optimizer.step()
             losses[name] = loss.item()

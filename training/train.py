@@ -118,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         def validate() -> tuple[float, float]:
             steps, step_size = cfg.val_attack_steps, cfg.attack_step_size
             val = (data.val_x, data.val_y)
-            return clean_and_pgd_accuracy(accelerator, training.net, *val, cfg, steps, step_size, random_start=True)
+            # Compiled, the attack runs over the whole slice at once: one more graph, and no launch per small batch
+            compiled = training.attack_net is not training.net
+            batch = len(data.val_x) // accelerator.num_processes * accelerator.num_processes if compiled else None
+            return clean_and_pgd_accuracy(
+                accelerator, training.net, *val, cfg, steps, step_size, True, training.attack_net, batch
+            )
 
         if not run.resuming:  # the starting point, for comparison
             log.epoch(0, 0, training.net, data.val_x, *validate())

@@ -309,18 +309,30 @@ def train_epoch(
 
 
 def clean_and_pgd_accuracy(
-    accelerator: Accelerator, net, images, labels, cfg: TrainConfig, steps: int, step_size: float, random_start: bool
+    accelerator: Accelerator,
+    net,
+    images,
+    labels,
+    cfg: TrainConfig,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    attack_net=None,
+    batch_size: int | None = None,
 ) -> tuple[float, float]:
-    """Clean and PGD accuracy on all `images` (uint8), split over the processes; the network in eval mode."""
+    """Clean and PGD accuracy on all `images` (uint8), split over the processes in global batches of `batch_size`
+    (default the training batch); the network in eval mode, the attack through `attack_net` (default `net`)."""
     net.eval()
+    attack_net = net if attack_net is None else attack_net.eval()
+    batch_size = batch_size or cfg.batch_size
     counts = torch.zeros(3, device=accelerator.device)
-    batches = list(shard_batches(len(images), cfg.batch_size, accelerator, None))
-    rest = len(images) % cfg.batch_size  # the tail that does not fill a global batch: the main process takes it
+    batches = list(shard_batches(len(images), batch_size, accelerator, None))
+    rest = len(images) % batch_size  # the tail that does not fill a global batch: the main process takes it
     if rest and accelerator.is_main_process:
         batches.append(torch.arange(len(images) - rest, len(images)))
     for idx in batches:
         x, y = to_float(images[idx]), labels[idx]
-        x_adv = pgd(net, x, y, cfg.eps, step_size, steps, random_start)
+        x_adv = pgd(attack_net, x, y, cfg.eps, step_size, steps, random_start)
         n = torch.tensor(len(y)).to(y.device)
         counts += torch.stack([correct(net, x, y).sum(), correct(net, x_adv, y).sum(), n])
     clean, adv, n = accelerator.reduce(counts, "sum").tolist()
