@@ -17,6 +17,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:  # two workers on two cores: one thread 
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from fsr_models.datasets import SAMPLES, load_cifar10  # noqa: E402
 from fsr_models.hub import load_model  # noqa: E402
@@ -94,6 +95,14 @@ def tiny_run_args(out: Path, *settings: str, data_dir: str | Path = "sample") ->
         f"output_dir={out}",
         *settings,
     ]
+
+
+@pytest.fixture(autouse=True)
+def same_random_state():
+    """Every test starts from the same random state, whichever tests ran before it in its process: the suite's
+    verdict does not depend on how pytest-xdist shares the tests out."""
+    torch.manual_seed(0)
+    np.random.seed(0)
 
 
 @pytest.fixture(scope="session")

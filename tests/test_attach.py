@@ -187,7 +187,10 @@ def test_an_attached_config_alone_builds_the_network_fsr_after_the_last_stage():
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: timm.create_model("test_vit"), "not a batch of C x H x W feature maps.*transformer"),
+        (
+            lambda: timm.create_model("test_vit"),
+            "gives \\(1, 101, 64\\), not a batch of 64 x H x W feature maps.*transformer",
+        ),
         (lambda: torch.nn.Linear(3, 3), "not a model timm built"),
         (lambda: timm.create_model("test_resnet", features_only=True), "has no forward_features"),
     ],
@@ -199,14 +202,61 @@ def test_attach_fsr_refuses_a_network_that_cannot_take_it_in_one_line(build, mes
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: torch.compile(timm.create_model("test_resnet")), "then compile the result"),
+        (lambda: timm.create_model("resnet18_fsr"), "has FSR already"),
+        (lambda: timm.create_model("test_mambaout"), "stage stages.3 gives \\(1, 5, 5, 64\\).*channels-last"),
+    ],
+    ids=["compiled", "zoo network", "channels-last stages"],
+)
+def test_attach_fsr_refuses_what_it_would_get_wrong_in_one_line(build, message):
+    with pytest.raises(ValueError, match=message) as error:
+        attach_fsr(build())
+    assert "\n" not in str(error.value)
+
+
+def test_attaching_twice_to_one_backbone_is_refused():
+    """A second attach_fsr would hook the backbone again, through FSR modules the first network holds."""
+    backbone = timm.create_model("test_resnet")
+    attach_fsr(backbone)
+    with pytest.raises(ValueError, match="has FSR already"):
+        attach_fsr(backbone)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: attach_fsr(timm.create_model("test_resnet", num_classes=10, global_pool="catavgmax")),
+        lambda: attach_fsr(timm.create_model("test_resnet", in_chans=1), normalize_mean=[0.5], normalize_std=[0.5]),
+        lambda: attach_fsr(timm.create_model("test_resnet", dtype=torch.bfloat16)).float(),
+    ],
+    ids=["pooling", "one channel", "bfloat16"],
+)
+def test_what_a_backbone_was_built_with_survives_the_folder(build, tmp_path):
+    torch.manual_seed(0)
+    model = build().eval()
+    save_folder(model, tmp_path)
+    x = torch.rand(2, model.in_chans, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path)(x), model(x))
+    assert load_model(tmp_path).pretrained_cfg["input_size"][0] == model.in_chans
+
+
 def test_attach_fsr_names_the_stages_there_are_when_asked_for_one_that_is_not():
     with pytest.raises(ValueError) as error:
         attach_fsr(timm.create_model("test_resnet"), stages=[5])
     assert str(error.value) == (
-        "fsr_stages [5] are not stages of test_resnet; its feature_info stages: 0 act1 (32 ch, stride 2), 1 layer1 "
-        "(32 ch, stride 4), 2 layer2 (48 ch, stride 8), 3 layer3 (192 ch, stride 16), 4 layer4 (96 ch, stride 32)"
+        "fsr_stages [5] are not stages of test_resnet: give a list of feature_info indices (0-based, negative from "
+        "the end); its stages: 0 act1 (32 ch, stride 2), 1 layer1 (32 ch, stride 4), 2 layer2 (48 ch, stride 8), 3 "
+        "layer3 (192 ch, stride 16), 4 layer4 (96 ch, stride 32)"
     )
-    assert attach_fsr(timm.create_model("test_resnet"), stages=[-1, 2]).fsr_stages == (2, 4)
+    for stages in ([1.5], "layer4", [True]):
+        with pytest.raises(ValueError, match="are not stages of test_resnet"):
+            attach_fsr(timm.create_model("test_resnet"), stages=stages)
+    assert attach_fsr(timm.create_model("test_resnet"), stages=[-1, 2, 4]).fsr_stages == (2, 4)
+    assert attach_fsr(timm.create_model("test_resnet"), stages=-2).fsr_stages == (3,)
     assert attach_fsr(timm.create_model("test_resnet"), stages=[]).fsr_modules() == []  # the baseline
 
 
@@ -240,6 +290,7 @@ def test_train_py_trains_fsr_attached_to_a_timm_cnn_into_one_folder(attached_run
     assert config["architecture"] == "fsr_attached" and config["backbone"] == "timm/test_resnet"
     assert config["fsr_stages"] == [4] and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
     assert config["pretrained_cfg"]["tag"] == "at_cifar10" and config["id2label"]["0"] == "airplane"
+    assert config["pretrained_cfg"]["crop_pct"] == 1.0 and "test_input_size" not in config["pretrained_cfg"]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["train_images"] == 200 and metrics["sgd_steps"] == 4
     assert (folder / "fsr_heads.safetensors").is_file()
@@ -291,6 +342,22 @@ def test_publishing_an_attached_folder_says_how_to_push_it_instead(attached_run,
     with pytest.raises(PublishError, match="push_to_hub"):
         export_repo(attached_run / "model", tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("model_args={in_chans:1}", "YAML needs a space after the colon"),
+        ("model_args={base_pretrained: /no/such.safetensors}", "/no/such.safetensors is not a file"),
+        ("model=test_vit", "model test_vit: test_vit: stage blocks.5 gives"),
+    ],
+    ids=["glued YAML", "missing weights", "transformer"],
+)
+def test_train_py_says_in_one_line_what_is_wrong_with_a_timm_backbone(train_script, capsys, setting, message):
+    settings = ["model=test_resnet", "data_dir=sample", "train_limit=100", "val_size=10", "batch_size=10", setting]
+    assert train_script.main(["--cpu", "--set", *settings]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_train_py_names_what_model_may_be_when_it_is_neither_zoo_nor_timm(train_script, capsys):

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
+from pathlib import Path
 from typing import Sequence
 
 import timm
 import torch
 import torch.nn as nn
+from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._pretrained import PretrainedCfg
 
@@ -35,17 +37,25 @@ __all__ = ["FSRAttached", "attach_fsr"]
 WEIGHT_SOURCE_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
 # The backbone's pretrained_cfg keys that describe the attached network too (input size, resizing, labels).
 _PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)}
-# Where the backbone's weights came from, and the size of its feature map at its own input size: not inherited.
+# Where the backbone's weights came from, the size of its feature map at its own input size, its own paper and notes:
+# not inherited (the license is: weights trained from the backbone's carry it).
 _NOT_INHERITED = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "custom_load")
-_NOT_INHERITED += ("pool_size", "test_pool_size")
+_NOT_INHERITED += ("pool_size", "test_pool_size", "paper_ids", "paper_name", "origin_url", "description", "notes")
+FSR_PAPER = {
+    "paper_ids": "arXiv:2303.13846",
+    "paper_name": "Feature Separation and Recalibration for Adversarial Robustness",
+}
 
 
-def attached_pretrained_cfg(base_cfg: dict) -> dict:
-    """The pretrained_cfg of a network with FSR attached to a backbone of `base_cfg`: the same input size and
-    resizing, mean 0 and std 1 (it normalises inside), its layer names under `base.`, no weight source."""
+def attached_pretrained_cfg(base_cfg: dict, channels: int | None = None) -> dict:
+    """The pretrained_cfg of a network with FSR attached to a backbone of `base_cfg` (taking `channels` input
+    channels, default its cfg's): the same input size and resizing, mean 0 and std 1 (it normalises inside), its layer
+    names under `base.`, FSR's paper, no weight source."""
     cfg = {k: v for k, v in base_cfg.items() if k in _PRETRAINED_CFG_FIELDS and k not in _NOT_INHERITED}
-    channels = cfg.get("input_size", (3,))[0]
-    cfg.update(architecture="fsr_attached", mean=(0.0,) * channels, std=(1.0,) * channels)
+    size = tuple(cfg.get("input_size", (3, 224, 224)))
+    channels = channels or size[0]
+    cfg.update(architecture="fsr_attached", input_size=(channels, *size[1:]), mean=(0.0,) * channels, **FSR_PAPER)
+    cfg["std"] = (1.0,) * channels
     for key in ("first_conv", "classifier"):  # timm adapts these layers when in_chans or num_classes differ
         names = cfg.get(key)
         if names:
@@ -94,15 +104,23 @@ class FSRAttached(nn.Module):
         if isinstance(base_model, str):
             built_args = {k: v for k, v in (("num_classes", num_classes), ("in_chans", in_chans)) if v is not None}
             if isinstance(base_pretrained, str):
+                if not Path(base_pretrained).is_file():
+                    raise FileNotFoundError(
+                        f"base_pretrained: {base_pretrained} is not a file of {base_model}'s weights"
+                    )
                 built_args["pretrained_cfg_overlay"] = {"file": base_pretrained}
             pretrained = bool(base_pretrained)
             base = timm.create_model(base_model, pretrained=pretrained, **built_args, **base_args, **dd)
         elif isinstance(base_model, nn.Module):
             base = base_model
         else:
-            raise ValueError("fsr_attached needs base_model: a timm CNN's name (e.g. 'resnet50') or a built one")
+            raise ValueError(
+                f"FSR attaches to a built timm CNN, got {type(base_model).__name__}: give "
+                "timm.create_model('<name>', ...) (or base_model='<name>' to timm.create_model('fsr_attached'))"
+            )
+        _check_backbone(base)
         self.base_model_name = _timm_name(base)  # also for "hf-hub:<id>" or "local-dir:<folder>": its architecture
-        self.backbone_args = {k: v for k, v in base_args.items() if k not in WEIGHT_SOURCE_ARGS}
+        self.base_args = {k: v for k, v in base_args.items() if k not in WEIGHT_SOURCE_ARGS}
         self.feature_info = _stage_infos(base, self.base_model_name)
         self.fsr_stages = _stage_indices(fsr_stages, self.feature_info, self.base_model_name)
         self.in_chans = _input_channels(base)
@@ -112,31 +130,36 @@ class FSRAttached(nn.Module):
         if len(mean) != self.in_chans or len(std) != self.in_chans or min(std) <= 0:
             raise ValueError(
                 f"normalize_mean {tuple(mean)} and normalize_std {tuple(std)} need {self.in_chans} values each "
-                "(one per input channel), std positive"
+                f"(one per input channel of {self.base_model_name}), std positive: give them as normalize_mean / "
+                "normalize_std"
             )
         self.normalize_mean, self.normalize_std = tuple(map(float, mean)), tuple(map(float, std))
         self.base = base
         fsr_args = dict(tau=fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
         self.fsr = nn.ModuleDict()
+        self._stage_modules: dict[str, str] = {}  # FSR module key -> the stage module it follows, for messages
         self._fsr_parts: list[FSRParts] | None = None  # collects each FSR module's parts during forward(return_fsr)
         weight = next(base.parameters())  # FSR joins the backbone where it is, in its dtype
         for index in self.fsr_stages:
             info = self.feature_info[index]
-            key = info["module"].replace(".", "_")
+            key = info["module"].replace(".", "_")  # a ModuleDict key has no dots
             self.fsr[key] = FSR(info["num_chs"], **fsr_args).to(device=weight.device, dtype=weight.dtype)
+            self._stage_modules[key] = info["module"]
             base.get_submodule(info["module"]).register_forward_hook(partial(FSRAttached._after_stage, self, key))
-        self.pretrained_cfg = attached_pretrained_cfg(base_cfg)
+        base.fsr_attached = True  # a second attach_fsr to the same backbone is refused
+        self.pretrained_cfg = attached_pretrained_cfg(base_cfg, self.in_chans)
         self.default_cfg = self.pretrained_cfg
 
     def _after_stage(self, key: str, module: nn.Module, args, output):
         """The forward hook of a stage with FSR: the stage's output passed through its FSR module."""
-        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+        fsr = self.fsr[key]
+        if not isinstance(output, torch.Tensor) or output.ndim != 4 or output.shape[1] != fsr.channels:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise ValueError(
-                f"{self.base_model_name}: stage {key!r} gives {shape}, not a batch of C x H x W feature maps: FSR "
-                "goes after the stages of a CNN (a transformer's tokens cannot take it)"
+                f"{self.base_model_name}: stage {self._stage_modules[key]} gives {shape}, not a batch of "
+                f"{fsr.channels} x H x W feature maps (NCHW), which FSR takes: a transformer's tokens, channels-last "
+                "maps or several outputs cannot take it"
             )
-        fsr = self.fsr[key]
         if self._fsr_parts is None:
             return fsr(output)
         out, parts = fsr(output, return_parts=True)
@@ -168,6 +191,28 @@ class FSRAttached(nn.Module):
         finally:
             self._fsr_parts = None
         return FSROutput(logits, tuple(parts))
+
+    @property
+    def backbone_args(self) -> dict:
+        """The backbone's arguments that a saved folder rebuilds it with: those given, and its pooling now."""
+        pools = [m.pool_type for m in self.base.modules() if isinstance(m, SelectAdaptivePool2d)]
+        pool = {"global_pool": pools[-1]} if pools and pools[-1] not in ("avg", "") else {}
+        return {**self.base_args, **pool}
+
+    def check_stages(self) -> None:
+        """One image of the input size through the network (eval mode, no gradient): a ValueError of one line now,
+        where the backbone's stages cannot take FSR, rather than at the first batch."""
+        weight = next(self.parameters())
+        size = self.pretrained_cfg.get("input_size", (self.in_chans, 64, 64))
+        was_training = self.training
+        try:
+            with torch.no_grad():
+                self.eval()(torch.zeros(1, *size, device=weight.device, dtype=weight.dtype))
+        except RuntimeError as e:  # the stage's output passed the shape test but not FSR's convolutions
+            first = str(e).splitlines()[0]
+            raise ValueError(f"{self.base_model_name}: FSR cannot follow its stages {self.fsr_stages}: {first}") from e
+        finally:
+            self.train(was_training)
 
     @property
     def num_classes(self) -> int:
@@ -220,30 +265,46 @@ def _timm_name(base: nn.Module) -> str:
     return name
 
 
+def _check_backbone(base: nn.Module) -> None:
+    """A ValueError for a backbone FSR must not attach to as it is: compiled, or with FSR already."""
+    if hasattr(base, "_orig_mod"):
+        raise ValueError("attach FSR to the network itself, then compile the result: torch.compile(attach_fsr(model))")
+    if getattr(base, "fsr_attached", False) or any(isinstance(m, FSR) for m in base.modules()):
+        raise ValueError(
+            f"{type(base).__name__} has FSR already (an earlier attach_fsr, or a zoo network): attach to a fresh "
+            "backbone, or to a copy.deepcopy of it made before"
+        )
+
+
 def _stage_infos(base: nn.Module, name: str) -> list[dict]:
     info = getattr(base, "feature_info", None)
     missing = [a for a in ("forward_features", "forward_head", "reset_classifier") if not hasattr(base, a)]
     if not info or missing:
         raise ValueError(
             f"{name} has no {'feature_info' if not info else ', '.join(missing)}: FSR goes after a stage that timm's "
-            "feature_info describes, in a network with timm's forward_features / forward_head"
+            "feature_info describes, in a network with timm's forward_features / forward_head (a classifier, "
+            "not features_only=True)"
         )
     return [dict(module=i["module"], num_chs=i["num_chs"], reduction=i["reduction"]) for i in info]
 
 
-def _stage_indices(stages: Sequence[int] | None, infos: list[dict], name: str) -> tuple[int, ...]:
+def _stage_indices(stages: int | Sequence[int] | None, infos: list[dict], name: str) -> tuple[int, ...]:
+    """Indices into `infos` (negative from the end, as timm's out_indices), each once, in network order."""
     if stages is None:
         return (len(infos) - 1,)
-    described = ", ".join(
-        f"{i} {s['module']} ({s['num_chs']} ch, stride {s['reduction']})" for i, s in enumerate(infos)
+    given = [stages] if isinstance(stages, int) else stages
+    valid = isinstance(given, (list, tuple)) and all(
+        isinstance(s, int) and not isinstance(s, bool) and -len(infos) <= s < len(infos) for s in given
     )
-    try:
-        indices = sorted({int(s) % len(infos) for s in stages if -len(infos) <= int(s) < len(infos)})
-    except (TypeError, ValueError):
-        indices = []
-    if len(indices) != len(set(stages)) or any(isinstance(s, bool) for s in stages):
-        raise ValueError(f"fsr_stages {list(stages)} are not stages of {name}; its feature_info stages: {described}")
-    return tuple(indices)
+    if not valid:
+        described = ", ".join(
+            f"{i} {s['module']} ({s['num_chs']} ch, stride {s['reduction']})" for i, s in enumerate(infos)
+        )
+        raise ValueError(
+            f"fsr_stages {stages!r} are not stages of {name}: give a list of feature_info indices (0-based, negative "
+            f"from the end); its stages: {described}"
+        )
+    return tuple(sorted({s % len(infos) for s in given}))
 
 
 def _input_channels(base: nn.Module) -> int:
@@ -256,7 +317,7 @@ def _input_channels(base: nn.Module) -> int:
 
 
 def attach_fsr(
-    model: nn.Module,
+    model: nn.Module | str,
     stages: Sequence[int] | None = None,
     tau: float = 0.1,
     separation: bool = True,
@@ -266,7 +327,8 @@ def attach_fsr(
     normalize_std: Sequence[float] | None = None,
     base_args: dict | None = None,
 ) -> FSRAttached:
-    """`model` (a timm CNN) with FSR after `stages`, taking [0, 1] pixels; its weights are kept as they are.
+    """`model` (a timm CNN, or a timm name to build it) with FSR after `stages`, taking [0, 1] pixels; its weights
+    are kept as they are.
 
     `stages` index `model.feature_info` as timm's `out_indices` do (None or -1: the last stage, the paper's
     position); `normalize_mean` / `normalize_std` default to the model's pretrained_cfg; `base_args` are the
@@ -286,11 +348,8 @@ def attach_fsr(
         normalize_std=normalize_std,
         **(base_args or {}),
     )
-    input_size = attached.pretrained_cfg.get("input_size", (attached.in_chans, 64, 64))
-    was_training = attached.training
-    with torch.no_grad():  # one image through the stages now, so that a backbone FSR cannot follow fails here
-        attached.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    return attached.train(was_training)
+    attached.check_stages()
+    return attached
 
 
 def _cfg(**kwargs) -> dict:
@@ -299,8 +358,7 @@ def _cfg(**kwargs) -> dict:
         "mean": (0.0, 0.0, 0.0),
         "std": (1.0, 1.0, 1.0),
         "license": "mit",
-        "paper_ids": "arXiv:2303.13846",
-        "paper_name": "Feature Separation and Recalibration for Adversarial Robustness",
+        **FSR_PAPER,
         **kwargs,
     }
 

@@ -144,7 +144,8 @@ def plan_from_epoch(
     `cfg.time_budget_min` at that speed (the epochs done and as many more as the rest of the budget fits, at most
     cfg.epochs; the main process's count on every process), or say how long the rest of the plan takes."""
     if not cfg.time_budget_min:
-        accelerator.print(plan_message(seconds, epoch, progress["epochs"], cfg.stop_after_min))
+        if epoch < progress["epochs"]:
+            accelerator.print(plan_message(seconds, epoch, progress["epochs"], cfg.stop_after_min))
         return
     more = math.floor((cfg.time_budget_min * 60 - elapsed) / seconds)
     planned = max(epoch, min(cfg.epochs, epoch + more))

@@ -112,6 +112,9 @@ class TrainConfig:
                 setattr(self, field.name, int(number))
             elif kind == "bool" and not isinstance(value, bool):
                 raise ConfigError(f"{field.name} must be true or false, got {value!r}")
+        glued = [k for k in self.model_args if isinstance(k, str) and ":" in k]
+        if glued:  # YAML reads {key:1} as the key "key:1"
+            raise ConfigError(f"model_args key(s) {glued}: YAML needs a space after the colon ({{key: value}})")
         if not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.lr_milestones):
             raise ConfigError(f"lr_milestones are fractions of the epochs in (0, 1], got {self.lr_milestones}")
         if self.val_size < 1 or self.test_size < 1:

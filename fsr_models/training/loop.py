@@ -83,6 +83,7 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
     elif timm.is_model(cfg.model):
         try:
             model = timm.create_model("fsr_attached", base_model=cfg.model, num_classes=num_classes, **cfg.model_args)
+            model.check_stages()
         except ValueError as e:  # a backbone or stages FSR cannot take
             raise ConfigError(f"model {cfg.model}: {e}") from None
     else:
@@ -90,9 +91,13 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
             f"model {cfg.model!r} is neither one of the zoo's networks {ZOO_NETWORKS} nor a timm model name (see "
             "timm.list_models()), to which FSR is attached"
         )
+    # Trained on the data set's images as they are: its input size, no crop, no other test size
     model.pretrained_cfg = {
         **model.pretrained_cfg,
         "input_size": DATASETS[cfg.dataset].input_size,
+        "crop_pct": 1.0,
+        "test_input_size": None,
+        "test_crop_pct": None,
         "num_classes": num_classes,
         "tag": f"{cfg.method}_{cfg.dataset}",
         "label_names": list(label_names) if label_names else None,
