@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
 import timm
 import torch
 from conftest import ROOT, TINY_ARGS, TRAIN_CONFIG, load_script
@@ -144,3 +145,26 @@ def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
         "gpu-run-resnet18_fsr_at_cifar10_b128_30ep",
         "gpu-run-resnet18_plain_at_cifar10_b128_30ep",
     ]
+
+
+@pytest.mark.slow
+def test_the_gpu_measurement_prints_each_setting_and_the_pairs_time(tmp_path):
+    """benchmarks/gpu_pair_check.sh dry-run on the CPU (eager, a narrow network, one second of steps each), with a
+    stand-in for nvidia-cuda-mps-control: every figure the next GPU loan needs, MPS started and quit."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-cuda-mps-control").write_text(f'#!/bin/sh\ncat > /dev/null; echo "$@" >> {tmp_path}/mps\n')
+    (bin_dir / "nvidia-cuda-mps-control").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable}
+    env["STEP_ARGS"] = "--compile none --widths 8 16 32 64 --batch 8"
+    script = str(ROOT / "benchmarks" / "gpu_pair_check.sh")
+    result = subprocess.run(
+        [script, "1"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "GPU: none (CPU)"
+    for label in ("(i)   one process", "(ii)  two processes at once", "(iii) two under CUDA MPS", "(iv)  attack"):
+        assert any(line.startswith(label) and "images/s" in line for line in lines), (label, lines)
+    assert re.match(r"a pair of 30-epoch runs .* at \d+ images/s: [\d.]+ min of training", lines[-1])
+    assert (tmp_path / "mps").read_text() == "-d\n\n"  # started as a daemon, then quit (on its standard input)

@@ -70,8 +70,9 @@ class FSRAttached(nn.Module):
         base_model: the backbone: a timm model name (built with `base_args`, `num_classes`, `in_chans`) or a built
             timm model, which is taken over (its hooked stages run through FSR from then on).
         num_classes, in_chans: for a backbone built here (timm's arguments).
-        fsr_stages: indices into the backbone's `feature_info` (0-based, as timm's `out_indices`; -1 is the last);
-            None: the last stage, the paper's position. Empty: no FSR, the same network as a baseline.
+        fsr_stages: an index or a list of indices into the backbone's `feature_info` (0-based, as timm's
+            `out_indices`; -1 is the last); None: the last stage, the paper's position. Empty: no FSR, the same
+            network as a baseline.
         fsr_tau, fsr_separation, fsr_recalibration, fsr_output: passed to every `FSR` module.
         normalize_mean, normalize_std: what the network subtracts from and divides its [0, 1] pixels by before
             the backbone; None: the backbone's own pretrained_cfg mean and std.
@@ -87,7 +88,7 @@ class FSRAttached(nn.Module):
         base_model: str | nn.Module | None = None,
         num_classes: int | None = None,
         in_chans: int | None = None,
-        fsr_stages: Sequence[int] | None = None,
+        fsr_stages: int | Sequence[int] | None = None,
         fsr_tau: float = 0.1,
         fsr_separation: bool = True,
         fsr_recalibration: bool = True,
@@ -318,7 +319,7 @@ def _input_channels(base: nn.Module) -> int:
 
 def attach_fsr(
     model: nn.Module | str,
-    stages: Sequence[int] | None = None,
+    stages: int | Sequence[int] | None = None,
     tau: float = 0.1,
     separation: bool = True,
     recalibration: bool = True,
