@@ -68,7 +68,8 @@ def natural_map(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dic
 def figure1(
     model, x, y, labels, path: str | Path, natural_model=None, natural_name="natural model", eps=PAPER_EPS, x_adv=None
 ):
-    """Draw the figure for the images x (float, [0, 1]) with labels y into `path` (PNG); returns what it drew.
+    """Draw the figure for the images x (float, [0, 1]) with labels y into `path` (PNG); returns what it drew (the
+    maps, the adversarial images, the columns, and the matplotlib Figure).
     `natural_name` names `natural_model` in its column's title; `x_adv`, the PGD-20 images when already made."""
     from matplotlib.figure import Figure  # no pyplot: nothing to display, Agg renders the file
 
@@ -105,7 +106,7 @@ def figure1(
                     title += f"\nmean mask {adversarial['mask_mean'][row]:.2f}"
             ax.set_title(title, fontsize=8)
     fig.savefig(path, dpi=150)
-    return {"columns": columns, "adversarial": adversarial, "natural": natural, "x_adv": x_adv.detach()}
+    return {"columns": columns, "adversarial": adversarial, "natural": natural, "x_adv": x_adv.detach(), "figure": fig}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import fsr_models.hub
 from fsr_models import attacks, evaluate, evaluation
 from fsr_models.evaluation import checks
 from fsr_models.evaluation.checks import fsr_active_check
+from fsr_models.evaluation.plot import plot_curve
 from fsr_models.fsr import fsr_health, fsr_health_problems
 
 EPS = 8 / 255
@@ -238,7 +239,14 @@ def test_curve_falls_with_eps_to_about_zero_and_is_plotted(natural_model, tmp_pa
     assert acc[0] == report["accuracy"]["natural"] > 0.25
     assert all(b <= a + 1 / 32 for a, b in zip(acc, acc[1:])) and acc[-1] <= 1 / 32, acc  # within one image
     with Image.open(tmp_path / "robustness_curve.png") as png:
-        assert png.format == "PNG" and png.size[0] > 400 and png.size[1] > 300
+        assert png.format == "PNG" and png.size == (768, 528)  # 6.4 x 4.4 inches at 120 dpi
+        assert len(png.convert("RGB").getcolors(maxcolors=100_000)) > 10  # drawn, not blank
+    # what is drawn: the curve's points, and the paper's eps marked
+    axes = plot_curve(report, tmp_path / "again.png").axes[0]
+    (curve_line,) = [line for line in axes.lines if line.get_marker() == "o"]
+    assert list(curve_line.get_xdata()) == pytest.approx([e * 255 for e in curve["eps"]])
+    assert list(curve_line.get_ydata()) == pytest.approx([100 * a for a in acc])
+    assert any(list(line.get_xdata()) == pytest.approx([8, 8]) for line in axes.lines if line is not curve_line)
     assert "| eps (/255) | 0 | 2 | 4 | 8 | 16 | 32 | 64 | 128 |" in (tmp_path / "report.md").read_text()
 
 

@@ -1,9 +1,11 @@
 """python -m fsr_models.visualize: the paper's Figure 1 (Grad-CAM maps of f+, f- and f~- on adversarial images)."""
 
+import numpy as np
 import pytest
 import timm
 import torch
 from conftest import SHIPPED_FSR, SHIPPED_PLAIN
+from PIL import Image
 
 from fsr_models import visualize
 from fsr_models.datasets import load_cifar10
@@ -40,8 +42,20 @@ def test_the_figure_is_written_with_a_column_per_feature(tmp_path):
     x, y = load_cifar10("test", "sample", limit=2)
     drawn = visualize.figure1(tiny(), x, y, None, tmp_path / "a.png", natural_model=tiny("resnet18_plain"))
     assert drawn["columns"] == ["natural", "adversarial", "f", "f_pos", "f_neg", "f_neg_recal"]
-    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert drawn["natural"]["f"].shape == (2, 32, 32)
+    # what is drawn: 2 rows of 6 panels; each map column over its image, as the maps hold them
+    axes = drawn["figure"].axes
+    assert len(axes) == 12
+    for row in range(2):
+        for col, what in enumerate(drawn["columns"]):
+            images = axes[row * 6 + col].images
+            shown = drawn["x_adv"][row] if col and what != "f" else x[row]
+            assert np.array_equal(images[0].get_array(), shown.permute(1, 2, 0).numpy())
+            if col >= 2:
+                maps = drawn["natural"] if what == "f" else drawn["adversarial"]
+                assert np.array_equal(images[1].get_array(), maps[what][row].numpy())
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.format == "PNG" and png.size == (int(2.1 * 6 * 150), int(2.3 * 2 * 150))
 
 
 def test_the_command_draws_the_shipped_model_and_refuses_a_plain_one(tmp_path, capsys):

@@ -7,8 +7,9 @@ from pathlib import Path
 from ..facts import PAPER_EPS
 
 
-def plot_curve(report: dict, path: Path) -> None:
-    """The robustness curve as a PNG: accuracy (%) against eps in /255 (symlog axis), the paper's 8/255 marked."""
+def plot_curve(report: dict, path: Path):
+    """The robustness curve as a PNG: accuracy (%) against eps in /255 (symlog axis), the paper's 8/255 marked.
+    Returns the matplotlib Figure drawn."""
     from matplotlib.figure import Figure  # no pyplot: nothing to display, Agg renders the file
 
     c = report["curve"]
@@ -33,3 +34,4 @@ def plot_curve(report: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     fig.savefig(path, dpi=120)
+    return fig
