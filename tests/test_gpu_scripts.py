@@ -50,6 +50,7 @@ def gpu_script(tmp_path, out, *config_args, env_extra=()):
     return tmp_path / out
 
 
+@pytest.mark.slow  # two trainings and evaluations at once: CI runs it with the slow tests of this file
 def test_gpu_pair_trains_two_configs_at_once_under_mps_where_there_is_mps(tmp_path):
     """training/gpu_pair.sh on the CPU with a stand-in for nvidia-cuda-mps-control on PATH (it records how it is
     called): MPS started with private folders and quit at the end, both twins trained and evaluated in their own
