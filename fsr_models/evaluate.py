@@ -48,7 +48,7 @@ from .evaluation.features import check_feature_analysis, feature_analysis
 from .evaluation.plot import plot_curve
 from .evaluation.protocol import ADAPTIVE, ATTACKS, AUTOATTACKS, CURVE_ATTACK, evaluate_attacks, robustness_curve
 from .evaluation.report import make_report, markdown, model_index
-from .facts import DATASETS, PAPER_EPS
+from .facts import DATASETS, PAPER_EPS, twin_name
 from .fsr import FSR, fsr_health
 from .hub import load_any_model
 
@@ -157,10 +157,8 @@ def default_twin(model: str) -> str | None:
     """The zoo's counterpart of MODEL (with FSR <-> plain, same tag) where MODEL is a zoo folder
     `<architecture>.<tag>` whose sibling folder holds it; None otherwise."""
     path = Path(model.removeprefix("local-dir:"))
-    arch, dot, tag = path.name.partition(".")
-    backbone, _, kind = arch.rpartition("_")
-    twin = path.with_name(f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}.{tag}")
-    return str(twin) if dot and kind in ("fsr", "plain") and path.is_dir() and twin.is_dir() else None
+    twin = twin_name(path.name) if "." in path.name else None
+    return str(path.with_name(twin)) if twin and path.is_dir() and path.with_name(twin).is_dir() else None
 
 
 def adaptive_attacks(requested: list[str], model, twin) -> list[str]:

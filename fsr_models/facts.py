@@ -55,6 +55,17 @@ BACKBONES = {
 # Registered architecture names, FSR and plain, by backbone.
 ARCHITECTURES = {key: backbone.architectures(key) for key, backbone in BACKBONES.items()}
 
+
+def twin_name(name: str) -> str | None:
+    """The zoo's same network without FSR for an FSR one and with it for a plain one, as `name` is written
+    ("resnet18_fsr.at_cifar10" -> "resnet18_plain.at_cifar10", tag kept); None for a name of no zoo network."""
+    architecture, dot, tag = name.partition(".")
+    backbone, _, kind = architecture.rpartition("_")
+    if backbone not in BACKBONES or kind not in ("fsr", "plain"):
+        return None
+    return f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}{dot}{tag}"
+
+
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SVHN_LABELS = tuple(str(d) for d in range(10))  # torchvision's SVHN maps the digit 0 to label 0
 CIFAR100_LABELS = (

@@ -40,6 +40,7 @@ from .card import (
     read_record,
     train_config,
 )
+from .facts import twin_name
 from .fsr import FSRLoss
 from .hf import FSRForImageClassification
 from .hf.configuration_fsr import ATTACHED
@@ -119,11 +120,9 @@ def zoo_counterpart(config: dict, metrics: dict, zoo: str | Path | None) -> dict
     plain one) or without it (for an FSR one), same tag, when both runs are in the paper's setting of that tag."""
     if zoo is None or deviations(config, metrics):
         return None
-    arch, tag = config["architecture"], config["pretrained_cfg"]["tag"]
-    backbone, kind = arch.rsplit("_", 1)
-    other = f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}.{tag}"
-    folder = Path(zoo) / other
-    if not (folder / METRICS_NAME).is_file():
+    other = twin_name(f"{config['architecture']}.{config['pretrained_cfg']['tag']}")
+    folder = Path(zoo) / str(other)
+    if other is None or not (folder / METRICS_NAME).is_file():
         return None
     record = read_record(folder)
     if deviations(record.config, record.metrics):

@@ -45,7 +45,7 @@ from fsr_models.card import (
     schedule_text,
 )
 from fsr_models.evaluation.report import COLUMNS, column_title
-from fsr_models.facts import HF_ORG, PAPER_EPOCHS
+from fsr_models.facts import HF_ORG, PAPER_EPOCHS, twin_name
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,7 +335,7 @@ def pair_lines(trained: dict[str, Record]) -> list[str]:
         (name, other)
         for name in trained
         if name.split(".")[0].endswith("_fsr")
-        if (other := name.replace("_fsr.", "_plain.", 1)) in trained
+        if (other := twin_name(name)) in trained
         and not deviations(trained[name].config, trained[name].metrics)
         and not deviations(trained[other].config, trained[other].metrics)
     ]
