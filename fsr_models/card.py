@@ -26,7 +26,7 @@ from .datasets import SAMPLE_SIZES
 from .evaluation.checks import ZERO_GRADIENT, verdict
 from .evaluation.protocol import ADAPTIVE, ATTACKS, attack_settings, pgd_settings
 from .evaluation.report import accuracy_table, column_title, eval_results, health_table
-from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, milestone_epochs, scaled_lr
+from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, is_paper_eps, milestone_epochs, scaled_lr
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .renames import saved_settings
 from .training.config import RESUME_MAY_CHANGE
@@ -253,7 +253,7 @@ def deviations(config: dict, metrics: dict) -> list[tuple[str, str]]:
             )
         )
     eps = train_config(metrics).get("eps", metrics.get("eps", PAPER_EPS))
-    if not math.isclose(eps, PAPER_EPS, abs_tol=1e-7):
+    if not is_paper_eps(eps):
         out.append((f"eps{eps * 255:g}", f"trained for eps {eps_text(eps)} (the paper's: 8/255)"))
     return out
 
@@ -346,7 +346,7 @@ def evaluate_command(model: str, report: dict) -> str:
         [
             f"python -m fsr_models.evaluate {model} --dataset {report['dataset']} --data-dir {data_dir}",
             f"--n {report['images']} --attacks {' '.join(attacks)}",
-            *([f"--eps {eps_text(report['eps'])}"] if not math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7) else []),
+            *([f"--eps {eps_text(report['eps'])}"] if not is_paper_eps(report["eps"]) else []),
             *(["--strong"] if report.get("strong") else []),
             *(["--sanity"] if sanity_ran(report) else ["--curve"] if "curve" in report else []),
             *([f"--seed {report['seed']}"] if report.get("seed") else []),

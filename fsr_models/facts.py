@@ -7,6 +7,7 @@ any module may import it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,11 @@ CHECKOUT_WEIGHTS = Path(__file__).resolve().parents[1] / "hub" / "weights"
 PAPER_EPS = 8 / 255
 PAPER_EPOCHS = 100
 LR_BATCH = 128
+
+
+def is_paper_eps(eps: float) -> bool:
+    """Whether `eps` is the paper's 8/255 (as a float written and read back may be)."""
+    return math.isclose(eps, PAPER_EPS, abs_tol=1e-7)
 
 
 def scaled_lr(lr_per_128: float, batch_size: int) -> float:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from huggingface_hub import EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
-from ..facts import DATASETS, PAPER_EPS
+from ..facts import DATASETS, is_paper_eps
 
 COLUMNS = {  # report key -> column title, in the paper's order
     "natural": "Natural",
@@ -103,7 +101,7 @@ def accuracy_table(report: dict, row_label: str | None = None) -> list[str]:
 def protocol_text(report: dict) -> str:
     if report["strong"]:
         return "strong protocol (random start, 5 restarts)"
-    if math.isclose(report["eps"], PAPER_EPS, abs_tol=1e-7):
+    if is_paper_eps(report["eps"]):
         return "paper protocol"
     return "the paper's attacks at another eps than its 8/255"
 
