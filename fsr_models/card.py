@@ -25,7 +25,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from .datasets import SAMPLE_SIZES
 from .evaluation.checks import ZERO_GRADIENT, verdict
 from .evaluation.protocol import ADAPTIVE, ATTACKS, attack_settings, pgd_settings
-from .evaluation.report import accuracy_table, column_title, eval_results, health_table
+from .evaluation.report import accuracy_table, column_title, curve_table, eval_results, health_table
 from .facts import BACKBONES, DATASETS, HF_ORG, PAPER_EPOCHS, PAPER_EPS, is_paper_eps, milestone_epochs, scaled_lr
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .renames import saved_settings
@@ -487,9 +487,7 @@ def curve_lines(robustness: dict, image: str | None) -> list[str]:
         f"Accuracy (%) against eps, {curve['attack']}, on the first {curve['images']:,} "
         f"{dataset_name(robustness['dataset'])} test images:",
         "",
-        "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in curve["eps"]) + " |",
-        "| --- " * (len(curve["eps"]) + 1) + "|",
-        "| accuracy | " + " | ".join(f"{100 * a:.2f}" for a in curve["accuracy"]) + " |",
+        *curve_table(curve),
         "",
     ]
 

@@ -124,6 +124,15 @@ def health_table(health: dict) -> list[str]:
     return lines
 
 
+def curve_table(curve: dict) -> list[str]:
+    """The robustness curve as a Markdown table: eps in /255 against accuracy (%), as every table here writes it."""
+    return [
+        "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in curve["eps"]) + " |",
+        "| --- " * (len(curve["eps"]) + 1) + "|",
+        "| accuracy | " + " | ".join(f"{100 * a:.2f}" for a in curve["accuracy"]) + " |",
+    ]
+
+
 def markdown(report: dict) -> str:
     lines = accuracy_table(report, row_label=report["model"])
     lines.append(
@@ -135,11 +144,9 @@ def markdown(report: dict) -> str:
         c = report["curve"]
         lines += [
             "",
-            f"Robustness curve ({c['attack']}, {c['images']} images):",
+            f"Robustness curve ({c['attack']}, {c['images']} images), accuracy (%):",
             "",
-            "| eps (/255) | " + " | ".join(f"{e * 255:g}" for e in c["eps"]) + " |",
-            "| --- " * (len(c["eps"]) + 1) + "|",
-            "| accuracy (%) | " + " | ".join(f"{100 * a:.1f}" for a in c["accuracy"]) + " |",
+            *curve_table(c),
         ]
     if "fsr_health" in report:
         lines += [
