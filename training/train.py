@@ -115,14 +115,15 @@ def main(argv: list[str] | None = None) -> int:
         log = RunLog(accelerator, out, cfg)
         accelerator.print(run_header(cfg, training, data, accelerator))
 
+        # Compiled, validation attacks the whole held-out slice at once: one more graph, no launch per small batch
+        compiled = training.attack_net is not training.net
+        val_batch = len(data.val_x) // accelerator.num_processes * accelerator.num_processes if compiled else None
+
         def validate() -> tuple[float, float]:
             steps, step_size = cfg.val_attack_steps, cfg.attack_step_size
             val = (data.val_x, data.val_y)
-            # Compiled, the attack runs over the whole slice at once: one more graph, and no launch per small batch
-            compiled = training.attack_net is not training.net
-            batch = len(data.val_x) // accelerator.num_processes * accelerator.num_processes if compiled else None
             return clean_and_pgd_accuracy(
-                accelerator, training.net, *val, cfg, steps, step_size, True, training.attack_net, batch
+                accelerator, training.net, *val, cfg, steps, step_size, True, training.attack_net, val_batch
             )
 
         if not run.resuming:  # the starting point, for comparison

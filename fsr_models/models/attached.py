@@ -135,12 +135,15 @@ class FSRAttached(nn.Module):
                 "normalize_std"
             )
         self.normalize_mean, self.normalize_std = tuple(map(float, mean)), tuple(map(float, std))
+        weight = next(base.parameters())  # FSR and the pixel statistics join the backbone where it is
+        # On the network's device once, not copied there at every forward; not weights: config.json records them
+        for name, values in (("pixel_mean", self.normalize_mean), ("pixel_std", self.normalize_std)):
+            self.register_buffer(name, torch.tensor(values, device=weight.device).view(1, -1, 1, 1), persistent=False)
         self.base = base
         fsr_args = dict(tau=fsr_tau, separation=fsr_separation, recalibration=fsr_recalibration, output=fsr_output)
         self.fsr = nn.ModuleDict()
         self._stage_modules: dict[str, str] = {}  # FSR module key -> the stage module it follows, for messages
         self._fsr_parts: list[FSRParts] | None = None  # collects each FSR module's parts during forward(return_fsr)
-        weight = next(base.parameters())  # FSR joins the backbone where it is, in its dtype
         for index in self.fsr_stages:
             info = self.feature_info[index]
             key = info["module"].replace(".", "_")  # a ModuleDict key has no dots
@@ -168,9 +171,7 @@ class FSRAttached(nn.Module):
         return out
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.normalize_mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.normalize_std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-        return (x - mean) / std
+        return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.base.forward_features(self.normalize(check_images(x, self.in_chans)))
@@ -242,8 +243,12 @@ class FSRAttached(nn.Module):
             m.output = output
 
     def weight_init(self, modules) -> None:
-        """PyTorch's default init (the authors' ResNet-18 FSR keeps it) for FSR and the auxiliary heads; the
-        backbone's modules keep theirs (its pretrained weights, or timm's init)."""
+        """PyTorch's default init (the authors' ResNet-18 FSR keeps it) for FSR and the auxiliary heads, the pixel
+        statistics for this module; the backbone's modules keep theirs (its pretrained weights, or timm's init)."""
+        modules = list(modules)
+        if any(m is self for m in modules):  # transformers' loading leaves non-persistent buffers empty and asks here
+            self.pixel_mean.copy_(torch.tensor(self.normalize_mean).view(1, -1, 1, 1))
+            self.pixel_std.copy_(torch.tensor(self.normalize_std).view(1, -1, 1, 1))
         backbone = {id(m) for m in self.base.modules()}
         init_pytorch_default(m for m in modules if id(m) not in backbone)
 
