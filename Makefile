@@ -8,7 +8,7 @@ demo: $(VENV)/.installed
 	$(PY) training/train.py --config training/configs/quickstart_cpu.yaml --set output_dir=runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 tour: $(VENV)/.installed
 	$(PY) -m fsr_models.demo
-test: $(VENV)/.installed chromium
+test: $(VENV)/.installed
 	$(PY) -m pytest
 # The contracts with timm and transformers (tests/test_ecosystem_contracts.py) against the oldest releases of the two
 # that pyproject.toml allows (its lower bounds), in a second environment beside .venv.
@@ -20,7 +20,8 @@ test-oldest:
 	.venv-oldest/bin/python -m pytest tests/test_ecosystem_contracts.py
 app: $(VENV)/.installed
 	$(PY) app.py
-# Headless Chromium for the test of the interactive page (Debian's packages; the test is skipped without them).
+# Headless Chromium for the test of the interactive page, only when asked (Debian's packages, apt-get as root; the
+# test is skipped without them).
 chromium:
 	@command -v chromedriver >/dev/null || (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
 		(apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1)) || \

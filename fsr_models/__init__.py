@@ -6,7 +6,8 @@ Auto classes.
 """
 
 from .facts import ARCHITECTURES, HF_ORG, PAPER_TAGS, published
-from .fsr import FSR, FSR_OUTPUTS, FSRLoss, FSROutput, FSRParts, fsr_health, fsr_health_problems, highest_wrong_class
+from .fsr import FSRLoss, FSROutput, fsr_health, fsr_health_problems, highest_wrong_class
+from .fsr_core import FSR, FSR_OUTPUTS, FSRParts
 from .hf import FSRConfig, FSRForImageClassification
 from .models import CifarResNet, CifarVGG, FSRAttached, FSRNet, WideResNet, attach_fsr
 

@@ -2,8 +2,7 @@
 with FSR and its plain twin make of it, side by side.
 
     pip install -e ".[demo]"
-    python app.py                                        # then open http://127.0.0.1:7860
-    python -m fsr_models.app --screenshot docs/app.png   # the page after one attack, drawn by headless Chromium
+    python app.py            # then open http://127.0.0.1:7860 (or python -m fsr_models.app --port 7860)
 
 Pick one of the 512 shipped CIFAR-10 test images or upload one (resized to 32x32), eps and the attack. Each model is
 attacked white-box, on its own gradients (never a transfer attack): the page shows the clean image, each model's
@@ -15,8 +14,6 @@ with the trained weights of the checkout's hub/weights/ (or, where the tags are 
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -153,66 +150,11 @@ def build(page: Page | None = None):
     return demo
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def drive_in_chromium(url: str, screenshot: str | Path | None = None, timeout: float = 120) -> dict[str, str]:
-    """Open the page in headless Chromium, run one attack, wait for its result; returns the rendered text of the
-    prediction and summary elements (and saves a screenshot of the page when asked)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as expected
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1450"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=Service(chromedriver()))
-    try:
-        driver.get(url)
-        wait = WebDriverWait(driver, timeout)
-        wait.until(expected.element_to_be_clickable((By.ID, "attack"))).click()
-        wait.until(expected.text_to_be_present_in_element((By.ID, "summary"), "FSR health"))
-        wait.until(lambda d: all(d.find_element(By.ID, f"{k}-adversarial").text.strip() for k in ("fsr", "plain")))
-        texts = {key: driver.find_element(By.ID, key).text for key in ("summary", "fsr-clean", "fsr-adversarial")}
-        texts |= {key: driver.find_element(By.ID, key).text for key in ("plain-clean", "plain-adversarial")}
-        if screenshot:
-            driver.save_screenshot(str(screenshot))
-        return texts
-    finally:
-        driver.quit()
-
-
-def chromedriver() -> str:
-    """The chromedriver on PATH (Debian's: apt install chromium chromium-driver)."""
-    found = shutil.which("chromedriver")
-    if found is None:
-        raise FileNotFoundError(
-            "no chromedriver: install Chromium and its driver (apt install chromium chromium-driver)"
-        )
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1")
-    parser.add_argument("--screenshot", help="run one attack in headless Chromium, save the page as this PNG, exit")
     args = parser.parse_args(argv)
-    demo = build()
-    if not args.screenshot:
-        demo.launch(server_name="127.0.0.1", server_port=args.port)
-        return 0
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        drive_in_chromium(f"http://127.0.0.1:{port}", args.screenshot)
-    finally:
-        demo.close()
-    print(f"wrote {args.screenshot}")
+    build().launch(server_name="127.0.0.1", server_port=args.port)
     return 0
 
 

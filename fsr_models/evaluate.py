@@ -31,17 +31,15 @@ exit code 2; a failed check ends in exit code 4.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
-from . import attacks
+from .cli import HelpFormatter, Parser, eps_value, positive_int
 from .datasets import DATA_DIR_ENV, data_source, load_dataset, to_float
 from .evaluation.checks import FSR_CHECK, sanity_checks, verdict, with_autoattack_flags
 from .evaluation.features import check_feature_analysis, feature_analysis
@@ -54,48 +52,6 @@ from .hub import load_any_model
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
 CURVE_FILE = REPORT_FILES[2]
-# The library's names that lived in this module before fsr_models.evaluation held them: old name -> new home.
-MOVED = {
-    **dict.fromkeys(
-        [
-            "WHITE_BOX",
-            "ATTACKS",
-            "CURVE_EPS",
-            "attack_settings",
-            "run_attack",
-            "correct",
-            "batched",
-            "robustness_curve",
-        ],
-        "fsr_models.evaluation.protocol",
-    ),
-    **dict.fromkeys(
-        ["FSR_CHECK", "input_gradient_is_zero", "fsr_active_check", "sanity_checks"], "fsr_models.evaluation.checks"
-    ),
-    **dict.fromkeys(["knn_accuracy", "feature_analysis", "check_feature_analysis"], "fsr_models.evaluation.features"),
-    **dict.fromkeys(
-        ["COLUMNS", "column_title", "eval_results", "model_index", "accuracy_table", "health_table", "markdown"],
-        "fsr_models.evaluation.report",
-    ),
-    "plot_curve": "fsr_models.evaluation.plot",
-    "PAPER_EPS": "fsr_models.facts",
-}
-RENAMED = {
-    "evaluate": ("fsr_models.evaluation.protocol", "evaluate_attacks"),
-    "protocol": ("fsr_models.evaluation.report", "protocol_text"),
-}
-
-
-def __getattr__(name: str):
-    """An old name of this module (MOVED, RENAMED, HUB_DATASETS) resolves to its new home, with a warning."""
-    if name == "HUB_DATASETS":  # data set -> (Hub id, name); now DATASETS' fields
-        warnings.warn("fsr_models.evaluate.HUB_DATASETS is now fsr_models.facts.DATASETS", FutureWarning, 2)
-        return {key: (data.hub_id, data.name) for key, data in DATASETS.items()}
-    module, new = (MOVED[name], name) if name in MOVED else RENAMED.get(name, (None, None))
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"fsr_models.evaluate.{name} is now {module}.{new}", FutureWarning, 2)
-    return getattr(importlib.import_module(module), new)
 
 
 def show_autoattack_progress() -> None:
@@ -106,35 +62,6 @@ def show_autoattack_progress() -> None:
     handler.setFormatter(logging.Formatter("AutoAttack: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module's docstring as written, and every option's default in --help."""
-
-
-class Parser(argparse.ArgumentParser):
-    """Every user error is one line on stderr, `error: ...`, and exit code 2 (no usage dump, no traceback)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {' '.join(str(message).split())}\n")
-
-
-def eps_value(text: str) -> float:
-    """An L-inf radius on [0, 1] pixels: '8/255', '0.0314' or '0'."""
-    try:
-        return attacks.pixel_fraction(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1: give a whole number >= 1")
-    return value
 
 
 def device_value(text: str) -> torch.device:

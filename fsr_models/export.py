@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from .cli import Parser
 from .datasets import load_dataset, to_float
-from .evaluate import Parser  # one-line user errors, exit code 2
 from .hub import load_any_model
 
 FORMATS = ("onnx", "torch-export")

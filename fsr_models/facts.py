@@ -228,3 +228,49 @@ PAPER_TAGS = tuple(f"{method}_{data}" for data in ("cifar10", "svhn") for method
 def published() -> frozenset[str]:
     """The "<architecture>.<tag>" entries whose weights are on the Hub (only these get a weight source in timm)."""
     return frozenset(json.loads(PUBLISHED_FILE.read_text()))
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """Accuracy (%) the paper reports for one architecture and tag after its 100-epoch recipe (None: not reported)."""
+
+    natural: float
+    pgd20: float
+    autoattack: float | None
+    table: str  # where in the paper
+
+
+# ResNet-18: Table 1 (CIFAR-10 and SVHN) and Table 3 (AutoAttack, CIFAR-10); VGG16: Table 2. WRN-34-10, CIFAR-100
+# and Tiny ImageNet are in the supplementary material, which is not public with the paper.
+PAPER_RESULTS = {
+    ("resnet18_plain", "at_cifar10"): PaperResult(85.02, 48.22, 44.11, "Tables 1 and 3"),
+    ("resnet18_fsr", "at_cifar10"): PaperResult(81.46, 52.47, 46.41, "Tables 1 and 3"),
+    ("resnet18_plain", "trades_cifar10"): PaperResult(86.31, 50.74, 46.81, "Tables 1 and 3"),
+    ("resnet18_fsr", "trades_cifar10"): PaperResult(84.49, 52.27, 48.45, "Tables 1 and 3"),
+    ("resnet18_plain", "mart_cifar10"): PaperResult(82.73, 50.88, 44.27, "Tables 1 and 3"),
+    ("resnet18_fsr", "mart_cifar10"): PaperResult(83.28, 54.80, 46.55, "Tables 1 and 3"),
+    ("resnet18_plain", "at_svhn"): PaperResult(91.21, 40.85, None, "Table 1"),
+    ("resnet18_fsr", "at_svhn"): PaperResult(91.28, 43.94, None, "Table 1"),
+    ("resnet18_plain", "trades_svhn"): PaperResult(90.99, 47.12, None, "Table 1"),
+    ("resnet18_fsr", "trades_svhn"): PaperResult(91.39, 51.49, None, "Table 1"),
+    ("resnet18_plain", "mart_svhn"): PaperResult(90.50, 43.61, None, "Table 1"),
+    ("resnet18_fsr", "mart_svhn"): PaperResult(89.87, 46.51, None, "Table 1"),
+    ("vgg16_plain", "at_cifar10"): PaperResult(80.56, 47.17, None, "Table 2"),
+    ("vgg16_fsr", "at_cifar10"): PaperResult(80.06, 49.82, None, "Table 2"),
+    ("vgg16_plain", "trades_cifar10"): PaperResult(82.44, 47.39, None, "Table 2"),
+    ("vgg16_fsr", "trades_cifar10"): PaperResult(80.78, 49.95, None, "Table 2"),
+    ("vgg16_plain", "mart_cifar10"): PaperResult(76.11, 51.06, None, "Table 2"),
+    ("vgg16_fsr", "mart_cifar10"): PaperResult(79.18, 52.69, None, "Table 2"),
+    ("vgg16_plain", "at_svhn"): PaperResult(89.59, 40.27, None, "Table 2"),
+    ("vgg16_fsr", "at_svhn"): PaperResult(91.44, 45.99, None, "Table 2"),
+    ("vgg16_plain", "trades_svhn"): PaperResult(90.48, 45.99, None, "Table 2"),
+    ("vgg16_fsr", "trades_svhn"): PaperResult(91.89, 54.56, None, "Table 2"),
+    ("vgg16_plain", "mart_svhn"): PaperResult(89.95, 42.89, None, "Table 2"),
+    ("vgg16_fsr", "mart_svhn"): PaperResult(90.60, 47.17, None, "Table 2"),
+}
+PAPER_CITATION = """@inproceedings{kim2023fsr,
+  title     = {Feature Separation and Recalibration for Adversarial Robustness},
+  author    = {Kim, Woo Jae and Cho, Yoonki and Jung, Junsik and Yoon, Sung-Eui},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2023}
+}"""

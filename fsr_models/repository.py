@@ -3,10 +3,10 @@
 A repository folder holds `config.json` (loads in timm and transformers), `model.safetensors`,
 `preprocessor_config.json` (the image processor of transformers' pipelines), `metrics.json` (what was measured),
 `train_config.yaml` (when the run recorded one), `README.md`, the model card generated from these files, and
-`configuration_fsr.py` + `modeling_fsr.py` + `image_processing_fsr.py`, the self-contained code that `config.json`'s
-`auto_map` names, so that transformers loads the model with `trust_remote_code=True` where this package is not
-installed; and,
-when the source has them, `fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning), `robustness.json`
+`configuration_fsr.py` + `modeling_fsr.py` + `image_processing_fsr.py`, the code that `config.json`'s `auto_map`
+names, with `fsr_core.py`, the package's own torch-only core that they import, so that transformers loads the model
+with `trust_remote_code=True` where this package is not installed; and, when the source has them,
+`fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning), `robustness.json`
 and `robustness_curve.png` (a robustness evaluation and its plot), and `comparison.json` (the record of the zoo
 model the card compares against). The weights are one `model.safetensors` file: timm's Hub loader reads only that
 name, and the zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's per-file limit. `publish`
@@ -25,7 +25,9 @@ import yaml
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
+from . import fsr_core
 from .card import (
     ADAPTIVE_NAME,
     COMPARISON_NAME,
@@ -33,18 +35,16 @@ from .card import (
     FIGURE_NAME,
     METRICS_NAME,
     ROBUSTNESS_NAME,
-    card_eval_results,
+    Record,
     default_repo_id,
     deviations,
     model_card,
     read_record,
-    train_config,
 )
 from .facts import twin_name
 from .fsr import FSRLoss
-from .hf import FSRForImageClassification
+from .hf import FSRForImageClassification, remote
 from .hf.configuration_fsr import ATTACHED
-from .hf.remote import modeling_fsr as remote_modeling
 from .hub import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
@@ -58,9 +58,17 @@ from .hub import (
 from .weights import save_weights
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
-# The code for trust_remote_code=True, as transformers' register_for_auto_class would map it in config.json
-REMOTE_CODE_DIR = Path(remote_modeling.__file__).parent
-REMOTE_CODE_FILES = ("configuration_fsr.py", "modeling_fsr.py", "image_processing_fsr.py")
+# The code for trust_remote_code=True: each file of a repository and its source, copied verbatim. fsr_core.py, which
+# the files of fsr_models/hf/remote import relatively, is the package's own: the two compute with the same code.
+REMOTE_CODE_DIR = Path(remote.__file__).parent
+REMOTE_CODE_SOURCES = {
+    "configuration_fsr.py": REMOTE_CODE_DIR / "configuration_fsr.py",
+    "modeling_fsr.py": REMOTE_CODE_DIR / "modeling_fsr.py",
+    "image_processing_fsr.py": REMOTE_CODE_DIR / "image_processing_fsr.py",
+    "fsr_core.py": Path(fsr_core.__file__),
+}
+REMOTE_CODE_FILES = tuple(REMOTE_CODE_SOURCES)
+# Its classes, as transformers' register_for_auto_class would map them in config.json
 AUTO_MAP = {
     "AutoConfig": "configuration_fsr.FSRConfig",
     "AutoModelForImageClassification": "modeling_fsr.FSRForImageClassification",
@@ -115,17 +123,17 @@ def is_repo_folder(path: str | Path) -> bool:
     return ModelCard.load(path / CARD_NAME).data.model_name is not None
 
 
-def zoo_counterpart(config: dict, metrics: dict, zoo: str | Path | None) -> dict | None:
+def zoo_counterpart(this: Record, zoo: str | Path | None) -> dict | None:
     """The comparison a card carries: the record of the zoo folder that holds the same network with FSR (for a
     plain one) or without it (for an FSR one), same tag, when both runs are in the paper's setting of that tag."""
-    if zoo is None or deviations(config, metrics):
+    if zoo is None or deviations(this):
         return None
-    other = twin_name(f"{config['architecture']}.{config['pretrained_cfg']['tag']}")
+    other = twin_name(this.name)
     folder = Path(zoo) / str(other)
     if other is None or not (folder / METRICS_NAME).is_file():
         return None
     record = read_record(folder)
-    if deviations(record.config, record.metrics):
+    if deviations(record):
         return None
     return {"model": other, "metrics": record.metrics} | (
         {"robustness": record.robustness} if record.robustness else {}
@@ -153,8 +161,8 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
             "FSRForImageClassification.from_pretrained(folder).push_to_hub(repo_id); it then loads after "
             "`import fsr_models`."
         )
-    record.comparison = zoo_counterpart(record.config, record.metrics, zoo)
-    repo_id = repo_id or default_repo_id(record.config, record.metrics)
+    record.comparison = zoo_counterpart(record, zoo)
+    repo_id = repo_id or default_repo_id(record)
     check_repo_id(repo_id)
     card = model_card(record, repo_id)  # fails on metrics without results
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
@@ -167,13 +175,12 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
     try:
         config = {**json.loads((src / CONFIG_NAME).read_text()), "auto_map": AUTO_MAP}
         (partial / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        for name in REMOTE_CODE_FILES:
-            shutil.copyfile(REMOTE_CODE_DIR / name, partial / name)
+        write_remote_code(partial)
         save_weights(weights, partial / WEIGHTS_NAME)
         (partial / IMAGE_PROCESSOR_NAME).write_text(image_processor_config(src))  # also for folders saved without it
         (partial / METRICS_NAME).write_text(json.dumps(record.metrics, indent=2))
-        if "train_config" in record.metrics:  # under today's setting names, what the card's command reads
-            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(train_config(record.metrics), sort_keys=False))
+        if record.train:  # what the card's command reads
+            (partial / TRAIN_CONFIG_NAME).write_text(yaml.safe_dump(record.train, sort_keys=False))
         for name in (FSR_HEADS_NAME, ROBUSTNESS_NAME, ADAPTIVE_NAME, CURVE_NAME, FIGURE_NAME):
             if (src / name).is_file():
                 shutil.copyfile(src / name, partial / name)
@@ -214,13 +221,13 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
         raise PublishError(
             f"{folder}: the weights do not load into the architecture its {CONFIG_NAME} names: {e}"
         ) from e
-    stale_code = [n for n in REMOTE_CODE_FILES if (folder / n).read_bytes() != (REMOTE_CODE_DIR / n).read_bytes()]
+    stale_code = [n for n, source in REMOTE_CODE_SOURCES.items() if (folder / n).read_bytes() != source.read_bytes()]
     if stale_code or json.loads((folder / CONFIG_NAME).read_text()).get("auto_map") != AUTO_MAP:
         raise PublishError(
             f"{folder}: the code for trust_remote_code=True ({', '.join(stale_code) or 'auto_map in config.json'}) is "
             "not this version's: export the folder again"
         )
-    remote_model = remote_modeling.FSRForImageClassification.from_pretrained(folder).eval()
+    remote_model = remote_model_class(folder).from_pretrained(folder).eval()
     x = torch.rand(2, *timm_model.pretrained_cfg["input_size"], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits = timm_model(x)
@@ -237,7 +244,7 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
         check_fsr_heads(folder / FSR_HEADS_NAME, timm_model)
     record = read_record(folder)
     try:
-        expected = card_eval_results(record.metrics, record.robustness, record.adaptive)
+        expected = record.eval_results
     except (ValueError, KeyError) as e:
         raise PublishError(f"{folder / METRICS_NAME}: {e}") from e
     card = ModelCard.load(folder / CARD_NAME)
@@ -257,6 +264,18 @@ def check_repo_folder(folder: str | Path, repo_id: str | None = None) -> list[st
             f"with --repo-id {repo_id}"
         )
     return [n for n in files if n in REPO_FILES]
+
+
+def write_remote_code(folder: str | Path) -> None:
+    """Copy the code for trust_remote_code=True into `folder`, each file verbatim from its source in the package."""
+    for name, source in REMOTE_CODE_SOURCES.items():
+        shutil.copyfile(source, Path(folder) / name)
+
+
+def remote_model_class(folder: str | Path) -> type:
+    """The model class of the code in `folder`, loaded as `trust_remote_code=True` loads it, by transformers' loader
+    of remote code (which fetches the files it imports relatively), not from this package: what users get."""
+    return get_class_from_dynamic_module(AUTO_MAP["AutoModelForImageClassification"], str(folder))
 
 
 def check_fsr_heads(path: Path, model: torch.nn.Module) -> None:

@@ -37,17 +37,13 @@ def test_an_uploaded_image_is_resized_and_attacked_away_from_the_prediction(page
 
 def test_the_page_runs_an_attack_in_headless_chromium(page, tmp_path):
     pytest.importorskip("selenium", reason="the browser test needs selenium: pip install -e .[test]")
+    import browser
+
     try:
-        app.chromedriver()
+        browser.chromedriver()
     except FileNotFoundError as e:
-        pytest.skip(f"Chromium could not be installed here ({e}); make test installs it where apt-get can")
-    demo = app.build(page)
-    port = app.free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        texts = app.drive_in_chromium(f"http://127.0.0.1:{port}", tmp_path / "page.png")
-    finally:
-        demo.close()
+        pytest.skip(f"Chromium is not installed here ({e}): `make chromium` installs it where apt-get can")
+    texts = browser.screenshot(tmp_path / "page.png", page)
     assert "CIFAR-10 test image 0, a cat" in texts["summary"] and "fsr4" in texts["summary"]
     for key in ("fsr-clean", "fsr-adversarial", "plain-clean", "plain-adversarial"):
         assert "cat" in texts[key] and "%" in texts[key], key  # the rendered top-5 list

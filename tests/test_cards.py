@@ -1,4 +1,6 @@
-"""Model cards and MODEL_CARD.md say exactly what was trained and measured: read against the files they come from."""
+"""Model cards and MODEL_CARD.md say exactly what was trained and measured: their figures are read here from the
+files they come from. Their wording is pinned once, by the generated documents being up to date (`hub/zoo_card.py
+--check`, test_publish.py), not here."""
 
 import csv
 import dataclasses
@@ -19,14 +21,12 @@ from fsr_models.card import (
     ADAPTIVE_NAME,
     CURVE_NAME,
     ROBUSTNESS_NAME,
+    Record,
     default_repo_id,
-    measured_reports,
     model_card,
     network_name,
     paper_repo_id,
     read_record,
-    run_facts,
-    train_config,
 )
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.evaluation.report import COLUMNS
@@ -55,20 +55,25 @@ def test_card_of_a_small_run_says_what_was_trained_and_measured(reference_run, t
     card = ModelCard.load(repo / "README.md")
     text = card.text
     config = json.loads((repo / "config.json").read_text())
+    record = read_record(repo)
     # A run outside the paper's setting never takes the paper tag's repository name.
-    assert card.data.model_name == default_repo_id(config, metrics) != paper_repo_id(config)
+    assert card.data.model_name == default_repo_id(record) != paper_repo_id(config)
     assert card.data.model_name == "fsr-zoo/resnet18_fsr.trades_cifar10.layers1-1-1-1.widths8-16-32-64.train250"
-    assert network_name(config).startswith("ResNet-18-like network") and network_name(config) in text
-    assert "A ResNet-18 image classifier" not in text
-    facts = run_facts(metrics)
-    assert (facts["train_images"], facts["val_images"], facts["sgd_steps"], facts["warmup_epochs"]) == (
+    assert network_name(config) == (
+        "ResNet-18-like network (layers 1-1-1-1 (the paper's: 2-2-2-2), "
+        "widths 8-16-32-64 (the paper's: 64-128-256-512))"
+    )
+    assert f"A {network_name(config)} image classifier" in text
+    run = record.run
+    assert (run["train_images"], run["val_images"], run["sgd_steps"], run["available"], run["subset"]) == (
         250,
         50,
         10,
-        1.5,
+        1000,
+        True,
     )
-    assert "250 CIFAR-10 training images (of 1,000 in the shipped sample); 50 more held out" in text
-    assert f"{metrics['epochs']} epochs ({facts['sgd_steps']:,} SGD steps of batch 50)" in text
+    assert "250 training images (of 1,000 in the shipped sample); 50 more held out" in text
+    assert f"{metrics['epochs']} epochs (10 SGD steps of batch 50), a linear learning-rate warm-up over 1.5" in text
     test = metrics["test"]
     assert f"first {test['images']} CIFAR-10 test images" in text
     assert f"| {pct(test['accuracy']['natural'])} | {pct(test['accuracy']['pgd20'])} |" in text
@@ -153,10 +158,7 @@ def test_card_says_plainly_what_the_attacks_designed_against_fsr_found(reference
 
 
 def shipped_test(folder: Path) -> dict:
-    """A shipped run's final test accuracies, read from its metrics.json (the FSR run records them as `test`, the
-    plain one, written earlier, as natural_acc / pgd20_acc)."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return metrics["test"]["accuracy"] if "test" in metrics else {k: metrics[f"{k}_acc"] for k in ("natural", "pgd20")}
+    return json.loads((folder / "metrics.json").read_text())["test"]["accuracy"]
 
 
 def shipped_autoattack(folder: Path) -> float:
@@ -175,7 +177,7 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     assert ModelCard.load(repo / "README.md").data.model_name == f"fsr-zoo/{this.name}"  # the paper's setting
     train = metrics["train_config"]
     train_images = 50_000 - train["val_size"]  # all of CIFAR-10's training images, less the validation ones
-    assert f"- Data: {train_images:,} CIFAR-10 training images; {train['val_size']:,} more held out" in text
+    assert f"- Data: {train_images:,} training images; {train['val_size']:,} more held out" in text
     steps = metrics["epochs"] * (train_images // train["batch_size"])
     assert f"{metrics['epochs']} epochs ({steps:,} SGD steps of batch {train['batch_size']}), no warm-up" in text
     test, other_test = shipped_test(this), shipped_test(other)
@@ -196,7 +198,7 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
         f"and AutoAttack (+{abs(gaps[2]):.2f} points)."
     ) in text
     assert "they were trained with different recipes, so this comparison does not say whether FSR helps" in text
-    assert ("FSR health" in text) == (this == FSR)
+    assert ("### FSR health" in text) == (this == FSR)
     assert ("](figure1.png)" in text) == (this == FSR) == (repo / "figure1.png").is_file()  # the paper's Figure 1
     check_repo_folder(repo)
 
@@ -232,27 +234,34 @@ def test_names_and_repository_ids_of_non_standard_networks():
         return FSRConfig.from_timm_model(timm.create_model(arch, **fields)).to_dict()
 
     metrics = json.loads((FSR / "metrics.json").read_text())  # a full-data run of the paper's recipe
+
+    def repo_id(config: dict, run_metrics: dict = metrics) -> str:
+        return default_repo_id(Record(config, run_metrics))
+
     quarter = config("resnet18_fsr.at_cifar10", widths=[16, 32, 64, 128])
-    assert network_name(quarter) == "quarter-width ResNet-18 (widths 16-32-64-128)"
-    assert default_repo_id(quarter, metrics) == "fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128"
+    assert network_name(quarter) == "ResNet-18-like network (widths 16-32-64-128 (the paper's: 64-128-256-512))"
+    assert repo_id(quarter) == "fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128"
     norec = config("resnet18_fsr.at_cifar10", fsr_recalibration=False, fsr_tau=0.5)
     assert network_name(norec) == "ResNet-18"
-    assert default_repo_id(norec, metrics) == "fsr-zoo/resnet18_fsr.at_cifar10.tau0.5.norec"
+    assert repo_id(norec) == "fsr-zoo/resnet18_fsr.at_cifar10.tau0.5.norec"
     assert network_name(config("wrn34_10_plain.at_cifar10", depth=16, widen_factor=2)) == "WideResNet-16-2"
-    assert default_repo_id(config("resnet18_plain.at_cifar10"), metrics) == "fsr-zoo/resnet18_plain.at_cifar10"
-    subset = {**metrics, "train_images": 9000, "train_config": {**metrics["train_config"], "train_limit": 10_000}}
-    assert default_repo_id(config("resnet18_plain.at_cifar10"), subset) == "fsr-zoo/resnet18_plain.at_cifar10.train9000"
+    assert (
+        network_name(config("wrn34_10_plain.at_cifar10", in_chans=1))
+        == "WideResNet-34-10 (in_chans 1 (the paper's: 3))"
+    )
+    assert repo_id(config("resnet18_plain.at_cifar10")) == "fsr-zoo/resnet18_plain.at_cifar10"
+    subset = {**metrics, "train_images": 9000, "val_images": 1000}
+    assert repo_id(config("resnet18_plain.at_cifar10"), subset) == "fsr-zoo/resnet18_plain.at_cifar10.train9000"
 
 
 def test_model_card_md_compares_the_shipped_pair_and_speaks_to_users():
     text = (ROOT / "MODEL_CARD.md").read_text()
-    fsr, plain = (json.loads((f / "metrics.json").read_text()) for f in (FSR, PLAIN))
-    assert "## FSR against its plain baseline, measured" in text
-    # the FSR run's metrics.json holds its final test as `test`; the plain run's, written earlier, as *_acc keys
-    fsr_test, plain_test = fsr["test"]["accuracy"], {"natural": plain["natural_acc"], "pgd20": plain["pgd20_acc"]}
-    for f, m, test in ((FSR, fsr, fsr_test), (PLAIN, plain, plain_test)):
-        assert f"| {f.name} | {m['epochs']} | {pct(test['natural'])} | {pct(test['pgd20'])} |" in text
-        assert f"### {f.name}" in text and f"python -m fsr_models.evaluate hub/weights/{f.name} " in text
+    for f in (FSR, PLAIN):
+        metrics, test = json.loads((f / "metrics.json").read_text()), shipped_test(f)
+        assert f"| {f.name} | {metrics['epochs']} | {pct(test['natural'])} | {pct(test['pgd20'])} |" in text
+        readme = (f / "README.md").read_text()
+        assert f"### {f.name}" in text and f"](hub/weights/{f.name}/README.md)" in text
+        assert f"python -m fsr_models.evaluate hub/weights/{f.name} " in readme  # every report's command is there
     for name in ("MODEL_CARD.md", *(f"hub/weights/{f.name}/README.md" for f in (FSR, PLAIN))):
         user_text = (ROOT / name).read_text()
         assert not re.search(r"\bissue \d|\.\./shared|REFERENCE\.md|device session", user_text), name
@@ -264,8 +273,7 @@ def test_model_card_md_compares_the_shipped_pair_and_speaks_to_users():
 
 @pytest.mark.parametrize("shipped", [FSR, PLAIN], ids=["fsr", "plain"])
 def test_the_cards_command_repeats_the_recorded_run_setting_for_setting(tmp_path, shipped):
-    """The card's `training/train.py --config train_config.yaml --set ...` gives the recorded config: the settings
-    renamed since under their new names, and weight_init, where a run could not record it yet, at what it ran."""
+    """The card's `training/train.py --config train_config.yaml --set ...` gives the recorded config."""
     repo = export_repo(shipped, tmp_path / "repo", zoo=ZOO)
     text = ModelCard.load(repo / "README.md").text
     command = re.search(r"--config train_config\.yaml --set (.*?)` repeats the run", text).group(1)
@@ -273,32 +281,38 @@ def test_the_cards_command_repeats_the_recorded_run_setting_for_setting(tmp_path
         "<new folder>", str(tmp_path / "new")
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # today's names: nothing to warn about
+        warnings.simplefilter("error")  # nothing to warn about
         repeated = load_config(str(repo / "train_config.yaml"), command.split())
     metrics = json.loads((shipped / "metrics.json").read_text())
-    recorded = dataclasses.asdict(TrainConfig(**train_config(metrics)))
+    recorded = dataclasses.asdict(TrainConfig(**metrics["train_config"]))
     changed = {"data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "new")}
     changed |= {"epochs": metrics["epochs"], "time_budget_min": None}  # the budget's epochs, as a fixed plan
     assert dataclasses.asdict(repeated) == {**recorded, **changed}
-    # a run that recorded weight_init repeats it; one written before it could record it ran VGG's (Kaiming fan-out)
-    assert repeated.weight_init == metrics["train_config"].get("weight_init", "vgg")
+
+
+def shipped_reports(folder: Path) -> list[dict]:
+    """A shipped model's measured reports, read from its files without the cards' code: the final test, a later
+    evaluation in metrics.json, robustness.json, robustness_adaptive.json (the order the documents show them)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    files = [folder / ROBUSTNESS_NAME, folder / ADAPTIVE_NAME]
+    return [metrics["test"], *([metrics["evaluation"]] if "evaluation" in metrics else [])] + [
+        json.loads(f.read_text()) for f in files if f.is_file()
+    ]
 
 
 def test_the_results_table_holds_every_measured_report_of_the_zoo():
     rows = list(csv.DictReader((ROOT / "results" / "zoo_robustness.csv").open()))
-    expected = []
-    for folder in (FSR, PLAIN):
-        record = read_record(folder)
-        expected += [
-            (folder.name, title, report)
-            for title, report in measured_reports(record.metrics, record.robustness, record.adaptive)
-        ]
-    assert [(r["model"], r["report"]) for r in rows] == [(name, title) for name, title, _ in expected]
-    for row, (_, _, report) in zip(rows, expected):
-        assert int(row["images"]) == report["images"]
+    expected = [(folder.name, report) for folder in (FSR, PLAIN) for report in shipped_reports(folder)]
+    assert [r["model"] for r in rows] == [name for name, _ in expected]
+    for row, (_, report) in zip(rows, expected):
+        assert (int(row["images"]), row["eps"]) == (report["images"], "8/255")
         for attack in COLUMNS:
             value = report["accuracy"].get(attack)
-            assert row[attack] == ("" if value is None else f"{100 * value:.2f}"), (row["model"], attack)
+            assert row[attack] == ("" if value is None else pct(value)), (row["model"], attack)
+        found = report.get("found_beyond_pgd20", {})
+        assert row["found_beyond_pgd20"] == ";".join(f"{a}:{n}" for a, n in found.items())
+    r_contribution = json.loads((FSR / "metrics.json").read_text())["fsr_health"]["fsr4"]["r_contribution"]
+    assert float(rows[0]["r_contribution"]) == pytest.approx(r_contribution, rel=1e-3)
     assert "(results/zoo_robustness.csv)" in (ROOT / "MODEL_CARD.md").read_text()
 
 
@@ -311,15 +325,15 @@ ROBUSTBENCH_KEYS |= {"architecture", "eps", "clean_acc", "reported", "autoattack
 def test_robustbench_entries_carry_the_largest_autoattack_report_and_its_images(shipped):
     entry = json.loads((ROOT / "results" / "robustbench" / f"{shipped.name}.json").read_text())
     assert ROBUSTBENCH_KEYS <= set(entry)
-    record = read_record(shipped)
-    reports = [r for _, r in measured_reports(record.metrics, record.robustness, record.adaptive)]
+    reports = shipped_reports(shipped)
     autoattack = max((r for r in reports if "autoattack" in r["accuracy"]), key=lambda r: r["images"])
     assert entry["autoattack_acc"] == f"{100 * autoattack['accuracy']['autoattack']:.2f}"
     assert entry["clean_acc"] == f"{100 * autoattack['accuracy']['natural']:.2f}"
     assert entry["evaluated_images"]["autoattack"] == autoattack["images"] and entry["eps"] == "8/255"
     assert f"first {autoattack['images']:,} test images" in entry["footnote"]
     assert timm.create_model(entry["timm_name"], pretrained=False).num_classes == 10  # a name timm looks up
-    if record.adaptive:
-        adaptive = 100 * record.adaptive["accuracy"]["adaptive_ensemble"]
-        assert entry["evaluated_images"]["adaptive"] == record.adaptive["images"]
+    if (shipped / ADAPTIVE_NAME).is_file():
+        adaptive_report = json.loads((shipped / ADAPTIVE_NAME).read_text())
+        adaptive = 100 * adaptive_report["accuracy"]["adaptive_ensemble"]
+        assert entry["evaluated_images"]["adaptive"] == adaptive_report["images"]
         assert ("external" in entry) == (round(adaptive, 2) < float(entry["autoattack_acc"]))

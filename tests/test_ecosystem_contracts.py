@@ -28,9 +28,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, pi
 
 from fsr_models.datasets import SAMPLES
 from fsr_models.hf import FSRConfig, FSRForImageClassification, image_processor
-from fsr_models.hf.remote import modeling_fsr as remote_modeling
 from fsr_models.hub import IMAGE_PROCESSOR_NAME, load_model, save_folder
-from fsr_models.repository import AUTO_MAP, REMOTE_CODE_DIR, REMOTE_CODE_FILES
+from fsr_models.repository import AUTO_MAP, remote_model_class, write_remote_code
 
 SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
 
@@ -99,8 +98,12 @@ def test_processor_follows_the_input_size_of_the_tag(tmp_path):
     assert AutoImageProcessor.from_pretrained(tmp_path).size["height"] == 64
 
 
-@pytest.mark.parametrize("model_class", [FSRForImageClassification, remote_modeling.FSRForImageClassification])
-def test_images_of_another_size_than_the_networks_get_one_warning_line(model_class):
+@pytest.mark.parametrize("code", ["package", "trust_remote_code"])
+def test_images_of_another_size_than_the_networks_get_one_warning_line(code, tmp_path):
+    model_class = FSRForImageClassification
+    if code == "trust_remote_code":  # the class a repository's code defines, as transformers loads it
+        write_remote_code(tmp_path)
+        model_class = remote_model_class(tmp_path)
     model = model_class.from_pretrained(PLAIN).eval()
     with pytest.warns(UserWarning) as record:
         model(pixel_values=torch.rand(1, 3, 224, 224))
@@ -226,8 +229,7 @@ def test_a_downloaded_repository_loads_its_processor_and_model_without_the_packa
     folder.mkdir()
     for name in ("model.safetensors", IMAGE_PROCESSOR_NAME):
         shutil.copyfile(PLAIN / name, folder / name)
-    for name in REMOTE_CODE_FILES:
-        shutil.copyfile(REMOTE_CODE_DIR / name, folder / name)
+    write_remote_code(folder)
     config = {**json.loads((PLAIN / "config.json").read_text()), "auto_map": AUTO_MAP}
     (folder / "config.json").write_text(json.dumps(config))
     x, _ = real_images

@@ -202,13 +202,6 @@ def test_plain_timm_model_evaluates_too(test_batch):
     model = timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]).eval()
     x, y = test_batch
     result = evaluation.evaluate_attacks(model, x[:8], y[:8], ["natural", "fgsm"], progress=False)
-    with pytest.warns(FutureWarning, match="fsr_models.evaluation.report.accuracy_table"):  # an old home
-        from fsr_models.evaluate import accuracy_table
-    assert accuracy_table is evaluation.accuracy_table
-    with pytest.warns(FutureWarning, match="evaluate_attacks"):  # the old name still works
-        assert evaluate.evaluate(model, x[:8], y[:8], ["natural"], progress=False)["accuracy"] == {
-            "natural": result["accuracy"]["natural"]
-        }
     assert set(result["accuracy"]) == {"natural", "fgsm", "ensemble"}
 
 

@@ -1,30 +1,98 @@
-"""The code a Hub repository carries for `trust_remote_code=True` (fsr_models/hf/remote): self-contained, and the
-same function as the package's networks for every backbone and FSR setting. Loading it through a Hub API in an
-environment without fsr_models is tested in test_publish.py."""
+"""The code a Hub repository carries for `trust_remote_code=True` (fsr_models/hf/remote, with the package's own
+fsr_core.py beside it): torch and transformers only, published as the package holds it, and the same function as the
+package's networks for every backbone and FSR setting. It is loaded here from folders by transformers' loader of remote
+code, as users get it; loading it through a Hub API in an environment without fsr_models is tested in test_publish.py.
+"""
 
+import inspect
+import json
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import timm
 import torch
-from transformers.dynamic_module_utils import get_imports
+from conftest import SHIPPED_FSR
+from transformers.dynamic_module_utils import get_class_from_dynamic_module, get_imports, get_relative_imports
 
-from fsr_models.hf.remote import configuration_fsr, image_processing_fsr, modeling_fsr
-from fsr_models.hub import save_folder
+from fsr_models import fsr_core
+from fsr_models.facts import BACKBONES
+from fsr_models.hub import load_model, save_folder
+from fsr_models.repository import (
+    AUTO_MAP,
+    REMOTE_CODE_SOURCES,
+    PublishError,
+    check_repo_folder,
+    export_repo,
+    remote_model_class,
+    write_remote_code,
+)
+
+
+@pytest.fixture(scope="module")
+def remote_code(tmp_path_factory) -> Path:
+    """A folder holding the code for trust_remote_code=True alone."""
+    folder = tmp_path_factory.mktemp("remote_code")
+    write_remote_code(folder)
+    return folder
 
 
 def test_remote_code_imports_only_torch_and_transformers():
     # transformers' own check (check_imports) refuses a repository whose code imports a package that is missing
-    def packages(module):
-        return set(get_imports(module.__file__)) - set(sys.stdlib_module_names)
+    def packages(name):
+        return set(get_imports(REMOTE_CODE_SOURCES[name])) - set(sys.stdlib_module_names)
 
-    assert packages(configuration_fsr) == packages(image_processing_fsr) == {"transformers"}
-    assert packages(modeling_fsr) == {"torch", "transformers"}
+    assert packages("configuration_fsr.py") == packages("image_processing_fsr.py") == {"transformers"}
+    assert packages("modeling_fsr.py") == {"torch", "transformers"}
+    assert packages("fsr_core.py") == {"torch"}
+
+
+def test_what_the_remote_code_imports_relatively_is_published_beside_it():
+    # transformers fetches a relatively imported module from the repository: fsr_core must import nothing of fsr_models
+    imported = {name: {f"{m}.py" for m in get_relative_imports(src)} for name, src in REMOTE_CODE_SOURCES.items()}
+    assert imported == {
+        "configuration_fsr.py": {"fsr_core.py"},
+        "modeling_fsr.py": {"configuration_fsr.py", "fsr_core.py"},
+        "image_processing_fsr.py": set(),
+        "fsr_core.py": set(),
+    }
+
+
+def test_an_exported_repository_carries_the_packages_fsr_core_and_computes_with_it(tmp_path):
+    folder = export_repo(SHIPPED_FSR, tmp_path / "repository")
+    assert REMOTE_CODE_SOURCES["fsr_core.py"] == Path(fsr_core.__file__)  # the package's module is the source
+    for name, source in REMOTE_CODE_SOURCES.items():
+        assert (folder / name).read_bytes() == source.read_bytes(), name
+    # the remote model's FSR is the folder's copy of fsr_core, loaded by transformers, not the package's module
+    fsr_class = sys.modules[remote_model_class(folder).__module__].FSR
+    assert (
+        fsr_class is not fsr_core.FSR
+        and Path(inspect.getfile(fsr_class)).read_bytes() == (folder / "fsr_core.py").read_bytes()
+    )
+    with (folder / "fsr_core.py").open("a") as f:  # a copy that is not the package's is never published
+        f.write("\n# edited\n")
+    with pytest.raises(PublishError, match=r"\(fsr_core.py\) is not this version's"):
+        check_repo_folder(folder)
+
+
+def test_the_paper_fsr_positions_are_the_facts():
+    assert fsr_core.PAPER_FSR_STAGES == {key: backbone.fsr_stages for key, backbone in BACKBONES.items()}
 
 
 SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
 SMALL_VGG = dict(stages=[[8, 1], [16, 1], [32, 2], [64, 2], [64, 1]])
 SMALL_WRN = dict(depth=10, widen_factor=1)
+
+
+def trained_looking(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with BN running statistics that are not the identity, so that loading them counts in what is compared."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
 
 
 @pytest.mark.parametrize(
@@ -42,25 +110,57 @@ SMALL_WRN = dict(depth=10, widen_factor=1)
         ("wrn34_10_plain", SMALL_WRN),
     ],
 )
-def test_remote_code_computes_the_packages_logits_from_the_same_weights(name, args, tmp_path):
+def test_remote_code_computes_the_packages_logits_from_the_same_weights(name, args, remote_code, tmp_path):
     torch.manual_seed(0)
-    model = timm.create_model(name, **args)
-    with torch.no_grad():  # batch statistics that are not the identity, so that BN's running stats count
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
+    model = trained_looking(timm.create_model(name, **args))
     save_folder(model, tmp_path)
-    remote = modeling_fsr.FSRForImageClassification.from_pretrained(tmp_path).eval()
+    remote = remote_model_class(remote_code).from_pretrained(tmp_path).eval()
     x = torch.rand(3, model.in_chans, 32, 32)
     with torch.no_grad():
-        assert torch.equal(remote(pixel_values=x).logits, model.eval()(x))
+        assert torch.equal(remote(pixel_values=x).logits, model(x))
     assert remote.num_parameters() == sum(p.numel() for p in model.parameters())
 
 
-def test_remote_code_refuses_what_it_does_not_implement():
+@pytest.mark.parametrize(
+    "name, missing",
+    [
+        ("resnet18_fsr.at_cifar10", "left out"),  # the shipped weights
+        ("resnet18_fsr.at_cifar10", None),
+        ("vgg16_fsr", None),
+        ("wrn34_10_fsr", "left out"),
+    ],
+)
+def test_a_config_without_backbone_args_is_the_papers_network(name, missing, tmp_path):
+    """config.json without backbone_args (and fsr_stages): the remote code's defaults, the paper's network and FSR
+    position, which are the package's."""
+    if name == "resnet18_fsr.at_cifar10":
+        model = load_model(SHIPPED_FSR).eval()
+        for file in ("config.json", "model.safetensors"):
+            shutil.copyfile(SHIPPED_FSR / file, tmp_path / file)
+    else:
+        torch.manual_seed(0)
+        model = trained_looking(timm.create_model(name))
+        save_folder(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key in ("backbone_args", "fsr_stages"):
+        if missing == "left out":
+            del config[key]
+        else:
+            config[key] = None
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_remote_code(tmp_path)
+    remote = remote_model_class(tmp_path).from_pretrained(tmp_path).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(remote(pixel_values=x).logits, model(x))
+
+
+def test_remote_code_refuses_what_it_does_not_implement(remote_code):
+    config_class = get_class_from_dynamic_module(AUTO_MAP["AutoConfig"], str(remote_code))
     with pytest.raises(ValueError, match="backbone must be one of"):
-        configuration_fsr.FSRConfig(backbone="resnet50")
-    config = configuration_fsr.FSRConfig(backbone_args=dict(SMALL_RESNET, global_pool="max"))
+        config_class(backbone="resnet50")
+    with pytest.raises(ValueError, match="fsr_tau must be positive"):  # the package's check, in fsr_core
+        config_class(fsr_tau=0)
+    config = config_class(backbone_args=dict(SMALL_RESNET, global_pool="max"))
     with pytest.raises(ValueError, match="load it with the fsr-zoo package"):
-        modeling_fsr.FSRForImageClassification(config)
+        remote_model_class(remote_code)(config)

@@ -8,7 +8,7 @@ import torch
 from conftest import ZOO
 from transformers import AutoModelForImageClassification
 
-from fsr_models.card import final_test_report, largest_report_with, measured_reports, read_record
+from fsr_models.card import read_record
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.hub import image_processor_config, load_model
 from fsr_models.weights import IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors
@@ -28,7 +28,7 @@ def test_folder_is_what_its_name_says_with_one_weights_file(folder):
     assert [p.name for p in folder.glob("model*.safetensors")] == [WEIGHTS_NAME] and not (folder / INDEX_NAME).exists()
     check_safetensors(folder / WEIGHTS_NAME)
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert final_test_report(metrics)["images"] == 10000 and metrics["train_config"]["model"] == arch
+    assert metrics["test"]["images"] == 10000 and metrics["train_config"]["model"] == arch
     assert (folder / "README.md").is_file() and (folder / "train.log").is_file()
     assert (folder / IMAGE_PROCESSOR_NAME).read_text() == image_processor_config(folder)  # `python hub/zoo_card.py`
 
@@ -50,9 +50,7 @@ def test_weights_load_the_same_in_timm_transformers_and_load_model(folder):
 def test_weights_reproduce_the_natural_accuracy_recorded_on_the_gpu(folder, cifar10_dir):
     """Natural accuracy on the images the GPU run's AutoAttack evaluation used, to within 2 images (TF32 and bf16
     against fp32 ties)."""
-    record = read_record(folder)
-    reports = [report for _, report in measured_reports(record.metrics, record.robustness, record.adaptive)]
-    report = largest_report_with(reports, "autoattack")
+    report = read_record(folder).largest_with("autoattack")
     model = load_model(folder).eval()
     images, labels, _ = load_dataset("cifar10", "test", cifar10_dir, report["images"])
     with torch.no_grad():

@@ -30,7 +30,6 @@ from pathlib import Path
 import matplotlib
 import yaml
 
-from fsr_models.card import final_test_report
 from fsr_models.facts import scaled_lr
 from fsr_models.training import ConfigError, config_values, load_config
 
@@ -150,7 +149,7 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
         )
         health = next(iter(res.get("fsr_health", {}).values()), {})
         fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
-        test = final_test_report(res)["accuracy"]  # also of runs written before metrics.json held `test`
+        test = res["test"]["accuracy"]
         pgd = next((v for k, v in test.items() if k.startswith("pgd")), None)
         # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
         epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}

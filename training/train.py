@@ -32,6 +32,7 @@ from fsr_models.training import (
     ConfigError,
     NonFiniteLoss,
     RunLog,
+    TimeLimit,
     build_training,
     clean_and_pgd_accuracy,
     extend,
@@ -46,7 +47,7 @@ from fsr_models.training import (
     save_best,
     save_checkpoint,
     start_or_resume,
-    time_spent,
+    time_limit_reached,
     train_epoch,
     training_data,
     what_was_kept,
@@ -159,10 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                 if main_process:
                     save_best(training, cfg, out)
             save_checkpoint(accelerator, out, progress)
-            spent = time_spent(cfg, time.perf_counter() - started, seconds, accelerator)
-            if spent and epoch < progress["epochs"]:
-                accelerator.print(f"{spent} is spent after epoch {epoch} of {progress['epochs']}: stopping")
-                stopped = spent == "this call"
+            limit = time_limit_reached(cfg, time.perf_counter() - started, seconds, accelerator)
+            if limit and epoch < progress["epochs"]:
+                accelerator.print(f"{limit.value} is spent after epoch {epoch} of {progress['epochs']}: stopping")
+                stopped = limit is TimeLimit.CALL
                 break
         if stopped:  # a fixed plan in pieces: the next call resumes it, the last one evaluates
             accelerator.print(

@@ -26,6 +26,33 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "transfer_without_rec": "Transfer from w/o Rec",
     "adaptive_ensemble": "Adaptive ensemble",
 }
+MASK_NOTE = (
+    "Mask surrogate: PGD-20 on cross-entropy and on the C&W margin whose gradients go through FSR's mask softened "
+    "2x, 10x, 100x and 1000x (BPDA; the forward is the model's own); Mask surrogate APGD: AutoAttack's APGD-CE and "
+    "APGD-DLR through the same softened masks."
+)
+TRANSFER_NOTE = "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings."
+ATTACK_NOTES = {  # what an attack is, said once under the tables where it appears
+    "cw": "C&W is PGD-30 on the C&W margin loss (kappa 50).",
+    "autoattack": "AutoAttack is the standard version of the reference code (pyautoattack).",
+    "ensemble": "Ensemble counts an image only if it is classified correctly clean and under each of FGSM, PGD-20, "
+    "PGD-100 and C&W that its table shows (the paper's set: AutoAttack, APGD-CE and the other attacks are not part "
+    "of it, so AutoAttack may be below it).",
+    "ti_fgsm": TRANSFER_NOTE,
+    "di_fgsm": TRANSFER_NOTE,
+    "nattack": "NAttack is a query-based black-box attack (Li et al. 2019).",
+    "apgd_ce": "APGD-CE is AutoAttack's first attack alone (reference code, 100 iterations, 1 restart).",
+    "mask_surrogate": MASK_NOTE,
+    "mask_surrogate_apgd": MASK_NOTE,
+    "feature_space": "Feature space: PGD moving the feature FSR passes on towards that of the nearest image of "
+    "another class, then PGD-20 from there.",
+    "transfer_twin": "Transfer from twin: PGD-20 crafted on the zoo's same network with FSR, or without it for an "
+    "FSR model.",
+    "transfer_without_rec": "Transfer from w/o Rec: PGD-20 crafted on this model's own w/o Rec ablation (FSR "
+    "passing on f+ only).",
+    "adaptive_ensemble": "Each adaptive attack keeps, per image, the worst case with PGD-20; the adaptive ensemble "
+    "counts an image only if it withstands every attack of its table.",
+}
 
 
 def make_report(
@@ -133,12 +160,18 @@ def curve_table(curve: dict) -> list[str]:
     ]
 
 
+def attack_notes(reports) -> str:
+    """The notes on the attacks that the reports' tables show, each once."""
+    shown = {attack for report in reports for attack in report["accuracy"]}
+    return " ".join(dict.fromkeys(note for attack, note in ATTACK_NOTES.items() if attack in shown))
+
+
 def markdown(report: dict) -> str:
     lines = accuracy_table(report, row_label=report["model"])
     lines.append(
         f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
         f"{report['images']}) of {report['data_source']}, eps {report['eps'] * 255:g}/255 (Linf), "
-        f"{protocol_text(report)}."
+        f"{protocol_text(report)}. {attack_notes([report])}".rstrip()
     )
     if "curve" in report:
         c = report["curve"]

@@ -4,12 +4,14 @@ AutoImageProcessor on import."""
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-from .configuration_fsr import FSRConfig
+from ..models import _build
+from .configuration_fsr import FSRConfig, read_folder_config
 from .image_processing_fsr import FSRImageProcessor, FSRImageProcessorPil, image_processor
 from .modeling_fsr import FSRForImageClassification, FSRPreTrainedModel
 
 AutoConfig.register(FSRConfig.model_type, FSRConfig, exist_ok=True)
 AutoModelForImageClassification.register(FSRConfig, FSRForImageClassification, exist_ok=True)
+_build.FOLDER_CONFIG_CHECKS.append(read_folder_config)
 # transformers reads the image processor of a local folder whose config.json holds timm's pretrained_cfg (every zoo
 # folder's) from config.json, then asks the processor registered for the config's type: these classes turn that file
 # into the processor preprocessor_config.json describes. Processors come per backend (torchvision's and PIL's) since

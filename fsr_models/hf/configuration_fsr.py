@@ -20,7 +20,7 @@ from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
 
 from ..facts import BACKBONES
-from ..fsr import FSR_OUTPUTS
+from ..fsr_core import check_fsr_config
 
 FSR_FIELDS = (
     "backbone",
@@ -123,6 +123,11 @@ class FSRConfig(PreTrainedConfig):
     pretrained_cfg: dict[str, Any] | None = None
 
     def __post_init__(self, **kwargs):
+        # A timm CNN's name is checked here; the rest as a Hub repository's own code checks it (fsr_core)
+        attached = self.backbone.startswith(TIMM_PREFIX) and timm.is_model(self.timm_backbone)
+        check_fsr_config(
+            None if attached else self.backbone, self.fsr_tau, self.fsr_output, " or 'timm/<a timm model name>'"
+        )
         if self.backbone in BACKBONES:
             paper_stages, stage_count = BACKBONES[self.backbone].fsr_stages, BACKBONES[self.backbone].num_stages
             self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
@@ -132,17 +137,8 @@ class FSRConfig(PreTrainedConfig):
                 )
             if self.normalize_mean is not None or self.normalize_std is not None:
                 raise ValueError(f"{self.backbone} takes [0, 1] pixels as they are: normalize_mean/std must be None")
-        elif not (self.backbone.startswith(TIMM_PREFIX) and timm.is_model(self.timm_backbone)):
-            raise ValueError(
-                f"FSRConfig.backbone must be one of {sorted(BACKBONES)} or 'timm/<a timm model name>', got "
-                f"{self.backbone!r}"
-            )
         elif self.fsr_stages is not None:
             self.fsr_stages = list(self.fsr_stages)
-        if self.fsr_tau <= 0:
-            raise ValueError(f"FSRConfig.fsr_tau must be positive, got {self.fsr_tau}")
-        if self.fsr_output not in FSR_OUTPUTS:
-            raise ValueError(f"FSRConfig.fsr_output must be one of {FSR_OUTPUTS}, got {self.fsr_output!r}")
         if self.pretrained_cfg is None:  # timm's registered defaults (input size, identity mean/std, paper) sans tag
             if self.timm_backbone:  # the timm CNN's, FSR attached (models import this module: imported here)
                 from ..models.attached import attached_pretrained_cfg

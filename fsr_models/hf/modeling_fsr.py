@@ -15,9 +15,9 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import PrefixChange
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from ..fsr_core import warn_unless_input_size
 from .configuration_fsr import FSRConfig
 from .image_processing_fsr import image_processor
-from .remote.modeling_fsr import warn_unless_input_size
 
 register_checkpoint_conversion_mapping("fsr", [PrefixChange(prefix_to_add="model")], overwrite=True)
 

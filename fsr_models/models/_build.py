@@ -5,8 +5,11 @@ from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from ..facts import ARCHITECTURES, BACKBONES, CHECKOUT_WEIGHTS, DATASETS, HF_ORG, PAPER_TAGS, published
 from ..fsr import FSR
-from ..hf.configuration_fsr import read_folder_config
 from ..weights import check_one_weights_file
+
+# Checks of a `local-dir:` folder's config.json before timm builds from it: fsr_models.hf adds its config's, so that
+# timm refuses the config.json that transformers refuses, without the networks depending on the transformers layer.
+FOLDER_CONFIG_CHECKS = []
 
 
 def _cfg(arch: str, tag: str, reduction: int, hub_names: frozenset[str], **kwargs) -> dict:
@@ -93,7 +96,8 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     check_pretrained_available(variant, pretrained, kwargs)
     cfg = kwargs.get("pretrained_cfg")
     if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
-        read_folder_config(cfg["file"])  # what transformers would refuse, timm refuses too
+        for check in FOLDER_CONFIG_CHECKS:
+            check(cfg["file"])
         check_one_weights_file(cfg["file"])
     model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
     model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now

@@ -16,7 +16,7 @@ from ..fsr import FSR, FSROutput, FSRParts
 HEAD_MODULES = ("pre_logits", "global_pool", "fc")
 
 
-@torch.jit.unused  # eager only: a scripted network never calls it (check_images skips it there)
+@torch.jit.unused  # eager only: a scripted network never calls it (checked_images skips it there)
 def warn_unless_raw_pixels(x: torch.Tensor) -> None:
     """A warning for values far outside [0, 1] (pixels in 0-255, normalised images), which the networks never saw."""
     if x.numel() and x.device.type != "meta" and not torch.compiler.is_compiling():  # values to look at
@@ -30,7 +30,7 @@ def warn_unless_raw_pixels(x: torch.Tensor) -> None:
 
 
 @register_notrace_function  # torch.fx (timm's FX feature extraction) keeps the call, not its shape tests on proxies
-def check_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+def checked_images(x: torch.Tensor, in_chans: int) -> torch.Tensor:
     """`x`, or a clear error for what is not a batch of float NCHW images with `in_chans` channels. (Returning `x`
     keeps the call in FX graphs, which drop calls whose results nothing uses.)"""
     if not torch.jit.is_scripting():  # a scripted graph (of torch.fx) calls it too: TorchScript skips the tests
@@ -122,7 +122,7 @@ class FSRNet(nn.Module):
         raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward_features(check_images(x, self.in_chans))
+        return self._forward_features(checked_images(x, self.in_chans))
 
     def forward_intermediates(
         self,
@@ -141,7 +141,7 @@ class FSRNet(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        x = check_images(x, self.in_chans)
+        x = checked_images(x, self.in_chans)
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
         x, intermediates = self._forward_stages(x, take_indices, max_index if stop_early else None)
         return intermediates if intermediates_only else (x, intermediates)
@@ -180,7 +180,7 @@ class FSRNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def _forward_fsr(self, x: torch.Tensor) -> FSROutput:
-        x = check_images(x, self.in_chans)
+        x = checked_images(x, self.in_chans)
         fsr_parts: list[FSRParts] = []
         features, _ = self._forward_stages(x, fsr_parts=fsr_parts)
         return FSROutput(self.forward_head(features), tuple(fsr_parts))

@@ -28,7 +28,7 @@ from timm.models._pretrained import PretrainedCfg
 
 from ..fsr import FSR, FSROutput, FSRParts
 from ._build import build_network
-from ._fsrnet import check_images, check_weights_fit
+from ._fsrnet import check_weights_fit, checked_images
 from ._init import init_pytorch_default
 
 __all__ = ["FSRAttached", "attach_fsr"]
@@ -174,14 +174,14 @@ class FSRAttached(nn.Module):
         return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base.forward_features(self.normalize(check_images(x, self.in_chans)))
+        return self.base.forward_features(self.normalize(checked_images(x, self.in_chans)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.base.forward_head(x, pre_logits=pre_logits)
 
     def forward_intermediates(self, x: torch.Tensor, *args, **kwargs):
         """The backbone's `forward_intermediates` on the normalised pixels: a stage with FSR gives FSR's output."""
-        return self.base.forward_intermediates(self.normalize(check_images(x, self.in_chans)), *args, **kwargs)
+        return self.base.forward_intermediates(self.normalize(checked_images(x, self.in_chans)), *args, **kwargs)
 
     def forward(self, x: torch.Tensor, return_fsr: bool = False):
         """Logits; with `return_fsr=True`, an `FSROutput` with the parts of each FSR module, for the FSR losses."""

@@ -13,13 +13,12 @@ from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
 from ..facts import BACKBONES
+from ..fsr_core import VGG16_STAGES
 from ._build import build_fsr, build_network, paper_cfgs
 from ._fsrnet import FSRNet
 from ._init import init_vgg
 
 __all__ = ["CifarVGG"]
-
-VGG16_STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 @register_notrace_module  # torch.fx: a leaf, since its layout test (pooled or not) reads the input's shape

@@ -4,6 +4,7 @@ accuracy on a split) and what a run writes (`record`). The script's `main` puts 
 
 from .checkpoint import (
     RunStart,
+    TimeLimit,
     extend,
     initial_progress,
     plan_epoch,
@@ -11,7 +12,7 @@ from .checkpoint import (
     plan_message,
     save_checkpoint,
     start_or_resume,
-    time_spent,
+    time_limit_reached,
 )
 from .config import (
     COMPILE_MODES,

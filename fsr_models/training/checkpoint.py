@@ -4,6 +4,7 @@ whole checkpoint."""
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import shutil
@@ -154,11 +155,22 @@ def plan_from_epoch(
     accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
 
 
-def time_spent(cfg: TrainConfig, elapsed: float, seconds_per_epoch: float, accelerator: Accelerator) -> str | None:
-    """'this call' when another epoch would overrun `stop_after_min` (the run stops, checkpointed, to be resumed),
-    'the time budget' when it would overrun `time_budget_min` by more than 10 %, else None; decided on the main
-    process for all."""
-    budget_over = bool(cfg.time_budget_min) and elapsed + seconds_per_epoch > cfg.time_budget_min * 66
+class TimeLimit(enum.Enum):
+    """A limit on a run's time that another epoch would overrun."""
+
+    CALL = "this call"  # stop_after_min: the run stops, checkpointed, and a later call resumes it
+    BUDGET = "the time budget"  # time_budget_min: the run ends here, and is evaluated
+
+
+BUDGET_OVERRUN = 1.1  # an epoch may overrun time_budget_min by 10 % rather than be dropped
+
+
+def time_limit_reached(
+    cfg: TrainConfig, elapsed: float, seconds_per_epoch: float, accelerator: Accelerator
+) -> TimeLimit | None:
+    """The limit another epoch of `seconds_per_epoch` would overrun after `elapsed` seconds (a call's before a
+    budget's), else None; decided on the main process for all."""
+    budget_over = bool(cfg.time_budget_min) and elapsed + seconds_per_epoch > cfg.time_budget_min * 60 * BUDGET_OVERRUN
     call_over = bool(cfg.stop_after_min) and elapsed + seconds_per_epoch > cfg.stop_after_min * 60
     over = broadcast(torch.tensor([budget_over, call_over], device=accelerator.device), from_process=0).tolist()
-    return "this call" if over[1] else "the time budget" if over[0] else None
+    return TimeLimit.CALL if over[1] else TimeLimit.BUDGET if over[0] else None

@@ -14,7 +14,6 @@ import yaml
 from ..attacks import pixel_fraction
 from ..facts import DATASETS
 from ..losses import METHODS
-from ..renames import RENAMED_KEYS, renamed, saved_settings
 
 # torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -142,7 +141,7 @@ class TrainConfig:
 
 def config_values(path: str | None, overrides: list[str]) -> dict:
     """The settings a YAML file and `--set key=value` items give, each key checked where it was written."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)} | set(RENAMED_KEYS)
+    known = set(valid_keys())
     values = {}
     if path:
         try:
@@ -154,22 +153,14 @@ def config_values(path: str | None, overrides: list[str]) -> dict:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown config key(s) {unknown} in {path}; valid keys: {valid_keys()}")
-        values = checked_renames(values, str(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set takes key=value, got {item!r}")
         if key not in known:
             raise ConfigError(f"unknown config key {key!r} in --set {item}; valid keys: {valid_keys()}")
-        values.update(checked_renames({key: yaml.safe_load(value)}, "--set"))
+        values[key] = yaml.safe_load(value)
     return values
-
-
-def checked_renames(values: dict, where: str) -> dict:
-    try:
-        return renamed(values, where)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def valid_keys() -> list[str]:
@@ -188,7 +179,13 @@ def resumed_config(out: Path, path: str | None, overrides: list[str]) -> TrainCo
     """The settings saved in a run folder; a config file or --set may repeat them or change RESUME_MAY_CHANGE."""
     if not (out / "config.yaml").is_file():
         raise ConfigError(f"--resume: {out} holds no run (no config.yaml); start without --resume or fix the folder")
-    saved_values = saved_settings(yaml.safe_load((out / "config.yaml").read_text()))  # also of older versions
+    saved_values = yaml.safe_load((out / "config.yaml").read_text())
+    unknown = sorted(set(saved_values) - set(valid_keys()))
+    if unknown:
+        raise ConfigError(
+            f"--resume: {out / 'config.yaml'} has settings this version does not know, {unknown}: it was written by "
+            "another version of fsr-zoo; resume it with that version, or start a new run"
+        )
     saved = dataclasses.asdict(TrainConfig(**saved_values))
     given = dataclasses.asdict(TrainConfig(**{**saved_values, **config_values(path, overrides)}))
     changed = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v and k not in RESUME_MAY_CHANGE}

@@ -1,6 +1,7 @@
 """Configuration of an fsr-zoo network, for loading it without the fsr-zoo package.
 
-This file, `modeling_fsr.py` and `image_processing_fsr.py` ship in the model's Hub repository, so that
+This file, `modeling_fsr.py`, `image_processing_fsr.py` and the package's `fsr_core.py` ship in the model's Hub
+repository, so that
 
     AutoModelForImageClassification.from_pretrained(repo_id, trust_remote_code=True)
 
@@ -10,9 +11,7 @@ registers instead (timm models, training support); the two compute the same logi
 
 from transformers import PretrainedConfig
 
-# The FSR positions of the paper's networks (stages followed by FSR), taken where config.json does not list them.
-PAPER_FSR_STAGES = {"resnet18": [4], "vgg16": [4], "wrn34_10": [3]}
-FSR_OUTPUTS = ("f_tilde", "f_pos", "f_neg", "f_neg_recal")
+from .fsr_core import PAPER_FSR_STAGES, check_fsr_config
 
 
 class FSRConfig(PretrainedConfig):
@@ -42,10 +41,7 @@ class FSRConfig(PretrainedConfig):
         fsr_output: str = "f_tilde",
         **kwargs,
     ):
-        if backbone not in PAPER_FSR_STAGES:
-            raise ValueError(f"FSRConfig.backbone must be one of {sorted(PAPER_FSR_STAGES)}, got {backbone!r}")
-        if fsr_output not in FSR_OUTPUTS:
-            raise ValueError(f"FSRConfig.fsr_output must be one of {FSR_OUTPUTS}, got {fsr_output!r}")
+        check_fsr_config(backbone, fsr_tau, fsr_output)
         self.backbone = backbone
         self.fsr_stages = list(PAPER_FSR_STAGES[backbone] if fsr_stages is None else fsr_stages)
         self.backbone_args = backbone_args

@@ -1,12 +1,10 @@
 """An fsr-zoo network as a transformers image classifier, in torch alone (see `configuration_fsr.py`).
 
 The networks of "Feature Separation and Recalibration for Adversarial Robustness" (Kim et al., CVPR 2023): CIFAR
-ResNet-18, VGG16 with BN and WideResNet-34-10, each with or without FSR modules. The layers carry the names of the
-fsr-zoo package's timm models, so `model.safetensors` loads here unchanged. Inputs are RGB pixels in [0, 1] (no
-normalisation), NCHW.
+ResNet-18, VGG16 with BN and WideResNet-34-10, each with or without FSR modules. The FSR module is the package's own,
+from `fsr_core.py`. The layers carry the names of the fsr-zoo package's timm models, so `model.safetensors` loads here
+unchanged. Inputs are RGB pixels in [0, 1] (no normalisation), NCHW.
 """
-
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -15,64 +13,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_fsr import FSRConfig
-
-VGG16_STAGES = [[64, 2], [128, 2], [256, 3], [512, 3], [512, 3]]
-
-
-def warn_unless_input_size(pixel_values: torch.Tensor, config) -> None:
-    """A warning for images of another size than the one the network was trained on (its config's pretrained_cfg),
-    such as a wrong image processor gives: the networks take any size, so nothing else would say so."""
-    input_size = (getattr(config, "pretrained_cfg", None) or {}).get("input_size")
-    if input_size and not torch.compiler.is_compiling() and tuple(pixel_values.shape[-2:]) != tuple(input_size[1:]):
-        height, width = input_size[1:]
-        warnings.warn(
-            f"expected pixel_values of {height}x{width} pixels, the input size this network was trained on, got "
-            f"{pixel_values.shape[-2]}x{pixel_values.shape[-1]}: resize images to {height}x{width}, as the image "
-            "processor of the model's folder does (AutoImageProcessor.from_pretrained(<folder or repository>))",
-            stacklevel=2,
-        )
-
-
-def conv_stack(channels: int, hidden: int = 64) -> nn.Sequential:
-    """FSR's Separation and Recalibration nets: three 3x3 convs, BN + ReLU after the first two."""
-    return nn.Sequential(
-        nn.Conv2d(channels, hidden, 3, padding=1, bias=False),
-        nn.BatchNorm2d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(hidden, hidden, 3, padding=1, bias=False),
-        nn.BatchNorm2d(hidden),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(hidden, channels, 3, padding=1, bias=False),
-    )
-
-
-class FSR(nn.Module):
-    """Feature Separation and Recalibration of a feature map f (Sec. 3 of the paper).
-
-    m = Gumbel-softmax(S(f)) at temperature tau (in eval mode, without noise: sigmoid(S(f) / tau));
-    f+ = m f, f- = (1 - m) f, f~- = f- + (1 - m) R(f-); the output is f+ + f~- (or the part `output` names).
-    """
-
-    def __init__(self, channels: int, tau: float, separation: bool, recalibration: bool, output: str):
-        super().__init__()
-        self.tau, self.output = tau, output
-        self.separation_net = conv_stack(channels) if separation else None
-        self.recalibration_net = conv_stack(channels) if recalibration else None
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        if self.separation_net is not None:
-            r = self.separation_net(f)
-            if self.training:  # the difference of two Gumbel draws; -log u ~ Exp(1)
-                r = r - torch.empty_like(r).exponential_().log() + torch.empty_like(r).exponential_().log()
-            m = torch.sigmoid(r / self.tau)
-            f_pos, f_neg = m * f, (1 - m) * f
-        else:  # "w/o Sep": all of f counts as non-robust
-            m, f_pos, f_neg = torch.zeros_like(f), None, f
-        f_neg_recal = None if self.recalibration_net is None else f_neg + (1 - m) * self.recalibration_net(f_neg)
-        if self.output == "f_tilde":
-            parts = [p for p in (f_pos, f_neg_recal) if p is not None]  # "w/o Rec" passes on f+ only
-            return parts[0] if len(parts) == 1 else parts[0] + parts[1]
-        return {"f_pos": f_pos, "f_neg": f_neg, "f_neg_recal": f_neg_recal}[self.output]
+from .fsr_core import FSR, VGG16_STAGES, warn_unless_input_size
 
 
 class BasicBlock(nn.Module):
@@ -171,7 +112,13 @@ class FSRNetwork(nn.Module):
         in_chans = args.pop("in_chans", 3)
 
         def fsr(channels: int) -> FSR:
-            return FSR(channels, config.fsr_tau, config.fsr_separation, config.fsr_recalibration, config.fsr_output)
+            return FSR(
+                channels,
+                tau=config.fsr_tau,
+                separation=config.fsr_separation,
+                recalibration=config.fsr_recalibration,
+                output=config.fsr_output,
+            )
 
         named, width = BACKBONE_LAYERS[config.backbone](config, fsr, in_chans, **args)
         for name, layer in named:
