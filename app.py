@@ -1,5 +1,5 @@
 """The interactive page, as a Hugging Face Space runs it: `python app.py`, then open http://127.0.0.1:7860.
-The page itself is fsr_models/app.py (pip install -e ".[demo]")."""
+The page itself is fsr_models/app.py (pip install -e ".[app]")."""
 
 from fsr_models.app import build
 

@@ -1,7 +1,7 @@
 """An interactive page (Gradio, the Hugging Face Spaces convention): attack a CIFAR-10 image and see what ResNet-18
 with FSR and its plain twin make of it, side by side.
 
-    pip install -e ".[demo]"
+    pip install -e ".[app]"
     python app.py            # then open http://127.0.0.1:7860 (or python -m fsr_models.app --port 7860)
 
 Pick one of the 512 shipped CIFAR-10 test images or upload one (resized to 32x32), eps and the attack. Each model is
@@ -28,8 +28,8 @@ from .datasets import load_cifar10
 from .evaluation.protocol import pgd_settings
 from .evaluation.report import health_table
 from .facts import CHECKOUT_WEIGHTS
+from .folders import load_any_model
 from .fsr import fsr_health
-from .hub import load_any_model
 from .visualize import figure1
 
 MODELS = {"ResNet-18 + FSR": "resnet18_fsr.at_cifar10", "ResNet-18": "resnet18_plain.at_cifar10"}

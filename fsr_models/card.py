@@ -37,7 +37,7 @@ from .facts import (
 )
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
 from .training.config import RESUME_MAY_CHANGE
-from .weights import CONFIG_NAME, FSR_HEADS_NAME
+from .weight_files import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
 ADAPTIVE_NAME, FIGURE_NAME, COMPARISON_NAME = "robustness_adaptive.json", "figure1.png", "comparison.json"

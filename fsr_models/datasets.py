@@ -136,7 +136,7 @@ def data_source(data_dir: str | os.PathLike | None, split: str, dataset: str = "
 
 
 def load_cifar10(split: str = "test", data_dir: str | os.PathLike | None = None, limit: int | None = None):
-    """CIFAR-10 images as float NCHW in [0, 1] and labels, for quick use (the demo, tests, notebooks): without a
+    """CIFAR-10 images as float NCHW in [0, 1] and labels, for quick use (the tour, tests, notebooks): without a
     folder (argument or $FSR_DATA_DIR) the test split is the shipped sample."""
     data_dir = data_dir or os.environ.get(DATA_DIR_ENV) or ("sample" if split == "test" else None)
     x, y, _ = load_dataset("cifar10", split, data_dir, limit)

@@ -24,7 +24,7 @@ import torch
 
 from .cli import Parser
 from .datasets import load_dataset, to_float
-from .hub import load_any_model
+from .folders import load_any_model
 
 FORMATS = ("onnx", "torch-export")
 TOLERANCE = 1e-4  # timm's onnx_validate: the largest difference of a logit

@@ -42,10 +42,7 @@ from .card import (
     read_record,
 )
 from .facts import twin_name
-from .fsr import FSRLoss
-from .hf import FSRForImageClassification, remote
-from .hf.configuration_fsr import ATTACHED
-from .hub import (
+from .folders import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
     IMAGE_PROCESSOR_NAME,
@@ -55,7 +52,10 @@ from .hub import (
     read_fsr_heads,
     read_weights,
 )
-from .weights import save_weights
+from .fsr import FSRLoss
+from .hf import FSRForImageClassification, remote
+from .hf.configuration_fsr import ATTACHED
+from .weight_files import save_weights
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
 # The code for trust_remote_code=True: each file of a repository and its source, copied verbatim. fsr_core.py, which

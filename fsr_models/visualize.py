@@ -24,7 +24,7 @@ from .attacks import pgd
 from .datasets import load_dataset, to_float
 from .evaluation.protocol import pgd_settings
 from .facts import PAPER_EPS
-from .hub import load_any_model
+from .folders import load_any_model
 
 PARTS = ("f_pos", "f_neg", "f_neg_recal")
 PART_TITLES = {

@@ -34,7 +34,7 @@ from fsr_models.card import (
 )
 from fsr_models.evaluation.report import COLUMNS
 from fsr_models.facts import BACKBONES, HF_ORG, PAPER_EPOCHS, PAPER_RESULTS, twin_name
-from fsr_models.hub import IMAGE_PROCESSOR_NAME, image_processor_config
+from fsr_models.folders import IMAGE_PROCESSOR_NAME, image_processor_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD, WEIGHTS = ROOT / "MODEL_CARD.md", ROOT / "hub" / "weights"

@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from fsr_models.datasets import SAMPLES, load_cifar10  # noqa: E402
-from fsr_models.hub import load_model  # noqa: E402
+from fsr_models.folders import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "hub" / "weights"  # the committed zoo weights, one folder per <architecture>.<tag>

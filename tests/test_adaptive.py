@@ -10,7 +10,7 @@ import torch
 from fsr_models import adaptive, attacks, evaluate
 from fsr_models.evaluation import evaluate_attacks
 from fsr_models.evaluation.protocol import ADAPTIVE
-from fsr_models.hub import load_model, save_folder
+from fsr_models.folders import load_model, save_folder
 
 SMALL_EPS = 1 / 255  # small enough that PGD-20 leaves images of the natural network standing
 

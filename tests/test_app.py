@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("gradio", reason="the page needs the demo extra: pip install -e .[demo]")
+pytest.importorskip("gradio", reason="the page needs the app extra: pip install -e .[app]")
 
 from fsr_models import app  # noqa: E402
 

@@ -30,9 +30,9 @@ from fsr_models.card import (
 )
 from fsr_models.datasets import load_dataset, to_float
 from fsr_models.evaluation.report import COLUMNS
+from fsr_models.folders import FSR_HEADS_NAME, load_model
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
-from fsr_models.hub import FSR_HEADS_NAME, load_model
 from fsr_models.repository import PublishError, check_repo_folder, export_repo
 from fsr_models.training import TrainConfig, load_config
 

@@ -27,8 +27,8 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from fsr_models.datasets import SAMPLES
+from fsr_models.folders import IMAGE_PROCESSOR_NAME, load_model, save_folder
 from fsr_models.hf import FSRConfig, FSRForImageClassification, image_processor
-from fsr_models.hub import IMAGE_PROCESSOR_NAME, load_model, save_folder
 from fsr_models.repository import AUTO_MAP, remote_model_class, write_remote_code
 
 SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
@@ -187,7 +187,7 @@ def test_a_repository_timm_pushed_loads_through_timm_hf_hub(tmp_path, monkeypatc
             f"""
             import json, timm, torch
             import fsr_models
-            from fsr_models.hub import load_model
+            from fsr_models.folders import load_model
             torch.manual_seed(0)
             x = torch.rand(2, 3, 32, 32)
             with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 import timm
 
 from fsr_models import evaluate
-from fsr_models.hub import save_folder
+from fsr_models.folders import save_folder
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import timm
 import torch
 from conftest import ROOT, TINY_ARGS, TRAIN_CONFIG, load_script
 
-from fsr_models.hub import FSR_HEADS_NAME, WEIGHTS_NAME, load_model
+from fsr_models.folders import FSR_HEADS_NAME, WEIGHTS_NAME, load_model
 
 
 def progress(out):

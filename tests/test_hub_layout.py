@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForImageClassification
 
 from fsr_models import FSRLoss
+from fsr_models.folders import FSR_HEADS_NAME, load_fsr_heads, load_model, save_folder
 from fsr_models.hf import FSRConfig, FSRForImageClassification
-from fsr_models.hub import FSR_HEADS_NAME, load_fsr_heads, load_model, save_folder
-from fsr_models.weights import CONFIG_NAME, IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, merge_shards
+from fsr_models.weight_files import CONFIG_NAME, IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, merge_shards
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from fsr_models import FSRLoss, facts
 from fsr_models.card import read_record
-from fsr_models.hub import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, save_folder
+from fsr_models.folders import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, save_folder
 from fsr_models.repository import PublishError, check_repo_folder, export_repo, publish
 
 WEIGHTS = SHIPPED_FSR
@@ -347,7 +347,7 @@ def hub(mirrors, tmp_path_factory):
 LOADERS = f"""
     import hashlib, json, timm, torch
     import fsr_models
-    from fsr_models.hub import load_fsr_heads, load_model
+    from fsr_models.folders import load_fsr_heads, load_model
     from PIL import Image
     from transformers import AutoModelForImageClassification, pipeline
     torch.manual_seed(0)

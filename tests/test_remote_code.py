@@ -18,7 +18,7 @@ from transformers.dynamic_module_utils import get_class_from_dynamic_module, get
 
 from fsr_models import fsr_core
 from fsr_models.facts import BACKBONES
-from fsr_models.hub import load_model, save_folder
+from fsr_models.folders import load_model, save_folder
 from fsr_models.repository import (
     AUTO_MAP,
     REMOTE_CODE_SOURCES,

@@ -33,7 +33,7 @@ from fsr_models import training
 from fsr_models.attacks import pgd
 from fsr_models.evaluation import make_report, pgd_settings
 from fsr_models.facts import PAPER_TAGS, scaled_lr
-from fsr_models.hub import FSR_HEADS_NAME, load_model, save_folder
+from fsr_models.folders import FSR_HEADS_NAME, load_model, save_folder
 
 TRAIN = ROOT / "training" / "train.py"
 TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -109,23 +109,34 @@ def test_a_run_logs_each_epoch_and_writes_a_hub_folder_with_its_test_results(ref
     assert not list((reference_run / "checkpoint").glob("custom_checkpoint_*"))  # no pickled scheduler
 
 
+# train.py in a child that kills itself right after SGD step 8 of a run of 5 steps per epoch: in the middle of epoch
+# 2, after epoch 1's checkpoint, inside the warm-up; at that step whatever the machine's load (no race with a reader)
+KILLED_AT_STEP_8 = """
+import os, runpy, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+steps = 0
+
+def kill_after_step_8(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == 8:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+register_optimizer_step_post_hook(kill_after_step_8)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_killed_run_resumes_to_the_same_weights(reference_run, train_script, tmp_path, capsys):
     killed = tmp_path / "killed"
     args = tiny_run_args(killed)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as this process
-    proc = subprocess.Popen(
-        [sys.executable, str(TRAIN), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        env=env,
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # as this process
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_STEP_8, str(TRAIN), *args], capture_output=True, text=True, cwd=ROOT, env=env
     )
-    for line in proc.stdout:
-        if line.startswith("epoch 2 step 3/"):  # mid-epoch, after epoch 1's checkpoint, inside the warm-up
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait()
+    assert "epoch 2 step 2/5" in proc.stdout and "epoch 2 step 3/" not in proc.stdout, proc.stdout  # killed in step 3
     assert proc.returncode == -signal.SIGKILL and progress(killed)["epoch"] == 1
     capsys.readouterr()
     assert train_script.main([*args, "lr_per_128=0.5", "--resume"]) == 2  # a resumed run keeps its settings

@@ -5,7 +5,7 @@ from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from ..facts import ARCHITECTURES, BACKBONES, CHECKOUT_WEIGHTS, DATASETS, HF_ORG, PAPER_TAGS, published
 from ..fsr import FSR
-from ..weights import check_one_weights_file
+from ..weight_files import check_one_weights_file
 
 # Checks of a `local-dir:` folder's config.json before timm builds from it: fsr_models.hf adds its config's, so that
 # timm refuses the config.json that transformers refuses, without the networks depending on the transformers layer.

@@ -9,7 +9,8 @@ keep their names under `base.` (FSR's are under `fsr.`).
 The network takes RGB pixels in [0, 1] and normalises them inside with the backbone's mean and std, so that attacks
 and their eps work in pixel space, as for the zoo's networks; its `pretrained_cfg` says mean 0 and std 1 for that
 reason. It is registered with timm as `fsr_attached` (`base_model=<timm name>`), the architecture a saved folder's
-config.json names, so that timm's `local-dir:`, transformers' Auto classes and `fsr_models.hub.load_model` rebuild it.
+config.json names, so that timm's `local-dir:`, transformers' Auto classes and `fsr_models.folders.load_model`
+rebuild it.
 """
 
 from __future__ import annotations

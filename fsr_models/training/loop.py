@@ -16,8 +16,8 @@ from ..attacks import pgd
 from ..datasets import load_dataset, to_float
 from ..evaluation.protocol import correct
 from ..facts import ARCHITECTURES, DATASETS, scaled_lr
+from ..folders import load_fsr_heads, load_model
 from ..fsr import FSRLoss
-from ..hub import load_fsr_heads, load_model
 from ..losses import classification_loss, trades_kl
 from ..models._build import NoPublishedWeights
 from ..models._init import init_vgg

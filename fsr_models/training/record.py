@@ -16,8 +16,8 @@ from accelerate import Accelerator
 from ..datasets import data_source, load_dataset, to_float
 from ..evaluation.protocol import attack_settings, pgd_settings
 from ..evaluation.report import make_report
+from ..folders import FSR_HEADS_NAME, load_model, save_folder
 from ..fsr import fsr_health, fsr_health_problems
-from ..hub import FSR_HEADS_NAME, load_model, save_folder
 from .checkpoint import swap
 from .config import TrainConfig
 from .loop import Training, TrainingData, clean_and_pgd_accuracy
@@ -196,7 +196,7 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     }
     accelerator.print(json.dumps(summary))
     accelerator.print(
-        f"Hub-ready folder: {out / 'model'} (fsr_models.hub.load_model, timm 'local-dir:', or "
+        f"Hub-ready folder: {out / 'model'} (fsr_models.folders.load_model, timm 'local-dir:', or "
         "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)"
     )
     return results

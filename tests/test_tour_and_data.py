@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fsr_models import demo
+from fsr_models import tour
 from fsr_models.datasets import load_cifar10, load_dataset
 
 
@@ -78,15 +78,15 @@ def test_tiny_imagenet_folder_layout(tmp_path):
     assert x.shape == (1, 3, 64, 64) and y.tolist() == [1]
 
 
-def test_demo_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))  # where the demo's temporary folder goes
+def test_tour_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))  # where the tour's temporary folder goes
     (tmp_path / "scratch").mkdir()
-    demo.main(["--images", "8"])
+    tour.main(["--images", "8"])
     out = capsys.readouterr().out
     assert "resnet18_fsr" in out and "wrn34_10_plain" in out
     assert not list((tmp_path / "scratch").iterdir())  # the example folder is gone with the run
     assert re.search(r"resnet18_plain\.at_cifar10 +top-1 \d+\.\d%", out)  # the trained weights of the checkout
     assert "eval forward twice, identical logits: True" in out
     assert out.count("pretrained=True): True") == 1 and "from_pretrained" in out and out.rstrip().endswith("True")
-    demo.main(["--images", "2", "--out", str(tmp_path / "kept")])  # --out keeps the example folder
+    tour.main(["--images", "2", "--out", str(tmp_path / "kept")])  # --out keeps the example folder
     assert (tmp_path / "kept" / "model.safetensors").is_file()

@@ -1,7 +1,7 @@
 """A tour of the zoo on real CIFAR-10 images: every network, what FSR computes, and the one folder layout that
 timm and transformers both load. Runs offline on a CPU in about a minute.
 
-    python -m fsr_models.demo [--data-dir DIR] [--images N] [--out DIR]
+    python -m fsr_models.tour [--data-dir DIR] [--images N] [--out DIR]
 
 The registered networks are freshly initialised (chance-level accuracy); the trained weights of a checkout's
 hub/weights/ are run on the same images. The example folder is temporary unless --out names one.
@@ -20,7 +20,7 @@ from transformers import AutoModelForImageClassification
 import fsr_models
 from fsr_models.datasets import load_cifar10
 from fsr_models.facts import CHECKOUT_WEIGHTS
-from fsr_models.hub import load_model, save_folder
+from fsr_models.folders import load_model, save_folder
 
 
 def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
@@ -95,7 +95,7 @@ def show_loaders(model: torch.nn.Module, x: torch.Tensor, folder: str) -> None:
     print(f"\nSaved {folder}/config.json + model.safetensors; the same logits from")
     print(f"  timm.create_model('local-dir:{folder}', pretrained=True): {torch.equal(by_timm, reference)}")
     print(f"  AutoModelForImageClassification.from_pretrained('{folder}'): {torch.equal(by_transformers, reference)}")
-    print(f"  fsr_models.hub.load_model('{folder}'): {torch.equal(by_load_model, reference)}")
+    print(f"  fsr_models.folders.load_model('{folder}'): {torch.equal(by_load_model, reference)}")
 
 
 if __name__ == "__main__":
