@@ -2,14 +2,15 @@
 
 A zoo folder's records: `metrics.json` (the training script's: its final test as `test`, the run's size, FSR health,
 the full config as `train_config`, and a later evaluation's report as `evaluation` where one was added),
-`robustness.json` and `robustness_adaptive.json` (reports of `python -m fsr_models.evaluate`, the first with the
-accuracy-against-eps curve plotted in `robustness_curve.png`), `figure1.png` (`python -m fsr_models.visualize`) and,
+`robustness.json` and `robustness_adaptive.json` (reports of `python -m fsr_models.evaluate`; the accuracy-against-eps
+curve of one of them is plotted in `robustness_curve.png`), `figure1.png` (`python -m fsr_models.visualize`) and,
 in an exported repository, `comparison.json` (the records of the zoo's twin). `Record` reads them; `model_card`
 renders a Hub repository's card, whose sections `hub/zoo_card.py` reuses for the zoo's documents.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections import Counter
@@ -23,7 +24,15 @@ from huggingface_hub import ModelCard, ModelCardData
 from .datasets import SAMPLE_SIZES
 from .evaluation.checks import ZERO_GRADIENT, verdict
 from .evaluation.protocol import ADAPTIVE, ATTACKS
-from .evaluation.report import accuracy_table, attack_notes, column_title, curve_table, eval_results, health_table
+from .evaluation.report import (
+    accuracy_table,
+    attack_notes,
+    column_title,
+    curve_table,
+    eps_text,
+    eval_results,
+    health_table,
+)
 from .facts import (
     BACKBONES,
     DATASETS,
@@ -34,9 +43,10 @@ from .facts import (
     is_paper_eps,
     milestone_epochs,
     scaled_lr,
+    twin_name,
 )
 from .fsr import R_CONTRIBUTION_MIN, fsr_health_problems
-from .training.config import RESUME_MAY_CHANGE
+from .training.config import RESUME_MAY_CHANGE, TrainConfig
 from .weight_files import CONFIG_NAME, FSR_HEADS_NAME
 
 METRICS_NAME, ROBUSTNESS_NAME, CURVE_NAME = "metrics.json", "robustness.json", "robustness_curve.png"
@@ -45,6 +55,9 @@ METHOD_NAMES = {"at": "PGD adversarial training (AT, Madry et al.)", "trades": "
 METHOD_NAMES["natural"] = "natural (non-adversarial) training"
 # What a run's place and plumbing were, not what it trained: left out when two runs' recipes are compared
 RUN_ONLY_SETTINGS = {"model", *RESUME_MAY_CHANGE}
+# The settings a recorded config may lack (written before they existed) at the value such a run ran with
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+RUN_KEYS = ("train_images", "val_images", "epochs")  # what a trained model's metrics.json records of its run
 
 
 @dataclass
@@ -59,6 +72,7 @@ class Record:
     comparison: dict | None = None  # {"model": "<arch>.<tag>", "metrics": ..., "robustness": ...}
     fsr_heads: bool = False
     figure_png: bool = False
+    folder: Path | None = None  # where the records were read, for messages
 
     @property
     def name(self) -> str:
@@ -72,19 +86,26 @@ class Record:
     @property
     def reports(self) -> list[tuple[str, dict]]:
         """(title, report) of every measured report: the run's final test first, then the later evaluations."""
-        if "test" not in self.metrics:
-            raise ValueError(
-                "metrics.json has no measured robustness (no 'test' report): a card needs the final test that "
-                "training/train.py writes"
-            )
+        self.check_metrics()
         reports = [("the training run's final test", self.metrics["test"])]
         if "evaluation" in self.metrics:
             reports.append(("a later evaluation (metrics.json, evaluation)", self.metrics["evaluation"]))
         if self.robustness:
             reports.append((f"the robustness evaluation ({ROBUSTNESS_NAME})", self.robustness))
         if self.adaptive:
-            reports.append((f"the attacks designed against FSR ({ADAPTIVE_NAME})", self.adaptive))
+            reports.append((f"the adaptive evaluation ({ADAPTIVE_NAME})", self.adaptive))
         return reports
+
+    def check_metrics(self) -> None:
+        """A ValueError naming the file unless metrics.json holds the final test and, for a trained model, its run."""
+        where = f"{self.folder or '.'}/{METRICS_NAME}"
+        if "test" not in self.metrics:
+            raise ValueError(
+                f"{where} has no measured robustness (no 'test' report): a card needs the final test that "
+                "training/train.py writes"
+            )
+        if self.train and (missing := [k for k in RUN_KEYS if self.metrics.get(k) is None]):
+            raise ValueError(f"{where} lacks {missing}: it is not one that training/train.py wrote")
 
     @property
     def eval_results(self) -> list:
@@ -104,6 +125,7 @@ class Record:
     @property
     def run(self) -> dict:
         """The run's size and data: images, epochs, steps, and whether only part of the training images served."""
+        self.check_metrics()
         m, train = self.metrics, self.train
         dataset = train.get("dataset") or self.metrics.get("test", {}).get("dataset", "cifar10")
         full = DATASETS[dataset].train_images
@@ -130,6 +152,7 @@ def read_record(folder: str | Path) -> Record:
         read(COMPARISON_NAME),
         have(FSR_HEADS_NAME),
         have(FIGURE_NAME),
+        folder,
     )
 
 
@@ -154,9 +177,9 @@ def network_name(config: dict) -> str:
     if backbone == "wrn34_10":
         paper = paper_backbone_args(config["architecture"])
         depth, widen = (args.get(k, paper[k]) for k in ("depth", "widen_factor"))
-        other = [t for k, _, t in _backbone_deviations(config) if k not in ("depth", "widen_factor")]
+        other = [f"{k} {v}" for k, v, _ in _backbone_deviations(config) if k not in ("depth", "widen_factor")]
         return f"WideResNet-{depth}-{widen}" + (f" ({', '.join(other)})" if other else "")
-    differs = [text for *_, text in _backbone_deviations(config)]
+    differs = [f"{key} {value}" for key, value, _ in _backbone_deviations(config)]
     name = BACKBONES[backbone].name
     return f"{name}-like network ({', '.join(differs)})" if differs else name
 
@@ -181,7 +204,7 @@ def deviations(record: Record) -> list[tuple[str, str]]:
         paper_stages = list(BACKBONES[config["backbone"]].fsr_stages)
         if stages != paper_stages:
             out.append(
-                (f"fsr{_dashed(stages)}", f"FSR after stages {_dashed(stages)} (the paper's: {_dashed(paper_stages)})")
+                (f"fsr{_dashed(stages)}", f"FSR {after_stages(stages)} (the paper's: {after_stages(paper_stages)})")
             )
         if config.get("fsr_tau", 0.1) != 0.1:
             out.append((f"tau{config['fsr_tau']:g}", f"mask temperature tau {config['fsr_tau']:g} (the paper's: 0.1)"))
@@ -219,14 +242,14 @@ def default_repo_id(record: Record) -> str:
     return ".".join([paper_repo_id(record.config), *(part for part, _ in deviations(record))])
 
 
-def eps_text(eps: float) -> str:
-    """8/255 for eps 8/255; other values as they are."""
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
-
-
-def _and(items: list[str]) -> str:
+def joined(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
     return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else items[0]
+
+
+def after_stages(stages: list[int]) -> str:
+    """'after stage 4', 'after stages 3 and 4'."""
+    return f"after stage{'s' if len(stages) > 1 else ''} {joined([str(s) for s in stages])}"
 
 
 # --- what was measured --------------------------------------------------------------------------------------------
@@ -238,6 +261,8 @@ def evaluate_command(model: str, report: dict) -> str:
     if str(report.get("data_source") or "").startswith("sample"):
         data_dir = "sample"
     twin = report["settings"].get("transfer_twin", {}).get("transfer_from")
+    if twin and model.startswith("hf-hub:") and twin_name(Path(twin).name):  # a zoo folder: its repository
+        twin = f"hf-hub:{HF_ORG}/{Path(twin).name}"
     options = [
         f"--dataset {report['dataset']}",
         f"--data-dir {data_dir}",
@@ -256,9 +281,9 @@ def sanity_ran(report: dict) -> bool:
     return any(c["check"] == ZERO_GRADIENT for c in report.get("sanity_checks", []))
 
 
-def report_lines(title: str, report: dict, model: str) -> list[str]:
-    """One report: on which images, its accuracy table, what the adaptive attacks found, the checks that ran with a
-    later evaluation, and the command that measures it again."""
+def report_lines(title: str, report: dict, model: str, final_test: bool) -> list[str]:
+    """One report: on which images, its accuracy table, what the adaptive attacks found, the checks that ran with it
+    (not with the training run's `final_test`, which runs none), and the command that measures it again."""
     starts = "a random start and 5 restarts" if report.get("strong") else "no random start (the paper's protocol)"
     lines = [
         f"{title[0].upper()}{title[1:]}: accuracy (%) on the first {report['images']:,} "
@@ -269,7 +294,7 @@ def report_lines(title: str, report: dict, model: str) -> list[str]:
         "",
         *adaptive_finding(report),
     ]
-    if not title.startswith("the training run"):
+    if not final_test:
         checks = report.get("sanity_checks", [])
         ran = "; ".join(f"{'passed' if c['passed'] else 'FAILED'}: {c['check']}" for c in checks)
         said = [f"Checks that ran with this evaluation: {ran}. Verdict: {verdict(checks)}."] if checks else []
@@ -332,7 +357,7 @@ def headline_lines(record: Record) -> list[str]:
     if worst is None:
         return []
     test = record.metrics["test"]
-    attacks = _and([column_title(a) for a in record.adaptive["accuracy"] if a in ATTACKS])
+    attacks = joined([column_title(a) for a in record.adaptive["accuracy"] if a in ATTACKS])
     pgd = next((k for k in test["accuracy"] if k.startswith("pgd")), None)
     paper = (
         f"; {100 * test['accuracy'][pgd]:.2f} % under {column_title(pgd)} with the paper's protocol on " if pgd else ""
@@ -380,8 +405,8 @@ def measured_lines(record: Record, model: str, files: str = "") -> list[str]:
     its health and Figure 1. `model` is how the evaluation command names it; `files`, the path of its folder as the
     document showing its images sees it."""
     lines = []
-    for title, report in record.reports:
-        lines += report_lines(title, report, model)
+    for i, (title, report) in enumerate(record.reports):
+        lines += report_lines(title, report, model, final_test=i == 0)
     if notes := attack_notes(report for _, report in record.reports):
         lines += [notes, ""]
     if curve := (record.curve_report or {}).get("curve"):
@@ -430,12 +455,14 @@ def comparison_lines(this: Record, other: Record) -> list[str]:
     for title, (mine, theirs) in columns:
         if diff := round(100 * (mine - theirs), 2):
             ahead[this.name if diff > 0 else other.name].append(f"{title.split(' (')[0]} (+{abs(diff):.2f} points)")
-    said = [f"`{name}` is ahead on {_and(leads)}" for name, leads in ahead.items() if leads]
+    said = [f"`{name}` is ahead on {joined(leads)}" for name, leads in ahead.items() if leads]
     lines += ["", ("; ".join(said) if said else "The two are equal on every measure") + "."]
     # the epochs each run trained (a time budget fits them after the first epoch), not those its config planned
-    mine, theirs = ({**r.train, "epochs": r.metrics["epochs"]} for r in (this, other))
+    mine, theirs = ({**TRAIN_DEFAULTS, **r.train, "epochs": r.metrics["epochs"]} for r in (this, other))
     differ = [k for k in sorted(set(mine) | set(theirs)) if k not in RUN_ONLY_SETTINGS and mine.get(k) != theirs.get(k)]
-    if differ:
+    if not (this.train and other.train):
+        same = "One of them recorded no training config: how their training differed is not known"
+    elif differ:
         same = "Their training configs differ in " + ", ".join(
             f"{k} ({mine.get(k)} vs {theirs.get(k)})" for k in differ
         )
@@ -474,7 +501,7 @@ def schedule_text(record: Record) -> str:
 def summary_line(record: Record) -> str:
     """One sentence: the network, with or without FSR, the method, the images and the schedule."""
     stages, train, run = record.config.get("fsr_stages"), record.train, record.run
-    where = f"with FSR after stage {_dashed(stages)}" if stages else "without FSR"
+    where = f"with FSR {after_stages(stages)}" if stages else "without FSR"
     if not train:
         return f"{network_name(record.config)} {where}; no training config was recorded with these weights."
     method = METHOD_NAMES.get(train["method"], train["method"])
@@ -507,8 +534,14 @@ def training_lines(record: Record) -> list[str]:
         "validation (the saved weights are those of the best epoch by PGD accuracy on them); augmentation "
         f"{'pad-4 crop + flip' if train['augment'] else 'none'}",
         *([f"- Losses: the method's{fsr}"] if record.config.get("fsr_stages") else []),
-        f"- Attack during training: PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step "
-        f"{eps_text(train['attack_step_size'])}, {'a' if train['random_start'] else 'no'} random start",
+        *(
+            []
+            if train["method"] == "natural"
+            else [
+                f"- Attack during training: PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step "
+                f"{eps_text(train['attack_step_size'])}, {'a' if train['random_start'] else 'no'} random start"
+            ]
+        ),
         f"- Optimiser: SGD lr {scaled_lr(train['lr_per_128'], train['batch_size']):g} ({train['lr_per_128']:g} per "
         f"128 images; momentum {train['momentum']:g}, weight decay {train['weight_decay']:g}), {train['precision']}"
         + (f"; {record.metrics['train_seconds']:.0f} s of training" if "train_seconds" in record.metrics else ""),
@@ -590,9 +623,7 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
     )
     stages, tag = config.get("fsr_stages"), config["pretrained_cfg"].get("tag", "")
     _, height, width = config["pretrained_cfg"]["input_size"]
-    where = (
-        f"with FSR after stage {_dashed(stages)} of the backbone" if stages else "without FSR (the paper's baseline)"
-    )
+    where = f"with FSR {after_stages(stages)} of the backbone" if stages else "without FSR (the paper's baseline)"
     natural = record.train.get("method") == "natural"
     trained = "trained without adversarial examples, measured against" if natural else "adversarially trained to resist"
     lines = [

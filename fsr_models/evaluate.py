@@ -48,7 +48,8 @@ from .evaluation.protocol import ADAPTIVE, ATTACKS, AUTOATTACKS, CURVE_ATTACK, e
 from .evaluation.report import make_report, markdown, model_index
 from .facts import DATASETS, PAPER_EPS, twin_name
 from .folders import load_any_model
-from .fsr import FSR, fsr_health
+from .fsr import fsr_health
+from .fsr_core import FSR
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
 CURVE_FILE = REPORT_FILES[2]

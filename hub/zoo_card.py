@@ -23,8 +23,8 @@ from fsr_models.card import (
     Record,
     comparison_lines,
     deviations,
-    eps_text,
     headline_lines,
+    joined,
     limits_lines,
     measured_lines,
     network_name,
@@ -32,7 +32,7 @@ from fsr_models.card import (
     summary_line,
     use_lines,
 )
-from fsr_models.evaluation.report import COLUMNS
+from fsr_models.evaluation.report import COLUMNS, column_title, eps_text
 from fsr_models.facts import BACKBONES, HF_ORG, PAPER_EPOCHS, PAPER_RESULTS, twin_name
 from fsr_models.folders import IMAGE_PROCESSOR_NAME, image_processor_config
 
@@ -120,7 +120,7 @@ def robustbench_entry(name: str, record: Record) -> dict | None:
     return entry | {"footnote": footnote + ".", "timm_name": name, "evaluated_images": images}
 
 
-def first_images(record: Record | None, attack: str) -> str:
+def accuracy_on_most_images(record: Record | None, attack: str) -> str:
     """'42.60 (first 1,000)': the accuracy under `attack` of the report with the most images that has it."""
     report = record and record.largest_with(attack)
     return f"{100 * report['accuracy'][attack]:.2f} (first {report['images']:,})" if report else "-"
@@ -164,12 +164,22 @@ def results_table(trained: dict[str, Record]) -> list[str]:
         short = " (short schedule)" if run["epochs"] < PAPER_EPOCHS else ""
         differs = "; ".join(text for _, text in deviations(record))
         described = (
-            f"[{run['train_images']:,} images, {run['epochs']} epochs{short}, batch {run['batch_size']}]"
+            f"[{run['train_images']:,} images, {run['epochs']} epochs{short}, batch {run['batch_size'] or '-'}]"
             f"(hub/weights/{name}/README.md){f'; not the paper setting: {differs}' if differs else ''}, tested "
             f"on {test['images']:,}"
         )
-        measured = [pct(100 * test["accuracy"][k]) if k in test["accuracy"] else "-" for k in ("natural", "pgd20")]
-        measured += [first_images(record, "autoattack"), first_images(record, "adaptive_ensemble")]
+        # the final test's PGD is PGD-20 unless the run chose other steps (eval_attack_steps), then named
+        pgd = next((k for k in test["accuracy"] if k.startswith("pgd")), None)
+        measured = [pct(100 * test["accuracy"]["natural"]) if "natural" in test["accuracy"] else "-"]
+        measured += [
+            "-"
+            if pgd is None
+            else pct(100 * test["accuracy"][pgd]) + ("" if pgd == "pgd20" else f" ({column_title(pgd)})")
+        ]
+        measured += [
+            accuracy_on_most_images(record, "autoattack"),
+            accuracy_on_most_images(record, "adaptive_ensemble"),
+        ]
         lines.append(f"| {name} | {described} | {' | '.join(measured)} | {' | '.join(paper)} |")
     return lines
 
@@ -210,30 +220,31 @@ def render(trained: dict[str, Record]) -> str:
         "",
     ]
     for name, record in trained.items():
+        fsr = bool(record.config.get("fsr_stages"))
+        shown = ["every report with the command that measures it again"]
+        shown += ["the checks that ran with the later evaluations"] if len(record.reports) > 1 else []
+        shown += ["the robustness curve"] if record.curve_report else []
+        shown += ["FSR's health"] if fsr else []
+        shown += ["the paper's Figure 1"] if fsr and record.figure_png else []
         lines += [f"### {name}", "", summary_line(record), "", *headline_lines(record)]
-        lines += [
-            f"Every report, its checks and the command that repeats it, the robustness curve"
-            f"{', FSR health and Figure 1' if record.config.get('fsr_stages') else ''}: "
-            f"[hub/weights/{name}/README.md](hub/weights/{name}/README.md).",
-            "",
-        ]
+        lines += [f"In [hub/weights/{name}/README.md](hub/weights/{name}/README.md): {joined(shown)}.", ""]
     pairs = [(n, twin_name(n)) for n in trained if n.split(".")[0].endswith("_fsr") and twin_name(n) in trained]
     pairs = [(f, p) for f, p in pairs if not deviations(trained[f]) and not deviations(trained[p])]
     if pairs:
         lines += ["## FSR against its plain baseline, measured", ""]
         for fsr, plain in pairs:
             lines += [f"### {fsr} and {plain}", "", *comparison_lines(trained[fsr], trained[plain])]
-    example = next(iter(trained), "resnet18_fsr.at_cifar10")
+    if trained:
+        name, record = next(iter(trained.items()))
+        input_size = record.config["pretrained_cfg"]["input_size"]
+        lines += ["## Load", "", *use_lines(f"local-dir:hub/weights/{name}", f"hub/weights/{name}", input_size, False)]
     lines += [
-        "## Load",
-        "",
-        *use_lines(f"local-dir:hub/weights/{example}", f"hub/weights/{example}", (3, 32, 32), False),
         "Publish a trained model with `python hub/publish.py <run or weights folder>` (`--dry-run` first); it writes "
         "the repository's own card from the same records.",
         "",
         "## Intended use, limits and citation",
         "",
-        *limits_lines("L-inf perturbations of at most 8/255 on 32x32 images like those of the training data set"),
+        *limits_lines("L-inf perturbations of at most 8/255 on images like those of the data set it was trained on"),
     ]
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import ROOT, SHIPPED_FSR, SHIPPED_PLAIN, ZOO
+from conftest import ROOT, SHIPPED_FSR, SHIPPED_PLAIN, ZOO, load_script
 from huggingface_hub import ModelCard
 
 from fsr_models import evaluate
@@ -22,6 +22,7 @@ from fsr_models.card import (
     CURVE_NAME,
     ROBUSTNESS_NAME,
     Record,
+    comparison_lines,
     default_repo_id,
     model_card,
     network_name,
@@ -59,10 +60,7 @@ def test_card_of_a_small_run_says_what_was_trained_and_measured(reference_run, t
     # A run outside the paper's setting never takes the paper tag's repository name.
     assert card.data.model_name == default_repo_id(record) != paper_repo_id(config)
     assert card.data.model_name == "fsr-zoo/resnet18_fsr.trades_cifar10.layers1-1-1-1.widths8-16-32-64.train250"
-    assert network_name(config) == (
-        "ResNet-18-like network (layers 1-1-1-1 (the paper's: 2-2-2-2), "
-        "widths 8-16-32-64 (the paper's: 64-128-256-512))"
-    )
+    assert network_name(config) == "ResNet-18-like network (layers 1-1-1-1, widths 8-16-32-64)"
     assert f"A {network_name(config)} image classifier" in text
     run = record.run
     assert (run["train_images"], run["val_images"], run["sgd_steps"], run["available"], run["subset"]) == (
@@ -229,6 +227,25 @@ def test_dead_recalibration_net_is_a_plain_warning_in_the_cards(tmp_path):
     )
 
 
+def test_cards_say_only_what_a_record_holds():
+    """A naturally trained model has no training attack; a twin without a training config makes the recipes unknown,
+    not different; a final test with PGD-10 (eval_attack_steps 10) is shown as such, not as PGD-20."""
+    record = read_record(FSR)
+    train = {**record.metrics["train_config"], "method": "natural"}
+    natural = Record(record.config, {**record.metrics, "train_config": train})
+    text = model_card(natural, "fsr-zoo/x").text
+    assert "trained without adversarial examples" in text and "Attack during training" not in text
+    untrained = Record(read_record(PLAIN).config, {"test": read_record(PLAIN).metrics["test"], "epochs": 35})
+    said = comparison_lines(record, untrained)
+    assert "recorded no training config" in said[-2] and "different recipes" not in said[-2]
+    test = record.metrics["test"]
+    pgd10 = {**test, "accuracy": {"natural": 0.5, "pgd10": 0.25}}
+    rows = load_script("hub/zoo_card.py", "zoo_card").results_table(
+        {FSR.name: Record(record.config, {**record.metrics, "test": pgd10})}
+    )
+    assert "| 50.00 | 25.00 (PGD-10) |" in next(r for r in rows if r.startswith(f"| {FSR.name} "))
+
+
 def test_names_and_repository_ids_of_non_standard_networks():
     def config(arch, **fields):
         return FSRConfig.from_timm_model(timm.create_model(arch, **fields)).to_dict()
@@ -239,16 +256,13 @@ def test_names_and_repository_ids_of_non_standard_networks():
         return default_repo_id(Record(config, run_metrics))
 
     quarter = config("resnet18_fsr.at_cifar10", widths=[16, 32, 64, 128])
-    assert network_name(quarter) == "ResNet-18-like network (widths 16-32-64-128 (the paper's: 64-128-256-512))"
+    assert network_name(quarter) == "ResNet-18-like network (widths 16-32-64-128)"
     assert repo_id(quarter) == "fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128"
     norec = config("resnet18_fsr.at_cifar10", fsr_recalibration=False, fsr_tau=0.5)
     assert network_name(norec) == "ResNet-18"
     assert repo_id(norec) == "fsr-zoo/resnet18_fsr.at_cifar10.tau0.5.norec"
     assert network_name(config("wrn34_10_plain.at_cifar10", depth=16, widen_factor=2)) == "WideResNet-16-2"
-    assert (
-        network_name(config("wrn34_10_plain.at_cifar10", in_chans=1))
-        == "WideResNet-34-10 (in_chans 1 (the paper's: 3))"
-    )
+    assert network_name(config("wrn34_10_plain.at_cifar10", in_chans=1)) == "WideResNet-34-10 (in_chans 1)"
     assert repo_id(config("resnet18_plain.at_cifar10")) == "fsr-zoo/resnet18_plain.at_cifar10"
     subset = {**metrics, "train_images": 9000, "val_images": 1000}
     assert repo_id(config("resnet18_plain.at_cifar10"), subset) == "fsr-zoo/resnet18_plain.at_cifar10.train9000"

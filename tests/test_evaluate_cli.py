@@ -64,11 +64,11 @@ def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_image
     assert report["data_source"] == "sample (shipped first 512 CIFAR-10 test images)" and report["indices"] == "0:4"
     assert report["images"] == 4 and "fsr_health" not in report  # a network without FSR
     assert (
-        "test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (Linf), "
+        "test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (L-inf), "
         "paper protocol."
     ) in (tmp_path / "report.md").read_text()
     assert run(folder, *sample, "--eps", "4/255", "--attacks", "natural", "--overwrite") == 0
-    assert "eps 4/255 (Linf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
+    assert "eps 4/255 (L-inf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
 
 
 def test_a_data_folder_is_recorded_as_the_source(folder, tmp_path, cifar10_dir):

@@ -355,6 +355,9 @@ def test_a_setting_of_another_version_is_named_in_one_line(tmp_path):
     (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(training.ConfigError, match=r"settings this version does not know, \['lr'\]"):
         training.config.resumed_config(tmp_path / "run", None, [])
+    with pytest.raises(training.ConfigError, match=r"progress.json lacks \['milestones', 'step'"):
+        progress = {"epoch": 1, "epochs": 2, "best_val_pgd": 0.5, "best_epoch": 1, "train_seconds": 9.0}
+        training.checkpoint.initial_progress(training.load_config(None, []), progress)
 
 
 def test_every_paper_setting_has_a_valid_config(train_script):

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         set_seed(cfg.seed, device_specific=True)  # each process its own augmentation and noise draws
 
         data = training_data(cfg, device)
-        progress = initial_progress(cfg, run.saved_progress, len(data.train_x) // cfg.batch_size)
+        progress = initial_progress(cfg, run.saved_progress)
         training = build_training(cfg, data, accelerator, progress, run.resuming)
         if run.resuming:
             accelerator.load_state(str(run.checkpoint))

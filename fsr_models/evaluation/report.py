@@ -5,7 +5,8 @@ from __future__ import annotations
 from huggingface_hub import EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
-from ..facts import DATASETS, is_paper_eps
+from ..facts import DATASETS, PAPER_EPS, is_paper_eps
+from .protocol import SURROGATE_TEMPERATURES, attack_settings
 
 COLUMNS = {  # report key -> column title, in the paper's order
     "natural": "Natural",
@@ -26,14 +27,16 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "transfer_without_rec": "Transfer from w/o Rec",
     "adaptive_ensemble": "Adaptive ensemble",
 }
+_CW = attack_settings("cw", PAPER_EPS, strong=False)
+_SOFTENED = ", ".join(f"{t:g}x" for t in SURROGATE_TEMPERATURES[:-1]) + f" and {SURROGATE_TEMPERATURES[-1]:g}x"
 MASK_NOTE = (
     "Mask surrogate: PGD-20 on cross-entropy and on the C&W margin whose gradients go through FSR's mask softened "
-    "2x, 10x, 100x and 1000x (BPDA; the forward is the model's own); Mask surrogate APGD: AutoAttack's APGD-CE and "
+    f"{_SOFTENED} (BPDA; the forward is the model's own); Mask surrogate APGD: AutoAttack's APGD-CE and "
     "APGD-DLR through the same softened masks."
 )
 TRANSFER_NOTE = "TI-FGSM and DI-FGSM are transfer attacks, crafted on the model named in their settings."
 ATTACK_NOTES = {  # what an attack is, said once under the tables where it appears
-    "cw": "C&W is PGD-30 on the C&W margin loss (kappa 50).",
+    "cw": f"C&W is PGD-{_CW['steps']} on the C&W margin loss (kappa {_CW['kappa']:g}).",
     "autoattack": "AutoAttack is the standard version of the reference code (pyautoattack).",
     "ensemble": "Ensemble counts an image only if it is classified correctly clean and under each of FGSM, PGD-20, "
     "PGD-100 and C&W that its table shows (the paper's set: AutoAttack, APGD-CE and the other attacks are not part "
@@ -84,6 +87,12 @@ def make_report(
         "seconds": result["seconds"],
         "source": source,
     } | {key: result[key] for key in ("autoattack_warnings", "candidates", "found_beyond_pgd20") if result.get(key)}
+
+
+def eps_text(eps: float) -> str:
+    """8/255 for eps 8/255; other values as they are."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 def column_title(name: str) -> str:
@@ -170,7 +179,7 @@ def markdown(report: dict) -> str:
     lines = accuracy_table(report, row_label=report["model"])
     lines.append(
         f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
-        f"{report['images']}) of {report['data_source']}, eps {report['eps'] * 255:g}/255 (Linf), "
+        f"{report['images']}) of {report['data_source']}, eps {eps_text(report['eps'])} (L-inf), "
         f"{protocol_text(report)}. {attack_notes([report])}".rstrip()
     )
     if "curve" in report:

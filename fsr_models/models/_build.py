@@ -4,7 +4,7 @@ import torch.nn as nn
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
 from ..facts import ARCHITECTURES, BACKBONES, CHECKOUT_WEIGHTS, DATASETS, HF_ORG, PAPER_TAGS, published
-from ..fsr import FSR
+from ..fsr_core import FSR
 from ..weight_files import check_one_weights_file
 
 # Checks of a `local-dir:` folder's config.json before timm builds from it: fsr_models.hf adds its config's, so that

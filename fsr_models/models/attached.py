@@ -27,7 +27,8 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._pretrained import PretrainedCfg
 
-from ..fsr import FSR, FSROutput, FSRParts
+from ..fsr import FSROutput
+from ..fsr_core import FSR, FSRParts
 from ._build import build_network
 from ._fsrnet import check_weights_fit, checked_images
 from ._init import init_pytorch_default

@@ -68,21 +68,24 @@ def start_or_resume(
     return RunStart(cfg, out, checkpoint, saved)
 
 
-def initial_progress(cfg: TrainConfig, saved: dict | None, steps_per_epoch: int) -> dict:
+def initial_progress(cfg: TrainConfig, saved: dict | None) -> dict:
     """The progress of the run: epochs done and planned, SGD steps, the best validation PGD accuracy and its epoch,
     the milestone epochs and the training seconds summed over calls; saved, or fresh for a new run."""
-    progress = saved or {
+    fresh = {
         "epoch": 0,
         "epochs": cfg.epochs,
         "step": 0,
         "best_val_pgd": -1.0,
         "best_epoch": 0,
         "milestones": milestone_epochs(cfg.lr_milestones, cfg.epochs),
+        "train_seconds": 0.0,  # summed over the calls of a plan in pieces
     }
-    progress.setdefault("step", progress["epoch"] * steps_per_epoch)  # checkpoints of older versions lack these
-    progress.setdefault("milestones", milestone_epochs(cfg.lr_milestones, progress["epochs"]))
-    progress.setdefault("train_seconds", 0.0)  # summed over the calls of a plan in pieces
-    return progress
+    if saved is not None and set(fresh) - set(saved):
+        raise ConfigError(
+            f"--resume: the checkpoint's progress.json lacks {sorted(set(fresh) - set(saved))}: it was written by "
+            "another version of fsr-zoo; resume it with that version, or start a new run"
+        )
+    return saved or fresh
 
 
 def extend(progress: dict, cfg: TrainConfig, epochs: int, how: str) -> None:
