@@ -32,6 +32,7 @@ from .evaluation.report import (
     eps_text,
     eval_results,
     health_table,
+    joined,
 )
 from .facts import (
     BACKBONES,
@@ -240,11 +241,6 @@ def default_repo_id(record: Record) -> str:
     """`fsr-zoo/<architecture>.<tag>` in the paper's setting of the tag, else with the deviations appended
     (`fsr-zoo/resnet18_fsr.at_cifar10.widths16-32-64-128.train250`): a paper tag's name is never taken."""
     return ".".join([paper_repo_id(record.config), *(part for part, _ in deviations(record))])
-
-
-def joined(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else items[0]
 
 
 def after_stages(stages: list[int]) -> str:

@@ -24,7 +24,6 @@ from fsr_models.card import (
     comparison_lines,
     deviations,
     headline_lines,
-    joined,
     limits_lines,
     measured_lines,
     network_name,
@@ -32,7 +31,7 @@ from fsr_models.card import (
     summary_line,
     use_lines,
 )
-from fsr_models.evaluation.report import COLUMNS, column_title, eps_text
+from fsr_models.evaluation.report import COLUMNS, column_title, eps_text, joined
 from fsr_models.facts import BACKBONES, HF_ORG, PAPER_EPOCHS, PAPER_RESULTS, twin_name
 from fsr_models.folders import IMAGE_PROCESSOR_NAME, image_processor_config
 

@@ -7,17 +7,12 @@ the page's screenshot in the README.
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 from pathlib import Path
 
+from hub_server import free_port
+
 from fsr_models import app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drive_in_chromium(url: str, screenshot: str | Path | None = None, timeout: float = 120) -> dict[str, str]:

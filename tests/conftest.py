@@ -30,6 +30,7 @@ NATURAL_CHECKPOINT = ROOT / "tests" / "data" / "natural_resnet18_fsr"
 TRAIN_CONFIG = ROOT / "training" / "configs" / "resnet18_fsr_at_cifar10.yaml"
 # Tests of mechanics train a ResNet-18-FSR with one block per stage at an eighth of the width.
 TINY_ARGS = "model_args={layers: [1, 1, 1, 1], widths: [8, 16, 32, 64]}"
+SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])  # the same tiny ResNet-18, as timm arguments
 needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"needs the CIFAR-10 arrays in {CIFAR10}")
 
 
@@ -136,3 +137,13 @@ def cifar10_dir() -> Path:
     if not CIFAR10.is_dir():
         pytest.skip(f"needs the CIFAR-10 arrays in {CIFAR10}")
     return CIFAR10
+
+
+def trained_looking(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with BN running statistics that are not the identity, so that loading them counts in what is compared."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()

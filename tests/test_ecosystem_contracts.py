@@ -21,6 +21,7 @@ import pytest
 import timm
 import torch
 from conftest import SHIPPED_PLAIN as PLAIN
+from conftest import SMALL_RESNET, trained_looking
 from hub_server import free_port, git, run_client, serving
 from huggingface_hub import HfApi
 from PIL import Image
@@ -30,8 +31,6 @@ from fsr_models.datasets import SAMPLES
 from fsr_models.folders import IMAGE_PROCESSOR_NAME, load_model, save_folder
 from fsr_models.hf import FSRConfig, FSRForImageClassification, image_processor
 from fsr_models.repository import AUTO_MAP, remote_model_class, write_remote_code
-
-SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +46,6 @@ def own_predictions(folder: Path, x: np.ndarray) -> list[str]:
     with torch.no_grad():
         logits = model(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255)
     return [model.pretrained_cfg["label_names"][i] for i in logits.argmax(1)]
-
-
-def trained_looking(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` with BN running statistics that are not the identity, so that loading them counts in what is compared."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 # --- transformers' pipeline and image processor ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import SHIPPED_FSR
+from conftest import SHIPPED_FSR, SMALL_RESNET, trained_looking
 from transformers.dynamic_module_utils import get_class_from_dynamic_module, get_imports, get_relative_imports
 
 from fsr_models import fsr_core
@@ -80,19 +80,8 @@ def test_the_paper_fsr_positions_are_the_facts():
     assert fsr_core.PAPER_FSR_STAGES == {key: backbone.fsr_stages for key, backbone in BACKBONES.items()}
 
 
-SMALL_RESNET = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
 SMALL_VGG = dict(stages=[[8, 1], [16, 1], [32, 2], [64, 2], [64, 1]])
 SMALL_WRN = dict(depth=10, widen_factor=1)
-
-
-def trained_looking(model: torch.nn.Module) -> torch.nn.Module:
-    """`model` with BN running statistics that are not the identity, so that loading them counts in what is compared."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,14 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "adaptive_ensemble": "Adaptive ensemble",
 }
 _CW = attack_settings("cw", PAPER_EPS, strong=False)
-_SOFTENED = ", ".join(f"{t:g}x" for t in SURROGATE_TEMPERATURES[:-1]) + f" and {SURROGATE_TEMPERATURES[-1]:g}x"
+
+
+def joined(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else items[0]
+
+
+_SOFTENED = joined([f"{t:g}x" for t in SURROGATE_TEMPERATURES])
 MASK_NOTE = (
     "Mask surrogate: PGD-20 on cross-entropy and on the C&W margin whose gradients go through FSR's mask softened "
     f"{_SOFTENED} (BPDA; the forward is the model's own); Mask surrogate APGD: AutoAttack's APGD-CE and "
