@@ -33,7 +33,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = device.type == "cuda"
     model_args = {"widths": args.widths} if args.widths else {}
-    (_, _, at_step), _ = make_steps(args.name, args.batch, device, args, **model_args)
+    (*_, at_step), _ = make_steps(args.name, args.batch, device, args, **model_args)
     warm_up = timed(at_step, device) + timed(at_step, device)
     if args.barrier:  # processes run at once: each times its steps only while the others run theirs
         (args.barrier / str(os.getpid())).touch()

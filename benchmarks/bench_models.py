@@ -1,10 +1,13 @@
-"""Throughput of each network with and without FSR, and the FSR / plain time ratio, for three steps: forward (eval), a
-training step (forward, cross-entropy plus the FSR losses for FSR networks, backward, SGD step), and the PGD-10
-adversarial-training step of training/train.py (`fsr_models.training.adversarial_loss`: PGD-10 in eval mode, then
-the losses in train mode; then backward and the SGD step), with the time of one CIFAR-10 epoch (49,000 images) at
-that speed.
+"""Throughput of each network with and without FSR, and the FSR / plain time ratio, for four steps: forward (eval), a
+training step (forward, cross-entropy plus the FSR losses for FSR networks, backward, SGD step), and the two
+adversarial-training steps of training/train.py (`fsr_models.training.adversarial_loss`: the attack in eval mode,
+then the losses in train mode; then backward and the SGD step): single-step N-FGSM (the recipe of
+training/configs/vgg16_fsr_at_cifar10_nfgsm_15ep.yaml) and the paper's PGD-10. Each step's work in GFLOP per image
+(conv and linear layers, forward and backward, 2 x multiply-adds, counted once by torch.utils.flop_counter) gives the
+GFLOP/s achieved; the last columns are the minutes of one CIFAR-10 epoch (49,000 images) of each AT step.
 
     python benchmarks/bench_models.py [--rounds 5] [--batch 32] [--device cpu] [--backbones resnet18 ...]
+    python benchmarks/bench_models.py --batch 128 --precision bf16 --channels-last     # the CPU's fast path
     python benchmarks/bench_models.py --batch 512 --precision bf16 --channels-last --compile reduce-overhead
                                                           # the GPU's training fast path (CUDA graphs)
 
@@ -12,6 +15,7 @@ that speed.
 and checks that the FSR mask's Gumbel noise is drawn afresh at every call of the compiled train-mode graph. As in
 training, the compiled attack computes the image's gradient only (`input_gradient_twin`); `--attack-grads all` times
 it through the network itself, whose compiled backward computes every parameter's gradient too.
+benchmarks/cpu_peak.py gives the peak those GFLOP/s compare with.
 
 Plain and FSR versions are timed in alternation within one run, and the median of the rounds is reported, so that
 the ratio is measured under the same machine load (this machine is shared and noisy).
@@ -24,15 +28,20 @@ import argparse
 import contextlib
 import statistics
 import time
+from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 import fsr_models
 from fsr_models.training import COMPILE_MODES, adversarial_loss, input_gradient_twin, load_config
 
 CIFAR10_EPOCH = 49_000  # training images of an epoch (50,000 less the 1,000 held out)
+NFGSM_CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "vgg16_fsr_at_cifar10_nfgsm_15ep.yaml"
+KINDS = ("forward", "train", "N-FGSM AT", "PGD-10 AT")
 
 
 def timed(fn, device: torch.device) -> float:
@@ -60,7 +69,8 @@ def make_steps(name: str, batch: int, device: torch.device, args: argparse.Names
     attack_net = net
     if args.compile != "none" and args.attack_grads == "input":
         attack_net = torch.compile(input_gradient_twin(model), mode=args.compile)
-    cfg = load_config(None, ["attack_steps=10"])  # the paper's PGD-10 AT step
+    pgd10 = load_config(None, ["attack_steps=10"])  # the paper's PGD-10 AT step
+    nfgsm = load_config(str(NFGSM_CONFIG), [])  # the single-step (N-FGSM) AT step
     bf16 = args.precision == "bf16"
 
     def autocast():
@@ -81,14 +91,17 @@ def make_steps(name: str, batch: int, device: torch.device, args: argparse.Names
         loss.backward()
         optimizer.step()
 
-    def at_step():
-        with autocast():
-            loss = adversarial_loss(cfg, attack_net, net, fsr_loss, x, y)[0]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def at_step(cfg):
+        def step():
+            with autocast():
+                loss = adversarial_loss(cfg, attack_net, net, fsr_loss, x, y)[0]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
-    return (forward, train_step, at_step), net
+        return step
+
+    return (forward, train_step, at_step(nfgsm), at_step(pgd10)), net
 
 
 def fresh_noise(net, device: torch.device) -> bool:
@@ -127,18 +140,19 @@ def main() -> None:
         f"torch {torch.__version__}, {args.precision}{', channels_last' if args.channels_last else ''}, compile "
         f"{args.compile}, {args.rounds} rounds, median"
     )
-    kinds = ("forward", "train", "PGD-10 AT")
     print(
         f"{'network':<16} {'batch':>5} "
-        + " ".join(f"{k + ' img/s':>15} {'FSR/plain':>9}" for k in kinds)
-        + f" {'AT epoch s':>10}"
+        + " ".join(f"{k + ' img/s':>15} {'GFLOP/s':>7} {'FSR/plain':>9}" for k in KINDS)
+        + f" {'N-FGSM epoch min':>16} {'PGD-10 epoch min':>16}"
     )
+    eager = argparse.Namespace(**{**vars(args), "compile": "none"})
     for backbone in args.backbones:
         fsr_name, plain_name = fsr_models.ARCHITECTURES[backbone]
         batch = max(1, args.batch // 4) if backbone.startswith("wrn") else args.batch
         built = {name: make_steps(name, batch, device, args) for name in (plain_name, fsr_name)}
         steps = {name: fns for name, (fns, _) in built.items()}
-        times = {(name, kind): [] for name in steps for kind in range(len(kinds))}
+        flops = {name: step_flops(name, batch, device, eager) for name in steps}
+        times = {(name, kind): [] for name in steps for kind in range(len(KINDS))}
         for name, fns in steps.items():  # warm-up: compilation, allocator, oneDNN / cuDNN algorithm choice
             first = [timed(fn, device) for fn in fns] + [timed(fn, device) for fn in fns]
             if args.compile != "none":
@@ -155,11 +169,40 @@ def main() -> None:
         median = {key: statistics.median(value) for key, value in times.items()}
         for name in steps:
             cells = []
-            for k in range(len(kinds)):
+            for k in range(len(KINDS)):
                 ratio = f"{median[fsr_name, k] / median[plain_name, k]:.3f}" if name == fsr_name else ""
-                cells.append(f"{batch / median[name, k]:>15.1f} {ratio:>9}")
-            epoch = CIFAR10_EPOCH / (batch / median[name, len(kinds) - 1])
-            print(f"{name:<16} {batch:>5} " + " ".join(cells) + f" {epoch:>10.1f}")
+                gflops = flops[name][k] / median[name, k] / 1e9
+                cells.append(f"{batch / median[name, k]:>15.1f} {gflops:>7.0f} {ratio:>9}")
+            epochs = [CIFAR10_EPOCH / (batch / median[name, k]) / 60 for k in (2, 3)]
+            print(f"{name:<16} {batch:>5} " + " ".join(cells) + "".join(f" {m:>16.1f}" for m in epochs))
+
+
+class CountFlops(TorchDispatchMode):
+    """The floating-point operations of the aten calls run under it, by torch.utils.flop_counter's formulas (conv and
+    matrix products, forward and backward). torch's FlopCounterMode itself tracks modules with hooks that
+    torch.autograd.grad, which the attacks call, does not support."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func._overloadpacket in flop_registry:
+            self.total += flop_registry[func._overloadpacket](*args, **(kwargs or {}), out_val=out)
+        return out
+
+
+def step_flops(name: str, batch: int, device: torch.device, args: argparse.Namespace) -> list[int]:
+    """The floating-point operations of one call of each step, counted on an eager build: they do not depend on
+    precision, memory format or compilation."""
+    fns, _ = make_steps(name, batch, device, args)
+    counts = []
+    for fn in fns:
+        with CountFlops() as counter:
+            fn()
+        counts.append(counter.total)
+    return counts
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """L-infinity attacks on models that map [0, 1] pixels to logits, for adversarial training and evaluation.
 
 White-box: FGSM, PGD on cross-entropy (random start, restarts), the paper's "C&W" (PGD on the C&W margin loss),
-AutoAttack through `pyautoattack` (the reference code). Transfer: TI-FGSM and DI-FGSM crafted on a source model.
+AutoAttack through `pyautoattack` (the reference code); N-FGSM, the single-step attack of adversarial training.
+Transfer: TI-FGSM and DI-FGSM crafted on a source model.
 Query-based: NAttack (Li et al., ICML 2019), written from the paper.
 
 Input gradients are taken with `torch.autograd.grad`, so no gradient reaches the parameters' `.grad` and the model
 may be the unwrapped module of a DDP model. Callers choose the mode: attacks on a trained model run in `eval()` mode
-(BN running statistics, deterministic FSR mask). Every function returns a detached batch within eps of x in [0, 1].
+(BN running statistics, deterministic FSR mask). Every function returns a detached batch within eps of x in [0, 1]
+(but N-FGSM, a training attack that leaves the ball on purpose).
 """
 
 from __future__ import annotations
@@ -100,6 +102,20 @@ def pgd(
 
 def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
     return pgd(model, x, y, eps, eps, 1, random_start=False)
+
+
+def nfgsm(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, noise: float = 2.0
+) -> torch.Tensor:
+    """N-FGSM (de Jorge et al., NeurIPS 2022), the training attack of single-step adversarial training: uniform
+    noise U(-noise * eps, noise * eps), one signed-gradient step of `step_size` (their eps) on the cross-entropy,
+    pixels clipped to [0, 1] after each, and **no projection back to the eps-ball**: the perturbation reaches
+    (noise * eps + step_size), which is what keeps single-step training from collapsing. As their code
+    (pdejorge/N-FGSM, train.py with --unif 2 --clip -1). For training only: its batch is not within eps of x."""
+    x = x.detach()
+    x_noisy = (x + torch.empty_like(x).uniform_(-noise * eps, noise * eps)).clamp(0, 1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(cross_entropy_sum(model(x_noisy), y), x_noisy)
+    return (x_noisy.detach() + step_size * grad.sign()).clamp(0, 1)
 
 
 @torch.no_grad()

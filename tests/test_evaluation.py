@@ -37,6 +37,24 @@ def test_natural_model_pgd_below_fgsm_below_clean_and_near_zero(natural_model, t
     assert pgd20 <= fgsm <= clean and pgd20 <= 0.1, (clean, fgsm, pgd20)
 
 
+def test_nfgsm_is_one_signed_step_from_noise_of_twice_eps_with_no_projection(natural_model, test_batch):
+    """N-FGSM as its authors' code forms it: x + U(-2 eps, 2 eps) clipped to [0, 1], one step of eps along the sign
+    of the cross-entropy's gradient there, clipped to [0, 1] and not projected back to the eps-ball."""
+    model, _ = natural_model
+    x, y = test_batch
+    torch.manual_seed(0)
+    x_adv = attacks.nfgsm(model, x, y, EPS, EPS, noise=2.0)
+    torch.manual_seed(0)
+    noisy = (x + torch.empty_like(x).uniform_(-2 * EPS, 2 * EPS)).clamp(0, 1).requires_grad_(True)
+    F.cross_entropy(model(noisy), y, reduction="sum").backward()
+    assert torch.equal(x_adv, (noisy.detach() + EPS * noisy.grad.sign()).clamp(0, 1))
+    distance = (x_adv - x).abs().amax()
+    assert EPS * 1.5 < distance <= 3 * EPS + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+    assert accuracy(model, x_adv, y) < accuracy(model, x, y)
+    # Without noise it is FGSM
+    assert torch.equal(attacks.nfgsm(model, x, y, EPS, EPS, noise=0.0), attacks.fgsm(model, x, y, EPS))
+
+
 def reference_pgd(model, x, y, eps, alpha, steps):
     """An independent PGD: .backward() on a leaf copy, then sign step and clipping written out."""
     x_adv = x.clone()

@@ -334,11 +334,19 @@ def test_bad_configs_are_clear_errors(train_script, tmp_path, capsys, monkeypatc
         ("eps=1/0", "eps"),
         ("warmup_epochs=-1", "warmup_epochs"),
         ("weight_init=xavier", "weight_init"),
+        ("attack=fgsm", "attack must be one of"),
+        ("attack=nfgsm", "attack_steps: 1"),  # the paper's PGD-10 settings left with N-FGSM
+        ("lr_schedule=cosine", "lr_schedule"),
+        ("collapse_fraction=1.5", "collapse_fraction"),
+        ("attack_noise=-1", "attack_noise"),
+        ("tag=AT cifar", "tag must be"),
     ]:
         with pytest.raises(ValueError, match=re.escape(named)):
             load_config(None, [bad])
     assert load_config(None, ["lr_per_128=1e-3", "epochs=1e2"]).lr_per_128 == 0.001  # YAML reads 1e-3 as a string
     assert load_config(None, ["eps=8/255"]).eps == 8 / 255
+    with pytest.raises(ValueError, match="method: at"):
+        load_config(None, ["method=trades", "attack=nfgsm", "attack_steps=1"])  # TRADES forms its own attack
 
 
 def test_a_setting_of_another_version_is_named_in_one_line(tmp_path):
@@ -377,23 +385,22 @@ def test_every_paper_setting_has_a_valid_config(train_script):
     )
 
 
-def test_the_gpu_recipes_of_fsr_and_plain_differ_only_in_the_network(train_script):
-    fsr, plain = (
-        training.load_config(str(ROOT / f"training/configs/resnet18_{m}_at_cifar10_b128_30ep.yaml"), [])
-        for m in ("fsr", "plain")
-    )
-    assert (fsr.model, plain.model) == ("resnet18_fsr", "resnet18_plain")
+@pytest.mark.parametrize("pair", ["resnet18_{}_at_cifar10_b128_30ep", "vgg16_{}_at_cifar10_nfgsm_15ep"])
+def test_the_twin_recipes_of_fsr_and_plain_differ_only_in_the_network(train_script, pair):
+    configs = [ROOT / f"training/configs/{pair.format(m)}.yaml" for m in ("fsr", "plain")]
+    fsr, plain = (training.load_config(str(c), []) for c in configs)
+    assert (fsr.model, plain.model) == tuple(pair.split("_")[0] + f"_{m}" for m in ("fsr", "plain"))
     own = {"model": None, "output_dir": None}  # the output folder is named after the model
     assert {**dataclasses.asdict(fsr), **own} == {**dataclasses.asdict(plain), **own}
     # batch 128 is named in the file, so training/gpu_run.sh keeps it instead of its batch 512
-    assert (fsr.batch_size, fsr.lr_per_128, fsr.epochs, fsr.warmup_epochs, fsr.weight_init) == (
-        128,
-        0.1,
-        30,
-        0,
-        "authors",
-    )
-    assert "\nbatch_size: 128\n" in (ROOT / "training/configs/resnet18_fsr_at_cifar10_b128_30ep.yaml").read_text()
+    assert f"\nbatch_size: {fsr.batch_size}\n" in configs[0].read_text()
+    assert (fsr.batch_size, fsr.warmup_epochs, fsr.weight_init) == (128, 0, "authors")
+    if fsr.attack == "nfgsm":  # de Jorge et al.'s recipe on the CPU's fast path, for 15 epochs
+        assert (fsr.lr_per_128, fsr.lr_schedule, fsr.epochs, fsr.attack_noise) == (0.2, "cyclic", 15, 2.0)
+        assert (fsr.attack_steps, fsr.attack_step_size, fsr.eps) == (1, 8 / 255, 8 / 255)
+        assert (fsr.precision, fsr.channels_last, fsr.model_tag) == ("bf16", True, "at_nfgsm_15ep_cifar10")
+    else:  # the paper's PGD-10 recipe for 30 epochs
+        assert (fsr.lr_per_128, fsr.lr_schedule, fsr.epochs, fsr.attack_steps) == (0.1, "step", 30, 10)
 
 
 def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror(train_script):
@@ -408,11 +415,87 @@ def test_augmentation_is_a_crop_of_the_padded_image_or_its_mirror(train_script):
 
 
 def test_learning_rate_warms_up_per_step_then_drops_at_the_milestones(train_script):
-    factors = [training.lr_factor(s, 4, 1.5, [3, 4], 0.1) for s in range(20)]
+    cfg = training.load_config(None, ["warmup_epochs=1.5"])
+    factors = [training.lr_factor(cfg, {"step": s, "epochs": 5, "milestones": [3, 4]}, 4) for s in range(20)]
     assert factors[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])  # 1.5 epochs of 4 steps
     assert factors[6:12] == pytest.approx([1.0] * 6) and factors[12:16] == pytest.approx([0.1] * 4)
     assert factors[16:] == pytest.approx([0.01] * 4)
-    assert training.lr_factor(0, 4, 0.0, [], 0.1) == 1.0  # no warm-up: the paper's recipe
+    paper = training.load_config(None, [])
+    assert training.lr_factor(paper, {"step": 0, "epochs": 5, "milestones": []}, 4) == 1.0  # no warm-up: the paper's
+
+
+def test_a_cyclic_learning_rate_rises_to_its_peak_at_half_the_steps_and_falls_to_zero(train_script):
+    """N-FGSM's schedule: torch's CyclicLR from 0 to the lr over half the steps and back, stepped per SGD step."""
+    cfg = training.load_config(None, ["lr_schedule=cyclic"])
+    factors = [training.lr_factor(cfg, {"step": s, "epochs": 5, "milestones": [3, 4]}, 4) for s in range(20)]
+    assert factors == pytest.approx([s / 10 for s in range(11)] + [1 - s / 10 for s in range(1, 10)])
+    sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+    lr = torch.optim.lr_scheduler.CyclicLR(sgd, 0.0, 0.2, step_size_up=10, step_size_down=10)
+    reference = []
+    for _ in range(20):
+        reference.append(lr.get_last_lr()[0] / 0.2)
+        sgd.step()
+        lr.step()
+    assert factors == pytest.approx(reference)
+
+
+def scripted_validation(train_script, monkeypatch, pgd_by_epoch):
+    """train.py's validation replaced by the given PGD accuracies, epoch 0 (the starting point) first."""
+    figures = iter(pgd_by_epoch)
+    monkeypatch.setattr(train_script, "clean_and_pgd_accuracy", lambda *args, **kwargs: (0.5, next(figures)))
+
+
+def test_a_collapse_of_validation_pgd_accuracy_ends_the_run_with_its_best_weights(
+    train_script, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "collapse"
+    scripted_validation(train_script, monkeypatch, [0.1, 0.4, 0.45, 0.1, 0.5])  # epoch 3 falls below half of 0.45
+    assert train_script.main(tiny_run_args(out, "epochs=4")) == 0
+    said = capsys.readouterr().out
+    assert (
+        "catastrophic overfitting at epoch 3: validation PGD accuracy 10.0% fell below 0.5 of its best (45.0%, "
+        "epoch 2)" in said
+    )
+    assert [m["epoch"] for m in metrics(out)] == [0, 1, 2, 3]  # epoch 4 never ran
+    test = results(out)
+    assert test["collapse"] == {"epoch": 3, "val_pgd_acc": 0.1, "best_val_pgd_acc": 0.45}
+    assert (test["epochs"], test["best_epoch"], test["sgd_steps"]) == (3, 2, 15)
+    assert progress(out)["epochs"] == 3
+    assert_same_weights(out / "best" / "model.safetensors", out / "model" / "model.safetensors")  # epoch 2's
+    assert train_script.main(["--cpu", "--resume", str(out)]) == 0  # finished: nothing trains on
+    assert "finished all 3 epochs already" in capsys.readouterr().out
+    assert train_script.main(["--cpu", "--resume", str(out), "--epochs", "6", "--lr-extension", "hold"]) == 2
+    assert "catastrophic overfitting" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "pgd_by_epoch, settings",
+    [
+        ([0.1, 0.15, 0.05, 0.1], []),  # a best below COLLAPSE_FLOOR: a fall from it tells nothing
+        ([0.1, 0.4, 0.25, 0.3], []),  # a fall to more than half of the best: robust overfitting, not a collapse
+        ([0.1, 0.4, 0.1, 0.3], ["collapse_fraction=0"]),  # the check turned off
+    ],
+)
+def test_what_is_not_a_collapse_runs_every_epoch(train_script, tmp_path, monkeypatch, pgd_by_epoch, settings):
+    out = tmp_path / "run"
+    scripted_validation(train_script, monkeypatch, pgd_by_epoch)
+    assert train_script.main(tiny_run_args(out, "epochs=3", *settings)) == 0
+    assert results(out)["epochs"] == 3 and "collapse" not in results(out)
+
+
+def test_an_nfgsm_run_trains_with_its_attack_and_cyclic_schedule(train_script, tmp_path, capsys, monkeypatch):
+    """method at with attack nfgsm: the training step's images come from N-FGSM (eval mode), the lr from the cyclic
+    schedule, and the run records its tag."""
+    out = tmp_path / "nfgsm"
+    calls = []
+    nfgsm = training.loop.nfgsm
+    monkeypatch.setattr(training.loop, "nfgsm", lambda *a, **k: calls.append(a[0].training) or nfgsm(*a, **k))
+    settings = ["method=at", "attack=nfgsm", "attack_steps=1", "attack_step_size=8/255", "lr_schedule=cyclic"]
+    assert train_script.main(tiny_run_args(out, *settings, "tag=at_nfgsm_cifar10")) == 0
+    assert calls == [False] * 10  # 2 epochs of 5 steps, each attack in eval mode
+    assert "at + FSR (N-FGSM) on cifar10" in capsys.readouterr().out
+    assert [m["lr"] for m in metrics(out)[1:]] == pytest.approx([BASE_LR * 0.8, BASE_LR * 0.2])  # steps 4, 9 of 10
+    assert load_model(out / "model").pretrained_cfg["tag"] == "at_nfgsm_cifar10"
 
 
 def test_a_fixed_plan_in_pieces_ends_as_one_call_does(reference_run, train_script, tmp_path):

@@ -35,6 +35,7 @@ from fsr_models.training import (
     TimeLimit,
     build_training,
     clean_and_pgd_accuracy,
+    end_if_collapsed,
     extend,
     final_test,
     initial_progress,
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress["best_val_pgd"], progress["best_epoch"] = val_pgd, epoch
                 if main_process:
                     save_best(training, cfg, out)
+            end_if_collapsed(cfg, progress, val_pgd, accelerator)
             save_checkpoint(accelerator, out, progress)
             limit = time_limit_reached(cfg, time.perf_counter() - started, seconds, accelerator)
             if limit and epoch < progress["epochs"]:

@@ -5,6 +5,7 @@ accuracy on a split) and what a run writes (`record`). The script's `main` puts 
 from .checkpoint import (
     RunStart,
     TimeLimit,
+    end_if_collapsed,
     extend,
     initial_progress,
     plan_epoch,

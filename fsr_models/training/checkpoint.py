@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast
 
 from ..facts import milestone_epochs
-from .config import ConfigError, TrainConfig, load_config, resumed_config
+from .config import COLLAPSE_FLOOR, ConfigError, TrainConfig, load_config, resumed_config
 
 
 @dataclass
@@ -91,6 +91,16 @@ def initial_progress(cfg: TrainConfig, saved: dict | None) -> dict:
 def extend(progress: dict, cfg: TrainConfig, epochs: int, how: str) -> None:
     """Extend the plan to `epochs`: 'stretch' puts the milestones at their fractions of the new total, 'hold' keeps
     the lr the plan ended with for the added epochs (a milestone at the plan's end was never reached)."""
+    if cfg.lr_schedule == "cyclic":
+        raise ConfigError(
+            "--epochs: a cyclic lr_schedule ends at lr 0 with its last epoch, so its run cannot be extended: fine-tune "
+            "from it in a new run (init=<its model folder>) instead"
+        )
+    if "collapse" in progress:
+        raise ConfigError(
+            f"--epochs: the run ended at epoch {progress['collapse']['epoch']} on catastrophic overfitting; extending "
+            "it would train the collapsed network on: start a new run (another recipe or seed)"
+        )
     if how == "stretch":
         progress["milestones"] = milestone_epochs(cfg.lr_milestones, epochs)
     else:
@@ -156,6 +166,25 @@ def plan_from_epoch(
     progress["epochs"] = int(broadcast(torch.tensor(planned, device=accelerator.device), from_process=0))
     progress["milestones"] = milestone_epochs(cfg.lr_milestones, progress["epochs"])
     accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
+
+
+def end_if_collapsed(cfg: TrainConfig, progress: dict, val_pgd: float, accelerator: Accelerator) -> None:
+    """Catastrophic overfitting, the failure of single-step adversarial training (PGD accuracy falls to near 0 within
+    an epoch while the training attack's accuracy climbs): when the validation PGD accuracy of the epoch just done
+    is below `cfg.collapse_fraction` of the best so far (a best of at least COLLAPSE_FLOOR), the plan ends at this
+    epoch, so the run goes on to the final test of its best weights, and progress says so under `collapse` (a resume
+    finds the run finished). One line says it."""
+    best = progress["best_val_pgd"]
+    if not cfg.collapse_fraction or best < COLLAPSE_FLOOR or val_pgd >= cfg.collapse_fraction * best:
+        return
+    epoch = progress["epoch"]
+    progress["collapse"] = {"epoch": epoch, "val_pgd_acc": val_pgd, "best_val_pgd_acc": best}
+    progress["epochs"] = epoch
+    accelerator.print(
+        f"catastrophic overfitting at epoch {epoch}: validation PGD accuracy {val_pgd:.1%} fell below "
+        f"{cfg.collapse_fraction:g} of its best ({best:.1%}, epoch {progress['best_epoch']}); the run ends here and "
+        "keeps its best weights"
+    )
 
 
 class TimeLimit(enum.Enum):

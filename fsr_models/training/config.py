@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from ..losses import METHODS
 
 # torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+TRAINING_ATTACKS = ("pgd", "nfgsm")
+LR_SCHEDULES = ("step", "cyclic")
+COLLAPSE_FLOOR = 0.2  # a validation PGD accuracy below it is too low for a fall from it to tell a collapse
 # Settings that --resume may change: they do not change what the run computes.
 RESUME_MAY_CHANGE = {"data_dir", "download", "log_every", "stop_after_min", "compile", "shard_mb", "output_dir"}
 
@@ -66,14 +70,24 @@ class TrainConfig:
     lr_per_128: float = 0.1  # the learning rate of a batch of 128; SGD runs at lr_per_128 * batch_size / 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    # "step": x lr_gamma at each of lr_milestones (fractions of the epochs); "cyclic": from 0 up to the lr at half the
+    # SGD steps and down to 0 at the last, linearly (the schedule of single-step AT, N-FGSM's CyclicLR)
+    lr_schedule: str = "step"
     lr_milestones: list = dataclasses.field(default_factory=lambda: [0.75, 0.9])  # fractions of the epochs
     lr_gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear learning-rate warm-up from lr / steps to lr, counted in SGD steps
     weight_init: str = "authors"  # "authors" (each backbone's own) or "vgg" (VGG16's init for any network)
     eps: float | str = "8/255"
+    # The training attack of method at: "pgd" (projected onto the eps-ball, the paper's) or "nfgsm" (N-FGSM, de Jorge
+    # et al. 2022: noise of attack_noise * eps, one step of attack_step_size, no projection; attack_steps 1)
+    attack: str = "pgd"
+    attack_noise: float = 2.0  # nfgsm: the uniform noise's size, in eps
     attack_step_size: float | str = "2/255"  # of the training attack's steps
     attack_steps: int = 10  # how many
     random_start: bool = True
+    # Catastrophic overfitting: the run stops, keeping its best weights, when the validation PGD accuracy falls
+    # below this fraction of its best (a best of at least COLLAPSE_FLOOR); 0 never stops
+    collapse_fraction: float = 0.5
     val_attack_steps: int = 10  # PGD steps (training step size, random start) for the validation slice
     eval_attack_steps: int = 20  # final test PGD (paper protocol: step eps/10, no random start)
     augment: bool = True  # pad-4 random crop + horizontal flip (the paper: CIFAR yes, SVHN no)
@@ -85,6 +99,11 @@ class TrainConfig:
     shard_mb: int | None = None  # write the final weights in safetensors shards of at most this many MiB
     log_every: int = 0  # print a line every N steps (0: progress bar only)
     output_dir: str = "runs/{model}_{method}_{dataset}"
+    tag: str | None = None  # the trained model's tag (model.tag): default {method}_{dataset}, the paper's setting
+
+    @property
+    def model_tag(self) -> str:
+        return self.tag or f"{self.method}_{self.dataset}"
 
     def __post_init__(self):
         for name in ("eps", "attack_step_size"):
@@ -132,6 +151,21 @@ class TrainConfig:
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
+        if self.attack not in TRAINING_ATTACKS:
+            raise ConfigError(f"attack must be one of {TRAINING_ATTACKS}, got {self.attack!r}")
+        if self.attack == "nfgsm" and (self.method != "at" or self.attack_steps != 1):
+            raise ConfigError(
+                f"attack nfgsm is the single-step attack of method at: set method: at and attack_steps: 1 (got method "
+                f"{self.method}, attack_steps {self.attack_steps})"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0 <= self.collapse_fraction < 1:
+            raise ConfigError(f"collapse_fraction must be in [0, 1) (0: never stop), got {self.collapse_fraction}")
+        if self.attack_noise < 0:
+            raise ConfigError(f"attack_noise must not be negative, got {self.attack_noise}")
+        if self.tag is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_]*", str(self.tag)):
+            raise ConfigError(f"tag must be lowercase letters, digits and underscores (at_cifar10), got {self.tag!r}")
         if self.weight_init not in ("authors", "vgg"):
             raise ConfigError(f"weight_init must be 'authors' or 'vgg', got {self.weight_init!r}")
         self.output_dir = self.output_dir.format(

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast
 from tqdm.auto import tqdm
 
-from ..attacks import pgd
+from ..attacks import nfgsm, pgd
 from ..datasets import load_dataset, to_float
 from ..evaluation.protocol import correct
 from ..facts import ARCHITECTURES, DATASETS, scaled_lr
@@ -99,7 +99,7 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
         "test_input_size": None,
         "test_crop_pct": None,
         "num_classes": num_classes,
-        "tag": f"{cfg.method}_{cfg.dataset}",
+        "tag": cfg.model_tag,
         "label_names": list(label_names) if label_names else None,
     }
     return model
@@ -177,10 +177,14 @@ def input_gradient_twin(net: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(net, shared)
 
 
-def lr_factor(step: int, steps_per_epoch: int, warmup_epochs: float, milestones: list[int], gamma: float) -> float:
-    """The learning rate of SGD step `step` (0-based) over the base lr: a linear warm-up, then x gamma at each
-    milestone epoch."""
-    warmup_steps = warmup_epochs * steps_per_epoch
+def lr_factor(cfg: TrainConfig, progress: dict, steps_per_epoch: int) -> float:
+    """The learning rate of the next SGD step (`progress["step"]`, 0-based) over the base lr. Schedule "step": a
+    linear warm-up, then x lr_gamma at each milestone epoch; "cyclic": 0 up to 1 at half the plan's steps and down to
+    0 at its end (torch's CyclicLR as N-FGSM's code steps it, so its first step has lr 0)."""
+    step, epochs = progress["step"], progress["epochs"]
+    if cfg.lr_schedule == "cyclic":
+        return 1 - abs(2 * step / (epochs * steps_per_epoch) - 1)
+    warmup_steps, milestones, gamma = cfg.warmup_epochs * steps_per_epoch, progress["milestones"], cfg.lr_gamma
     warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
     return warm * gamma ** sum(step // steps_per_epoch >= m for m in milestones)
 
@@ -226,6 +230,8 @@ def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torc
             loss_fn=trades_kl,
             start=x + 0.001 * torch.randn_like(x),
         )
+    elif cfg.attack == "nfgsm":
+        x_adv = nfgsm(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_noise)
     elif cfg.method == "mart":
         x_adv = pgd(
             attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x)
@@ -286,8 +292,7 @@ def train_epoch(
             raise_if_non_finite(accelerator.gather(first_bad[None]), epoch)
         t.optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        factor = lr_factor(progress["step"], steps_per_epoch, cfg.warmup_epochs, progress["milestones"], cfg.lr_gamma)
-        step_lr = t.lr * factor
+        step_lr = t.lr * lr_factor(cfg, progress, steps_per_epoch)
         for group in t.optimizer.param_groups:
             group["lr"] = step_lr
         t.optimizer.step()

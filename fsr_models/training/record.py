@@ -26,9 +26,11 @@ from .loop import Training, TrainingData, clean_and_pgd_accuracy
 def run_header(cfg: TrainConfig, training: Training, data: TrainingData, accelerator: Accelerator) -> str:
     """One line on what trains where: network, method, data, processes, learning rate."""
     return (
-        f"{type(training.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if training.heads else ''} on "
+        f"{type(training.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if training.heads else ''}"
+        f"{' (N-FGSM)' if cfg.attack == 'nfgsm' else ''} on "
         f"{cfg.dataset}, {len(data.train_x)} train / {len(data.val_x)} val images, "
-        f"{accelerator.num_processes} process(es) on {accelerator.device}, lr {training.lr:g}"
+        f"{accelerator.num_processes} process(es) on {accelerator.device}, {cfg.precision}, lr {training.lr:g}"
+        f"{' (cyclic)' if cfg.lr_schedule == 'cyclic' else ''}"
         f"{f', {cfg.warmup_epochs:g} warm-up epochs' if cfg.warmup_epochs else ''}"
     )
 
@@ -169,8 +171,9 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
         "train_seconds": progress["train_seconds"],
         "eps": cfg.eps,
     }
-    if "extensions" in progress:
-        results["extensions"] = progress["extensions"]
+    for key in ("extensions", "collapse"):
+        if key in progress:
+            results[key] = progress[key]
     if accelerator.is_main_process:
         if best.fsr_modules():
             results["fsr_health"] = fsr_health(best, to_float(test_x))
