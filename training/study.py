@@ -134,12 +134,20 @@ def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> N
     plt.close(fig)
 
 
+def attack_name(cfg) -> str:
+    """The training attack as a reader names it: N-FGSM, PGD-10, TRADES' PGD-10, none."""
+    if cfg.method == "natural":
+        return "none"
+    name = "N-FGSM" if cfg.attack == "nfgsm" else f"PGD-{cfg.attack_steps}"
+    return name if cfg.method == "at" else f"{cfg.method.upper()}'s {name}"
+
+
 def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[str, dict]) -> str:
     rows = [
-        "| run | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | best epoch | "
-        "best val PGD | test natural | test PGD-20 | R contribution | R live (2nd ReLU) | S live (2nd ReLU) | "
-        "mask mean | train min |",
-        "| --- " * 17 + "|",
+        "| run | attack | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | "
+        "best epoch | best val PGD | test natural | test PGD-20 | R contribution | R live (2nd ReLU) | "
+        "S live (2nd ReLU) | mask mean | train min |",
+        "| --- " * 18 + "|",
     ]
     for name, values in runs.items():
         cfg, last, res = (
@@ -154,7 +162,8 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
         # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
         epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}
         rows.append(
-            f"| {name} | {cfg.batch_size} | {scaled_lr(cfg.lr_per_128, cfg.batch_size):g} | {cfg.warmup_epochs:g} | "
+            f"| {name} | {attack_name(cfg)} | {cfg.batch_size} | {scaled_lr(cfg.lr_per_128, cfg.batch_size):g}"
+            f"{' cyclic' if cfg.lr_schedule == 'cyclic' else ''} | {cfg.warmup_epochs:g} | "
             f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
             f"{res['best_epoch']} | "
             f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * test['natural'], '{:.1f}')} | "
