@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo tour test test-oldest bench app chromium
-# The main job: AT + FSR on real CIFAR-10 images for a few minutes on a CPU, evaluated, written as a Hub folder.
+# The main job: single-step AT + FSR on real CIFAR-10 images for about 3 minutes on a CPU, evaluated, written as a
+# Hub folder.
 demo: $(VENV)/.installed
 	$(PY) training/train.py --config training/configs/quickstart_cpu.yaml --set output_dir=runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 tour: $(VENV)/.installed

@@ -489,9 +489,60 @@ def schedule_text(record: Record) -> str:
             for e in metrics["extensions"]
         )
         return f"{run['epochs']} epochs{steps}, {warmup}, lr x{train['lr_gamma']:g} {drops}"
-    after = Counter(m for m in milestone_epochs(train["lr_milestones"], run["epochs"]) if m < run["epochs"])
+    collapse = metrics.get("collapse")
+    stopped = (
+        f" (stopped on catastrophic overfitting after epoch {collapse['epoch']} of {train['epochs']}: validation "
+        f"PGD accuracy fell to {100 * collapse['val_pgd_acc']:.1f}% from {100 * collapse['best_val_pgd_acc']:.1f}%)"
+        if collapse
+        else ""
+    )
+    if train.get("lr_schedule") == "cyclic":
+        peak = scaled_lr(train["lr_per_128"], train["batch_size"])
+        return (
+            f"{run['epochs']} epochs{steps}{stopped}, a cyclic learning rate from 0 up to {peak:g} at half of the "
+            f"{train['epochs']} planned epochs and down to 0 at their end"
+        )
+    planned = train["epochs"] if collapse else run["epochs"]
+    after = Counter(m for m in milestone_epochs(train["lr_milestones"], planned) if m < run["epochs"])
     drops = ", then ".join(f"x{train['lr_gamma'] ** k:g} after epoch {m}" for m, k in sorted(after.items()))
-    return f"{run['epochs']} epochs{steps}, {warmup}, lr {drops or 'constant (its drops fall after the last epoch)'}"
+    lr = drops or "constant (its drops fall after the last epoch)"
+    return f"{run['epochs']} epochs{steps}{stopped}, {warmup}, lr {lr}"
+
+
+def training_attack(train: dict) -> str:
+    """The attack that formed the training batches, in words."""
+    if train.get("attack") == "nfgsm":
+        return (
+            f"N-FGSM (de Jorge et al. 2022): uniform noise of {train['attack_noise']:g} x eps, one signed-gradient "
+            f"step of {eps_text(train['attack_step_size'])}, no projection back to the eps {eps_text(train['eps'])} "
+            "ball"
+        )
+    start = "a" if train["random_start"] else "no"
+    return (
+        f"PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step {eps_text(train['attack_step_size'])}, "
+        f"{start} random start"
+    )
+
+
+def start_lines(record: Record) -> list[str]:
+    """For a fine-tuned model: the model it started from, and that model's final test beside this one's."""
+    start = record.metrics.get("init")
+    if not start:
+        return []
+    line = f"- **Fine-tuned from `{start['model']}`**, not trained from scratch"
+    test = start.get("test")
+    if test:
+        mine = record.metrics["test"]
+        line += f"; its final test: {figures_text(test)}; this model's: {figures_text(mine)}"
+    return [line]
+
+
+def figures_text(report: dict) -> str:
+    """'natural 75.37, pgd20 47.22 (10,000 CIFAR-10 test images)'."""
+    accuracy = ", ".join(
+        f"{name} {100 * value:.2f}" for name, value in report["accuracy"].items() if name != "ensemble"
+    )
+    return f"{accuracy} ({report['images']:,} test images)"
 
 
 def summary_line(record: Record) -> str:
@@ -530,14 +581,8 @@ def training_lines(record: Record) -> list[str]:
         "validation (the saved weights are those of the best epoch by PGD accuracy on them); augmentation "
         f"{'pad-4 crop + flip' if train['augment'] else 'none'}",
         *([f"- Losses: the method's{fsr}"] if record.config.get("fsr_stages") else []),
-        *(
-            []
-            if train["method"] == "natural"
-            else [
-                f"- Attack during training: PGD-{train['attack_steps']}, eps {eps_text(train['eps'])}, step "
-                f"{eps_text(train['attack_step_size'])}, {'a' if train['random_start'] else 'no'} random start"
-            ]
-        ),
+        *([] if train["method"] == "natural" else [f"- Attack during training: {training_attack(train)}"]),
+        *start_lines(record),
         f"- Optimiser: SGD lr {scaled_lr(train['lr_per_128'], train['batch_size']):g} ({train['lr_per_128']:g} per "
         f"128 images; momentum {train['momentum']:g}, weight decay {train['weight_decay']:g}), {train['precision']}"
         + (f"; {record.metrics['train_seconds']:.0f} s of training" if "train_seconds" in record.metrics else ""),

@@ -40,10 +40,13 @@ def _from_arrays(path: Path, limit: int | None):
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y.astype(np.int64))
 
 
-def _how_to_get(name: str, root: Path) -> str:
-    """Where a data set goes and how to get it there, for the errors that say it is missing."""
+def _how_to_get(name: str, root: Path, download_failed: bool = False) -> str:
+    """Where a data set goes and how to get it there, for the errors that say it is missing (after a download that
+    failed: not the download again)."""
     download = (
-        f"have torchvision download it into {root} (or a folder of your choice): --download for "
+        f"check the network and try again, or put torchvision's files for {name} in {root} by hand"
+        if download_failed
+        else f"have torchvision download it into {root} (or a folder of your choice): --download for "
         "python -m fsr_models.evaluate, --set download=true for training/train.py"
     )
     if name == "cifar10":
@@ -64,7 +67,8 @@ def _torchvision(name: str, root: Path, split: str, download: bool):
         ds = cls(root, train=split == "train", download=download)
     except (OSError, RuntimeError) as e:  # not there, and not downloaded (not asked, or no network)
         reason = f"could not be downloaded ({e})" if download else "was not asked to be downloaded"
-        raise FileNotFoundError(f"{name} {split} is not in {root} and {reason}: {_how_to_get(name, root)}") from e
+        how = _how_to_get(name, root, download_failed=download)
+        raise FileNotFoundError(f"{name} {split} is not in {root} and {reason}: {how}") from e
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
 
 

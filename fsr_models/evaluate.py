@@ -50,6 +50,7 @@ from .facts import DATASETS, PAPER_EPS, twin_name
 from .folders import load_any_model
 from .fsr import fsr_health
 from .fsr_core import FSR
+from .weight_files import zoo_name
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
 CURVE_FILE = REPORT_FILES[2]
@@ -89,23 +90,26 @@ def default_twin(model: str) -> str | None:
     return str(path.with_name(twin)) if twin and path.is_dir() and path.with_name(twin).is_dir() else None
 
 
-def adaptive_attacks(requested: list[str], model, twin) -> list[str]:
+def adaptive_attacks(requested: list[str], model, twin) -> tuple[list[str], dict[str, str]]:
     """The attack list with `adaptive` replaced by the adaptive attacks that apply to this model (those on FSR's mask
     and its w/o Rec ablation need FSR modules with a mask, i.e. a Separation stage; the transfer from the twin needs
-    one); one named that cannot run is a ValueError."""
+    one), and those of `adaptive` that do not apply, with why (the report says so: the adaptive ensemble is then over
+    fewer attacks); one named that cannot run is a ValueError."""
     fsr_modules = [m for m in model.modules() if isinstance(m, FSR)]
     has_mask = bool(fsr_modules) and all(m.separation_net is not None for m in fsr_modules)
-    applies = {"mask_surrogate": has_mask, "mask_surrogate_apgd": has_mask, "feature_space": True}
-    applies["transfer_twin"] = twin is not None
-    applies["transfer_without_rec"] = has_mask
+    why_not = {
+        "mask_surrogate": None if has_mask else "the model has no FSR mask (FSR with a Separation stage)",
+        "feature_space": None,
+        "transfer_twin": None if twin is not None else "no twin (the same network with or without FSR): give --twin",
+    }
+    why_not["mask_surrogate_apgd"] = why_not["transfer_without_rec"] = why_not["mask_surrogate"]
     for name in requested:
-        if name in ADAPTIVE and not applies[name]:
-            why = (
-                "give --twin" if name == "transfer_twin" else "the model has no FSR mask (FSR with a Separation stage)"
-            )
-            raise ValueError(f"{name} cannot run on {type(model).__name__}: {why}")
-    expanded = [n for n in ADAPTIVE if applies[n]]
-    return list(dict.fromkeys(m for n in requested for m in (expanded if n == "adaptive" else [n])))
+        if name in ADAPTIVE and why_not[name]:
+            raise ValueError(f"{name} cannot run on {type(model).__name__}: {why_not[name]}")
+    expanded = [n for n in ADAPTIVE if not why_not[n]]
+    attacks = list(dict.fromkeys(m for n in requested for m in (expanded if n == "adaptive" else [n])))
+    skipped = {n: why for n, why in why_not.items() if why} if "adaptive" in requested else {}
+    return attacks, skipped
 
 
 def load_inputs(args) -> tuple:
@@ -182,12 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    earlier = [args.out / name for name in REPORT_FILES if (args.out / name).exists()]
-    if earlier and not args.overwrite:
-        parser.error(
-            f"--out {args.out} holds the report of an earlier evaluation ({', '.join(p.name for p in earlier)}): "
-            "give another folder, or --overwrite to replace it"
-        )
     args.attacks = list(dict.fromkeys(args.attacks))
     if {"ti_fgsm", "di_fgsm"} & set(args.attacks) and not args.source:
         parser.error(
@@ -197,31 +195,41 @@ def main(argv: list[str] | None = None) -> int:
         args.twin = default_twin(args.model)
     try:
         model, source, twin, x, y, bank = load_inputs(args)
-        args.attacks = adaptive_attacks(args.attacks, model, twin)
+        args.attacks, skipped = adaptive_attacks(args.attacks, model, twin)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
+    earlier = [args.out / name for name in REPORT_FILES if (args.out / name).exists()]  # after the inputs' checks
+    if earlier and not args.overwrite:
+        parser.error(
+            f"--out {args.out} holds the report of an earlier evaluation ({', '.join(p.name for p in earlier)}): "
+            "give another folder, or --overwrite to replace it"
+        )
 
     for path in earlier:  # --overwrite: nothing of the earlier report stays beside the new one
         path.unlink()
     if set(AUTOATTACKS) & set(args.attacks) and not logging.getLogger("auto-attack").handlers:
         show_autoattack_progress()
     print(f"evaluating {args.model} on {len(x)} {args.dataset} test images; the report goes to {args.out}/", flush=True)
+    for name, why in skipped.items():
+        print(f"not run: {name} ({why})", flush=True)
     torch.manual_seed(args.seed)
     result = evaluate_attacks(model, x, y, args.attacks, args.eps, args.strong, source, args.batch_size, twin=twin)
     report = make_report(
-        args.model,
+        zoo_name(args.model),  # never a path of this machine
         args.dataset,
         data_source(args.data_dir, "test", args.dataset),
         len(x),
         args.eps,
         args.strong,
         result,
-        args.source,
+        args.source and zoo_name(args.source),
     )
     for n, other in (("ti_fgsm", args.source), ("di_fgsm", args.source), ("transfer_twin", args.twin)):
         if n in report["settings"]:
-            report["settings"][n]["transfer_from"] = other
+            report["settings"][n]["transfer_from"] = zoo_name(other)
     report["seed"] = args.seed
+    if skipped:
+        report["not_run"] = skipped
     health = fsr_health(model, x, args.batch_size)
     if health:
         report["fsr_health"] = health
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.features:
         print("feature analysis (paper Table 5)...", flush=True)
         report["features"] = feature_analysis(model, x, y, *bank, args.eps, args.batch_size)
-    report["model_index"] = model_index(report, args.model)
+    report["model_index"] = model_index(report, zoo_name(args.model))
     return write_report(report, args.out)
 
 

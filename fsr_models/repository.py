@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, get_token
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
@@ -55,6 +55,7 @@ from .folders import (
 from .fsr import FSRLoss
 from .hf import FSRForImageClassification, remote
 from .hf.configuration_fsr import ATTACHED
+from .training.config import portable_config
 from .weight_files import save_weights
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
@@ -154,6 +155,8 @@ def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None,
             "first (training/train.py writes them at the end of a run)."
         )
     record = read_record(src)
+    if record.train:  # a record of an older run may hold this machine's paths: they are not published
+        record.metrics["train_config"] = portable_config(record.train)
     if record.config.get("architecture") == ATTACHED:
         raise PublishError(
             f"{src} holds FSR attached to a timm CNN ({record.config.get('backbone')}): a zoo repository carries code "
@@ -342,15 +345,22 @@ def publish(
     if dry_run:
         return result
     api = HfApi(token=hub_token(repo_id, token))
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    if private is not None:  # create_repo ignores `private` for a repository that exists
-        api.update_repo_settings(repo_id, private=private)
-    stale = sorted(set(api.list_repo_files(repo_id)) - set(files) - {".gitattributes"})
-    operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in files]
-    commit = api.create_commit(
-        repo_id,
-        operations=operations + [CommitOperationDelete(path_in_repo=n) for n in stale],
-        commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} (fsr-zoo hub/publish.py)",
-    )
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if private is not None:  # create_repo ignores `private` for a repository that exists
+            api.update_repo_settings(repo_id, private=private)
+        stale = sorted(set(api.list_repo_files(repo_id)) - set(files) - {".gitattributes"})
+        operations = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(folder / n)) for n in files]
+        commit = api.create_commit(  # one commit: the repository changes whole or not at all
+            repo_id,
+            operations=operations + [CommitOperationDelete(path_in_repo=n) for n in stale],
+            commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} (fsr-zoo hub/publish.py)",
+        )
+    except Exception as e:  # noqa: BLE001 - the network's errors change class with the HTTP library
+        reason = " ".join(str(e).split())[:300]
+        raise PublishError(
+            f"the upload to {constants.ENDPOINT} failed ({type(e).__name__}: {reason}); no commit was made, so "
+            f"{repo_id} holds what it held before: run the same command again once the Hub can be reached"
+        ) from None
     result.update(deleted=stale, commit=commit.oid, commit_url=commit.commit_url)
     return result

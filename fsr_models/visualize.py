@@ -1,11 +1,12 @@
 """The paper's Figure 1 for any FSR model: Grad-CAM attention maps (Selvaraju et al., the paper's ref. [40]) of the
 features FSR works with, on a natural image and on its PGD-20 adversarial version.
 
-    python -m fsr_models.visualize MODEL --data-dir DIR|sample --images 0 5 17 --out figure1.png [--natural-model M]
+    python -m fsr_models.visualize MODEL --data-dir DIR|sample --images 0 5 17 --out figure1.png [--reference-model M]
 
 Per image, one row: the natural image, its adversarial version (PGD-20, eps 8/255, the paper's protocol), the map of
-the natural model's final feature f on the natural image (with --natural-model, a plain network such as
-resnet18_plain's weights), then the maps of FSR's robust feature f+, non-robust feature f- and recalibrated
+a reference network's final feature f on the natural image (with --reference-model: the paper draws a naturally
+trained network there; the zoo's plain weights are adversarially trained, and the column's title names the network
+drawn), then the maps of FSR's robust feature f+, non-robust feature f- and recalibrated
 non-robust feature f~- on the adversarial image, overlaid on it. Titles give the predictions and the mean of the
 separation mask m. The maps are those of the last FSR module (4x4 for ResNet-18 and VGG16, 8x8 for WRN-34-10 at
 32x32), upsampled bilinearly. A model whose Recalibration Net is dead shows it: its f~- map is its f- map.
@@ -66,11 +67,19 @@ def natural_map(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dic
 
 
 def figure1(
-    model, x, y, labels, path: str | Path, natural_model=None, natural_name="natural model", eps=PAPER_EPS, x_adv=None
+    model,
+    x,
+    y,
+    labels,
+    path: str | Path,
+    reference_model=None,
+    reference_name="reference model",
+    eps=PAPER_EPS,
+    x_adv=None,
 ):
     """Draw the figure for the images x (float, [0, 1]) with labels y into `path` (PNG); returns what it drew (the
     maps, the adversarial images, the columns, and the matplotlib Figure).
-    `natural_name` names `natural_model` in its column's title; `x_adv`, the PGD-20 images when already made."""
+    `reference_name` names `reference_model` in its column's title; `x_adv`, the PGD-20 images when already made."""
     from matplotlib.figure import Figure  # no pyplot: nothing to display, Agg renders the file
 
     if x_adv is None:
@@ -79,7 +88,7 @@ def figure1(
     adversarial = fsr_maps(model, x_adv, y)
     with torch.no_grad():
         clean_prediction = model(x).argmax(1)
-    natural = natural_map(natural_model, x, y) if natural_model is not None else None
+    natural = natural_map(reference_model, x, y) if reference_model is not None else None
     columns = ["natural", "adversarial", *(["f"] if natural else []), *(p for p in PARTS if p in adversarial)]
     fig = Figure(figsize=(2.1 * len(columns), 2.3 * len(x)), layout="constrained")
     axes = fig.subplots(len(x), len(columns), squeeze=False)
@@ -99,7 +108,7 @@ def figure1(
                 ax.imshow(image if what == "f" else adv, interpolation="nearest")
                 source = natural if what == "f" else adversarial
                 ax.imshow(source[what][row].numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
-                title = f"f ({natural_name})" if what == "f" else PART_TITLES[what]
+                title = f"f ({reference_name})" if what == "f" else PART_TITLES[what]
                 if what == "f":
                     title += f"\npredicted {name(natural['prediction'][row])}"
                 elif what == "f_pos":
@@ -114,21 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="an FSR model: a zoo folder, a run folder, hf-hub:<id> or a published tag")
     parser.add_argument("--data-dir", default="sample", help="CIFAR-10 folder, or 'sample' (default)")
     parser.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], help="test image indices")
-    parser.add_argument("--natural-model", help="a naturally trained network for the map of f (default: none)")
+    parser.add_argument(
+        "--reference-model", help="a second network for the map of f (the paper: a naturally trained one; default none)"
+    )
     parser.add_argument("--out", type=Path, default=Path("figure1.png"), help="the PNG to write")
     args = parser.parse_args(argv)
     try:
         model = load_any_model(args.model)
         if not model.fsr_modules():
             raise ValueError(f"{args.model} has no FSR module: Figure 1 shows FSR's features")
-        natural = load_any_model(args.natural_model) if args.natural_model else None
+        natural = load_any_model(args.reference_model) if args.reference_model else None
         images, targets, labels = load_dataset("cifar10", "test", args.data_dir, max(args.images) + 1)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     index = torch.tensor(args.images)
-    natural_name = Path(args.natural_model.removeprefix("local-dir:")).name if natural else ""
-    figure1(model, to_float(images[index]), targets[index], labels, args.out, natural, natural_name)
+    reference_name = Path(args.reference_model.removeprefix("local-dir:")).name if natural else ""
+    figure1(model, to_float(images[index]), targets[index], labels, args.out, natural, reference_name)
     print(f"wrote {args.out}: test images {args.images}, columns natural, PGD-20, maps of the FSR features")
     return 0
 

@@ -127,3 +127,17 @@ def merge_shards(folder: str | os.PathLike) -> Path:
         (folder / name).unlink()
     index.unlink()
     return target
+
+
+def zoo_name(source: str) -> str:
+    """A model as a report names it for readers elsewhere, never by a path of this machine: `<architecture>.<tag>`
+    of the model a folder holds (read from its config.json; a training run's model/ too; `local-dir:` or not), a
+    registered tag, timm name or `hf-hub:` id as it is, otherwise the folder's own name."""
+    source = str(source)
+    path = Path(source.removeprefix("local-dir:"))
+    for folder in (path, path / "model"):
+        if (folder / CONFIG_NAME).is_file():
+            config = json.loads((folder / CONFIG_NAME).read_text())
+            tag = (config.get("pretrained_cfg") or {}).get("tag")
+            return f"{config.get('architecture')}.{tag}" if tag else config.get("architecture", path.name)
+    return source if source.startswith("hf-hub:") or "/" not in source else path.name

@@ -25,7 +25,8 @@ from fsr_models.folders import load_model  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "hub" / "weights"  # the committed zoo weights, one folder per <architecture>.<tag>
 SHIPPED_FSR, SHIPPED_PLAIN = ZOO / "resnet18_fsr.at_cifar10", ZOO / "resnet18_plain.at_cifar10"
-CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"  # the full CIFAR-10 arrays, where a checkout has them beside it
+# The full CIFAR-10 arrays: $FSR_DATA_DIR as the library reads it, else where a checkout has them beside it
+CIFAR10 = Path(os.environ.get("FSR_DATA_DIR") or ROOT.parent / "shared" / "data" / "cifar10")
 NATURAL_CHECKPOINT = ROOT / "tests" / "data" / "natural_resnet18_fsr"
 TRAIN_CONFIG = ROOT / "training" / "configs" / "resnet18_fsr_at_cifar10.yaml"
 # Tests of mechanics train a ResNet-18-FSR with one block per stage at an eighth of the width.
@@ -38,7 +39,7 @@ needs_cifar10 = pytest.mark.skipif(not CIFAR10.is_dir(), reason=f"needs the CIFA
 # SGD step per epoch: two processes each get the same 32 images of the global batch of 64 and one process gets them
 # twice, so per-process BN statistics agree and the averaged gradient equals the single one.
 EQUAL_UPDATE_SETTINGS = ["model=resnet18_plain", "method=natural", "augment=false", "shuffle=false", "val_size=2"]
-EQUAL_UPDATE_SETTINGS += ["test_size=8", "batch_size=64", "warmup_epochs=0"]
+EQUAL_UPDATE_SETTINGS += ["test_size=8", "batch_size=64", "warmup_epochs=0", "precision=fp32", "channels_last=false"]
 
 
 def equal_update_data(folder: Path) -> Path:
@@ -104,6 +105,13 @@ def same_random_state():
     verdict does not depend on how pytest-xdist shares the tests out."""
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def in_a_folder_of_its_own(tmp_path_factory, monkeypatch):
+    """Every test runs in an empty folder of its own: what a user's commands leave in the checkout (eval/, runs/)
+    cannot change a verdict, and what a command writes by default does not land in the checkout."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 @pytest.fixture(scope="session")

@@ -147,14 +147,23 @@ def test_the_command_expands_adaptive_to_what_applies_and_names_the_twin(natural
         "transfer_without_rec",
         "adaptive_ensemble",
     ]
-    assert report["settings"]["transfer_twin"]["transfer_from"] == str(zoo / "resnet18_plain.at_cifar10")
+    assert report["settings"]["transfer_twin"]["transfer_from"] == "resnet18_plain.at_cifar10"  # no path of here
     assert "| Adaptive ensemble |" in (tmp_path / "fsr" / "report.md").read_text()
     # a plain network has no mask: only the feature-space attack and the transfer from its FSR twin apply
     assert evaluate.main([str(zoo / "resnet18_plain.at_cifar10"), *argv, str(tmp_path / "plain")]) == 0
     report = json.loads((tmp_path / "plain" / "report.json").read_text())
     assert list(report["accuracy"]) == ["natural", "feature_space", "transfer_twin", "adaptive_ensemble"]
+    # without a twin, the transfer from it cannot run: stdout and report.md say so
     capsys.readouterr()
+    assert evaluate.main([str(folder), *argv, str(tmp_path / "alone")]) == 0
+    assert (
+        "not run: transfer_twin (no twin (the same network with or without FSR): give --twin)"
+        in capsys.readouterr().out
+    )
+    report = json.loads((tmp_path / "alone" / "report.json").read_text())
+    assert "transfer_twin" not in report["accuracy"] and list(report["not_run"]) == ["transfer_twin"]
+    assert "Not run: transfer_twin (no twin" in (tmp_path / "alone" / "report.md").read_text()
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--attacks", "transfer_twin"])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().startswith("error: transfer_twin cannot run on CifarResNet: give --twin")
+    assert capsys.readouterr().err.strip().startswith("error: transfer_twin cannot run on CifarResNet: no twin")

@@ -40,10 +40,9 @@ def attached(name: str, **kwargs):
 
 
 def raw_stage_output(model, x: torch.Tensor) -> torch.Tensor:
-    """The output of the stage FSR follows, before FSR (a hook that runs before FSR's)."""
+    """The output of the stage FSR follows, before FSR: what the FSR module receives."""
     seen = []
-    stage = model.base.get_submodule(model.feature_info[model.fsr_stages[0]]["module"])
-    handle = stage.register_forward_hook(lambda module, args, out: seen.append(out), prepend=True)
+    handle = model.fsr_modules()[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     try:
         model(x)
     finally:

@@ -3,6 +3,7 @@ copies it: alone, in a fresh interpreter, from the checkout's root (on a copy, s
 out of it), with the Hub offline. Snippets marked ```python hub load published repositories: they run against a real
 Hub API on loopback (olah) serving the zoo's repository of resnet18_fsr.at_cifar10 as publishing would upload it."""
 
+import json
 import os
 import re
 import shutil
@@ -11,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHIPPED_FSR
+import yaml
+from conftest import ROOT, SHIPPED_FSR, load_script
 from hub_server import free_port, git, serving
 
 from fsr_models.facts import HF_ORG
@@ -68,3 +70,37 @@ def test_snippet_runs_alone_in_a_fresh_interpreter(code, needs_hub, checkout, tm
         [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, f"{code}\n--- stderr:\n{result.stderr[-3000:]}"
+
+
+def test_the_cpu_speed_table_is_the_one_its_measurements_give():
+    """docs/benchmarks.md's CPU table, as benchmarks/cpu_table.py writes it from the benchmark outputs kept beside
+    it: no figure typed by hand."""
+    table = load_script("benchmarks/cpu_table.py", "cpu_table").table()
+    assert table in (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def test_the_demo_figures_are_those_of_its_recorded_runs():
+    """The demo's candidates in docs/benchmarks.md and the README's two figures are those of the runs' metrics.json
+    kept in docs/benchmarks/demo/."""
+    docs, readme = (ROOT / "docs" / "benchmarks.md").read_text(), (ROOT / "README.md").read_text()
+    runs = {
+        p.name.split(".")[0]: json.loads(p.read_text()) for p in (ROOT / "docs/benchmarks/demo").glob("*.metrics.json")
+    }
+    assert len(runs) == 4
+    for name, run in runs.items():
+        accuracy = run["test"]["accuracy"]
+        row = f"| {run['epochs']}"
+        assert f"{100 * accuracy['natural']:.2f} | {100 * accuracy['pgd20']:.2f} | {run['best_epoch']} |" in docs, name
+        assert row in docs
+    assert runs["nfgsm_bf16_54ep"]["train_config"]["epochs"] == 54  # the demo's config trains what was measured
+    demo = yaml.safe_load((ROOT / "training/configs/quickstart_cpu.yaml").read_text())
+    recorded = runs["nfgsm_bf16_54ep"]["train_config"]
+    assert all(
+        recorded[k] == v for k, v in demo.items() if k not in ("output_dir", "attack_step_size", "time_budget_min")
+    )
+    for name in ("nfgsm_bf16_54ep", "pgd5_fp32_15ep"):
+        accuracy = runs[name]["test"]["accuracy"]
+        assert (
+            f"{100 * accuracy['natural']:.2f}% natural" in readme or f"{100 * accuracy['natural']:.2f}% and" in readme
+        )
+        assert f"{100 * accuracy['pgd20']:.2f}%" in readme

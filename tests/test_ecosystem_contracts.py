@@ -12,6 +12,8 @@ pyproject.toml allows (`make test`) and the oldest (`make test-oldest`, which ru
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -134,7 +136,7 @@ def test_a_folder_timm_saved_loads_through_timm_local_dir(tmp_path, name, args, 
     "change, named",
     [
         (lambda c: c["model_args"].update(fsr_tau=-1), "fsr_tau must be positive"),
-        (lambda c: c.update(colour="red"), "unknown FSRConfig field(s) ['colour']"),
+        (lambda c: c.update(fsr_taus=0.2), "unknown FSRConfig field(s) ['fsr_taus']"),  # a misspelt zoo field
         (lambda c: c["model_args"].update(fsr_stages=[7]), "fsr_stages of resnet18 must be in 1..4"),
         (lambda c: c.update(num_classes=11), "num_classes 11 disagrees with model_args"),
     ],
@@ -242,3 +244,112 @@ def test_a_downloaded_repository_loads_its_processor_and_model_without_the_packa
     )
     assert served["size"] == [32, 32]
     assert served["labels"] == own_predictions(PLAIN, x[:20])
+
+
+# --- configs across transformers releases --------------------------------------------------------------------------
+
+# config.json as each release's save_pretrained wrote it (tests/data/configs/write.py)
+CONFIGS_BY_RELEASE = Path(__file__).parent / "data" / "configs"
+
+
+def saved_config(folder: Path) -> dict:
+    torch.manual_seed(0)
+    FSRForImageClassification(FSRConfig(backbone_args=SMALL_RESNET, num_labels=10)).save_pretrained(folder)
+    return json.loads((folder / "config.json").read_text())
+
+
+@pytest.mark.parametrize("written_by", sorted(p.stem for p in CONFIGS_BY_RELEASE.glob("*.json")))
+def test_a_config_another_transformers_release_wrote_loads_here(tmp_path, written_by):
+    """config.json files that the oldest and the newest allowed transformers wrote (committed; the keys each adds of
+    its own, such as tie_word_embeddings) load in this release with every loader, and build the same network."""
+    config = json.loads((CONFIGS_BY_RELEASE / f"{written_by}.json").read_text())
+    here = saved_config(tmp_path / "here")
+    shutil.copyfile(tmp_path / "here" / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = load_model(tmp_path / "here").eval()(x)
+        assert torch.equal(load_model(tmp_path).eval()(x), expected)
+        assert torch.equal(AutoModelForImageClassification.from_pretrained(tmp_path)(x).logits, expected)
+        assert torch.equal(timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()(x), expected)
+    assert {k: v for k, v in config.items() if k in ("backbone", "fsr_stages", "model_args")} == {
+        k: v for k, v in here.items() if k in ("backbone", "fsr_stages", "model_args")
+    }
+
+
+def test_the_committed_config_of_this_release_is_what_it_writes(tmp_path):
+    """The fixture of this environment's transformers release (when it has one) is what its save_pretrained writes,
+    so the files above are real; `python tests/data/configs/write.py` adds the running release's."""
+    import transformers
+
+    fixture = CONFIGS_BY_RELEASE / f"transformers-{transformers.__version__}.json"
+    if not fixture.is_file():
+        pytest.skip(f"no committed config of transformers {transformers.__version__}")
+    assert saved_config(tmp_path) == json.loads(fixture.read_text())
+
+
+def test_keys_the_zoo_does_not_own_are_kept_and_a_misspelt_zoo_field_is_refused(tmp_path, caplog):
+    saved_config(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    standard = {"tie_word_embeddings": True, "use_cache": False, "chunk_size_feed_forward": 0}
+    (tmp_path / "config.json").write_text(json.dumps({**config, **standard}))
+    logging.Logger.warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        assert FSRConfig.from_pretrained(tmp_path).tie_word_embeddings is True
+        load_model(tmp_path)
+    assert "FSRConfig" not in caplog.text  # transformers' own keys: no warning
+    (tmp_path / "config.json").write_text(json.dumps({**config, "colour": "red", "written_by": "a tool"}))
+    with caplog.at_level(logging.WARNING):
+        assert FSRConfig.from_pretrained(tmp_path).colour == "red"
+        FSRConfig.from_pretrained(tmp_path)
+    assert caplog.text.count("config key(s) ['colour', 'written_by'] are neither the zoo's") == 1  # once
+    for misspelt in ({"fsr_tua": 0.2}, {"backbon": "vgg16"}, {"lamda_sep": 1.0}, {"normalize_means": [0.5]}):
+        (tmp_path / "config.json").write_text(json.dumps({**config, **misspelt}))
+        with pytest.raises(ValueError, match=rf"unknown FSRConfig field\(s\) \['{next(iter(misspelt))}'\]"):
+            load_model(tmp_path)
+
+
+def test_importing_the_package_changes_no_table_of_transformers(tmp_path):
+    """Registration adds the zoo's names (model type "fsr", its classes) and leaves every entry transformers has as
+    it was: its checkpoint conversion mappings and Auto mappings, compared before and after the import."""
+    script = """
+import json, transformers
+from transformers import conversion_mapping as cm
+from transformers.models.auto import configuration_auto, modeling_auto
+def tables():
+    mappings = cm._checkpoint_conversion_mapping_cache or cm._build_checkpoint_conversion_mapping()
+    return {"conversion": sorted(repr((k, v)) for k, v in mappings.items()),
+            "configs": sorted(configuration_auto.CONFIG_MAPPING_NAMES.items()),
+            "classifiers": sorted(modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.items())}
+before = tables()
+import fsr_models
+after = tables()
+print(json.dumps({k: [e for e in after[k] if e not in before[k]] for k in before}))
+print(json.dumps({k: [e for e in before[k] if e not in after[k]] for k in before}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    added, removed = map(json.loads, result.stdout.strip().splitlines()[-2:])
+    assert removed == {"conversion": [], "configs": [], "classifiers": []}
+    assert all("fsr" in entry.lower() for entries in added.values() for entry in entries), added
+
+
+def test_a_zoo_folder_never_resolves_to_transformers_timm_wrapper(tmp_path):
+    """transformers' TimmWrapperForImageClassification loads folders of timm's own layout (no model_type). A zoo
+    folder resolves to the zoo's class, with its weights; a folder timm itself wrote for a zoo network resolves to
+    the wrapper, with the same weights, or (transformers 5.6) fails in one error: never random weights."""
+    torch.manual_seed(0)
+    model = trained_looking(timm.create_model("resnet18_fsr", **SMALL_RESNET)).eval()
+    save_folder(model, tmp_path / "zoo")
+    timm.models.save_for_hf(model, tmp_path / "timm", safe_serialization=True)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        zoo = AutoModelForImageClassification.from_pretrained(tmp_path / "zoo").eval()
+        assert type(zoo).__name__ == "FSRForImageClassification" and torch.equal(zoo(x).logits, model(x))
+        try:
+            wrapped = AutoModelForImageClassification.from_pretrained(tmp_path / "timm").eval()
+        except TypeError as e:  # older releases' wrapper passes num_classes twice (timm's model_args hold it): loud
+            assert "multiple values for keyword argument 'num_classes'" in str(e)
+        else:
+            assert type(wrapped).__name__ == "TimmWrapperForImageClassification"
+            torch.testing.assert_close(wrapped(x).logits, model(x), rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 and exit code 2 before any attack runs; what did run says which data it used."""
 
 import json
+import re
 
 import huggingface_hub.constants
 import pytest
@@ -64,8 +65,7 @@ def test_eps_as_a_fraction_is_the_paper_protocol_and_the_report_says_which_image
     assert report["data_source"] == "sample (shipped first 512 CIFAR-10 test images)" and report["indices"] == "0:4"
     assert report["images"] == 4 and "fsr_health" not in report  # a network without FSR
     assert (
-        "test images 0:4 (the first 4) of sample (shipped first 512 CIFAR-10 test images), eps 8/255 (L-inf), "
-        "paper protocol."
+        "on the first 4 CIFAR-10 test images (the sample shipped with fsr-zoo), eps 8/255 (L-inf), paper protocol;"
     ) in (tmp_path / "report.md").read_text()
     assert run(folder, *sample, "--eps", "4/255", "--attacks", "natural", "--overwrite") == 0
     assert "eps 4/255 (L-inf), the paper's attacks at another eps" in (tmp_path / "report.md").read_text()
@@ -99,7 +99,7 @@ def test_models_given_as_local_dir_and_names_that_cannot_load(folder, tmp_path, 
     assert (
         run(f"local-dir:{folder}", "--data-dir", "sample", "--n", "2", "--attacks", "natural", "--out", tmp_path) == 0
     )
-    assert json.loads((tmp_path / "report.json").read_text())["model"] == f"local-dir:{folder}"
+    assert json.loads((tmp_path / "report.json").read_text())["model"] == "resnet18_plain.at_cifar10"  # no path
     assert f"local-dir:{folder}" in capsys.readouterr().out
     err = user_error(capsys, f"local-dir:{tmp_path / 'nope'}", "--data-dir", "sample")
     assert f"{tmp_path / 'nope'} is not a folder" in err
@@ -132,3 +132,27 @@ def test_a_tag_without_published_weights_points_to_the_checkouts_folder(capsys):
     err = user_error(capsys, "resnet18_plain.at_cifar10", "--data-dir", "sample", "--n", "2")
     assert "resnet18_plain.at_cifar10 has no weights published on the Hub yet: give MODEL as the folder" in err
     assert "hub/weights/resnet18_plain.at_cifar10" in err and "timm.create_model" not in err  # the command's words
+
+
+def test_an_earlier_report_in_out_does_not_hide_a_wrong_input(folder, tmp_path, capsys):
+    """The inputs are checked first: a mistyped model folder or data folder is named even where --out holds the
+    report of an earlier evaluation (which, with right inputs, is then the one error)."""
+    out = tmp_path / "eval"
+    assert run(folder, "--data-dir", "sample", "--n", "2", "--attacks", "natural", "--out", out) == 0
+    capsys.readouterr()
+    assert "no-such-model" in user_error(capsys, tmp_path / "no-such-model", "--data-dir", "sample", "--out", out)
+    assert "nowhere" in user_error(capsys, folder, "--data-dir", tmp_path / "nowhere", "--n", "2", "--out", out)
+    earlier = user_error(capsys, folder, "--data-dir", "sample", "--n", "2", "--out", out)
+    assert "holds the report of an earlier evaluation" in earlier
+
+
+def test_the_report_names_its_images_and_gives_check_figures_in_percent(folder, tmp_path):
+    assert run(
+        folder, "--data-dir", "sample", "--n", "4", "--attacks", "natural", "pgd20", "--sanity", "--out", tmp_path
+    ) in (0, 4)
+    text = (tmp_path / "report.md").read_text()
+    assert "on the first 4 CIFAR-10 test images (the sample shipped with fsr-zoo)" in text
+    assert "an image counts as robust only if it is also classified correctly clean" in text
+    checks = [line for line in text.splitlines() if line.startswith(("- PASS", "- FAIL"))]
+    assert checks and not any(re.search(r"\d\.\d{5,}", line) for line in checks)  # no raw floats
+    assert any(re.search(r"pgd20 \d+\.\d\d%", line) for line in checks)

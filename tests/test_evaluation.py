@@ -370,3 +370,26 @@ def test_autoattack_flags_without_a_matching_check_become_their_own():
     text = evaluation.markdown(report)
     assert "- FAIL: AutoAttack raised no other warning; AutoAttack flag: autoattack: something new" in text
     assert "Verdict: unreliable: black-box Square" in text
+
+
+class RightWhenBrighter(torch.nn.Module):
+    """Class 1 when the mean pixel exceeds 0.5, else class 0: an image at 0.49 is wrong clean and right brightened."""
+
+    def forward(self, x):
+        margin = x.mean(dim=(1, 2, 3)) - 0.5
+        return torch.stack([-margin, margin], dim=1) * 100
+
+
+def test_an_image_counts_as_robust_only_if_it_is_right_clean_too(monkeypatch):
+    """Robust accuracy never exceeds natural accuracy: an attack that leaves the eps-ball's image classified right
+    does not count an image the model gets wrong clean (as AutoAttack counts)."""
+    x, y = torch.full((4, 3, 8, 8), 0.49), torch.ones(4, dtype=torch.long)
+    brighter = lambda name, model, xb, yb, eps, *args, **kw: ((xb + eps).clamp(0, 1), {})  # noqa: E731
+    monkeypatch.setattr(evaluation.protocol, "run_attack", brighter)
+    model = RightWhenBrighter()
+    assert accuracy(model, (x + EPS).clamp(0, 1), y) == 1.0  # the attack's images are right, the clean ones wrong
+    result = evaluation.evaluate_attacks(model, x, y, ["natural", "fgsm"], progress=False)
+    assert result["accuracy"] == {"natural": 0.0, "fgsm": 0.0, "ensemble": 0.0}
+    monkeypatch.setattr(attacks, "pgd", lambda model, xb, yb, eps, *args, **kw: (xb + eps).clamp(0, 1))
+    curve = evaluation.robustness_curve(model, x, y)
+    assert curve["accuracy"] == [0.0] * len(curve["eps"])  # every eps: right under the attack only where right clean

@@ -5,9 +5,12 @@ there is MPS)."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 import timm
@@ -50,43 +53,142 @@ def gpu_script(tmp_path, out, *config_args, env_extra=()):
     return tmp_path / out
 
 
-@pytest.mark.slow  # two trainings and evaluations at once: CI runs it with the slow tests of this file
-def test_gpu_pair_trains_two_configs_at_once_under_mps_where_there_is_mps(tmp_path):
-    """training/gpu_pair.sh on the CPU with a stand-in for nvidia-cuda-mps-control on PATH (it records how it is
-    called): MPS started with private folders and quit at the end, both twins trained and evaluated in their own
-    folders, and what comes back within 8 files of 16 MiB."""
-    bin_dir, record = tmp_path / "bin", tmp_path / "mps.txt"
-    bin_dir.mkdir()
+def fake_mps(tmp_path, clients=True) -> dict:
+    """The environment of a script that runs with tests/fake_mps_control.py as nvidia-cuda-mps-control (recording
+    its calls in mps.txt) and its MPS folders under tmp_path."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
     stub = bin_dir / "nvidia-cuda-mps-control"
-    stub.write_text(
-        '#!/bin/sh\nif [ "$1" = -d ]; then what=start; else what=$(cat); fi\n'
-        f'echo "$what $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" >> {record}\n'
-    )
+    stub.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "fake_mps_control.py"}" "$@"\n')
     stub.chmod(0o755)
-    configs = [ROOT / f"training/configs/resnet18_{kind}_at_cifar10_b128_30ep.yaml" for kind in ("fsr", "plain")]
-    cpu = ["precision=fp32", "channels_last=false", "compile=none", "batch_size=50", "train_limit=150"]
-    cpu += ["val_size=50", "test_size=20", "attack_steps=1", "val_attack_steps=1", TINY_ARGS]
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
-    env |= {"PYTHON": sys.executable, "DATA_DIR": "sample", "RUN_BASE": str(tmp_path), "AA_IMAGES": "4"}
-    env |= {"EVAL_ATTACKS": "natural pgd20"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_MPS_RECORD": str(tmp_path / "mps.txt")}
+    return env | {"MPS_FOLDERS": str(tmp_path / "fsr-mps"), **({} if clients else {"FAKE_MPS_CLIENTS": "none"})}
+
+
+def recorded_mps(tmp_path) -> list[tuple[str, str]]:
+    lines = (tmp_path / "mps.txt").read_text().splitlines()
+    return [(line.rsplit(" ", 1)[0], line.rsplit(" ", 1)[1]) for line in lines]
+
+
+PAIR_CONFIGS = [ROOT / f"training/configs/resnet18_{kind}_at_cifar10_b128_30ep.yaml" for kind in ("fsr", "plain")]
+# The GPU fast path's settings turned into a short CPU run of the full-width networks
+PAIR_ON_CPU = ["precision=fp32", "channels_last=false", "compile=none", "batch_size=50", "train_limit=150"]
+PAIR_ON_CPU += ["val_size=50", "test_size=20", "attack_steps=1", "val_attack_steps=1"]
+
+
+def gpu_pair(tmp_path, env, *settings, **popen):
+    env = {**env, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "DATA_DIR": "sample"}
+    env |= {"RUN_BASE": str(tmp_path), "AA_IMAGES": "4", "EVAL_ATTACKS": "natural pgd20"}
     script = str(ROOT / "training" / "gpu_pair.sh")
-    result = subprocess.run(
-        [script, *map(str, configs), "0.0001", *cpu], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    command = [script, *map(str, PAIR_CONFIGS), "0.0001", *PAIR_ON_CPU, *settings]
+    if popen:
+        return subprocess.Popen(command, cwd=ROOT, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow  # two trainings and evaluations at once: CI runs it with the slow tests of this file
+def test_gpu_pair_trains_both_full_width_twins_under_mps_and_returns_them_in_8_pieces(tmp_path):
+    """training/gpu_pair.sh on the CPU with the stand-in MPS control: MPS started in folders of the call's own,
+    both trainings its clients, quit at the end; both full-width twins trained and evaluated in their own folders;
+    what comes back is at most 8 files of at most 16 MiB (the weights of two ResNet-18s are 90 MB), which
+    reassemble into both folders."""
+    result = gpu_pair(tmp_path, fake_mps(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert record.read_text() == "start /tmp/fsr-mps/pipe /tmp/fsr-mps/log\nquit /tmp/fsr-mps/pipe /tmp/fsr-mps/log\n"
+    calls = recorded_mps(tmp_path)
+    folder = calls[0][1]
+    assert calls[0] == ("start", folder) and calls[-1] == ("quit", folder) and folder.startswith(f"{tmp_path}/fsr-mps-")
+    clients = re.search(r"CUDA MPS: server\(s\) \[\d+\], client\(s\) \[(\d+) (\d+)\]", result.stdout)
+    assert clients, result.stdout[-3000:]
     files = sorted(p for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
-    with tarfile.open(tmp_path / "out" / "run.tar") as tar:
-        tar.extractall(tmp_path / "out")
-    for config, kind in zip(configs, ("fsr", "plain")):
+    assert [f.name for f in files] == [f"pair.tar.{i:02d}" for i in range(len(files))] and 2 <= len(files) <= 8
+    assert all(f.stat().st_size <= 16 * 2**20 for f in files) and sum(f.stat().st_size for f in files) > 90e6
+    joined = subprocess.run(f"cat {tmp_path}/out/pair.tar.* | tar -x -C {tmp_path}/out", shell=True, check=True)
+    assert joined.returncode == 0
+    for config, kind in zip(PAIR_CONFIGS, ("fsr", "plain")):
         folder = tmp_path / "out" / config.stem
         with tarfile.open(folder / "run.tar") as tar:
             tar.extractall(folder)
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["epochs"] == 1 and "pgd20" in json.loads((folder / "robustness.json").read_text())["accuracy"]
-        assert load_model(folder).pretrained_cfg["architecture"] == f"resnet18_{kind}"
-        assert f"[{config.stem}] " in result.stdout  # each run's lines, named
+        assert load_script("hub/merge_shards.py", "merge_shards").main([str(folder)]) == 0
+        model = load_model(folder)
+        assert model.pretrained_cfg["architecture"] == f"resnet18_{kind}" and model.num_features == 512  # full width
+        assert f"[{config.stem}] " in result.stdout and f"[{config.stem}] exit 0" in result.stdout
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs (a zombie, ended but not yet reaped by its new parent, does not)."""
+    for _ in range(50):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z":
+                return False
+        except FileNotFoundError:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def train_processes(tmp_path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", f"train.py.*{tmp_path}"], capture_output=True, text=True).stdout
+    return found.split()
+
+
+@pytest.mark.slow
+def test_a_stopped_pair_ends_both_trainings_and_quits_mps(tmp_path):
+    """SIGTERM (a call's time limit) during both trainings: the script ends them and every process they started,
+    waits for them and for their logs, quits MPS and exits 143; nothing of the call runs on."""
+    pair = gpu_pair(tmp_path, fake_mps(tmp_path), "epochs=100", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(600):  # both trainings under way
+        if (
+            len(train_processes(tmp_path)) >= 2
+            and (tmp_path / "fsr-gpu-run-resnet18_plain_at_cifar10_b128_30ep").exists()
+        ):
+            break
+        time.sleep(0.1)
+    time.sleep(3)
+    pair.send_signal(signal.SIGTERM)
+    out, _ = pair.communicate(timeout=120)
+    assert pair.returncode == 143, out[-3000:]
+    assert "stopped by SIGTERM: ending both trainings" in out and "CUDA MPS: daemon stopped" in out
+    assert train_processes(tmp_path) == [] and recorded_mps(tmp_path)[-1][0] == "quit"
+
+
+def test_a_daemon_left_by_a_killed_call_is_stopped_by_the_next(tmp_path):
+    """A call killed with SIGKILL runs no trap and leaves its MPS daemon: the next call finds it, stops it, says so,
+    and starts its own in new folders."""
+    env = fake_mps(tmp_path)
+    mps = ROOT / "training" / "mps.sh"
+    killed = subprocess.run(["bash", "-c", f"source {mps}; mps_start; kill -9 $$"], env=env, capture_output=True)
+    assert killed.returncode == -9
+    (old_start,) = recorded_mps(tmp_path)
+    old_daemon = int((Path(old_start[1]) / "daemon.pid").read_text())
+    following = subprocess.run(
+        ["bash", "-c", f"source {mps}; mps_start && mps_stop"], env=env, capture_output=True, text=True
+    )
+    lines = following.stdout.splitlines()
+    assert lines[0] == f"CUDA MPS: stopped the daemon an earlier call left running (pipe folder {old_start[1]})"
+    assert lines[1].startswith("CUDA MPS: daemon started") and lines[2] == "CUDA MPS: daemon stopped"
+    calls = recorded_mps(tmp_path)
+    assert calls[1] == ("quit", old_start[1]) and calls[2][0] == "start" and calls[2][1] != old_start[1]
+    assert not running(old_daemon)
+    assert not list(tmp_path.glob("fsr-mps-*"))  # every folder removed
+
+
+@pytest.mark.parametrize("connect", [True, False])
+def test_mps_counts_only_processes_that_are_its_clients(tmp_path, connect):
+    env = fake_mps(tmp_path, clients=connect)
+    mps = ROOT / "training" / "mps.sh"
+    sleeper = f'"{sys.executable}" -c "import time; time.sleep(8)" bench_at_step.py'
+    script = (
+        f"source {mps}; mps_start >/dev/null; {sleeper} & {sleeper} & mps_clients 2 4; code=$?; mps_stop; exit $code"
+    )
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    if connect:
+        assert result.returncode == 0 and re.search(r"client\(s\) \[\d+ \d+\]", result.stdout), result.stdout
+    else:
+        assert (
+            result.returncode == 1 and "0 of 2 processes are MPS clients: the others run without MPS" in result.stdout
+        )
 
 
 def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_16_mib(tmp_path):
@@ -149,23 +251,30 @@ def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_gpu_measurement_prints_each_setting_and_the_pairs_time(tmp_path):
-    """benchmarks/gpu_pair_check.sh dry-run on the CPU (eager, a narrow network, one second of steps each), with a
-    stand-in for nvidia-cuda-mps-control: every figure the next GPU loan needs, MPS started and quit."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "nvidia-cuda-mps-control").write_text(f'#!/bin/sh\ncat > /dev/null; echo "$@" >> {tmp_path}/mps\n')
-    (bin_dir / "nvidia-cuda-mps-control").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable}
-    env["STEP_ARGS"] = "--compile none --widths 8 16 32 64 --batch 8"
+def test_the_gpu_measurement_reports_what_failed_and_counts_only_what_ran(tmp_path):
+    """benchmarks/gpu_pair_check.sh dry-run on the CPU (eager, a narrow network, one second of steps each) with the
+    stand-in MPS control whose clients cannot connect, and one of the two processes of (ii) crashing (the other then
+    gives up at the barrier): (i) and (iv) are measured, (ii) and (iii) say why they are not, the pair's time comes
+    from what ran, MPS was started and quit, and the script fails."""
+    crash = tmp_path / "python"
+    crash.write_text(
+        '#!/bin/sh\ncase "$*" in *"--parties 2"*) mkdir "' + str(tmp_path / "crashed") + '" 2>/dev/null && '
+        '{ echo "crashed on purpose"; exit 3; } ;; esac\nexec "' + sys.executable + '" "$@"\n'
+    )
+    crash.chmod(0o755)
+    env = {**fake_mps(tmp_path, clients=False), "PYTHON": str(crash)}
+    env["STEP_ARGS"] = "--compile none --widths 8 16 32 64 --batch 8 --barrier-timeout 30"
     script = str(ROOT / "benchmarks" / "gpu_pair_check.sh")
     result = subprocess.run(
         [script, "1"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0] == "GPU: none (CPU)"
-    for label in ("(i)   one process", "(ii)  two processes at once", "(iii) two under CUDA MPS", "(iv)  attack"):
-        assert any(line.startswith(label) and "images/s" in line for line in lines), (label, lines)
-    assert re.match(r"a pair of 30-epoch runs .* at \d+ images/s: [\d.]+ min of training", lines[-1])
-    assert (tmp_path / "mps").read_text() == "-d\n\n"  # started as a daemon, then quit (on its standard input)
+    assert re.match(r"\(i\)   one process: +[\d.]+ images/s$", lines[1])
+    assert lines[2].startswith("(ii)  two processes at once:            failed: process 1 of 2 exited with status 3 ")
+    assert "process 2 of 2 exited with status 1 (error: 1 of 2 processes reached the barrier" in lines[2]
+    assert lines[3].startswith("(iii) two under CUDA MPS:               failed: not MPS: CUDA MPS: 0 of 2 processes")
+    assert re.match(r"\(iv\)  attack computing all gradients: +[\d.]+ images/s  input-only gradients", lines[4])
+    assert re.match(r"a pair of 30-epoch runs .* at \d+ images/s: [\d.]+ min of training", lines[5])
+    assert [call for call, _ in recorded_mps(tmp_path)][0] == "start" and recorded_mps(tmp_path)[-1][0] == "quit"

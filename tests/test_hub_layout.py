@@ -308,11 +308,3 @@ def test_load_model_returns_eval_mode_so_classifying_leaves_bn_statistics_alone(
         loaded(torch.rand(8, 3, 32, 32))
     assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())  # BN's running statistics kept
     assert timm.create_model(f"local-dir:{tmp_path}", pretrained=True).training  # timm's own convention, unchanged
-
-
-def test_the_former_module_name_fsr_models_hub_still_imports():
-    import fsr_models.folders
-    import fsr_models.hub
-
-    for name in ("load_model", "load_any_model", "save_folder", "load_fsr_heads"):
-        assert getattr(fsr_models.hub, name) is getattr(fsr_models.folders, name)

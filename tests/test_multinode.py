@@ -8,8 +8,11 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,16 +52,38 @@ def command(line: str, runs, extra=(), port=None) -> tuple[list[str], dict]:
     return argv, env
 
 
-def run_all(commands: list[tuple[list[str], dict]]) -> list[subprocess.CompletedProcess]:
-    """Start the commands at the same time (the machines of one launch) and wait for all of them."""
+def run_all(commands: list[tuple[list[str], dict]], timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Start the commands at the same time (the machines of one launch) and wait for all of them, at most `timeout`
+    seconds in all (well inside CI's limit). When one fails or the time is up, every launch still running is killed
+    with its process group (a rank that died early leaves the others waiting at the rendezvous), and the failure is
+    raised with what each printed."""
+    logs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]  # never a full pipe
     started = [
-        subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for argv, env in commands
+        subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=err, text=True, start_new_session=True)
+        for (argv, env), (out, err) in zip(commands, logs)
     ]
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in started):
+            failed = any(p.returncode not in (None, 0) for p in started)
+            if failed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for process in started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
     results = []
-    for process, (argv, _) in zip(started, commands):
-        out, err = process.communicate(timeout=600)
+    for process, (argv, _), files in zip(started, commands, logs):
+        process.wait()
+        out, err = (f.seek(0) or f.read() for f in files)
         results.append(subprocess.CompletedProcess(argv, process.returncode, out, err))
+    if any(r.returncode == -signal.SIGKILL for r in results):
+        what = "failed" if any(r.returncode not in (0, -signal.SIGKILL) for r in results) else "ran out of time"
+        raise AssertionError(
+            f"a launch {what}; the others were killed:\n"
+            + "\n".join(f"{r.args[:3]} exit {r.returncode}:\n{r.stderr[-2000:]}" for r in results)
+        )
     return results
 
 

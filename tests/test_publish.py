@@ -8,6 +8,7 @@ operations they receive are what the mirror then serves.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 import timm
 import torch
+import yaml
 from conftest import ROOT, SHIPPED_FSR, load_script
 from hub_server import free_port, git, run_client, serving
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
@@ -473,3 +475,22 @@ def test_the_cache_serves_every_loader_with_the_hub_offline(hub, online):
         offline=True,
     )
     assert offline == online["checks"]
+
+
+def test_an_upload_without_network_is_one_line_and_commits_nothing(tmp_path):
+    """A token but no Hub to reach: one line, exit 2, no traceback (the upload is one commit: all or nothing)."""
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "hub" / "publish.py"), str(WEIGHTS), "--out", str(tmp_path / "repo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_TOKEN": "hf_test", "HF_ENDPOINT": closed, "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: the upload to {closed} failed (") and "no commit was made" in line
+    # what would have been published holds no path of this machine
+    published = [(tmp_path / "repo" / name).read_text() for name in ("metrics.json", "train_config.yaml", "README.md")]
+    assert not any(re.search(r"(^|[\s\"'=])/(tmp|root|home|work)/", text) for text in published)
+    assert yaml.safe_load(published[1])["data_dir"] is None

@@ -261,3 +261,95 @@ def test_export_and_compile_give_the_eager_outputs(name):
         out = compiled(x, return_fsr=True)  # what the training step compiles
         torch.testing.assert_close(out.logits, expected, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(out.fsr_parts[0].mask, parts.mask, rtol=1e-5, atol=1e-6)
+
+
+def test_fsr_attached_creates_with_no_arguments_and_passes_timms_checks():
+    """`fsr_attached` as timm's own tests/test_models.py builds every registered name (base, cfg and features):
+    with no arguments (FSR after the last stage of timm's resnet18), forward and backward, a pretrained_cfg that
+    describes it (pool_size, first conv, classifier), heads removed by reset_classifier or by arguments,
+    forward_intermediates, and features_only."""
+    torch.manual_seed(0)
+    model = timm.create_model("fsr_attached").eval()
+    assert model.base_model_name == "resnet18" and model.fsr_stages == (4,) and model.num_classes == 1000
+    cfg, state = model.pretrained_cfg, model.state_dict()
+    assert f"{cfg['first_conv']}.weight" in state and f"{cfg['classifier']}.weight" in state
+    x = torch.rand(1, *cfg["input_size"])  # [0, 1] pixels, which the network takes
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (1, model.num_features, *cfg["pool_size"])
+        assert model.forward_head(features, pre_logits=True).shape == (1, model.head_hidden_size)
+        logits = model(x)
+        model.set_grad_checkpointing()
+        torch.testing.assert_close(model(x), logits, rtol=1e-4, atol=1e-5)
+        final, intermediates = model.forward_intermediates(x)
+        assert [t.shape[1] for t in intermediates] == [i["num_chs"] for i in model.feature_info]
+        assert torch.equal(final, model.forward_features(x))
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.head_hidden_size)
+        model.reset_classifier(0, "")
+        assert model(x).shape[-2:] == cfg["pool_size"]
+        headless = timm.create_model("fsr_attached", num_classes=0, global_pool="").eval()
+        assert headless(x).shape[-2:] == cfg["pool_size"]
+
+    trained = timm.create_model("fsr_attached", num_classes=42).train()
+    out = trained(torch.rand(2, 3, 128, 128))
+    out.mean().backward()
+    assert out.shape == (2, 42) and [n for n, p in trained.named_parameters() if p.grad is None] == []
+
+    features_only = timm.create_model("fsr_attached", features_only=True).eval()
+    with torch.no_grad():
+        maps = features_only(torch.rand(1, 3, 96, 96))
+    assert [m.shape[1] for m in maps] == features_only.feature_info.channels() == [64, 64, 128, 256, 512]
+    assert [96 // m.shape[-1] for m in maps] == features_only.feature_info.reduction() == [2, 4, 8, 16, 32]
+
+
+def test_an_attached_networks_features_are_its_own_modules_and_fsr_follows_its_stage():
+    """features_only by module names (timm's hooks) and by forward_intermediates give the same maps, the last
+    FSR's output; the module names of feature_info are the attached network's own."""
+    torch.manual_seed(0)
+    model = timm.create_model("fsr_attached", base_model="test_resnet", num_classes=10).eval()
+    assert all(model.get_submodule(info["module"]) is not None for info in model.feature_info)
+    assert model.feature_info[-1]["module"] == "base.layer4"
+    torch.manual_seed(0)
+    hooked = timm.create_model("fsr_attached", base_model="test_resnet", features_only=True, feature_cls="hook")
+    torch.manual_seed(0)
+    getter = timm.create_model("fsr_attached", base_model="test_resnet", features_only=True)
+    assert isinstance(getter, FeatureGetterNet)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert_equal_lists(hooked.eval()(x), getter.eval()(x))
+        last = model.forward_intermediates(x, indices=[-1], intermediates_only=True)[0]
+        (fsr,) = model.fsr_modules()
+        backbones = model.base.forward_intermediates(model.normalize(x), indices=[-1], intermediates_only=True)[0]
+        assert torch.equal(last, backbones)  # the backbone's own call runs through FSR too
+        model.fsr["layer4"].output = "f_pos"
+        assert not torch.equal(model.forward_intermediates(x, indices=[-1], intermediates_only=True)[0], last)
+        assert fsr is model.fsr["layer4"]
+
+
+def test_an_attached_networks_groups_pruning_and_copies():
+    """group_matcher covers every parameter (layer-wise lr decay), pruning drops the FSR of a pruned stage, a
+    deepcopy and a compiled network run their own FSR, and nn.DataParallel's replicas (which would share the
+    first replica's hooks) are refused in one line."""
+    from timm.models import group_parameters
+
+    torch.manual_seed(0)
+    model = timm.create_model("fsr_attached", base_model="test_resnet", num_classes=10, fsr_stages=[2, 4]).eval()
+    groups = group_parameters(model, model.group_matcher())
+    assert sorted(p for names in groups.values() for p in names) == sorted(n for n, _ in model.named_parameters())
+    fsr_names = {n for n, _ in model.fsr.named_parameters(prefix="fsr")}
+    assert fsr_names in [set(names) for names in groups.values()]  # FSR's modules: a group of their own
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+        copied = copy.deepcopy(model)
+        copied.set_fsr_output("f_pos")
+        assert not torch.equal(copied(x), logits) and torch.equal(model(x), logits)
+        compiled = torch.compile(model, backend="eager")
+        torch.testing.assert_close(compiled(x), logits, rtol=1e-5, atol=1e-6)
+        pruned = copy.deepcopy(model)
+        assert pruned.prune_intermediate_layers([0, 1, 2]) == [0, 1, 2]
+        assert pruned.fsr_stages == (2,) and list(pruned.fsr) == ["layer2"]
+        assert pruned(x).shape[1] == model.feature_info[2]["num_chs"]
+    with pytest.raises(ValueError, match="DistributedDataParallel"):
+        model._replicate_for_data_parallel()

@@ -90,3 +90,20 @@ def test_tour_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, c
     assert out.count("pretrained=True): True") == 1 and "from_pretrained" in out and out.rstrip().endswith("True")
     tour.main(["--images", "2", "--out", str(tmp_path / "kept")])  # --out keeps the example folder
     assert (tmp_path / "kept" / "model.safetensors").is_file()
+
+
+def test_a_failed_download_does_not_advise_the_download_again(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading cifar-10-python.tar.gz: no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(FileNotFoundError) as asked:
+        load_dataset("cifar10", "test", tmp_path, 4, download=True)
+    message = str(asked.value)
+    assert "could not be downloaded" in message and "no network" in message and "--download" not in message
+    assert "train.npz / test.npz" in message and "check the network" in message
+    with pytest.raises(FileNotFoundError) as not_asked:
+        load_dataset("cifar10", "test", tmp_path, 4)
+    assert "--download for python -m fsr_models.evaluate" in str(not_asked.value)

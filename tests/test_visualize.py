@@ -40,7 +40,7 @@ def test_a_dead_recalibration_net_shows_as_identical_maps_of_f_neg_and_its_recal
 
 def test_the_figure_is_written_with_a_column_per_feature(tmp_path):
     x, y = load_cifar10("test", "sample", limit=2)
-    drawn = visualize.figure1(tiny(), x, y, None, tmp_path / "a.png", natural_model=tiny("resnet18_plain"))
+    drawn = visualize.figure1(tiny(), x, y, None, tmp_path / "a.png", reference_model=tiny("resnet18_plain"))
     assert drawn["columns"] == ["natural", "adversarial", "f", "f_pos", "f_neg", "f_neg_recal"]
     assert drawn["natural"]["f"].shape == (2, 32, 32)
     # what is drawn: 2 rows of 6 panels; each map column over its image, as the maps hold them

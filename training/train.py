@@ -29,16 +29,17 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from fsr_models.training import (
-    ConfigError,
     NonFiniteLoss,
     RunLog,
     TimeLimit,
     build_training,
+    check_processes,
     clean_and_pgd_accuracy,
     end_if_collapsed,
     extend,
     final_test,
     initial_progress,
+    note_best,
     one_line_errors,
     plan_epoch,
     plan_from_epoch,
@@ -51,6 +52,7 @@ from fsr_models.training import (
     time_limit_reached,
     train_epoch,
     training_data,
+    validation_batch,
     what_was_kept,
 )
 
@@ -89,17 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # whatever ends the run, Accelerate's trackers are closed
         device, main_process = accelerator.device, accelerator.is_main_process
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed batch shapes: cuDNN times and picks kernels
-        if cfg.batch_size % accelerator.num_processes:
-            counts = [n for n in range(1, 17) if cfg.batch_size % n == 0]
-            todo = (
-                f"the run keeps its global batch: resume it on a number of processes among {counts}"
-                if run.resuming
-                else f"give a batch_size divisible by {accelerator.num_processes}, or launch one of {counts} processes"
-            )
-            raise ConfigError(
-                f"batch_size {cfg.batch_size} (the global batch) does not split over {accelerator.num_processes} "
-                f"processes: {todo}"
-            )
+        check_processes(cfg, accelerator.num_processes, run.resuming)
         set_seed(cfg.seed, device_specific=True)  # each process its own augmentation and noise draws
 
         data = training_data(cfg, device)
@@ -117,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         log = RunLog(accelerator, out, cfg)
         accelerator.print(run_header(cfg, training, data, accelerator))
 
-        # Compiled, validation attacks the whole held-out slice at once: one more graph, no launch per small batch
-        compiled = training.attack_net is not training.net
-        val_batch = len(data.val_x) // accelerator.num_processes * accelerator.num_processes if compiled else None
+        val_batch = validation_batch(cfg, training, len(data.val_x), accelerator)  # compiled: the slice at once
 
         def validate() -> tuple[float, float]:
             steps, step_size = cfg.val_attack_steps, cfg.attack_step_size
@@ -128,8 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                 accelerator, training.net, *val, cfg, steps, step_size, True, training.attack_net, val_batch
             )
 
-        if not run.resuming:  # the starting point, for comparison
-            log.epoch(0, 0, training.net, data.val_x, *validate())
+        if not run.resuming:  # the starting point: for comparison, and when fine-tuning the weights to beat
+            start_clean, start_pgd = validate()
+            log.epoch(0, 0, training.net, data.val_x, start_clean, start_pgd)
+            if cfg.init and note_best(progress, 0, start_clean, start_pgd) and main_process:
+                save_best(training, cfg, out)
         if progress["epoch"] >= progress["epochs"] and (out / "model" / "metrics.json").is_file():
             accelerator.print(
                 f"{out} finished all {progress['epochs']} epochs already: nothing to resume (extend it with "
@@ -156,11 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 epoch, progress["step"], training.net, data.val_x, val_clean, val_pgd, figures=figures, seconds=seconds
             )
             progress["epoch"], progress["train_seconds"] = epoch, progress["train_seconds"] + seconds
-            if val_pgd > progress["best_val_pgd"]:
-                progress["best_val_pgd"], progress["best_epoch"] = val_pgd, epoch
-                if main_process:
-                    save_best(training, cfg, out)
-            end_if_collapsed(cfg, progress, val_pgd, accelerator)
+            if note_best(progress, epoch, val_clean, val_pgd) and main_process:
+                save_best(training, cfg, out)
+            end_if_collapsed(cfg, progress, val_clean, val_pgd, len(data.val_x), accelerator)
             save_checkpoint(accelerator, out, progress)
             limit = time_limit_reached(cfg, time.perf_counter() - started, seconds, accelerator)
             if limit and epoch < progress["epochs"]:
@@ -174,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
 
+        if cfg.init and progress["best_epoch"] == 0:
+            accelerator.print(
+                f"no epoch beat the starting point ({progress['best_val_pgd']:.1%} validation PGD accuracy): the "
+                "best weights, and model/, are those it started from"
+            )
         print_checksum(accelerator, training.net)
         final_test(accelerator, cfg, out, progress, len(data.train_x), len(data.val_x))  # and the Hub-ready model/
         return 0

@@ -183,10 +183,13 @@ def evaluate_attacks(
     candidate_flags = {}  # adaptive attack -> candidate -> per-image correctness, batch by batch
     seconds = {n: 0.0 for n in names}
     batches = range(0, len(x), batch_size)
-    bar = tqdm(total=len(batches) * len(names), unit="attack", disable=not progress)  # rate and time left
+    # no estimate of the time left: attacks differ in cost by a thousandfold (AutoAttack against FGSM)
+    bar_format = "{desc}: {n_fmt}/{total_fmt} attacks done [{elapsed}]"
+    bar = tqdm(total=len(batches) * len(names), bar_format=bar_format, disable=not progress)
     for i, start in enumerate(batches):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         done = {}  # this batch's adversarial examples by attack
+        clean_b = correct(model, xb, yb)
         for n in names:
             bar.set_description(f"{n}, batch {i + 1}/{len(batches)} of {len(xb)} images")
             t = time.perf_counter()
@@ -196,10 +199,12 @@ def evaluate_attacks(
                 x_adv, extra = run_attack(n, model, xb, yb, eps, strong, source, twin, done, ablation)
                 done[n] = x_adv
             attacks.check_bounds(x_adv, xb, eps)
-            flags[n][start : start + len(xb)] = correct(model, x_adv, yb).cpu()
+            # robust: right under the attack and on the clean image, as AutoAttack counts it (a network may get an
+            # attacked image right by chance where it gets the clean one wrong)
+            flags[n][start : start + len(xb)] = (correct(model, x_adv, yb) & clean_b).cpu()
             queries += extra.get("queries", torch.empty(0)).tolist()
             for label, flag in extra.get("candidates", {}).items():
-                candidate_flags.setdefault(n, {}).setdefault(label, []).append(flag)
+                candidate_flags.setdefault(n, {}).setdefault(label, []).append(flag & clean_b.cpu())
             for level, message in extra.get("log", []):
                 if level == "WARNING" and message not in autoattack_warnings[n]:
                     autoattack_warnings[n].append(message)
@@ -241,12 +246,14 @@ def robustness_curve(model, x, y, batch_size=200, natural=None, progress=False) 
     """Accuracy against eps, PGD-20 with step eps/4 and no random start at eps CURVE_EPS / 255: the data of the
     robustness plot and of the sanity checks on it. `natural`, the clean accuracy when already known, is eps 0."""
 
+    clean = batched(lambda xb, yb: correct(model, xb, yb), x, y, batch_size)
+
     def accuracy_at(e):
-        if e == 0 and natural is not None:
-            return natural
-        steps = 20 if e else 0  # eps 0: the clean images
-        pgd20 = lambda xb, yb: attacks.pgd(model, xb, yb, e / 255, e / 255 / 4, steps, random_start=False)  # noqa: E731
-        return batched(lambda xb, yb: correct(model, pgd20(xb, yb), yb), x, y, batch_size).float().mean().item()
+        if e == 0:
+            return natural if natural is not None else clean.float().mean().item()
+        pgd20 = lambda xb, yb: attacks.pgd(model, xb, yb, e / 255, e / 255 / 4, 20, random_start=False)  # noqa: E731
+        robust = batched(lambda xb, yb: correct(model, pgd20(xb, yb), yb), x, y, batch_size)
+        return (robust & clean).float().mean().item()  # robust only where the clean image is right too
 
     start = time.perf_counter()
     accuracy = [accuracy_at(e) for e in tqdm(CURVE_EPS, desc="robustness curve", disable=not progress)]

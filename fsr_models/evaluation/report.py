@@ -182,13 +182,38 @@ def attack_notes(reports) -> str:
     return " ".join(dict.fromkeys(note for attack, note in ATTACK_NOTES.items() if attack in shown))
 
 
+def detail_text(detail) -> str:
+    """A sanity check's figures as a reader takes them: accuracies and shares in %, two decimals."""
+    if isinstance(detail, list):
+        return "; ".join(detail)
+    if isinstance(detail, dict):
+        return ", ".join(f"{k} {detail_text(v)}" for k, v in detail.items())
+    if isinstance(detail, float):
+        return f"{100 * detail:.2f}%"
+    return "" if detail is None else str(detail)
+
+
+def source_words(data_source: str) -> str:
+    """Where the images came from, as the report's sentence says it: 'the sample shipped with fsr-zoo', 'a local
+    data folder'."""
+    if data_source.startswith("sample"):
+        return "the sample shipped with fsr-zoo"
+    return "a local data folder" if data_source.endswith("of a local data folder") else data_source
+
+
 def markdown(report: dict) -> str:
     lines = accuracy_table(report, row_label=report["model"])
     lines.append(
-        f"\nAccuracy (%) on {report['dataset']} test images {report['indices']} (the first "
-        f"{report['images']}) of {report['data_source']}, eps {eps_text(report['eps'])} (L-inf), "
-        f"{protocol_text(report)}. {attack_notes([report])}".rstrip()
+        f"\nAccuracy (%) on the first {report['images']:,} {DATASETS[report['dataset']].name} test images "
+        f"({source_words(report['data_source'])}), eps {eps_text(report['eps'])} (L-inf), {protocol_text(report)}; "
+        f"an image counts as robust only if it is also classified correctly clean. {attack_notes([report])}".rstrip()
     )
+    if report.get("not_run"):
+        lines.append(
+            "\nNot run: "
+            + "; ".join(f"{name} ({why})" for name, why in report["not_run"].items())
+            + ". The adaptive ensemble is over the attacks that ran."
+        )
     if "curve" in report:
         c = report["curve"]
         lines += [
@@ -221,8 +246,8 @@ def markdown(report: dict) -> str:
     if report.get("sanity_checks"):
         lines.append("")
     for c in report.get("sanity_checks", []):
-        detail = "; ".join(c["detail"]) if isinstance(c["detail"], list) else c["detail"]
-        detail = f" ({detail})" if detail not in (None, "", {}) else ""
+        detail = detail_text(c["detail"])
+        detail = f" ({detail})" if detail else ""
         flags = "".join(f"; AutoAttack flag: {flag}" for flag in c.get("autoattack_flags", []))
         lines.append(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['check']}{detail}{flags}")
     if "verdict" in report:

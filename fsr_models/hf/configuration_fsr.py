@@ -5,6 +5,8 @@ timm's Hub loader reads (architecture, num_classes, num_features, label_names, m
 from the same fields so that they cannot disagree.
 """
 
+import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -13,14 +15,18 @@ from typing import Any
 
 import timm
 import torch
+import transformers
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassError
 from timm.models import get_pretrained_cfg
 from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
+from transformers.utils import logging
 
 from ..facts import BACKBONES
 from ..fsr_core import check_fsr_config
+
+logger = logging.get_logger(__name__)
 
 FSR_FIELDS = (
     "backbone",
@@ -57,6 +63,47 @@ _BASE_KWARGS = {
     "_attn_implementation_internal",
     "_experts_implementation_internal",
 }
+
+
+# Keys that transformers' configs hold or held (PreTrainedConfig's fields, and those its releases write or wrote for
+# every model): a config.json that one release wrote loads in another. A key the zoo does not own is kept either way;
+# these are kept without a warning.
+TRANSFORMERS_KEYS = {f.name for f in dataclasses.fields(PreTrainedConfig)} | {
+    "transformers_version",
+    "architectures",
+    "tie_word_embeddings",
+    "use_cache",
+    "torchscript",
+    "use_bfloat16",
+    "pruned_heads",
+    "is_decoder",
+    "add_cross_attention",
+    "tie_encoder_decoder",
+    "cross_attention_hidden_size",
+    "tie_last_hidden_states",
+    "tokenizer_class",
+    "prefix",
+    "bos_token_id",
+    "pad_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "decoder_start_token_id",
+    "task_specific_params",
+    "finetuning_task",
+    "return_dict_in_generate",
+    "output_scores",
+    "max_length",
+    "min_length",
+}
+# The zoo's own names and their beginnings: a key near one is a misspelt zoo field, refused
+_ZOO_PREFIXES = ("fsr_", "lambda_", "normalize_", "backbone")
+
+
+def _looks_like_a_zoo_key(key: str) -> bool:
+    if key in TRANSFORMERS_KEYS or key in _BASE_KWARGS:
+        return False
+    known = (*FSR_FIELDS, *TIMM_KEYS)
+    return key.startswith(_ZOO_PREFIXES) or bool(difflib.get_close_matches(key, known, n=1, cutoff=0.8))
 
 
 @strict
@@ -157,11 +204,19 @@ class FSRConfig(PreTrainedConfig):
         kwargs.pop("auto_map", None)
         if kwargs.pop("model_type", self.model_type) != self.model_type:
             raise ValueError(f"not an FSR config: model_type must be {self.model_type!r}")
-        unknown = sorted(k for k in kwargs if k not in _BASE_KWARGS and not k.startswith("_"))  # _x: internal
-        if unknown:
+        misspelt = sorted(k for k in kwargs if _looks_like_a_zoo_key(k))
+        if misspelt:
             raise ValueError(
-                f"unknown FSRConfig field(s) {unknown}; FSR fields are {list(FSR_FIELDS)}, timm keys "
+                f"unknown FSRConfig field(s) {misspelt}; FSR fields are {list(FSR_FIELDS)}, timm keys "
                 f"{list(TIMM_KEYS)}, labels id2label/num_labels. Check the spelling in config.json or the arguments."
+            )
+        foreign = sorted(
+            k for k in kwargs if k not in _BASE_KWARGS and k not in TRANSFORMERS_KEYS and not k.startswith("_")
+        )
+        if foreign:  # not the zoo's: kept as they are, as transformers keeps any config's extra keys
+            logger.warning_once(
+                f"FSRConfig: config key(s) {foreign} are neither the zoo's nor known to this transformers "
+                f"({transformers.__version__}): kept as they are (a newer transformers, or another tool, wrote them)"
             )
         super().__post_init__(**kwargs)
         if self.num_labels < 1:

@@ -1,8 +1,8 @@
 """transformers model classes of the FSR zoo.
 
-`FSRForImageClassification` holds the timm network as `self.model`. Its checkpoints are saved with the network's
-own keys, without the `model.` prefix (a conversion mapping registered for model_type "fsr" adds it on load), so
-one `model.safetensors` loads into timm and transformers alike.
+`FSRForImageClassification` holds the timm network as `self.model`, its `base_model_prefix`. Its checkpoints are
+saved with the network's own keys, without the `model.` prefix (transformers adds a base model's prefix on load), so
+one `model.safetensors` loads into timm and transformers alike; nothing is registered in transformers' own tables.
 """
 
 from __future__ import annotations
@@ -11,15 +11,11 @@ import timm
 import torch
 from safetensors import SafetensorError
 from transformers import PreTrainedModel
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import PrefixChange
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from ..fsr_core import warn_unless_input_size
 from .configuration_fsr import FSRConfig
 from .image_processing_fsr import image_processor
-
-register_checkpoint_conversion_mapping("fsr", [PrefixChange(prefix_to_add="model")], overwrite=True)
 
 
 class FSRPreTrainedModel(PreTrainedModel):

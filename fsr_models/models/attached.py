@@ -39,10 +39,11 @@ __all__ = ["FSRAttached", "attach_fsr"]
 WEIGHT_SOURCE_ARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
 # The backbone's pretrained_cfg keys that describe the attached network too (input size, resizing, labels).
 _PRETRAINED_CFG_FIELDS = {f.name for f in dataclasses.fields(PretrainedCfg)}
-# Where the backbone's weights came from, the size of its feature map at its own input size, its own paper and notes:
-# not inherited (the license is: weights trained from the backbone's carry it).
+# Where the backbone's weights came from, the size of its feature map at its test input size, its own paper and notes:
+# not inherited (the license is: weights trained from the backbone's carry it). Its input size and the feature map
+# there (pool_size) are the attached network's too.
 _NOT_INHERITED = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "tag", "custom_load")
-_NOT_INHERITED += ("pool_size", "test_pool_size", "paper_ids", "paper_name", "origin_url", "description", "notes")
+_NOT_INHERITED += ("test_pool_size", "paper_ids", "paper_name", "origin_url", "description", "notes")
 FSR_PAPER = {
     "paper_ids": "arXiv:2303.13846",
     "paper_name": "Feature Separation and Recalibration for Adversarial Robustness",
@@ -124,8 +125,10 @@ class FSRAttached(nn.Module):
         _check_backbone(base)
         self.base_model_name = _timm_name(base)  # also for "hf-hub:<id>" or "local-dir:<folder>": its architecture
         self.base_args = {k: v for k, v in base_args.items() if k not in WEIGHT_SOURCE_ARGS}
-        self.feature_info = _stage_infos(base, self.base_model_name)
-        self.fsr_stages = _stage_indices(fsr_stages, self.feature_info, self.base_model_name)
+        self._stages = _stage_infos(base, self.base_model_name)  # module names within the backbone
+        # timm's feature_info in this network's own module names (features_only, feature extraction by name)
+        self.feature_info = [{**info, "module": f"base.{info['module']}"} for info in self._stages]
+        self.fsr_stages = _stage_indices(fsr_stages, self._stages, self.base_model_name)
         self.in_chans = _input_channels(base)
         base_cfg = dict(getattr(base, "pretrained_cfg", None) or {})
         mean = normalize_mean if normalize_mean is not None else base_cfg.get("mean", (0.0,) * self.in_chans)
@@ -147,11 +150,13 @@ class FSRAttached(nn.Module):
         self._stage_modules: dict[str, str] = {}  # FSR module key -> the stage module it follows, for messages
         self._fsr_parts: list[FSRParts] | None = None  # collects each FSR module's parts during forward(return_fsr)
         for index in self.fsr_stages:
-            info = self.feature_info[index]
+            info = self._stages[index]
             key = info["module"].replace(".", "_")  # a ModuleDict key has no dots
             self.fsr[key] = FSR(info["num_chs"], **fsr_args).to(device=weight.device, dtype=weight.dtype)
             self._stage_modules[key] = info["module"]
-            base.get_submodule(info["module"]).register_forward_hook(partial(FSRAttached._after_stage, self, key))
+            _last_call(base.get_submodule(info["module"])).register_forward_hook(
+                partial(FSRAttached._after_stage, self, key)
+            )
         base.fsr_attached = True  # a second attach_fsr to the same backbone is refused
         self.pretrained_cfg = attached_pretrained_cfg(base_cfg, self.in_chans)
         self.default_cfg = self.pretrained_cfg
@@ -233,6 +238,28 @@ class FSRAttached(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.base.get_classifier()
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.base.set_grad_checkpointing(enable)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The backbone's parameter groups (layer-wise lr decay) in this network's names, FSR's modules a group of
+        their own after the backbone's blocks."""
+        return {**_prefixed(self.base.group_matcher(coarse=coarse), "base"), "fsr": r"^fsr\."}
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | None = None, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """The backbone's pruning (timm's interface, for features_only): the stages after the last of `indices` go,
+        and with them the FSR modules that followed them."""
+        indices = list(range(len(self._stages))) if indices is None else indices
+        kept = self.base.prune_intermediate_layers(indices, prune_norm=prune_norm, prune_head=prune_head)
+        for index in [i for i in self.fsr_stages if i > max(kept)]:
+            del self.fsr[self._stages[index]["module"].replace(".", "_")]
+        self.fsr_stages = tuple(i for i in self.fsr_stages if i <= max(kept))
+        return kept
+
     def reset_classifier(self, num_classes: int, *args, **kwargs) -> None:
         self.base.reset_classifier(num_classes, *args, **kwargs)
 
@@ -254,6 +281,13 @@ class FSRAttached(nn.Module):
         backbone = {id(m) for m in self.base.modules()}
         init_pytorch_default(m for m in modules if id(m) not in backbone)
 
+    def _replicate_for_data_parallel(self):
+        raise ValueError(
+            "FSRAttached runs FSR through hooks on the backbone's stages, which nn.DataParallel's replicas would share "
+            "(each would run the first replica's FSR): use DistributedDataParallel, one process per GPU (accelerate "
+            "launch, torchrun)"
+        )
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Refuse weights that do not fit this network with a ValueError that names them."""
         check_weights_fit(self, state_dict, strict)
@@ -261,6 +295,27 @@ class FSRAttached(nn.Module):
 
     def extra_repr(self) -> str:
         return f"base_model={self.base_model_name!r}, fsr_stages={list(self.fsr_stages)}"
+
+
+def _last_call(stage: nn.Module) -> nn.Module:
+    """The module whose output is the stage's and whose forward runs whichever way the stage runs: a Sequential
+    stage's last block (timm's gradient checkpointing calls the blocks of a flattened Sequential, never the
+    Sequential itself), else the stage."""
+    while isinstance(stage, nn.Sequential) and len(stage):
+        stage = stage[-1]
+    return stage
+
+
+def _prefixed(matcher: dict, prefix: str) -> dict:
+    """timm's group_matcher patterns (a regex, or a list of (regex, ordinal)) for the parameters under `prefix.`."""
+
+    def one(pattern: str) -> str:
+        return rf"^{prefix}\.(?:{pattern.removeprefix('^').replace('|^', '|')})"
+
+    return {
+        group: one(rule) if isinstance(rule, str) else [(one(pattern), order) for pattern, order in rule]
+        for group, rule in matcher.items()
+    }
 
 
 def _timm_name(base: nn.Module) -> str:
@@ -374,12 +429,20 @@ def _cfg(**kwargs) -> dict:
 default_cfgs = generate_default_cfgs({"fsr_attached": _cfg()})
 
 
+DEFAULT_BASE = "resnet18"  # what timm.create_model("fsr_attached") attaches to: timm's own (ImageNet) ResNet-18
+
+
 @register_model
 def fsr_attached(pretrained: bool = False, **kwargs) -> FSRAttached:
-    """FSR attached to the timm CNN `base_model` (see `FSRAttached`), e.g. `base_model="resnet50"`; a saved
-    folder's config.json names this architecture and the backbone."""
+    """FSR attached to the timm CNN `base_model` (see `FSRAttached`; default timm's `resnet18`), e.g.
+    `base_model="resnet50"`; a saved folder's config.json names this architecture and the backbone. With
+    `features_only=True` the features come from `forward_intermediates` (timm's "getter"): the stages' own outputs,
+    FSR's where FSR follows them."""
+    kwargs.setdefault("base_model", DEFAULT_BASE)
+    if kwargs.get("features_only") and kwargs.setdefault("feature_cls", "getter") == "getter":
+        kwargs.setdefault("out_indices", None)  # every stage the backbone has (prune_intermediate_layers says which)
     given_cfg = kwargs.get("pretrained_cfg")
     model = build_network(FSRAttached, "fsr_attached", pretrained, **kwargs)
-    if given_cfg is None:  # built afresh: the backbone's input size and resizing, not the generic default's
+    if given_cfg is None and not kwargs.get("features_only"):  # built afresh: the backbone's input size and resizing
         model.pretrained_cfg = model.default_cfg = attached_pretrained_cfg(model.base.pretrained_cfg)
     return model

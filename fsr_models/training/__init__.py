@@ -8,6 +8,7 @@ from .checkpoint import (
     end_if_collapsed,
     extend,
     initial_progress,
+    note_best,
     plan_epoch,
     plan_from_epoch,
     plan_message,
@@ -20,9 +21,11 @@ from .config import (
     RESUME_MAY_CHANGE,
     ConfigError,
     TrainConfig,
+    check_processes,
     config_values,
     load_config,
     one_line_errors,
+    portable_config,
 )
 from .loop import (
     NonFiniteLoss,
@@ -33,11 +36,13 @@ from .loop import (
     build_training,
     clean_and_pgd_accuracy,
     compile_available,
+    compiled,
     input_gradient_twin,
     lr_factor,
     shard_batches,
     train_epoch,
     training_data,
+    validation_batch,
 )
 from .record import (
     RunLog,

@@ -168,22 +168,39 @@ def plan_from_epoch(
     accelerator.print(f"time budget {cfg.time_budget_min} min: {progress['epochs']} epochs of {seconds:.0f} s")
 
 
-def end_if_collapsed(cfg: TrainConfig, progress: dict, val_pgd: float, accelerator: Accelerator) -> None:
-    """Catastrophic overfitting, the failure of single-step adversarial training (PGD accuracy falls to near 0 within
-    an epoch while the training attack's accuracy climbs): when the validation PGD accuracy of the epoch just done
-    is below `cfg.collapse_fraction` of the best so far (a best of at least COLLAPSE_FLOOR), the plan ends at this
-    epoch, so the run goes on to the final test of its best weights, and progress says so under `collapse` (a resume
-    finds the run finished). One line says it."""
-    best = progress["best_val_pgd"]
-    if not cfg.collapse_fraction or best < COLLAPSE_FLOOR or val_pgd >= cfg.collapse_fraction * best:
+def note_best(progress: dict, epoch: int, val_clean: float, val_pgd: float) -> bool:
+    """Record the epoch as the best if its validation PGD accuracy is; whether it was."""
+    if val_pgd <= progress["best_val_pgd"]:
+        return False
+    progress.update(best_val_pgd=val_pgd, best_epoch=epoch, best_val_clean=val_clean)
+    return True
+
+
+def end_if_collapsed(
+    cfg: TrainConfig, progress: dict, val_clean: float, val_pgd: float, n_val: int, accelerator: Accelerator
+) -> None:
+    """Catastrophic overfitting, the failure of single-step adversarial training: within an epoch the PGD accuracy
+    falls to near 0 while the clean accuracy holds (and the training attack's accuracy climbs). It is this epoch's
+    when, on the `n_val` validation images, the PGD accuracy is below `cfg.collapse_fraction` of the best so far (a
+    best of at least COLLAPSE_FLOOR) by more than 3 standard errors of the best (not a small slice's noise), and so
+    is the share of the clean-correct images that withstand PGD (a fall of both clean and PGD accuracy is
+    instability, not this). The plan then ends at this epoch, so the run goes on to the final test of its best
+    weights, and progress says so under `collapse` (a resume finds the run finished). One line says it."""
+    best, fraction = progress["best_val_pgd"], cfg.collapse_fraction
+    if not fraction or best < COLLAPSE_FLOOR or val_pgd >= fraction * best:
+        return
+    if best - val_pgd <= 3 * math.sqrt(best * (1 - best) / n_val):
+        return
+    best_clean = progress.get("best_val_clean")
+    if best_clean and val_clean and val_pgd / val_clean >= fraction * best / best_clean:
         return
     epoch = progress["epoch"]
     progress["collapse"] = {"epoch": epoch, "val_pgd_acc": val_pgd, "best_val_pgd_acc": best}
     progress["epochs"] = epoch
     accelerator.print(
         f"catastrophic overfitting at epoch {epoch}: validation PGD accuracy {val_pgd:.1%} fell below "
-        f"{cfg.collapse_fraction:g} of its best ({best:.1%}, epoch {progress['best_epoch']}); the run ends here and "
-        "keeps its best weights"
+        f"{fraction:g} of its best ({best:.1%}, epoch {progress['best_epoch']}) while the clean accuracy held "
+        f"({val_clean:.1%}); the run ends here and keeps its best weights"
     )
 
 

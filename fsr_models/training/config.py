@@ -15,6 +15,7 @@ import yaml
 from ..attacks import pixel_fraction
 from ..facts import DATASETS
 from ..losses import METHODS
+from ..weight_files import zoo_name
 
 # torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -70,8 +71,8 @@ class TrainConfig:
     lr_per_128: float = 0.1  # the learning rate of a batch of 128; SGD runs at lr_per_128 * batch_size / 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    # "step": x lr_gamma at each of lr_milestones (fractions of the epochs); "cyclic": from 0 up to the lr at half the
-    # SGD steps and down to 0 at the last, linearly (the schedule of single-step AT, N-FGSM's CyclicLR)
+    # "step": the warm-up, then x lr_gamma at each of lr_milestones (fractions of the epochs); "cyclic": from 0 up to
+    # the lr at half the SGD steps and down to 0 at the last, linearly (N-FGSM's CyclicLR; no warm-up or milestones)
     lr_schedule: str = "step"
     lr_milestones: list = dataclasses.field(default_factory=lambda: [0.75, 0.9])  # fractions of the epochs
     lr_gamma: float = 0.1
@@ -79,7 +80,8 @@ class TrainConfig:
     weight_init: str = "authors"  # "authors" (each backbone's own) or "vgg" (VGG16's init for any network)
     eps: float | str = "8/255"
     # The training attack of method at: "pgd" (projected onto the eps-ball, the paper's) or "nfgsm" (N-FGSM, de Jorge
-    # et al. 2022: noise of attack_noise * eps, one step of attack_step_size, no projection; attack_steps 1)
+    # et al. 2022: noise of attack_noise * eps, one step of attack_step_size, no projection; attack_steps 1); TRADES
+    # and MART form their own, and method natural none
     attack: str = "pgd"
     attack_noise: float = 2.0  # nfgsm: the uniform noise's size, in eps
     attack_step_size: float | str = "2/255"  # of the training attack's steps
@@ -153,7 +155,7 @@ class TrainConfig:
             raise ConfigError(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.attack not in TRAINING_ATTACKS:
             raise ConfigError(f"attack must be one of {TRAINING_ATTACKS}, got {self.attack!r}")
-        if self.attack == "nfgsm" and (self.method != "at" or self.attack_steps != 1):
+        if self.attack == "nfgsm" and (self.method not in ("at", "natural") or self.attack_steps != 1):
             raise ConfigError(
                 f"attack nfgsm is the single-step attack of method at: set method: at and attack_steps: 1 (got method "
                 f"{self.method}, attack_steps {self.attack_steps})"
@@ -171,6 +173,38 @@ class TrainConfig:
         self.output_dir = self.output_dir.format(
             model=Path(self.init or self.model).name, method=self.method, dataset=self.dataset
         )
+
+
+def check_processes(cfg: TrainConfig, processes: int, resuming: bool) -> None:
+    """A ConfigError naming what to change when the run cannot split over `processes`: its global batch, or its
+    validation slice (every process attacks at least one image of it)."""
+    if cfg.batch_size % processes:
+        counts = [n for n in range(1, 17) if cfg.batch_size % n == 0]
+        todo = (
+            f"the run keeps its global batch: resume it on a number of processes among {counts}"
+            if resuming
+            else f"give a batch_size divisible by {processes}, or launch one of {counts} processes"
+        )
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} (the global batch) does not split over {processes} processes: {todo}"
+        )
+    if cfg.val_size < processes:
+        raise ConfigError(
+            f"val_size {cfg.val_size} is smaller than the {processes} processes: each validates at least one image, "
+            f"give val_size {processes} or more"
+        )
+
+
+def portable_config(values: dict) -> dict:
+    """A run's settings (`dataclasses.asdict` of its TrainConfig) as someone on another machine can use them, for
+    what is published: no path of this machine. `data_dir` stays only as "sample" (the shipped slice; otherwise None:
+    the reader gives their own folder), `output_dir` becomes runs/<the run folder's name>, and `init`, a folder that
+    fine-tuning started from, becomes the zoo name of the model it holds (`<architecture>.<tag>`)."""
+    out = {**values, "output_dir": f"runs/{Path(values.get('output_dir') or 'run').name}"}
+    out["data_dir"] = "sample" if str(values.get("data_dir")) == "sample" else None
+    if values.get("init"):
+        out["init"] = zoo_name(values["init"])
+    return out
 
 
 def config_values(path: str | None, overrides: list[str]) -> dict:

@@ -18,8 +18,9 @@ from ..evaluation.protocol import attack_settings, pgd_settings
 from ..evaluation.report import make_report
 from ..folders import FSR_HEADS_NAME, load_model, save_folder
 from ..fsr import fsr_health, fsr_health_problems
+from ..weight_files import zoo_name
 from .checkpoint import swap
-from .config import TrainConfig
+from .config import TrainConfig, portable_config
 from .loop import Training, TrainingData, clean_and_pgd_accuracy
 
 
@@ -154,7 +155,7 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     }
     results = {
         "test": make_report(
-            cfg.init or cfg.model,
+            zoo_name(cfg.init) if cfg.init else cfg.model,
             cfg.dataset,
             data_source(cfg.data_dir, "test", cfg.dataset),
             len(test_x),
@@ -174,6 +175,8 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     for key in ("extensions", "collapse"):
         if key in progress:
             results[key] = progress[key]
+    if cfg.init:
+        results["init"] = start_record(cfg.init)
     if accelerator.is_main_process:
         if best.fsr_modules():
             results["fsr_health"] = fsr_health(best, to_float(test_x))
@@ -189,7 +192,7 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
         )
         if (out / "best" / FSR_HEADS_NAME).is_file():
             shutil.copyfile(out / "best" / FSR_HEADS_NAME, out / "model.tmp" / FSR_HEADS_NAME)
-        results["train_config"] = dataclasses.asdict(cfg)
+        results["train_config"] = portable_config(dataclasses.asdict(cfg))  # no path of this machine
         (out / "model.tmp" / "metrics.json").write_text(json.dumps(results, indent=2))
         swap(out / "model.tmp", out / "model")
     summary = {
@@ -203,6 +206,19 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
         "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)"
     )
     return results
+
+
+def start_record(init: str) -> dict:
+    """What a fine-tuned model started from, for its card: the zoo name of the model and, where its folder records
+    one, its final test (`test` of its metrics.json)."""
+    record = {"model": zoo_name(init)}
+    for folder in (Path(init), Path(init) / "model"):
+        if (folder / "metrics.json").is_file():
+            test = json.loads((folder / "metrics.json").read_text()).get("test")
+            if test:
+                record["test"] = test
+            break
+    return record
 
 
 def print_checksum(accelerator: Accelerator, net) -> None:
