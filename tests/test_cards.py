@@ -351,3 +351,22 @@ def test_robustbench_entries_carry_the_largest_autoattack_report_and_its_images(
         adaptive = 100 * adaptive_report["accuracy"]["adaptive_ensemble"]
         assert entry["evaluated_images"]["adaptive"] == adaptive_report["images"]
         assert ("external" in entry) == (round(adaptive, 2) < float(entry["autoattack_acc"]))
+
+
+def test_card_of_a_single_step_run_that_collapsed_says_both(train_script, tmp_path, monkeypatch):
+    """An N-FGSM run with the cyclic schedule, under its own tag, that ended on catastrophic overfitting: the card
+    names the attack, the schedule and the collapse (the epoch it stopped at, of the plan), and its repository is
+    the tag's."""
+    from conftest import tiny_run_args
+
+    figures = iter([(0.5, 0.1), (0.5, 0.4), (0.5, 0.45), (0.5, 0.1)])  # epoch 3 collapses
+    monkeypatch.setattr(train_script, "clean_and_pgd_accuracy", lambda *args, **kwargs: next(figures))
+    settings = ["method=at", "attack=nfgsm", "attack_steps=1", "attack_step_size=8/255", "lr_schedule=cyclic"]
+    out = tmp_path / "run"
+    assert train_script.main(tiny_run_args(out, *settings, "epochs=4", "tag=at_nfgsm_4ep_cifar10")) == 0
+    record = read_record(out / "model")
+    card = str(model_card(record, default_repo_id(record)))
+    assert "N-FGSM (de Jorge et al. 2022): uniform noise of 2 x eps, one signed-gradient step of 8/255" in card
+    assert "3 epochs (15 SGD steps of batch 50) (stopped on catastrophic overfitting after epoch 3 of 4" in card
+    assert "a cyclic learning rate from 0 up to" in card and "at half of the 4 planned epochs" in card
+    assert default_repo_id(record).startswith("fsr-zoo/resnet18_fsr.at_nfgsm_4ep_cifar10")

@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 LAUNCHERS = {"accelerate": [str(BIN / "accelerate")], "torchrun": [str(BIN / "torchrun")], "python": [sys.executable]}
 # The tiny network and data of the tests, added to each command that starts a run (a resume keeps the run's own)
 TINY = [TINY_ARGS, "train_limit=300", "val_size=60", "test_size=20", "attack_steps=1", "val_attack_steps=1"]
-TINY += ["log_every=0", "time_budget_min=null"]
+TINY += ["log_every=0", "time_budget_min=null", "precision=fp32", "channels_last=false"]
 
 
 def page_commands(marker: str) -> list[str]:

@@ -4,7 +4,8 @@
 # exported variables); it returns 1 where the machine has no MPS or it does not start. `mps_clients N` says whether
 # N processes really are MPS clients (a client that cannot connect runs without MPS, silently). `mps_stop` quits the
 # daemon. Each says what it found in one line. No GPU setting (compute mode, clocks) is touched.
-MPS_FOLDERS=/tmp/fsr-mps  # this call's folders are $MPS_FOLDERS-XXXXXX; an earlier version used $MPS_FOLDERS itself
+# this call's folders are $MPS_FOLDERS-XXXXXX (default /tmp/fsr-mps-XXXXXX); an earlier version used $MPS_FOLDERS itself
+MPS_FOLDERS=${MPS_FOLDERS:-/tmp/fsr-mps}
 
 mps_start() {
   if ! command -v nvidia-cuda-mps-control >/dev/null; then
