@@ -4,6 +4,8 @@ preprocessor_config.json, fsr_heads.safetensors beside them) for every loader: t
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -308,3 +310,12 @@ def test_load_model_returns_eval_mode_so_classifying_leaves_bn_statistics_alone(
         loaded(torch.rand(8, 3, 32, 32))
     assert all(torch.equal(before[k], v) for k, v in loaded.state_dict().items())  # BN's running statistics kept
     assert timm.create_model(f"local-dir:{tmp_path}", pretrained=True).training  # timm's own convention, unchanged
+
+
+def test_reading_records_and_rendering_cards_does_not_import_the_trainer():
+    """The cards read a run's config (fsr_models.training.config) without the trainer's loop, checkpoints and
+    records: a fresh interpreter that imports the card module has none of them."""
+    script = "import sys, fsr_models.card; print(sorted(m for m in sys.modules if m.startswith('fsr_models.training')))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "['fsr_models.training', 'fsr_models.training.config']"

@@ -1,54 +1,63 @@
 """The library behind `training/train.py`: the config (`config`), where a run starts or resumes, its plan of
 epochs and its checkpoints (`checkpoint`), the parts of the loop (`loop`: data, network and optimiser, one epoch,
-accuracy on a split) and what a run writes (`record`). The script's `main` puts them together, top to bottom."""
+accuracy on a split) and what a run writes (`record`). The script's `main` puts them together, top to bottom.
 
-from .checkpoint import (
-    RunStart,
-    TimeLimit,
-    end_if_collapsed,
-    extend,
-    initial_progress,
-    note_best,
-    plan_epoch,
-    plan_from_epoch,
-    plan_message,
-    save_checkpoint,
-    start_or_resume,
-    time_limit_reached,
-)
-from .config import (
-    COMPILE_MODES,
-    RESUME_MAY_CHANGE,
-    ConfigError,
-    TrainConfig,
-    check_processes,
-    config_values,
-    load_config,
-    one_line_errors,
-    portable_config,
-)
-from .loop import (
-    NonFiniteLoss,
-    Training,
-    TrainingData,
-    adversarial_loss,
-    augment,
-    build_training,
-    clean_and_pgd_accuracy,
-    compile_available,
-    compiled,
-    input_gradient_twin,
-    lr_factor,
-    shard_batches,
-    train_epoch,
-    training_data,
-    validation_batch,
-)
-from .record import (
-    RunLog,
-    final_test,
-    print_checksum,
-    run_header,
-    save_best,
-    what_was_kept,
-)
+The names load with their module on first use: reading a config (`fsr_models.training.config`, which the cards use)
+does not import the trainer (its loop, checkpoints and records).
+"""
+
+import importlib
+
+_WHERE = {
+    "RunStart": "checkpoint",
+    "TimeLimit": "checkpoint",
+    "end_if_collapsed": "checkpoint",
+    "extend": "checkpoint",
+    "initial_progress": "checkpoint",
+    "note_best": "checkpoint",
+    "plan_epoch": "checkpoint",
+    "plan_from_epoch": "checkpoint",
+    "plan_message": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "start_or_resume": "checkpoint",
+    "time_limit_reached": "checkpoint",
+    "COMPILE_MODES": "config",
+    "RESUME_MAY_CHANGE": "config",
+    "ConfigError": "config",
+    "TrainConfig": "config",
+    "check_processes": "config",
+    "config_values": "config",
+    "load_config": "config",
+    "one_line_errors": "config",
+    "portable_config": "config",
+    "NonFiniteLoss": "loop",
+    "Training": "loop",
+    "TrainingData": "loop",
+    "adversarial_loss": "loop",
+    "augment": "loop",
+    "build_training": "loop",
+    "clean_and_pgd_accuracy": "loop",
+    "compile_available": "loop",
+    "compiled": "loop",
+    "input_gradient_twin": "loop",
+    "lr_factor": "loop",
+    "shard_batches": "loop",
+    "train_epoch": "loop",
+    "training_data": "loop",
+    "validation_batch": "loop",
+    "RunLog": "record",
+    "final_test": "record",
+    "print_checksum": "record",
+    "run_header": "record",
+    "save_best": "record",
+    "what_was_kept": "record",
+}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in set(_WHERE.values()):  # a module itself: fsr_models.training.loop
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
