@@ -279,3 +279,19 @@ def test_the_gpu_measurement_reports_what_failed_and_counts_only_what_ran(tmp_pa
     assert re.match(r"\(iv\)  attack computing all gradients: +[\d.]+ images/s  input-only gradients", lines[4])
     assert re.match(r"a pair of 30-epoch runs .* at \d+ images/s: [\d.]+ min of training", lines[5])
     assert [call for call, _ in recorded_mps(tmp_path)][0] == "start" and recorded_mps(tmp_path)[-1][0] == "quit"
+
+
+@pytest.mark.slow
+def test_a_pair_whose_training_fails_reports_it_and_still_returns_the_other(tmp_path):
+    """One training of the pair fails (here: its config does not exist): the other trains to the end, each run's
+    exit status is printed, the script exits with the failure's status, and what the other made comes back."""
+    env = {**fake_mps(tmp_path), "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "DATA_DIR": "sample"}
+    env |= {"RUN_BASE": str(tmp_path), "AA_IMAGES": "0"}
+    missing = tmp_path / "no_such_config.yaml"
+    command = [str(ROOT / "training" / "gpu_pair.sh"), str(PAIR_CONFIGS[0]), str(missing), "0.0001", *PAIR_ON_CPU]
+    result = subprocess.run(command + [TINY_ARGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert f"[{PAIR_CONFIGS[0].stem}] exit 0" in result.stdout and "[no_such_config] exit " in result.stdout
+    subprocess.run(f"cat {tmp_path}/out/pair.tar.* | tar -x -C {tmp_path}/out", shell=True, check=True)
+    with tarfile.open(tmp_path / "out" / PAIR_CONFIGS[0].stem / "run.tar") as tar:
+        assert "metrics.json" in tar.getnames()  # the run that worked came back whole
