@@ -19,8 +19,8 @@ import torch
 from bench_models import timed  # this folder's other benchmark
 
 import fsr_models  # noqa: F401  (registers resnet18_fsr)
-from fsr_models.attacks import pgd
-from fsr_models.datasets import load_cifar10
+from fsr_models.data import load_cifar10
+from fsr_models.evaluation.attacks import pgd
 from fsr_models.training import input_gradient_twin
 
 

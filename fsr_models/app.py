@@ -2,13 +2,14 @@
 with FSR and its plain twin make of it, side by side.
 
     pip install -e ".[app]"
-    python app.py            # then open http://127.0.0.1:7860 (or python -m fsr_models.app --port 7860)
+    python app.py            # then open http://127.0.0.1:7860 (the checkout's hub/weights/)
+    python -m fsr_models.app [--weights DIR] [--port 7860]
 
 Pick one of the 512 shipped CIFAR-10 test images or upload one (resized to 32x32), eps and the attack. Each model is
 attacked white-box, on its own gradients (never a transfer attack): the page shows the clean image, each model's
 adversarial image, the top-5 predictions of both models on both, the FSR health figures on the image and the
 paper's Figure 1 maps (Grad-CAM of f+, f- and f~- under PGD-20, beside the plain twin's feature). It runs on a CPU
-with the trained weights of the checkout's hub/weights/ (or, where the tags are published, the Hub's).
+with the trained weights of a folder that holds them (`--weights`: a checkout's hub/weights/), or the Hub's.
 """
 
 from __future__ import annotations
@@ -23,25 +24,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .attacks import pgd
-from .datasets import load_cifar10
-from .evaluation.protocol import pgd_settings
-from .evaluation.report import health_table
-from .facts import CHECKOUT_WEIGHTS
-from .folders import load_any_model
-from .fsr import fsr_health
-from .visualize import figure1
+from fsr_models.data import load_cifar10
+from fsr_models.evaluation.attacks import pgd
+from fsr_models.evaluation.protocol import pgd_settings
+from fsr_models.evaluation.report import health_table
+from fsr_models.fsr import fsr_health
+from fsr_models.hub.folders import load_any_model
+from fsr_models.visualize import figure1
 
 MODELS = {"ResNet-18 + FSR": "resnet18_fsr.at_cifar10", "ResNet-18": "resnet18_plain.at_cifar10"}
 ATTACKS = ("PGD-20", "FGSM")
 SHOWN_SIZE = 128  # the 32x32 images, upscaled (nearest) so that the page shows their pixels
 
 
-def load_models() -> dict[str, torch.nn.Module]:
-    """The pair of trained models: the checkout's hub/weights folders where there, else the published tags."""
+def load_models(weights: Path | None = None) -> dict[str, torch.nn.Module]:
+    """The pair of trained models: each from its folder under `weights` where it is there, else its published tag."""
     models = {}
     for title, name in MODELS.items():
-        folder = CHECKOUT_WEIGHTS / name
+        folder = Path(weights or ".") / name
         models[title] = load_any_model(str(folder) if folder.is_dir() else name).eval()
     return models
 
@@ -74,8 +74,8 @@ def image_tensor(upload: np.ndarray) -> torch.Tensor:
 class Page:
     """What the page computes, apart from its layout: one attack on one image, every output of the page."""
 
-    def __init__(self, models: dict[str, torch.nn.Module] | None = None):
-        self.models = models or load_models()
+    def __init__(self, models: dict[str, torch.nn.Module] | None = None, weights: Path | None = None):
+        self.models = models or load_models(weights)
         self.fsr, self.plain = self.models.values()
         self.labels = list(self.fsr.pretrained_cfg["label_names"])
         self.images, self.targets = load_cifar10("test", "sample")
@@ -113,11 +113,11 @@ class Page:
         return [shown(x), *(shown(a) for a in adversarial.values()), *predictions, summary, maps]
 
 
-def build(page: Page | None = None):
-    """The Gradio page."""
+def build(page: Page | None = None, weights: Path | None = None):
+    """The Gradio page (of `page`, else of the models `load_models(weights)` finds)."""
     import gradio as gr
 
-    page = page or Page()
+    page = page or Page(weights=weights)
     fsr_title, plain_title = page.models
     with gr.Blocks(title="fsr-zoo: FSR under attack") as demo:
         gr.Markdown(
@@ -153,8 +153,11 @@ def build(page: Page | None = None):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1")
+    parser.add_argument(
+        "--weights", type=Path, help="a folder holding the trained pair's folders (a checkout's hub/weights)"
+    )
     args = parser.parse_args(argv)
-    build().launch(server_name="127.0.0.1", server_port=args.port)
+    build(weights=args.weights).launch(server_name="127.0.0.1", server_port=args.port)
     return 0
 
 

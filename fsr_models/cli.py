@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .attacks import pixel_fraction
+from fsr_models.evaluation.attacks import pixel_fraction
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -13,9 +13,9 @@ margin with kappa 50). `--strong` adds a random start and 5 restarts. Ensemble c
 classified correctly clean and under each of FGSM, PGD-20, PGD-100 and C&W in the table (the paper's set; AutoAttack
 and the others are not part of it). TI-FGSM and DI-FGSM are crafted on
 `--source` (a naturally trained model) and tested on MODEL. `adaptive` runs the attacks designed against FSR
-(fsr_models.adaptive): PGD-20 (cross-entropy and C&W margin) and APGD-CE / APGD-DLR through a softened mask at
-temperatures from 2x to 1000x tau, a feature-space attack, transfer from the twin (the zoo's same network without
-FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo
+(fsr_models.evaluation.adaptive): PGD-20 (cross-entropy and C&W margin) and APGD-CE / APGD-DLR through a softened
+mask at temperatures from 2x to 1000x tau, a feature-space attack, transfer from the twin (the zoo's same network
+without FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo
 folder) and from the model's own w/o Rec ablation, each the per-image worst case with PGD-20, and the adaptive
 ensemble over every attack that ran; the report gives each candidate's accuracy and, per attack, the images it fools
 that PGD-20 leaves standing. `apgd_ce` is AutoAttack's first attack alone, where the
@@ -39,18 +39,27 @@ from pathlib import Path
 
 import torch
 
-from .cli import HelpFormatter, Parser, eps_value, positive_int
-from .datasets import DATA_DIR_ENV, data_source, load_dataset, to_float
-from .evaluation.checks import FSR_CHECK, sanity_checks, verdict, with_autoattack_flags
-from .evaluation.features import check_feature_analysis, feature_analysis
-from .evaluation.plot import plot_curve
-from .evaluation.protocol import ADAPTIVE, ATTACKS, AUTOATTACKS, CURVE_ATTACK, evaluate_attacks, robustness_curve
-from .evaluation.report import make_report, markdown, model_index
-from .facts import DATASETS, PAPER_EPS, twin_name
-from .folders import load_any_model
-from .fsr import fsr_health
-from .fsr_core import FSR
-from .weight_files import zoo_name
+from fsr_models.cli import HelpFormatter, Parser, eps_value, positive_int
+from fsr_models.data import DATA_DIR_ENV, data_source, load_dataset, to_float
+from fsr_models.evaluation.checks import FSR_CHECK, sanity_checks, verdict, with_autoattack_flags
+from fsr_models.evaluation.features import check_feature_analysis, feature_analysis
+from fsr_models.evaluation.plot import plot_curve
+from fsr_models.evaluation.protocol import (
+    ADAPTIVE,
+    ATTACKS,
+    AUTOATTACKS,
+    CURVE_ATTACK,
+    evaluate_attacks,
+    robustness_curve,
+)
+from fsr_models.evaluation.report import make_report, markdown, model_index
+from fsr_models.facts.datasets import DATASETS
+from fsr_models.facts.networks import twin_name
+from fsr_models.facts.paper import PAPER_EPS
+from fsr_models.fsr import fsr_health
+from fsr_models.fsr.fsr_core import FSR
+from fsr_models.hub.folders import load_any_model
+from fsr_models.hub.weight_files import zoo_name
 
 REPORT_FILES = ("report.json", "report.md", "robustness_curve.png")  # what a run writes into --out
 CURVE_FILE = REPORT_FILES[2]

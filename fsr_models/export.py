@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from .cli import Parser
-from .datasets import load_dataset, to_float
-from .folders import load_any_model
+from fsr_models.cli import Parser
+from fsr_models.data import load_dataset, to_float
+from fsr_models.hub.folders import load_any_model
 
 FORMATS = ("onnx", "torch-export")
 TOLERANCE = 1e-4  # timm's onnx_validate: the largest difference of a logit

@@ -1,16 +1,18 @@
 """A tour of the zoo on real CIFAR-10 images: every network, what FSR computes, and the one folder layout that
 timm and transformers both load. Runs offline on a CPU in about a minute.
 
-    python -m fsr_models.tour [--data-dir DIR] [--images N] [--out DIR]
+    python -m fsr_models.tour [--data-dir DIR] [--images N] [--out DIR] [--weights hub/weights]
 
-The registered networks are freshly initialised (chance-level accuracy); the trained weights of a checkout's
-hub/weights/ are run on the same images. The example folder is temporary unless --out names one.
+The registered networks are freshly initialised (chance-level accuracy); trained weights (`--weights`: a folder of
+zoo folders, such as a checkout's hub/weights/) are run on the same images. The example folder is temporary unless
+--out names one.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from pathlib import Path
 
 import timm
 import torch
@@ -18,9 +20,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import AutoModelForImageClassification
 
 import fsr_models
-from fsr_models.datasets import load_cifar10
-from fsr_models.facts import CHECKOUT_WEIGHTS
-from fsr_models.folders import load_model, save_folder
+from fsr_models.data import load_cifar10
+from fsr_models.hub.folders import load_model, save_folder
 
 
 def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--images", type=int, default=32, help="test images to run (default 32)")
     parser.add_argument("--out", help="where to write the example Hub folder (default: a temporary folder)")
+    parser.add_argument(
+        "--weights", type=Path, help="a folder of trained zoo folders to run too (a checkout's hub/weights)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
 
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"CIFAR-10 test images: {tuple(x.shape)}, pixels in [{x.min():.2f}, {x.max():.2f}], labels {y[:8].tolist()}..."
     )
-    print(f"Published pretrained tags: {sorted(fsr_models.published()) or 'none yet (pretrained=True fails loudly)'}\n")
+    print(f"Pretrained weights of a tag come from the Hub, {fsr_models.HF_ORG}/<architecture>.<tag>\n")
 
     print(f"{'model':<16} {'params (M)':>10} {'GFLOPs':>8} {'top-1 (untrained)':>18}")
     for fsr_name, plain_name in fsr_models.ARCHITECTURES.values():
@@ -72,9 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         losses = fsr_models.FSRLoss.for_model(model).terms(out, y)
     print(f"  FSR losses on this batch (Eq. 3-5): L_sep {losses['sep']:.3f}, L_rec {losses['rec']:.3f}")
 
-    if CHECKOUT_WEIGHTS.is_dir():
-        print(f"\nTrained weights in this checkout ({CHECKOUT_WEIGHTS}), on the same {len(x)} images:")
-        for weights in sorted(p for p in CHECKOUT_WEIGHTS.iterdir() if (p / "config.json").is_file()):
+    if args.weights:
+        print(f"\nTrained weights in {args.weights}, on the same {len(x)} images:")
+        for weights in sorted(p for p in args.weights.iterdir() if (p / "config.json").is_file()):
             with torch.no_grad():
                 acc = (load_model(weights).eval()(x).argmax(1) == y).float().mean().item()
             print(f"  {weights.name:<28} top-1 {acc:.1%}")
@@ -95,7 +99,7 @@ def show_loaders(model: torch.nn.Module, x: torch.Tensor, folder: str) -> None:
     print(f"\nSaved {folder}/config.json + model.safetensors; the same logits from")
     print(f"  timm.create_model('local-dir:{folder}', pretrained=True): {torch.equal(by_timm, reference)}")
     print(f"  AutoModelForImageClassification.from_pretrained('{folder}'): {torch.equal(by_transformers, reference)}")
-    print(f"  fsr_models.folders.load_model('{folder}'): {torch.equal(by_load_model, reference)}")
+    print(f"  fsr_models.hub.folders.load_model('{folder}'): {torch.equal(by_load_model, reference)}")
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .attacks import pgd
-from .datasets import load_dataset, to_float
-from .evaluation.protocol import pgd_settings
-from .facts import PAPER_EPS
-from .folders import load_any_model
+from fsr_models.data import load_dataset, to_float
+from fsr_models.evaluation.attacks import pgd
+from fsr_models.evaluation.protocol import pgd_settings
+from fsr_models.facts.paper import PAPER_EPS
+from fsr_models.hub.folders import load_any_model
 
 PARTS = ("f_pos", "f_neg", "f_neg_recal")
 PART_TITLES = {

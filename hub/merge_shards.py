@@ -11,7 +11,7 @@ interrupted merge loses nothing: run the command again to finish it.
 import argparse
 import sys
 
-from fsr_models.weight_files import merge_shards
+from fsr_models.hub.weight_files import merge_shards
 
 
 def main(argv=None) -> int:

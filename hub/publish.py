@@ -24,11 +24,11 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from fsr_models import facts
-from fsr_models.card import paper_repo_id
-from fsr_models.repository import CARD_NAME, CONFIG_NAME, export_repo, hub_token, is_repo_folder, publish
+from fsr_models.hub.naming import paper_repo_id
+from fsr_models.hub.repository import CARD_NAME, CONFIG_NAME, export_repo, hub_token, is_repo_folder, publish
 
 ZOO = Path(__file__).resolve().parent / "weights"
+PUBLISHED = ZOO.with_name("published.json")  # what the zoo's documents (hub/zoo_card.py) list as on the Hub
 
 
 def main(argv=None) -> int:
@@ -69,11 +69,10 @@ def run(args, scratch: Path) -> int:
         print(f"commit {result['commit']}: {result['commit_url']}")
         if repo_id == paper_repo_id(json.loads((folder / CONFIG_NAME).read_text())):
             name = repo_id.split("/")[-1]
-            entries = sorted(facts.published() | {name})
-            facts.PUBLISHED_FILE.write_text(json.dumps(entries, indent=2) + "\n")
+            PUBLISHED.write_text(json.dumps(sorted(set(json.loads(PUBLISHED.read_text())) | {name}), indent=2) + "\n")
             print(
-                f"{name} is now listed in {facts.PUBLISHED_FILE}: from the next `import fsr_models`, "
-                f"timm.create_model('{name}', pretrained=True) downloads it. Next: python hub/zoo_card.py"
+                f"timm.create_model('{name}', pretrained=True) now downloads it; {PUBLISHED} lists it for the zoo's "
+                "documents. Next: python hub/zoo_card.py"
             )
     return 0
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Write the zoo's documents from the registered models, the paper's results (`fsr_models.facts`) and the records
-of each trained model in hub/weights/<model>.<tag>/, with the renderer of the Hub cards (`fsr_models.card`):
+"""Write the zoo's documents from the registered models, the paper's results (`fsr_models.facts.paper`) and the records
+of each trained model in hub/weights/<model>.<tag>/, with the renderer of the Hub cards (`fsr_models.hub`):
 MODEL_CARD.md; the measured part of each weights folder's README.md (between its `measured` marker lines);
 results/zoo_robustness.csv (every measured report, one row each); results/robustbench/<model>.json (RobustBench's
-model_info format); and each folder's preprocessor_config.json (the image processor its config.json gives).
+model_info format). Which tags are on the Hub is hub/published.json's to say (hub/publish.py adds each upload of a
+paper setting's repository).
 
     python hub/zoo_card.py            # rewrite them
     python hub/zoo_card.py --check    # exit 1 if any of them is not what the current files give
@@ -19,28 +20,26 @@ from pathlib import Path
 import timm
 
 import fsr_models
-from fsr_models.card import (
-    Record,
-    comparison_lines,
-    deviations,
-    headline_lines,
-    limits_lines,
-    measured_lines,
-    network_name,
-    read_record,
-    summary_line,
-    use_lines,
-)
 from fsr_models.evaluation.report import COLUMNS, column_title, eps_text, joined
-from fsr_models.facts import BACKBONES, HF_ORG, PAPER_EPOCHS, PAPER_RESULTS, twin_name
-from fsr_models.folders import IMAGE_PROCESSOR_NAME, image_processor_config
+from fsr_models.facts.networks import BACKBONES, HF_ORG, twin_name
+from fsr_models.facts.paper import PAPER_EPOCHS, PAPER_RESULTS
+from fsr_models.hub.card import limits_lines, use_lines
+from fsr_models.hub.measured_text import comparison_lines, headline_lines, measured_lines
+from fsr_models.hub.naming import deviations, network_name
+from fsr_models.hub.records import Record, read_record
+from fsr_models.hub.training_text import summary_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD, WEIGHTS = ROOT / "MODEL_CARD.md", ROOT / "hub" / "weights"
 RESULTS, ROBUSTBENCH = ROOT / "results" / "zoo_robustness.csv", ROOT / "results" / "robustbench"
 ROBUSTBENCH_ARCHITECTURES = {"resnet18": "ResNet-18", "vgg16": "VGG-16 (BN)", "wrn34_10": "WideResNet-34-10"}
+PUBLISHED = ROOT / "hub" / "published.json"  # the "<architecture>.<tag>" repositories uploaded by hub/publish.py
 GENERATED = "<!-- measured: written by python hub/zoo_card.py from the measured files; edit that script -->"
 END = "<!-- end of measured -->"
+
+
+def published_names() -> set[str]:
+    return set(json.loads(PUBLISHED.read_text()))
 
 
 def trained_weights() -> dict[str, Record]:
@@ -87,7 +86,7 @@ def robustbench_entry(name: str, record: Record) -> dict | None:
     autoattack = record.largest_with("autoattack")
     if autoattack is None:
         return None
-    fsr, published = bool(record.config.get("fsr_stages")), name in fsr_models.published()
+    fsr, published = bool(record.config.get("fsr_stages")), name in published_names()
     robust = f"{100 * autoattack['accuracy']['autoattack']:.2f}"
     footnote = f"AutoAttack (standard) on the first {autoattack['images']:,} test images, not all of them"
     if not published:
@@ -135,7 +134,7 @@ def models_table(trained: dict[str, Record]) -> list[str]:
         tags = [name.split(".", 1)[1] for name in timm.list_models(arch, include_tags=True) if "." in name]
         model = timm.create_model(arch)
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        published = [t for t in tags if f"{arch}.{t}" in fsr_models.published()]
+        published = [t for t in tags if f"{arch}.{t}" in published_names()]
         local = [t for t in tags if f"{arch}.{t}" in trained and t not in published]
         lines.append(
             f"| `{arch}` | {BACKBONES[backbone].name} | {'yes' if model.fsr_modules() else 'no'} | {params:.2f} | "
@@ -259,7 +258,6 @@ def main(argv=None) -> int:
         RESULTS: results_csv(trained),
         **{WEIGHTS / name / "README.md": weights_readme(name, record) for name, record in trained.items()},
         **{ROBUSTBENCH / f"{n}.json": json.dumps(e, indent=2) + "\n" for n, e in entries.items() if e is not None},
-        **{p.parent / IMAGE_PROCESSOR_NAME: image_processor_config(p.parent) for p in WEIGHTS.glob("*.*/config.json")},
     }
     stale = [path for path, text in files.items() if not path.is_file() or path.read_text() != text]
     for path in stale:
@@ -270,7 +268,7 @@ def main(argv=None) -> int:
             path.write_text(files[path])
             print(f"wrote {path}")
     if args.check and not stale:
-        print(f"{CARD}, {RESULTS}, {ROBUSTBENCH} and the weights folders' READMEs and image processors are up to date")
+        print(f"{CARD}, {RESULTS}, {ROBUSTBENCH} and the weights folders' READMEs are up to date")
     return 1 if args.check and stale else 0
 
 

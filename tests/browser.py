@@ -55,7 +55,7 @@ def chromedriver() -> str:
 
 def screenshot(path: str | Path, page: app.Page | None = None) -> dict[str, str]:
     """Serve the page on a free port, run one attack in headless Chromium, save the page as a PNG at `path`."""
-    demo = app.build(page)
+    demo = app.build(page, weights=Path(__file__).resolve().parents[1] / "hub" / "weights")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:

@@ -12,6 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+# No test reaches the real Hub: offline, and a port where nobody listens (set before huggingface_hub is imported; the
+# tests that serve a local Hub give their clients its address, online).
+os.environ |= {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
 if "PYTEST_XDIST_WORKER" in os.environ:  # two workers on two cores: one thread each (set before torch starts)
     os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -19,8 +22,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from fsr_models.datasets import SAMPLES, load_cifar10  # noqa: E402
-from fsr_models.folders import load_model  # noqa: E402
+from fsr_models.data import SAMPLES, load_cifar10  # noqa: E402
+from fsr_models.hub.folders import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "hub" / "weights"  # the committed zoo weights, one folder per <architecture>.<tag>

@@ -82,7 +82,7 @@ def run_client(endpoint: str, hf_home: Path, *parts: str, offline: bool = False)
         "HF_ENDPOINT": endpoint,
         "HF_HOME": str(hf_home),
         "HF_HUB_DISABLE_XET": "1",
-        **({"HF_HUB_OFFLINE": "1"} if offline else {}),
+        "HF_HUB_OFFLINE": "1" if offline else "0",
     }
     env.pop("HF_HUB_CACHE", None)
     result = subprocess.run(

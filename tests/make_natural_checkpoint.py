@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import fsr_models  # noqa: F401  (registers the networks)
-from fsr_models.datasets import load_dataset, to_float
-from fsr_models.folders import WEIGHTS_NAME, save_folder
+from fsr_models.data import load_dataset, to_float
+from fsr_models.hub.folders import WEIGHTS_NAME, save_folder
 
 OUT = Path(__file__).resolve().parent / "data" / "natural_resnet18_fsr"
 TINY = dict(layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])

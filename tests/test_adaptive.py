@@ -1,5 +1,5 @@
-"""The attacks designed against FSR (fsr_models.adaptive) and their place in the evaluation, on the committed small
-naturally trained ResNet-18-FSR (tests/data/)."""
+"""The attacks designed against FSR (fsr_models.evaluation.adaptive) and their place in the evaluation, on the
+committed small naturally trained ResNet-18-FSR (tests/data/)."""
 
 import json
 
@@ -7,10 +7,10 @@ import pytest
 import timm
 import torch
 
-from fsr_models import adaptive, attacks, evaluate
-from fsr_models.evaluation import evaluate_attacks
+from fsr_models import evaluate
+from fsr_models.evaluation import adaptive, attacks, evaluate_attacks
 from fsr_models.evaluation.protocol import ADAPTIVE
-from fsr_models.folders import load_model, save_folder
+from fsr_models.hub.folders import load_model, save_folder
 
 SMALL_EPS = 1 / 255  # small enough that PGD-20 leaves images of the natural network standing
 

@@ -5,12 +5,14 @@ import pytest
 
 pytest.importorskip("gradio", reason="the page needs the app extra: pip install -e .[app]")
 
+from conftest import ZOO  # noqa: E402
+
 from fsr_models import app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def page():
-    return app.Page()
+    return app.Page(weights=ZOO)
 
 
 def test_one_attack_gives_every_output_of_the_page(page):

@@ -17,11 +17,11 @@ from safetensors.torch import save_file
 from transformers import AutoModelForImageClassification, pipeline
 
 from fsr_models import FSRLoss, attach_fsr, evaluate
-from fsr_models.attacks import pgd
-from fsr_models.folders import load_model, save_folder
+from fsr_models.evaluation.attacks import pgd
 from fsr_models.fsr import highest_wrong_class
 from fsr_models.hf import FSRConfig, FSRForImageClassification
-from fsr_models.repository import PublishError, export_repo
+from fsr_models.hub.folders import load_model, save_folder
+from fsr_models.hub.repository import PublishError, export_repo
 from fsr_models.training import TrainConfig
 from fsr_models.training.loop import build_model
 

@@ -16,8 +16,8 @@ import yaml
 from conftest import ROOT, SHIPPED_FSR, load_script
 from hub_server import free_port, git, serving
 
-from fsr_models.facts import HF_ORG
-from fsr_models.repository import export_repo
+from fsr_models.facts.networks import HF_ORG
+from fsr_models.hub.repository import export_repo
 
 DOCUMENTS = ["README.md", "MODEL_CARD.md", *sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("docs/*.md"))]
 DOCUMENTS += sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("hub/weights/*/README.md"))
@@ -61,7 +61,7 @@ def test_the_documents_have_snippets():
 def test_snippet_runs_alone_in_a_fresh_interpreter(code, needs_hub, checkout, tmp_path, request):
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1"}
     if needs_hub:
-        env["HF_ENDPOINT"] = request.getfixturevalue("hub_endpoint")
+        env |= {"HF_ENDPOINT": request.getfixturevalue("hub_endpoint"), "HF_HUB_OFFLINE": "0"}
     else:
         env |= {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}  # nothing may come from a Hub
     work = tmp_path / "checkout"

@@ -29,10 +29,10 @@ from huggingface_hub import HfApi
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from fsr_models.datasets import SAMPLES
-from fsr_models.folders import IMAGE_PROCESSOR_NAME, load_model, save_folder
+from fsr_models.data import SAMPLES
 from fsr_models.hf import FSRConfig, FSRForImageClassification, image_processor
-from fsr_models.repository import AUTO_MAP, remote_model_class, write_remote_code
+from fsr_models.hub.folders import IMAGE_PROCESSOR_NAME, load_model, save_folder
+from fsr_models.hub.repository import AUTO_MAP, remote_model_class, write_remote_code
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_a_repository_timm_pushed_loads_through_timm_hf_hub(tmp_path, monkeypatc
             f"""
             import json, timm, torch
             import fsr_models
-            from fsr_models.folders import load_model
+            from fsr_models.hub.folders import load_model
             torch.manual_seed(0)
             x = torch.rand(2, 3, 32, 32)
             with torch.no_grad():

@@ -9,7 +9,7 @@ import pytest
 import timm
 
 from fsr_models import evaluate
-from fsr_models.folders import save_folder
+from fsr_models.hub.folders import save_folder
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +128,14 @@ def test_the_command_says_where_it_writes_keeps_earlier_reports_and_shows_its_de
     assert "(default: 1000)" in help_text and "(default: eval)" in help_text and "'autoattack']" in help_text
 
 
-def test_a_tag_without_published_weights_points_to_the_checkouts_folder(capsys):
+def test_a_tag_whose_weights_cannot_be_had_names_the_folder_that_works(capsys):
     err = user_error(capsys, "resnet18_plain.at_cifar10", "--data-dir", "sample", "--n", "2")
-    assert "resnet18_plain.at_cifar10 has no weights published on the Hub yet: give MODEL as the folder" in err
-    assert "hub/weights/resnet18_plain.at_cifar10" in err and "timm.create_model" not in err  # the command's words
+    assert err.startswith("error: resnet18_plain.at_cifar10 has pretrained weights that are not in the local cache")
+    assert err.rstrip().endswith(
+        "; or give MODEL as the folder of trained weights (a checkout of fsr-zoo holds them in "
+        "hub/weights/<architecture>.<tag>)"
+    )
+    assert "timm.create_model" not in err  # the command's words
 
 
 def test_an_earlier_report_in_out_does_not_hide_a_wrong_input(folder, tmp_path, capsys):

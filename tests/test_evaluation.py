@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from conftest import SHIPPED_FSR
 from PIL import Image
 
-import fsr_models.folders
-from fsr_models import attacks, evaluate, evaluation
-from fsr_models.evaluation import checks
+import fsr_models.hub.folders
+from fsr_models import evaluate, evaluation
+from fsr_models.evaluation import attacks, checks
 from fsr_models.evaluation.checks import fsr_active_check
 from fsr_models.evaluation.plot import plot_curve
 from fsr_models.fsr import fsr_health, fsr_health_problems
@@ -225,11 +225,13 @@ def test_plain_timm_model_evaluates_too(test_batch):
 
 def test_evaluation_command_fails_early_on_models_it_cannot_evaluate(tmp_path, capsys):
     folder = tmp_path / "plain"
-    fsr_models.folders.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]), folder)
+    fsr_models.hub.folders.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64]), folder)
     with pytest.raises(SystemExit) as exit_:
         evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--features", "--out", str(tmp_path / "r")])
     assert exit_.value.code == 2 and "--features needs an FSR network" in capsys.readouterr().err
-    fsr_models.folders.save_folder(timm.create_model("resnet18_plain", widths=[8, 16, 32, 64], num_classes=100), folder)
+    fsr_models.hub.folders.save_folder(
+        timm.create_model("resnet18_plain", widths=[8, 16, 32, 64], num_classes=100), folder
+    )
     with pytest.raises(SystemExit) as exit_:
         evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--out", str(tmp_path / "r")])
     assert exit_.value.code == 2 and f"{folder} has 100 classes, cifar10 has 10" in capsys.readouterr().err
@@ -275,7 +277,7 @@ def test_sanity_fails_when_the_recalibration_net_is_dead(test_batch, tmp_path, c
     model = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
     fresh = fsr_active_check(fsr_health(model, test_batch[0][:8]))
     assert fresh == {"check": evaluation.FSR_CHECK, "passed": True, "detail": []}  # an untrained FSR is active
-    fsr_models.folders.save_folder(dead_recalibration(model), tmp_path / "model")
+    fsr_models.hub.folders.save_folder(dead_recalibration(model), tmp_path / "model")
     code = evaluate.main(
         [
             str(tmp_path / "model"),
@@ -302,7 +304,7 @@ def test_shipped_fsr_weights_have_a_working_recalibration_net(test_batch):
     """What `--sanity` reports for hub/weights/resnet18_fsr.at_cifar10 (the whole command on the full network takes
     minutes): what R adds to f- is about as large as f-, with a minority of the units after its second ReLU live,
     which is no problem."""
-    health = fsr_health(fsr_models.folders.load_model(SHIPPED_FSR), test_batch[0][:16])
+    health = fsr_health(fsr_models.hub.folders.load_model(SHIPPED_FSR), test_batch[0][:16])
     assert fsr_active_check(health) == {"check": evaluation.FSR_CHECK, "passed": True, "detail": []}
     assert health["fsr4"]["r_contribution"] > 0.5 and 0 < health["fsr4"]["r_live_2"] < 0.5
 

@@ -9,8 +9,8 @@ import torch
 from conftest import SHIPPED_FSR
 
 from fsr_models import export
-from fsr_models.datasets import load_cifar10
-from fsr_models.facts import ARCHITECTURES
+from fsr_models.data import load_cifar10
+from fsr_models.facts.networks import ARCHITECTURES
 
 SMALL = {"resnet18": {"widths": [8, 16, 32, 64]}, "vgg16": {}, "wrn34_10": {"depth": 10, "widen_factor": 1}}
 

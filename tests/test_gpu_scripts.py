@@ -17,7 +17,7 @@ import timm
 import torch
 from conftest import ROOT, TINY_ARGS, TRAIN_CONFIG, load_script
 
-from fsr_models.folders import FSR_HEADS_NAME, WEIGHTS_NAME, load_model
+from fsr_models.hub.folders import FSR_HEADS_NAME, WEIGHTS_NAME, load_model
 
 
 def progress(out):
@@ -235,15 +235,25 @@ def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_1
 
 
 def test_gpu_script_keeps_each_configs_plan_in_a_folder_of_its_own(tmp_path):
-    # PYTHON=true turns every Python step into a no-op (the call then fails for want of weights): what is left is
-    # where each plan lives, so that the plain twin's command never resumes the finished FSR run
+    """Where each plan lives, so that the plain twin's command never resumes the finished FSR run: a fake python
+    records each call's arguments (the call then fails for want of weights to return, as it says)."""
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$*" | tee -a {tmp_path / "calls.txt"}\n')
+    fake.chmod(0o755)
     for name in ("resnet18_fsr_at_cifar10_b128_30ep", "resnet18_plain_at_cifar10_b128_30ep"):
-        subprocess.run(
+        result = subprocess.run(
             ["bash", str(ROOT / "training" / "gpu_run.sh"), str(ROOT / f"training/configs/{name}.yaml"), "1"],
             cwd=tmp_path,
-            env={**os.environ, "PLAN": "1", "PYTHON": "true", "OUT": str(tmp_path / "out")},
+            env={**os.environ, "PLAN": "1", "PYTHON": str(fake), "OUT": str(tmp_path / "out")},
             capture_output=True,
+            text=True,
         )
+        assert result.returncode != 0 and f"runs/gpu-run-{name}/best/*.safetensors" in result.stderr, result.stderr
+    trainings = [line for line in (tmp_path / "calls.txt").read_text().splitlines() if "train.py" in line]
+    assert [re.search(r"output_dir=(\S+)", line).group(1) for line in trainings] == [
+        "runs/gpu-run-resnet18_fsr_at_cifar10_b128_30ep",
+        "runs/gpu-run-resnet18_plain_at_cifar10_b128_30ep",
+    ]
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
         "gpu-run-resnet18_fsr_at_cifar10_b128_30ep",
         "gpu-run-resnet18_plain_at_cifar10_b128_30ep",

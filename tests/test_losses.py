@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsr_models.losses import classification_loss, mart_loss, trades_kl, trades_loss
+from fsr_models.training.losses import classification_loss, mart_loss, trades_kl, trades_loss
 
 NAT = [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]
 ADV = [[0.5, 1.0, -0.5], [0.0, 0.5, 1.0]]

@@ -1,7 +1,6 @@
 """The networks as timm models: sizes (paper Table 7), registration and cfgs, the timm interface, FSR behaviour."""
 
 import math
-import re
 import warnings
 
 import pytest
@@ -9,11 +8,12 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import SHIPPED_FSR
 from torch.utils.flop_counter import FlopCounterMode
 
 import fsr_models
 from fsr_models import FSRLoss, FSROutput
-from fsr_models.datasets import load_cifar10
+from fsr_models.data import load_cifar10
 
 ALL = [name for pair in fsr_models.ARCHITECTURES.values() for name in pair]
 SMALL_WRN = dict(widen_factor=1)  # tests of mechanics use WRN-34-1; sizes are checked at full width
@@ -90,20 +90,26 @@ def test_tags_set_the_number_of_classes(tag, classes, size):
     assert labels is None if tag == "at_tiny_imagenet" else len(labels) == classes
 
 
-def test_pretrained_without_published_weights_fails_clearly():
-    assert not fsr_models.PUBLISHED  # no weights exist yet: every tag must refuse
-    for name in ("resnet18_fsr", "vgg16_plain.mart_cifar10"):
-        with pytest.raises(RuntimeError, match="No pretrained weights are published on the Hub") as error:
-            timm.create_model(name, pretrained=True)
-    assert "vgg16_plain's tags with published weights: none yet" in str(error.value)
-    # a tag whose trained weights ship in the checkout: the error says where, and the line that loads them
-    folder = fsr_models.facts.CHECKOUT_WEIGHTS / "resnet18_fsr.at_cifar10"
-    with pytest.raises(RuntimeError, match=re.escape(f"timm.create_model('local-dir:{folder}', pretrained=True)")):
-        timm.create_model("resnet18_fsr.at_cifar10", pretrained=True)
-    model = timm.create_model(f"local-dir:{folder}", pretrained=True)  # which works
+def test_every_paper_tag_names_its_hub_repository_and_asks_it_for_safetensors_only():
+    cfgs = {name: timm.models.get_pretrained_cfg(name) for name in timm.list_models("*_fsr", include_tags=True)}
+    assert len(cfgs) == 3 * len(fsr_models.PAPER_TAGS)
+    for name, cfg in cfgs.items():
+        assert cfg.hf_hub_id == f"fsr-zoo/{name}" and cfg.hf_hub_filename == "model.safetensors"
+
+
+def test_pretrained_weights_that_cannot_be_had_fail_with_what_loads_instead():
+    # the tests' Hub is unreachable and the cache empty: the error says so and names the loaders that work
+    with pytest.raises(RuntimeError) as error:
+        timm.create_model("vgg16_plain.mart_cifar10", pretrained=True)
+    assert str(error.value).startswith(
+        "vgg16_plain.mart_cifar10 has pretrained weights that are not in the local cache, and the Hub cannot be "
+        "reached (no network, or HF_HUB_OFFLINE is set): load them once while online (fsr-zoo/vgg16_plain.mart_cifar10)"
+    )
+    assert "timm.create_model('local-dir:<folder>', pretrained=True)" in str(error.value)
+    with pytest.raises(RuntimeError, match="fsr_attached has no weights published on the Hub yet"):
+        timm.create_model("fsr_attached", pretrained=True)  # no tag of it has weights: refused before any download
+    model = timm.create_model(f"local-dir:{SHIPPED_FSR}", pretrained=True)  # which works
     assert model.pretrained_cfg["tag"] == "at_cifar10"
-    cfgs = [timm.models.get_pretrained_cfg(name) for name in timm.list_models("*_fsr", include_tags=True)]
-    assert len(cfgs) == 3 * len(fsr_models.PAPER_TAGS) and not any(c.has_weights for c in cfgs)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -16,10 +16,10 @@ import torch
 from conftest import SHIPPED_FSR, SMALL_RESNET, trained_looking
 from transformers.dynamic_module_utils import get_class_from_dynamic_module, get_imports, get_relative_imports
 
-from fsr_models import fsr_core
-from fsr_models.facts import BACKBONES
-from fsr_models.folders import load_model, save_folder
-from fsr_models.repository import (
+from fsr_models.facts.networks import BACKBONES
+from fsr_models.fsr import fsr_core
+from fsr_models.hub.folders import load_model, save_folder
+from fsr_models.hub.repository import (
     AUTO_MAP,
     REMOTE_CODE_SOURCES,
     PublishError,

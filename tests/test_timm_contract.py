@@ -11,7 +11,7 @@ import torch
 from timm.models._features import FeatureGetterNet, FeatureListNet
 
 import fsr_models
-from fsr_models.fsr_core import FSR
+from fsr_models.fsr.fsr_core import FSR
 
 ALL = [name for pair in fsr_models.ARCHITECTURES.values() for name in pair]
 # Tests of mechanics use narrow networks of the same structure; cfg tests build the real sizes on the meta device.

@@ -6,10 +6,11 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from conftest import ZOO
 from PIL import Image
 
 from fsr_models import tour
-from fsr_models.datasets import load_cifar10, load_dataset
+from fsr_models.data import load_cifar10, load_dataset
 
 
 def test_shipped_sample_is_the_start_of_the_real_test_set():
@@ -81,11 +82,11 @@ def test_tiny_imagenet_folder_layout(tmp_path):
 def test_tour_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))  # where the tour's temporary folder goes
     (tmp_path / "scratch").mkdir()
-    tour.main(["--images", "8"])
+    tour.main(["--images", "8", "--weights", str(ZOO)])
     out = capsys.readouterr().out
     assert "resnet18_fsr" in out and "wrn34_10_plain" in out
     assert not list((tmp_path / "scratch").iterdir())  # the example folder is gone with the run
-    assert re.search(r"resnet18_plain\.at_cifar10 +top-1 \d+\.\d%", out)  # the trained weights of the checkout
+    assert re.search(r"resnet18_plain\.at_cifar10 +top-1 \d+\.\d%", out)  # the trained weights of --weights
     assert "eval forward twice, identical logits: True" in out
     assert out.count("pretrained=True): True") == 1 and "from_pretrained" in out and out.rstrip().endswith("True")
     tour.main(["--images", "2", "--out", str(tmp_path / "kept")])  # --out keeps the example folder

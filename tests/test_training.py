@@ -30,11 +30,13 @@ from safetensors.torch import load_file
 
 import fsr_models
 from fsr_models import training
-from fsr_models.attacks import pgd
-from fsr_models.card import model_card, read_record
 from fsr_models.evaluation import make_report, pgd_settings
-from fsr_models.facts import PAPER_TAGS, scaled_lr
-from fsr_models.folders import FSR_HEADS_NAME, load_model, save_folder
+from fsr_models.evaluation.attacks import pgd
+from fsr_models.facts.paper import PAPER_TAGS
+from fsr_models.hub.card import model_card
+from fsr_models.hub.folders import FSR_HEADS_NAME, load_model, save_folder
+from fsr_models.hub.records import read_record
+from fsr_models.training.config import scaled_lr
 
 TRAIN = ROOT / "training" / "train.py"
 TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -244,9 +246,21 @@ def test_a_compiled_run_plans_from_its_second_epoch_not_the_one_that_compiled(ca
     pieces = training.TrainConfig(compile="default", epochs=30, stop_after_min=7.6)
     training.plan_from_epoch(pieces, {"epochs": 30}, 2, 14.0, 74.0, accelerator)
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "14.0 s per epoch: this call's 7.6 min fit about 32 epochs (to epoch 30 of 30); the plan needs about 1 "
+        "14.0 s per epoch: this call's 7.6 min fit about 27 more epochs (to epoch 29 of 30); the plan needs about 2 "
         "call(s) of 7.6 min in all"
     )
+
+
+@pytest.mark.parametrize("seconds, elapsed, minutes", [(5.0, 6.0, 0.2), (14.0, 74.0, 7.6), (3.0, 0.0, 0.1)])
+def test_the_plan_names_the_epoch_the_call_stops_after(seconds, elapsed, minutes):
+    """The epoch that plan_message says a call reaches is the one after which time_limit_reached stops it."""
+    accelerator = Accelerator(cpu=True)
+    cfg = training.TrainConfig(epochs=40, stop_after_min=minutes)
+    named = int(re.search(r"to epoch (\d+) of", training.plan_message(seconds, 1, 40, minutes, elapsed)).group(1))
+    epoch = 1
+    while epoch < 40 and training.time_limit_reached(cfg, elapsed, seconds, accelerator) is None:
+        epoch, elapsed = epoch + 1, elapsed + seconds
+    assert named == epoch
 
 
 def fine_tune_args(out, source):
@@ -300,8 +314,14 @@ def test_fine_tuning_keeps_the_start_when_no_epoch_beats_it(train_script, tmp_pa
 def test_fine_tuning_from_a_tag_without_published_weights_names_the_init_that_works(train_script, tmp_path, capsys):
     assert train_script.main(fine_tune_args(tmp_path / "tuned", "resnet18_fsr.at_cifar10")) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: init=resnet18_fsr.at_cifar10 has no weights published on the Hub yet: give init=")
-    assert line.endswith(f"init={SHIPPED_FSR}, where this checkout holds them") and "local-dir" not in line
+    assert line.startswith("error: init=resnet18_fsr.at_cifar10 has pretrained weights that are not in the local cache")
+    assert (
+        line.endswith(
+            "; or give init=<the folder of trained weights> (a checkout of fsr-zoo holds them in "
+            "hub/weights/<architecture>.<tag>)"
+        )
+        and "local-dir" not in line
+    )
 
 
 def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys):

@@ -8,7 +8,7 @@ from conftest import SHIPPED_FSR, SHIPPED_PLAIN
 from PIL import Image
 
 from fsr_models import visualize
-from fsr_models.datasets import load_cifar10
+from fsr_models.data import load_cifar10
 
 SMALL = {"resnet18": {"layers": [1, 1, 1, 1], "widths": [8, 16, 32, 64]}, "vgg16": {}, "wrn34_10": {"depth": 10}}
 

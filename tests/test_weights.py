@@ -8,10 +8,10 @@ import torch
 from conftest import ZOO
 from transformers import AutoModelForImageClassification
 
-from fsr_models.card import read_record
-from fsr_models.datasets import load_dataset, to_float
-from fsr_models.folders import image_processor_config, load_model
-from fsr_models.weight_files import IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors
+from fsr_models.data import load_dataset, to_float
+from fsr_models.hub.folders import image_processor_config, load_model
+from fsr_models.hub.records import read_record
+from fsr_models.hub.weight_files import IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors
 
 FOLDERS = sorted(p for p in ZOO.glob("*.*") if (p / "config.json").is_file())
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import matplotlib
 import yaml
 
-from fsr_models.facts import scaled_lr
 from fsr_models.training import ConfigError, config_values, load_config
+from fsr_models.training.config import scaled_lr
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402

@@ -11,7 +11,7 @@ eval mode with input gradients from `torch.autograd.grad`, so nothing leaks into
 forward/backward per step. The output folder holds:
   checkpoint/       Accelerate state after the last finished epoch (model, optimiser, RNG) and progress.json
   best/             the weights with the best PGD accuracy on the held-out validation slice (Hub layout)
-  model/            best/ plus the final test metrics: what `fsr_models.folders.load_model` and the Hub publish
+  model/            best/ plus the final test metrics: what `fsr_models.hub.folders.load_model` and the Hub publish
   metrics.jsonl     one line per epoch (FSR health figures included); TensorBoard logs under tensorboard/
 best/ and model/ also hold the trained FSR auxiliary heads (fsr_heads.safetensors), which fine-tuning reloads.
 """

@@ -8,9 +8,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import attacks
-from ..fsr import R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
-from .protocol import batched, correct, pgd_settings, robustness_curve
+from fsr_models.evaluation import attacks
+from fsr_models.evaluation.protocol import batched, correct, pgd_settings, robustness_curve
+from fsr_models.fsr import R_CONTRIBUTION_MIN, fsr_health, fsr_health_problems
 
 FSR_CHECK = (
     f"every FSR module is active (R's contribution above {R_CONTRIBUTION_MIN:g}, S and R keep live units after "

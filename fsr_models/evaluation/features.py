@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import attacks
-from .protocol import batched, correct, pgd_settings
+from fsr_models.evaluation import attacks
+from fsr_models.evaluation.protocol import batched, correct, pgd_settings
 
 
 def knn_accuracy(features, labels, bank, bank_labels, k, temperature=0.1, num_classes=None) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..facts import PAPER_EPS
+from fsr_models.facts.paper import PAPER_EPS
 
 
 def plot_curve(report: dict, path: Path):

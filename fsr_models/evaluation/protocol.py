@@ -8,11 +8,11 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from .. import adaptive, attacks
-from ..facts import PAPER_EPS
+from fsr_models.evaluation import adaptive, attacks
+from fsr_models.facts.paper import PAPER_EPS
 
 WHITE_BOX = ("natural", "fgsm", "pgd20", "pgd100", "cw")  # Ensemble is over these (the paper's set A, clean included)
-# Attacks designed against FSR (fsr_models.adaptive); each keeps the per-image worst case with PGD-20.
+# Attacks designed against FSR (fsr_models.evaluation.adaptive); each keeps the per-image worst case with PGD-20.
 ADAPTIVE = ("mask_surrogate", "mask_surrogate_apgd", "feature_space", "transfer_twin", "transfer_without_rec")
 # The temperature factors T of the softened mask, sigmoid(r / (tau * T)): from near the test-time tau to far above it
 SURROGATE_TEMPERATURES = [2.0, 10.0, 100.0, 1000.0]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from huggingface_hub import EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
-from ..facts import DATASETS, PAPER_EPS, is_paper_eps
-from .protocol import SURROGATE_TEMPERATURES, attack_settings
+from fsr_models.evaluation.protocol import SURROGATE_TEMPERATURES, attack_settings
+from fsr_models.facts.datasets import DATASETS
+from fsr_models.facts.paper import PAPER_EPS, is_paper_eps
 
 COLUMNS = {  # report key -> column title, in the paper's order
     "natural": "Natural",

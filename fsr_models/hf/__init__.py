@@ -4,10 +4,10 @@ AutoImageProcessor on import."""
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-from ..models import _build
-from .configuration_fsr import FSRConfig, read_folder_config
-from .image_processing_fsr import FSRImageProcessor, FSRImageProcessorPil, image_processor
-from .modeling_fsr import FSRForImageClassification, FSRPreTrainedModel
+from fsr_models.hf.configuration_fsr import FSRConfig, read_folder_config
+from fsr_models.hf.image_processing_fsr import FSRImageProcessor, FSRImageProcessorPil, image_processor
+from fsr_models.hf.modeling_fsr import FSRForImageClassification, FSRPreTrainedModel
+from fsr_models.models import _build
 
 AutoConfig.register(FSRConfig.model_type, FSRConfig, exist_ok=True)
 AutoModelForImageClassification.register(FSRConfig, FSRForImageClassification, exist_ok=True)

@@ -23,8 +23,8 @@ from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
-from ..facts import BACKBONES
-from ..fsr_core import check_fsr_config
+from fsr_models.facts.networks import BACKBONES
+from fsr_models.fsr.fsr_core import check_fsr_config
 
 logger = logging.get_logger(__name__)
 
@@ -188,11 +188,13 @@ class FSRConfig(PreTrainedConfig):
             self.fsr_stages = list(self.fsr_stages)
         if self.pretrained_cfg is None:  # timm's registered defaults (input size, identity mean/std, paper) sans tag
             if self.timm_backbone:  # the timm CNN's, FSR attached (models import this module: imported here)
-                from ..models.attached import attached_pretrained_cfg
+                from fsr_models.models.attached import attached_pretrained_cfg
 
                 defaults = attached_pretrained_cfg(get_pretrained_cfg(self.timm_backbone).to_dict())
             else:
                 defaults = get_pretrained_cfg(self.timm_architecture).to_dict()
+            # where a tag's weights come from (its Hub id) is not part of a config, as timm's own saved configs
+            defaults = filter_pretrained_cfg(defaults, remove_source=True, remove_null=False)
             self.pretrained_cfg = {k: v for k, v in defaults.items() if k not in ("tag", "num_classes", "label_names")}
         # Labels are transformers' id2label / num_labels (which from_pretrained may override); timm's copies of
         # them are rewritten on save. The architecture keys must agree with the named fields.

@@ -9,8 +9,8 @@ Hub repository carries (`remote/image_processing_fsr.py`), so the two cannot dif
 
 from transformers import ViTImageProcessor
 
-from .configuration_fsr import FSRConfig
-from .remote.image_processing_fsr import FSRImageProcessor, FSRImageProcessorPil, preprocessor_config
+from fsr_models.hf.configuration_fsr import FSRConfig
+from fsr_models.hf.remote.image_processing_fsr import FSRImageProcessor, FSRImageProcessorPil, preprocessor_config
 
 __all__ = ["FSRImageProcessor", "FSRImageProcessorPil", "image_processor", "preprocessor_config"]
 

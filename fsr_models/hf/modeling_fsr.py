@@ -13,9 +13,9 @@ from safetensors import SafetensorError
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from ..fsr_core import warn_unless_input_size
-from .configuration_fsr import FSRConfig
-from .image_processing_fsr import image_processor
+from fsr_models.fsr.fsr_core import warn_unless_input_size
+from fsr_models.hf.configuration_fsr import FSRConfig
+from fsr_models.hf.image_processing_fsr import image_processor
 
 
 class FSRPreTrainedModel(PreTrainedModel):

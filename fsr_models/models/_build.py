@@ -1,23 +1,36 @@
 """Building the zoo's networks with timm: the pretrained cfgs of the paper's settings, and the checks before a build."""
 
 import torch.nn as nn
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
-from ..facts import ARCHITECTURES, BACKBONES, CHECKOUT_WEIGHTS, DATASETS, HF_ORG, PAPER_TAGS, published
-from ..fsr_core import FSR
-from ..weight_files import check_one_weights_file
+from fsr_models.facts.datasets import DATASETS
+from fsr_models.facts.networks import ARCHITECTURES, BACKBONES, HF_ORG
+from fsr_models.facts.paper import PAPER_TAGS
+from fsr_models.fsr.fsr_core import FSR
+from fsr_models.hub.weight_files import WEIGHTS_NAME, check_one_weights_file
 
 # Checks of a `local-dir:` folder's config.json before timm builds from it: fsr_models.hf adds its config's, so that
 # timm refuses the config.json that transformers refuses, without the networks depending on the transformers layer.
 FOLDER_CONFIG_CHECKS = []
+# Where a git checkout of fsr-zoo keeps trained weights, named in messages (the library never looks there itself).
+CHECKOUT_FOLDERS = "hub/weights/<architecture>.<tag>"
 
 
-def _cfg(arch: str, tag: str, reduction: int, hub_names: frozenset[str], **kwargs) -> dict:
+def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
     data = DATASETS[tag.split("_", 1)[1]]
     name = f"{arch}.{tag}"
     size = data.input_size
     return {
-        "hf_hub_id": f"{HF_ORG}/{name}" if name in hub_names else None,
+        # Every paper setting has its repository id, as timm's cfgs do: whether its weights are uploaded is the Hub's
+        # to say when they are asked for (`NoPublishedWeights`). Only the safetensors file, never a pickle.
+        "hf_hub_id": f"{HF_ORG}/{name}",
+        "hf_hub_filename": WEIGHTS_NAME,
         "num_classes": data.num_classes,
         "label_names": data.label_names,
         "input_size": size,
@@ -40,39 +53,33 @@ def paper_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
     """One cfg per paper setting of both architectures of `backbone` (with FSR, plain), "arch.tag" -> cfg, for
     `generate_default_cfgs`."""
     reduction = BACKBONES[backbone].reduction  # the stride of forward_features' output
-    hub_names = published()  # read once, not per tag
     return {
-        f"{arch}.{tag}": _cfg(arch, tag, reduction, hub_names, **kwargs)
-        for arch in ARCHITECTURES[backbone]
-        for tag in PAPER_TAGS
+        f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for arch in ARCHITECTURES[backbone] for tag in PAPER_TAGS
     }
 
 
 class NoPublishedWeights(RuntimeError):
-    """pretrained=True for a tag whose weights are not on the Hub; says what exists and the line that loads it."""
+    """pretrained=True for a name whose weights cannot be had: not on the Hub, or not cached while the Hub cannot be
+    reached (`offline`); says what loads instead."""
 
-    def __init__(self, name: str):
-        self.name = name
-        self.folder = CHECKOUT_WEIGHTS / name  # trained weights beside the code, in a checkout
-        variant = name.split(".")[0]
-        published_tags = sorted(p for p in published() if p.startswith(f"{variant}.")) or "none yet"
-        if self.folder.is_dir():
-            where = (
-                f"this checkout has them in {self.folder}: "
-                f"timm.create_model('local-dir:{self.folder}', pretrained=True) loads them"
-            )
-        else:
-            trained = sorted(p.name for p in CHECKOUT_WEIGHTS.glob(f"{variant}.*")) if CHECKOUT_WEIGHTS.is_dir() else []
-            where = (
-                f"{variant}'s tags with published weights: {published_tags}; trained weights in this checkout: "
-                f"{trained or 'none'}. Use pretrained=False for random init, or load a saved folder with "
-                "timm.create_model('local-dir:<folder>', pretrained=True)"
-            )
-        super().__init__(f"No pretrained weights are published on the Hub for {name}; {where}")
+    def __init__(self, name: str, offline: bool = False):
+        self.name, self.offline = name, offline
+        # what a command says after the name it was given
+        self.reason = (
+            "has pretrained weights that are not in the local cache, and the Hub cannot be reached (no network, or "
+            "HF_HUB_OFFLINE is set): load them once while online"
+            if offline
+            else "has no weights published on the Hub yet"
+        )
+        super().__init__(
+            f"{name} {self.reason} ({HF_ORG}/{name}); use pretrained=False for random init, or load trained weights "
+            "from their folder with timm.create_model('local-dir:<folder>', pretrained=True) (a checkout of fsr-zoo "
+            f"holds its trained weights in {CHECKOUT_FOLDERS})"
+        )
 
 
 def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> None:
-    """Fail before building when pretrained weights are asked for and none exist (timm would say less)."""
+    """Fail before building when pretrained weights are asked for and none are named (timm would say less)."""
     if not pretrained:
         return
     cfg = resolve_pretrained_cfg(
@@ -81,7 +88,17 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> 
         pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     )
     if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
-        raise NoPublishedWeights(f"{variant}.{cfg.tag}")
+        raise NoPublishedWeights(_tagged(variant, kwargs))
+
+
+def _tagged(variant: str, kwargs: dict) -> str:
+    """'<architecture>.<tag>' of a build, as timm resolves its pretrained cfg."""
+    cfg = resolve_pretrained_cfg(
+        variant,
+        pretrained_cfg=kwargs.get("pretrained_cfg"),
+        pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
+    )
+    return f"{variant}.{cfg.tag}" if cfg.tag else variant
 
 
 def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:
@@ -99,6 +116,11 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
         for check in FOLDER_CONFIG_CHECKS:
             check(cfg["file"])
         check_one_weights_file(cfg["file"])
-    model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
+    try:
+        model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
+    except LocalEntryNotFoundError as e:
+        raise NoPublishedWeights(_tagged(variant, kwargs), offline=True) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
+        raise NoPublishedWeights(_tagged(variant, kwargs)) from e
     model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
     return model

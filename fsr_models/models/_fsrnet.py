@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from timm.layers import create_classifier, get_device_dtype, register_notrace_function
 from timm.models._features import feature_take_indices
 
-from ..fsr import FSROutput
-from ..fsr_core import FSR, FSRParts
+from fsr_models.fsr import FSROutput
+from fsr_models.fsr.fsr_core import FSR, FSRParts
 
 # The head: what forward_head runs after the features.
 HEAD_MODULES = ("pre_logits", "global_pool", "fc")

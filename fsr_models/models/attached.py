@@ -9,7 +9,7 @@ keep their names under `base.` (FSR's are under `fsr.`).
 The network takes RGB pixels in [0, 1] and normalises them inside with the backbone's mean and std, so that attacks
 and their eps work in pixel space, as for the zoo's networks; its `pretrained_cfg` says mean 0 and std 1 for that
 reason. It is registered with timm as `fsr_attached` (`base_model=<timm name>`), the architecture a saved folder's
-config.json names, so that timm's `local-dir:`, transformers' Auto classes and `fsr_models.folders.load_model`
+config.json names, so that timm's `local-dir:`, transformers' Auto classes and `fsr_models.hub.folders.load_model`
 rebuild it.
 """
 
@@ -27,11 +27,11 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models import generate_default_cfgs, register_model
 from timm.models._pretrained import PretrainedCfg
 
-from ..fsr import FSROutput
-from ..fsr_core import FSR, FSRParts
-from ._build import build_network
-from ._fsrnet import check_weights_fit, checked_images
-from ._init import init_pytorch_default
+from fsr_models.fsr import FSROutput
+from fsr_models.fsr.fsr_core import FSR, FSRParts
+from fsr_models.models._build import build_network
+from fsr_models.models._fsrnet import check_weights_fit, checked_images
+from fsr_models.models._init import init_pytorch_default
 
 __all__ = ["FSRAttached", "attach_fsr"]
 

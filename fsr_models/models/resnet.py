@@ -10,10 +10,10 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, downsample_conv
 
-from ..facts import BACKBONES
-from ._build import build_fsr, build_network, paper_cfgs
-from ._fsrnet import FSRNet
-from ._init import init_pytorch_default
+from fsr_models.facts.networks import BACKBONES
+from fsr_models.models._build import build_fsr, build_network, paper_cfgs
+from fsr_models.models._fsrnet import FSRNet
+from fsr_models.models._init import init_pytorch_default
 
 __all__ = ["CifarResNet"]
 

@@ -12,11 +12,11 @@ import torch.nn as nn
 from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs, register_model
 
-from ..facts import BACKBONES
-from ..fsr_core import VGG16_STAGES
-from ._build import build_fsr, build_network, paper_cfgs
-from ._fsrnet import FSRNet
-from ._init import init_vgg
+from fsr_models.facts.networks import BACKBONES
+from fsr_models.fsr.fsr_core import VGG16_STAGES
+from fsr_models.models._build import build_fsr, build_network, paper_cfgs
+from fsr_models.models._fsrnet import FSRNet
+from fsr_models.models._init import init_vgg
 
 __all__ = ["CifarVGG"]
 

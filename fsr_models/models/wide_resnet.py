@@ -11,10 +11,10 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from ..facts import BACKBONES
-from ._build import build_fsr, build_network, paper_cfgs
-from ._fsrnet import FSRNet
-from ._init import init_wide_resnet
+from fsr_models.facts.networks import BACKBONES
+from fsr_models.models._build import build_fsr, build_network, paper_cfgs
+from fsr_models.models._fsrnet import FSRNet
+from fsr_models.models._init import init_wide_resnet
 
 __all__ = ["WideResNet"]
 

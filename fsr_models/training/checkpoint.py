@@ -15,8 +15,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast
 
-from ..facts import milestone_epochs
-from .config import COLLAPSE_FLOOR, ConfigError, TrainConfig, load_config, resumed_config
+from fsr_models.training.config import (
+    COLLAPSE_FLOOR,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    milestone_epochs,
+    resumed_config,
+)
 
 
 @dataclass
@@ -132,16 +138,19 @@ def swap(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float | None) -> str:
-    """How many epochs this call fits at the measured speed, and how many calls the plan still needs."""
+def plan_message(seconds_per_epoch: float, done: int, total: int, minutes: float | None, elapsed: float = 0.0) -> str:
+    """How many more epochs this call fits at the measured speed after the `elapsed` seconds it has run (the epoch
+    the stop rule of `time_limit_reached` stops after), and how many calls the plan still needs."""
     if not minutes:
         minutes_left = (total - done) * seconds_per_epoch / 60
         return f"{seconds_per_epoch:.1f} s per epoch: epochs {done + 1}-{total} take about {minutes_left:.1f} min"
-    fits = max(1, math.floor(minutes * 60 / seconds_per_epoch))
-    calls = math.ceil((total - done) / fits)
+    more = min(total - done, max(0, math.floor((minutes * 60 - elapsed) / seconds_per_epoch)))
+    per_call = max(1, math.floor(minutes * 60 / seconds_per_epoch))
+    calls = 1 + math.ceil((total - done - more) / per_call)
     return (
-        f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {fits} epochs (to epoch "
-        f"{min(total, done + fits)} of {total}); the plan needs about {calls} call(s) of {minutes:g} min in all"
+        f"{seconds_per_epoch:.1f} s per epoch: this call's {minutes:g} min fit about {more} more epoch"
+        f"{'' if more == 1 else 's'} (to epoch {done + more} of {total}); the plan needs about {calls} call(s) of "
+        f"{minutes:g} min in all"
     )
 
 
@@ -159,7 +168,7 @@ def plan_from_epoch(
     cfg.epochs; the main process's count on every process), or say how long the rest of the plan takes."""
     if not cfg.time_budget_min:
         if epoch < progress["epochs"]:
-            accelerator.print(plan_message(seconds, epoch, progress["epochs"], cfg.stop_after_min))
+            accelerator.print(plan_message(seconds, epoch, progress["epochs"], cfg.stop_after_min, elapsed))
         return
     more = math.floor((cfg.time_budget_min * 60 - elapsed) / seconds)
     planned = max(epoch, min(cfg.epochs, epoch + more))

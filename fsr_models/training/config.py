@@ -12,10 +12,10 @@ from pathlib import Path
 
 import yaml
 
-from ..attacks import pixel_fraction
-from ..facts import DATASETS
-from ..losses import METHODS
-from ..weight_files import zoo_name
+from fsr_models.evaluation.attacks import pixel_fraction
+from fsr_models.facts.datasets import DATASETS
+from fsr_models.hub.weight_files import zoo_name
+from fsr_models.training.losses import METHODS
 
 # torch.compile modes ("none": eager). "reduce-overhead" records CUDA graphs on a GPU, the fast path there.
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -24,6 +24,18 @@ LR_SCHEDULES = ("step", "cyclic")
 COLLAPSE_FLOOR = 0.2  # a validation PGD accuracy below it is too low for a fall from it to tell a collapse
 # Settings that --resume may change: they do not change what the run computes.
 RESUME_MAY_CHANGE = {"data_dir", "download", "log_every", "stop_after_min", "compile", "shard_mb", "output_dir"}
+
+LR_BATCH = 128  # a config gives the learning rate per 128 images (`lr_per_128`)
+
+
+def scaled_lr(lr_per_128: float, batch_size: int) -> float:
+    """The learning rate of a batch of `batch_size` for a config's `lr_per_128`, scaled linearly."""
+    return lr_per_128 * batch_size / LR_BATCH
+
+
+def milestone_epochs(fractions: list[float], epochs: int) -> list[int]:
+    """The epochs after which the learning rate drops, for milestones given as fractions of `epochs`."""
+    return [round(f * epochs) for f in fractions]
 
 
 class ConfigError(ValueError):

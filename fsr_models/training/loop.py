@@ -14,16 +14,17 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast
 from tqdm.auto import tqdm
 
-from ..attacks import nfgsm, pgd
-from ..datasets import load_dataset, to_float
-from ..evaluation.protocol import correct
-from ..facts import ARCHITECTURES, DATASETS, scaled_lr
-from ..folders import load_fsr_heads, load_model
-from ..fsr import FSRLoss
-from ..losses import classification_loss, trades_kl
-from ..models._build import NoPublishedWeights
-from ..models._init import init_vgg
-from .config import ConfigError, TrainConfig
+from fsr_models.data import load_dataset, to_float
+from fsr_models.evaluation.attacks import nfgsm, pgd
+from fsr_models.evaluation.protocol import correct
+from fsr_models.facts.datasets import DATASETS
+from fsr_models.facts.networks import ARCHITECTURES
+from fsr_models.fsr import FSRLoss
+from fsr_models.hub.folders import load_fsr_heads, load_model
+from fsr_models.models._build import CHECKOUT_FOLDERS, NoPublishedWeights
+from fsr_models.models._init import init_vgg
+from fsr_models.training.config import ConfigError, TrainConfig, scaled_lr
+from fsr_models.training.losses import classification_loss, trades_kl
 
 ZOO_NETWORKS = [name for pair in ARCHITECTURES.values() for name in pair]
 
@@ -74,8 +75,10 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
         try:
             model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
         except NoPublishedWeights as e:  # said in this command's words: the form of init that works
-            there = f"give init={e.folder}, where this checkout holds them" if e.folder.is_dir() else "give a folder"
-            raise ConfigError(f"init={cfg.init} has no weights published on the Hub yet: {there}") from None
+            raise ConfigError(
+                f"init={cfg.init} {e.reason}; or give init=<the folder of trained weights> (a checkout of fsr-zoo "
+                f"holds them in {CHECKOUT_FOLDERS})"
+            ) from None
         except ValueError as e:  # a folder or repository that is not a zoo model
             raise ConfigError(f"init={cfg.init}: {e}") from None
     elif cfg.model in ZOO_NETWORKS:

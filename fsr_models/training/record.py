@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from ..datasets import data_source, load_dataset, to_float
-from ..evaluation.protocol import attack_settings, pgd_settings
-from ..evaluation.report import make_report
-from ..folders import FSR_HEADS_NAME, load_model, save_folder
-from ..fsr import fsr_health, fsr_health_problems
-from ..weight_files import zoo_name
-from .checkpoint import swap
-from .config import TrainConfig, portable_config
-from .loop import Training, TrainingData, clean_and_pgd_accuracy
+from fsr_models.data import data_source, load_dataset, to_float
+from fsr_models.evaluation.protocol import attack_settings, pgd_settings
+from fsr_models.evaluation.report import make_report
+from fsr_models.fsr import fsr_health, fsr_health_problems
+from fsr_models.hub.folders import FSR_HEADS_NAME, load_model, save_folder
+from fsr_models.hub.weight_files import zoo_name
+from fsr_models.training.checkpoint import swap
+from fsr_models.training.config import TrainConfig, portable_config
+from fsr_models.training.loop import Training, TrainingData, clean_and_pgd_accuracy
 
 
 def run_header(cfg: TrainConfig, training: Training, data: TrainingData, accelerator: Accelerator) -> str:
@@ -202,7 +202,7 @@ def final_test(accelerator: Accelerator, cfg: TrainConfig, out: Path, progress: 
     }
     accelerator.print(json.dumps(summary))
     accelerator.print(
-        f"Hub-ready folder: {out / 'model'} (fsr_models.folders.load_model, timm 'local-dir:', or "
+        f"Hub-ready folder: {out / 'model'} (fsr_models.hub.folders.load_model, timm 'local-dir:', or "
         "transformers AutoModelForImageClassification.from_pretrained after `import fsr_models`)"
     )
     return results

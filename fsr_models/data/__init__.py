@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .facts import DATASETS
+from fsr_models.facts.datasets import DATASETS
 
 SAMPLES = {
-    "train": Path(__file__).parent / "data" / "cifar10_train_first1000.npz",
-    "test": Path(__file__).parent / "data" / "cifar10_test_first512.npz",
+    "train": Path(__file__).parent / "cifar10_train_first1000.npz",
+    "test": Path(__file__).parent / "cifar10_test_first512.npz",
 }
 SAMPLE_SIZES = {"train": 1000, "test": 512}
 DATA_DIR_ENV = "FSR_DATA_DIR"

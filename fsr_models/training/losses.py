@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .fsr import highest_wrong_class
+from fsr_models.fsr import highest_wrong_class
 
 METHODS = ("natural", "at", "trades", "mart")
 

@@ -25,8 +25,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .attacks import autoattack, cross_entropy_sum, cw_margin, cw_margin_loss, pgd, project
-from .fsr_core import FSR
+from fsr_models.evaluation.attacks import autoattack, cross_entropy_sum, cw_margin, cw_margin_loss, pgd, project
+from fsr_models.fsr.fsr_core import FSR
 
 # The losses PGD through the softened mask maximises: cross-entropy, and the paper's C&W margin (kappa 50)
 SURROGATE_LOSSES = {"cross-entropy": cross_entropy_sum, "C&W margin": cw_margin_loss(kappa=50.0)}

@@ -2,7 +2,7 @@
 Kim et al., CVPR 2023, Sec. 3 (Separation Net S, the Gumbel-softmax mask, Recalibration Net R), the paper's FSR
 positions, VGG16's stages and the checks of a config.
 
-The package imports it as `fsr_models.fsr_core`. A Hub repository carries this file unchanged beside its
+The package imports it as `fsr_models.fsr.fsr_core`. A Hub repository carries this file unchanged beside its
 `configuration_fsr.py` and `modeling_fsr.py`, which import it as `.fsr_core` (transformers' loader of
 `trust_remote_code=True` fetches what remote code imports relatively). It therefore imports torch and the standard
 library only, nothing of the package.

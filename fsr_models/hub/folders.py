@@ -20,12 +20,11 @@ from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors.torch import load_file
 
-from .facts import HF_ORG
-from .fsr import FSRLoss
-from .hf import FSRConfig, FSRForImageClassification, image_processor
-from .hf.configuration_fsr import read_folder_config
-from .models._build import NoPublishedWeights
-from .weight_files import (
+from fsr_models.facts.networks import HF_ORG
+from fsr_models.fsr import FSRLoss
+from fsr_models.hf import FSRConfig, FSRForImageClassification, image_processor
+from fsr_models.hf.configuration_fsr import read_folder_config
+from fsr_models.hub.weight_files import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
     IMAGE_PROCESSOR_NAME,
@@ -36,8 +35,9 @@ from .weight_files import (
     read_weights,
     save_weights,
 )
+from fsr_models.models._build import CHECKOUT_FOLDERS, NoPublishedWeights
 
-__all__ = [  # the loaders, and the names of the layout's files (fsr_models.weight_files) with them
+__all__ = [  # the loaders, and the names of the layout's files (fsr_models.hub.weight_files) with them
     "save_folder",
     "load_model",
     "load_any_model",
@@ -208,8 +208,10 @@ def load_any_model(source: str) -> torch.nn.Module:
             "(no network, or HF_HUB_OFFLINE is set): load it once while online, or give a folder"
         ) from e
     except NoPublishedWeights as e:  # said as this command's user gives MODEL
-        there = f": give MODEL as the folder, {e.folder}" if e.folder.is_dir() else ""
-        raise ValueError(f"{source} has no weights published on the Hub yet{there}") from e
+        raise ValueError(
+            f"{source} {e.reason}; or give MODEL as the folder of trained weights (a checkout of fsr-zoo holds them "
+            f"in {CHECKOUT_FOLDERS})"
+        ) from e
     except RuntimeError as e:  # timm: an unknown model name
         raise ValueError(
             f"{source}: {e} (MODEL is a registered tag, hf-hub:<id>, a zoo folder or local-dir:<folder>, "

@@ -91,7 +91,7 @@ def check_one_weights_file(folder: str | os.PathLike) -> None:
             f"{folder} has no {WEIGHTS_NAME}"
             + (
                 f": its weights are in shards ({INDEX_NAME}), and timm reads one file. Merge them with "
-                f"`python hub/merge_shards.py {folder}`, or load the folder with fsr_models.folders.load_model or "
+                f"`python hub/merge_shards.py {folder}`, or load the folder with fsr_models.hub.folders.load_model or "
                 "transformers"
                 if sharded
                 else f" (nor timm's {TIMM_PICKLED_NAMES[0]}): save the model into it first"

@@ -27,22 +27,12 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-from . import fsr_core
-from .card import (
-    ADAPTIVE_NAME,
-    COMPARISON_NAME,
-    CURVE_NAME,
-    FIGURE_NAME,
-    METRICS_NAME,
-    ROBUSTNESS_NAME,
-    Record,
-    default_repo_id,
-    deviations,
-    model_card,
-    read_record,
-)
-from .facts import twin_name
-from .folders import (
+from fsr_models.facts.networks import twin_name
+from fsr_models.fsr import FSRLoss, fsr_core
+from fsr_models.hf import FSRForImageClassification, remote
+from fsr_models.hf.configuration_fsr import ATTACHED
+from fsr_models.hub.card import model_card
+from fsr_models.hub.folders import (
     CONFIG_NAME,
     FSR_HEADS_NAME,
     IMAGE_PROCESSOR_NAME,
@@ -52,11 +42,19 @@ from .folders import (
     read_fsr_heads,
     read_weights,
 )
-from .fsr import FSRLoss
-from .hf import FSRForImageClassification, remote
-from .hf.configuration_fsr import ATTACHED
-from .training.config import portable_config
-from .weight_files import save_weights
+from fsr_models.hub.naming import default_repo_id, deviations
+from fsr_models.hub.records import (
+    ADAPTIVE_NAME,
+    COMPARISON_NAME,
+    CURVE_NAME,
+    FIGURE_NAME,
+    METRICS_NAME,
+    ROBUSTNESS_NAME,
+    Record,
+    read_record,
+)
+from fsr_models.hub.weight_files import save_weights
+from fsr_models.training.config import portable_config
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
 # The code for trust_remote_code=True: each file of a repository and its source, copied verbatim. fsr_core.py, which
