@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,113 @@ def test_the_cpu_speed_table_is_the_one_its_measurements_give():
     it: no figure typed by hand."""
     table = load_script("benchmarks/cpu_table.py", "cpu_table").table()
     assert table in (ROOT / "docs" / "benchmarks.md").read_text()
+
+
+def test_each_study_table_in_the_convergence_guide_is_the_one_its_study_wrote():
+    """docs/convergence.md shows each study's table as `training/study.py` wrote it (docs/convergence/<study>/table.md),
+    not retyped."""
+    tables = sorted((ROOT / "docs" / "convergence").glob("*/table.md"))
+    assert len(tables) >= 2
+    guide = (ROOT / "docs" / "convergence.md").read_text()
+    for table in tables:
+        assert table.read_text().strip() in guide, table
+    # the fast-path study's account of R, from its runs' final health
+    health = [
+        next(iter(json.loads(p.read_text())["fsr_health"].values()))
+        for p in (ROOT / "docs/convergence/fast_path").glob("*.json")
+    ]
+    r, live = [h["r_contribution"] for h in health], [h["r_live_2"] for h in health]
+    said = f"R contributes {min(r):.2f}-{max(r):.2f} of |f-| with {100 * min(live):.0f}-{100 * max(live):.0f}% of"
+    assert said in plain_text(ROOT / "docs" / "convergence.md")
+
+
+def plain_text(path: Path) -> str:
+    """A document's text with its line breaks and runs of spaces as single spaces (figures are quoted across lines)."""
+    return " ".join(path.read_text().split())
+
+
+def test_the_attach_guides_figures_are_those_of_its_runs():
+    """docs/attach.md's short run, read from the runs' records kept in docs/attach/: the per-epoch table, the
+    final tests, the minutes of training, R's range and the adaptive evaluation's row."""
+    guide, records = plain_text(ROOT / "docs" / "attach.md"), ROOT / "docs" / "attach"
+    curves, finals = {}, {}
+    for kind in ("fsr", "plain"):
+        name = f"timm_resnet18_{kind}_at_cifar10_cpu"
+        curves[kind] = [json.loads(line) for line in (records / f"{name}.metrics.jsonl").read_text().splitlines()]
+        finals[kind] = json.loads((records / f"{name}.metrics.json").read_text())
+    for fsr, plain in zip(curves["fsr"], curves["plain"]):
+        assert fsr["epoch"] == plain["epoch"]
+        r = next(v for k, v in fsr.items() if k.endswith("r_contribution"))
+        row = (
+            f"| {fsr['epoch']} | {100 * fsr['val_clean_acc']:.1f} / {100 * fsr['val_pgd_acc']:.1f} | {r:.2g} | "
+            f"{100 * plain['val_clean_acc']:.1f} / {100 * plain['val_pgd_acc']:.1f} |"
+        )
+        assert row in guide, row
+    trained = [m for m in curves["fsr"] if m["epoch"] > 0]
+    r = [next(v for k, v in m.items() if k.endswith("r_contribution")) for m in trained]
+    live = [next(v for k, v in m.items() if k.endswith("r_live_2")) for m in trained]
+    assert f"R's contribution {min(r):.2f}-{max(r):.2f}, {100 * min(live):.0f}-{100 * max(live):.0f} %" in guide
+    fsr, plain = (finals[k]["test"]["accuracy"] for k in ("fsr", "plain"))
+    assert (
+        f"FSR {100 * fsr['natural']:.1f} % natural, {100 * fsr['pgd20']:.1f} % PGD-20; plain "
+        f"{100 * plain['natural']:.1f} % / {100 * plain['pgd20']:.1f} %"
+    ) in guide
+    minutes = [finals[k]["train_seconds"] / 60 for k in ("fsr", "plain")]
+    assert f"({minutes[0]:.1f} and {minutes[1]:.1f} minutes of training)" in guide
+    report = json.loads((records / "timm_resnet18_fsr_at_cifar10_cpu.robustness_adaptive.json").read_text())
+    shown = ("natural", "pgd20", "apgd_ce", "mask_surrogate", "mask_surrogate_apgd", "feature_space")
+    shown += ("transfer_twin", "transfer_without_rec", "adaptive_ensemble")
+    row = " | ".join(f"{100 * report['accuracy'][k]:.2f}" for k in shown)
+    assert (
+        f"| FSR in timm's ResNet-18, 4 epochs | {row} |" in guide and f"first {report['images']} test images" in guide
+    )
+
+
+def test_the_full_scale_runs_figures_in_the_convergence_guide_are_those_of_its_log():
+    """docs/convergence.md's account of the full-scale run, read from the curves its train.log gave
+    (docs/convergence/gpu_b128_30ep/) and from the saved model's health (hub/weights/)."""
+    guide = plain_text(ROOT / "docs" / "convergence.md")
+    log = ROOT / "docs/convergence/gpu_b128_30ep/gpu_b128_30ep.resnet18_fsr.jsonl"
+    epochs = [json.loads(line) for line in log.read_text().splitlines()][1:]
+    live = [m["fsr4/r_live_2"] for m in epochs]
+    assert (
+        f"{100 * live[0]:.0f} % live after epoch 1, then between {100 * min(live[1:]):.0f} % and "
+        f"{100 * max(live[1:]):.0f} % for {len(epochs)} epochs"
+    ) in guide
+    r = [m["fsr4/r_contribution"] for m in epochs]
+    at_first_lr = [v for m, v in zip(epochs[1:], r[1:]) if m["lr"] == epochs[0]["lr"]]
+    after_drop = [v for m, v in zip(epochs, r) if m["lr"] < epochs[0]["lr"]]
+    assert (
+        f"rose from {r[0]:.2f} after epoch 1 to {min(at_first_lr):.2f}-{max(at_first_lr):.2f} over the epochs at lr "
+        f"{epochs[0]['lr']:g} and to {min(after_drop):.2f}-{max(after_drop):.2f} after the first lr drop"
+    ) in guide
+    second_half = [m["fsr4/mask_mean"] for m in epochs[len(epochs) // 2 :]]
+    assert f"mask settled at a mean of {min(second_half):.2f}-{max(second_half):.2f}" in guide
+    saved = json.loads((ROOT / "hub/weights/resnet18_fsr.at_cifar10/metrics.json").read_text())["fsr_health"]["fsr4"]
+    assert f"({100 * saved['mask_above_0.99']:.0f} % above 0.99, {100 * saved['mask_below_0.01']:.0f} % below 0.01" in (
+        guide
+    )
+    first, last = epochs[0], epochs[-1]
+    assert (
+        f"fell from {first['loss_fsr']:.1f} after the first epoch to {last['loss_fsr']:.1f} after the last, the "
+        f"classification loss from {first['loss_cls']:.2f} to {last['loss_cls']:.2f}"
+    ) in guide
+
+
+def test_the_gpu_training_speeds_in_the_benchmarks_are_those_of_the_zoos_logs():
+    """docs/benchmarks.md's GPU training speeds, read from the trained models' train.log (each epoch's line)."""
+    docs = plain_text(ROOT / "docs" / "benchmarks.md")
+    for name in ("resnet18_plain.at_cifar10", "resnet18_fsr.at_cifar10"):
+        lines = (ROOT / "hub" / "weights" / name / "train.log").read_text().splitlines()
+        epochs = [dict(zip(w[::2], w[1::2])) for w in (line.split() for line in lines if line.startswith("epoch "))]
+        epochs = [e for e in epochs if "images_per_s" in e]
+        speeds = [float(e["images_per_s"]) for e in epochs[1:]]  # after the first epoch (compilation, warm-up)
+        median = statistics.median(float(e["seconds"]) for e in epochs[1:])
+        assert f"{min(speeds):.0f}-{max(speeds):.0f} images/s" in docs, name
+        assert f"(median {median:.2f} s per" in docs, name
+        assert name.startswith("resnet18_plain") or f"{float(epochs[0]['seconds']):g} s for its first epoch" in docs
+    first = json.loads((ROOT / "hub/weights/resnet18_fsr.at_cifar10/metrics.json").read_text())["train_config"]
+    assert first["compile"] == "reduce-overhead" and first["batch_size"] == 128
 
 
 def test_the_demo_figures_are_those_of_its_recorded_runs():

@@ -1,6 +1,7 @@
 """The weights committed under hub/weights/ load as their folder name says and reproduce their recorded results."""
 
 import json
+import statistics
 
 import pytest
 import timm
@@ -60,3 +61,33 @@ def test_weights_reproduce_the_natural_accuracy_recorded_on_the_gpu(folder, cifa
         )
     assert abs(hits - round(report["accuracy"]["natural"] * len(images))) <= 2
     assert report["accuracy"]["autoattack"] < report["accuracy"]["natural"]
+
+
+def log_epochs(folder) -> list[dict]:
+    """The epoch lines of a run's train.log ("epoch 3 lr 0.1 ... seconds 14.2"), as dicts of their words."""
+    lines = (folder / "train.log").read_text().splitlines()
+    epochs = [dict(zip(w[::2], w[1::2])) for w in (line.split() for line in lines if line.startswith("epoch "))]
+    return [e for e in epochs if "seconds" in e]
+
+
+def test_the_readmes_account_of_each_run_is_its_records():
+    """The hand-written part of each weights README (schedule, steps, best epoch, speed) says what the run's
+    metrics.json and train.log hold."""
+    for name, folder in {"fsr": ZOO / "resnet18_fsr.at_cifar10", "plain": ZOO / "resnet18_plain.at_cifar10"}.items():
+        readme = " ".join((folder / "README.md").read_text().split())
+        metrics = json.loads((folder / "metrics.json").read_text())
+        epochs, steps, train = metrics["epochs"], metrics["sgd_steps"], metrics["train_config"]
+        drops = [round(f * epochs) for f in train["lr_milestones"]]
+        seconds = [float(e["seconds"]) for e in log_epochs(folder)]
+        assert f"(epoch {metrics['best_epoch']})" in readme  # the best epoch, whose weights were saved
+        if name == "fsr":  # a fixed plan on the compiled path
+            schedule = f"**{epochs} of the paper's 100 epochs** ({steps:,} SGD steps), lr x0.1 after epochs {drops[0]}"
+            assert f"{schedule} and {drops[1]}" in readme
+            assert f"{statistics.median(seconds[1:]):.1f} s per epoch after compilation" in readme
+            assert f"{seconds[0]:.1f} s for the first epoch" in readme
+        else:  # a time budget, planned from the first epoch
+            assert (
+                f"the first epoch took {seconds[0]:.0f} s, so the {train['time_budget_min']:g}-minute budget " in readme
+            )
+            assert f"planned **{epochs} epochs** ({steps:,} SGD steps)" in readme
+            assert f"x0.1 after epoch {drops[0]} and again after epoch {drops[1]}" in readme
