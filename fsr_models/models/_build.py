@@ -58,6 +58,36 @@ def paper_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
     }
 
 
+# The defenses FSR's Table 4 compares with (ResNet-18, AT on CIFAR-10): their papers and the authors' code.
+DEFENSE_PAPERS = {
+    "cas": dict(
+        paper_ids="arXiv:2103.08307",
+        paper_name="Improving Adversarial Robustness via Channel-wise Activation Suppressing",
+        origin_url="https://github.com/bymavis/CAS_ICLR2021",
+    ),
+    "cifs": dict(
+        paper_ids="arXiv:2102.05311",
+        paper_name="CIFS: Improving Adversarial Robustness of CNNs via Channel-wise Importance-based Feature Selection",
+        origin_url="https://github.com/HanshuYAN/CIFS",
+    ),
+    "fd": dict(
+        paper_ids="arXiv:1812.03411",
+        paper_name="Feature Denoising for Improving Adversarial Robustness",
+        origin_url="https://github.com/facebookresearch/ImageNet-Adversarial-Training",
+    ),
+}
+
+
+def defense_cfgs(backbone: str) -> dict[str, dict]:
+    """The cfgs of `backbone` with each defense of DEFENSE_PAPERS, "arch.tag" -> cfg, for `generate_default_cfgs`:
+    Table 4's setting only (`at_cifar10`), each citing its defense's paper."""
+    reduction = BACKBONES[backbone].reduction
+    return {
+        f"{backbone}_{defense}.at_cifar10": _cfg(f"{backbone}_{defense}", "at_cifar10", reduction, **paper)
+        for defense, paper in DEFENSE_PAPERS.items()
+    }
+
+
 class NoPublishedWeights(RuntimeError):
     """pretrained=True for a name whose weights cannot be had: not on the Hub, or not cached while the Hub cannot be
     reached (`offline`); says what loads instead."""
