@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 demo: $(VENV)/.installed
 	$(PY) training/train.py --config training/configs/quickstart_cpu.yaml --set output_dir=runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 tour: $(VENV)/.installed
-	$(PY) -m fsr_models.tour --weights hub/weights
+	$(PY) -m fsr_models.tour
 test: $(VENV)/.installed
 	$(PY) -m pytest
 # The contracts with timm and transformers (tests/test_ecosystem_contracts.py) against the oldest releases of the two

@@ -35,6 +35,7 @@ from fsr_models.visualize import figure1
 MODELS = {"ResNet-18 + FSR": "resnet18_fsr.at_cifar10", "ResNet-18": "resnet18_plain.at_cifar10"}
 ATTACKS = ("PGD-20", "FGSM")
 SHOWN_SIZE = 128  # the 32x32 images, upscaled (nearest) so that the page shows their pixels
+CHECKOUT_WEIGHTS = Path("hub/weights")  # the trained weights of a checkout, relative to where the command runs
 
 
 def load_models(weights: Path | None = None) -> dict[str, torch.nn.Module]:
@@ -42,7 +43,10 @@ def load_models(weights: Path | None = None) -> dict[str, torch.nn.Module]:
     models = {}
     for title, name in MODELS.items():
         folder = Path(weights or ".") / name
-        models[title] = load_any_model(str(folder) if folder.is_dir() else name).eval()
+        try:
+            models[title] = load_any_model(str(folder) if folder.is_dir() else name).eval()
+        except ValueError as e:  # said as this page is started
+            raise ValueError(f"{e}. For the page: --weights names the folder that holds {name}/") from None
     return models
 
 
@@ -154,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1")
     parser.add_argument(
-        "--weights", type=Path, help="a folder holding the trained pair's folders (a checkout's hub/weights)"
+        "--weights",
+        type=Path,
+        default=CHECKOUT_WEIGHTS if CHECKOUT_WEIGHTS.is_dir() else None,
+        help="a folder holding the trained pair's folders (default: hub/weights where run from a checkout)",
     )
     args = parser.parse_args(argv)
     build(weights=args.weights).launch(server_name="127.0.0.1", server_port=args.port)

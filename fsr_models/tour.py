@@ -23,6 +23,8 @@ import fsr_models
 from fsr_models.data import load_cifar10
 from fsr_models.hub.folders import load_model, save_folder
 
+CHECKOUT_WEIGHTS = Path("hub/weights")  # the trained weights of a checkout, relative to where the command runs
+
 
 def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
     """Parameters (M) and GFLOPs per image (2 x multiply-adds of convs and linears, as the paper's Table 7)."""
@@ -39,9 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=32, help="test images to run (default 32)")
     parser.add_argument("--out", help="where to write the example Hub folder (default: a temporary folder)")
     parser.add_argument(
-        "--weights", type=Path, help="a folder of trained zoo folders to run too (a checkout's hub/weights)"
+        "--weights",
+        type=Path,
+        default=CHECKOUT_WEIGHTS if CHECKOUT_WEIGHTS.is_dir() else None,
+        help="a folder of trained zoo folders to run too (default: hub/weights where run from a checkout)",
     )
     args = parser.parse_args(argv)
+    if args.weights and not args.weights.is_dir():
+        parser.error(f"--weights {args.weights} is not a folder")
     torch.manual_seed(0)
 
     x, y = load_cifar10("test", args.data_dir, limit=args.images)

@@ -279,3 +279,12 @@ def test_fd_block_parity_with_the_authors_tensorflow_code(recorded):
     x = parity_inputs(FD_SHAPE, torch.float64)
     torch.testing.assert_close(block.eval()(x), recorded["fd.eval.block"], rtol=0, atol=1e-12)
     torch.testing.assert_close(block.train()(x), recorded["fd.train.block"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, args", [("resnet18_cas", {}), ("resnet18_plain", {"fd_stages": (4,)})])
+def test_a_defended_network_is_not_saved_as_a_zoo_folder_it_would_not_reload_as(name, args, tmp_path):
+    from fsr_models.hub.folders import save_folder
+
+    with pytest.raises(ValueError, match="cannot be saved in the zoo's folder layout yet"):
+        save_folder(timm.create_model(name, layers=[1, 1, 1, 1], widths=[8, 16, 32, 64], **args), tmp_path / "f")
+    assert not (tmp_path / "f" / "config.json").exists()

@@ -130,7 +130,7 @@ def test_the_command_says_where_it_writes_keeps_earlier_reports_and_shows_its_de
 
 def test_a_tag_whose_weights_cannot_be_had_names_the_folder_that_works(capsys):
     err = user_error(capsys, "resnet18_plain.at_cifar10", "--data-dir", "sample", "--n", "2")
-    assert err.startswith("error: resnet18_plain.at_cifar10 has pretrained weights that are not in the local cache")
+    assert err.startswith("error: resnet18_plain.at_cifar10 has no pretrained weights in the local cache")
     assert err.rstrip().endswith(
         "; or give MODEL as the folder of trained weights (a checkout of fsr-zoo holds them in "
         "hub/weights/<architecture>.<tag>)"

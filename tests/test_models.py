@@ -106,8 +106,8 @@ def test_pretrained_weights_that_cannot_be_had_fail_with_what_loads_instead():
     with pytest.raises(RuntimeError) as error:
         timm.create_model("vgg16_plain.mart_cifar10", pretrained=True)
     assert str(error.value).startswith(
-        "vgg16_plain.mart_cifar10 has pretrained weights that are not in the local cache, and the Hub cannot be "
-        "reached (no network, or HF_HUB_OFFLINE is set): load them once while online (fsr-zoo/vgg16_plain.mart_cifar10)"
+        "vgg16_plain.mart_cifar10 has no pretrained weights in the local cache, and the Hub, where they would be if "
+        "uploaded, cannot be reached (no network, or HF_HUB_OFFLINE is set) (fsr-zoo/vgg16_plain.mart_cifar10)"
     )
     assert "timm.create_model('local-dir:<folder>', pretrained=True)" in str(error.value)
     with pytest.raises(RuntimeError, match="fsr_attached has no weights published on the Hub yet"):

@@ -91,6 +91,9 @@ def test_tour_runs_offline_and_shows_identical_logits_across_loaders(tmp_path, c
     assert out.count("pretrained=True): True") == 1 and "from_pretrained" in out and out.rstrip().endswith("True")
     tour.main(["--images", "2", "--out", str(tmp_path / "kept")])  # --out keeps the example folder
     assert (tmp_path / "kept" / "model.safetensors").is_file()
+    with pytest.raises(SystemExit):  # a --weights that is no folder: the usage line, not a traceback
+        tour.main(["--weights", str(tmp_path / "nowhere")])
+    assert f"--weights {tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err
 
 
 def test_a_failed_download_does_not_advise_the_download_again(tmp_path, monkeypatch):

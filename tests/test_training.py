@@ -315,7 +315,7 @@ def test_fine_tuning_keeps_the_start_when_no_epoch_beats_it(train_script, tmp_pa
 def test_fine_tuning_from_a_tag_without_published_weights_names_the_init_that_works(train_script, tmp_path, capsys):
     assert train_script.main(fine_tune_args(tmp_path / "tuned", "resnet18_fsr.at_cifar10")) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: init=resnet18_fsr.at_cifar10 has pretrained weights that are not in the local cache")
+    assert line.startswith("error: init=resnet18_fsr.at_cifar10 has no pretrained weights in the local cache")
     assert (
         line.endswith(
             "; or give init=<the folder of trained weights> (a checkout of fsr-zoo holds them in "
@@ -323,6 +323,14 @@ def test_fine_tuning_from_a_tag_without_published_weights_names_the_init_that_wo
         )
         and "local-dir" not in line
     )
+
+
+def test_a_defense_network_is_refused_until_its_losses_are_trained(train_script, tmp_path, capsys):
+    """resnet18_cas is a timm name, but not a CNN to attach FSR to: the trainer says it cannot train it yet."""
+    assert train_script.main(tiny_run_args(tmp_path / "cas", "model=resnet18_cas", "model_args={}")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: model resnet18_cas: training the other defenses (CAS, CIFS, Feature Denoising)")
+    assert not (tmp_path / "cas" / "checkpoint").exists()
 
 
 def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys):

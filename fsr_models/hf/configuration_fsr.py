@@ -290,6 +290,12 @@ class FSRConfig(PreTrainedConfig):
     @classmethod
     def from_timm_model(cls, model, **kwargs) -> "FSRConfig":
         """The config of a zoo network built by timm (its architecture, FSR settings, labels, pretrained_cfg)."""
+        if defended := [k for k in ("cas_stages", "cifs_stages", "fd_stages") if getattr(model, k, ())]:
+            # the config would describe another network than the weights: refused rather than saved unloadable
+            raise ValueError(
+                f"{defended[0]}: networks with CAS, CIFS or Feature Denoising cannot be saved in the zoo's folder "
+                "layout yet (timm only so far); torch.save their state_dict"
+            )
         # Where the weights came from (a file, a state dict, a Hub id) is not part of the saved model's config.
         pretrained_cfg = filter_pretrained_cfg(dict(getattr(model, "pretrained_cfg", None) or {}), remove_source=True)
         pretrained_cfg.pop("state_dict", None)

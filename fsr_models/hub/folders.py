@@ -127,8 +127,11 @@ def _heads_folder(source: str) -> Path | None:
     if Path(source).is_dir():
         return Path(source)
     cfg = timm.models.get_pretrained_cfg(source)
-    if cfg is not None and cfg.hf_hub_id:  # a published tag
-        return download_folder(cfg.hf_hub_id, None, weights=False, extra=[FSR_HEADS_NAME])
+    if cfg is not None and cfg.hf_hub_id:  # a registered tag: its repository, where uploaded and reachable
+        try:
+            return download_folder(cfg.hf_hub_id, None, weights=False, extra=[FSR_HEADS_NAME])
+        except ValueError:
+            return None
     return None
 
 

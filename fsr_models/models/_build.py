@@ -96,8 +96,8 @@ class NoPublishedWeights(RuntimeError):
         self.name, self.offline = name, offline
         # what a command says after the name it was given
         self.reason = (
-            "has pretrained weights that are not in the local cache, and the Hub cannot be reached (no network, or "
-            "HF_HUB_OFFLINE is set): load them once while online"
+            "has no pretrained weights in the local cache, and the Hub, where they would be if uploaded, cannot be "
+            "reached (no network, or HF_HUB_OFFLINE is set)"
             if offline
             else "has no weights published on the Hub yet"
         )

@@ -21,12 +21,13 @@ from fsr_models.facts.datasets import DATASETS
 from fsr_models.facts.networks import ARCHITECTURES
 from fsr_models.fsr import FSRLoss
 from fsr_models.hub.folders import load_fsr_heads, load_model
-from fsr_models.models._build import CHECKOUT_FOLDERS, NoPublishedWeights
+from fsr_models.models._build import CHECKOUT_FOLDERS, DEFENSE_PAPERS, NoPublishedWeights
 from fsr_models.models._init import init_vgg
 from fsr_models.training.config import ConfigError, TrainConfig, scaled_lr
 from fsr_models.training.losses import classification_loss, trades_kl
 
 ZOO_NETWORKS = [name for pair in ARCHITECTURES.values() for name in pair]
+DEFENSE_NETWORKS = [f"resnet18_{defense}" for defense in DEFENSE_PAPERS]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -71,6 +72,11 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
     to any other timm CNN (`model` its name; `model_args` the backbone's arguments, `fsr_stages`, `base_pretrained`
     for its pretrained weights), or, for fine-tuning, the zoo model `cfg.init` with a new head when the classes
     differ."""
+    if defended := [k for k in ("cas_stages", "cifs_stages", "fd_stages") if cfg.model_args.get(k)]:
+        raise ConfigError(
+            f"model_args {defended[0]}: training CAS, CIFS or Feature Denoising with their own losses is not "
+            "supported yet"
+        )
     if cfg.init:
         try:
             model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
@@ -85,6 +91,11 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
         tagged = f"{cfg.model}.{cfg.method}_{cfg.dataset}"
         name = tagged if tagged in timm.list_models(cfg.model, include_tags=True) else cfg.model
         model = timm.create_model(name, num_classes=num_classes, **cfg.model_args)
+    elif cfg.model in DEFENSE_NETWORKS:  # not a CNN to attach FSR to: its own losses and attack are not here yet
+        raise ConfigError(
+            f"model {cfg.model}: training the other defenses (CAS, CIFS, Feature Denoising) with their own losses is "
+            f"not supported yet; the trainer trains {ZOO_NETWORKS} and FSR attached to other timm CNNs"
+        )
     elif timm.is_model(cfg.model):
         try:
             model = timm.create_model("fsr_attached", base_model=cfg.model, num_classes=num_classes, **cfg.model_args)

@@ -5,6 +5,6 @@ only.
 
 `configuration_fsr` and `modeling_fsr` are therefore not importable from here: `.fsr_core` exists only beside them in
 an exported folder. The package loads them from such a folder through transformers' own loader
-(`fsr_models.repository.remote_model_class`), as users get them; `image_processing_fsr`, which imports nothing
+(`fsr_models.hub.repository.remote_model_class`), as users get them; `image_processing_fsr`, which imports nothing
 relatively, the package imports from here.
 """
