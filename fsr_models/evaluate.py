@@ -13,19 +13,20 @@ margin with kappa 50). `--strong` adds a random start and 5 restarts. Ensemble c
 classified correctly clean and under each of FGSM, PGD-20, PGD-100 and C&W in the table (the paper's set; AutoAttack
 and the others are not part of it). TI-FGSM and DI-FGSM are crafted on
 `--source` (a naturally trained model) and tested on MODEL. `adaptive` runs the attacks designed against FSR
-(fsr_models.evaluation.adaptive): PGD-20 (cross-entropy and C&W margin) and APGD-CE / APGD-DLR through a softened
-mask at temperatures from 2x to 1000x tau, a feature-space attack, transfer from the twin (the zoo's same network
-without FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo
-folder) and from the model's own w/o Rec ablation, each the per-image worst case with PGD-20, and the adaptive
-ensemble over every attack that ran; the report gives each candidate's accuracy and, per attack, the images it fools
-that PGD-20 leaves standing. `apgd_ce` is AutoAttack's first attack alone, where the
-standard version would take too long. After an AutoAttack run its warning flags (randomness, zero gradients, Square
-beyond the white-box attacks, ...) fail the sanity check on the same symptom, and the report's verdict says
-"unreliable" when any check failed. The first n test images of the data folder are evaluated ('sample': the 512
-shipped with the package); the folder is never created or downloaded into without `--download`. `--curve` (and
-`--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report goes to --out (default eval/),
-which may not hold an earlier report unless --overwrite replaces it. User errors end in one line `error: ...` and
-exit code 2; a failed check ends in exit code 4.
+(fsr_models.evaluation.adaptive): PGD-20 (cross-entropy and C&W margin) and APGD-CE / APGD-DLR through a softened mask
+at temperatures from 2x to 1000x tau, a feature-space attack, transfer from the twin (the zoo's same network without
+FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo
+folder) and from the model's own w/o Rec ablation; on CAS and CIFS networks, PGD against their masks (their joint
+loss, masks fixed to the true class's, the auxiliary heads first, CIFS's relevance map) and transfer from the plain
+twin; each the per-image worst case with PGD-20, and the adaptive ensemble over every attack that ran; the report
+gives each candidate's accuracy and, per attack, the images it fools that PGD-20 leaves standing. `apgd_ce` is
+AutoAttack's first attack alone, where the standard version would take too long. After an AutoAttack run its warning
+flags (randomness, zero gradients, Square beyond the white-box attacks, ...) fail the sanity check on the same
+symptom, and the report's verdict says "unreliable" when any check failed. The first n test images of the data folder
+are evaluated ('sample': the 512 shipped with the package); the folder is never created or downloaded into without
+`--download`. `--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report
+goes to --out (default eval/), which may not hold an earlier report unless --overwrite replaces it. User errors end in
+one line `error: ...` and exit code 2; a failed check ends in exit code 4.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch
 
 from fsr_models.cli import HelpFormatter, Parser, eps_value, positive_int
 from fsr_models.data import DATA_DIR_ENV, data_source, load_dataset, to_float
+from fsr_models.defenses import aux_defense
 from fsr_models.evaluation.checks import FSR_CHECK, sanity_checks, verdict, with_autoattack_flags
 from fsr_models.evaluation.features import check_feature_analysis, feature_analysis
 from fsr_models.evaluation.plot import plot_curve
@@ -110,6 +112,7 @@ def adaptive_attacks(requested: list[str], model, twin) -> tuple[list[str], dict
         "mask_surrogate": None if has_mask else "the model has no FSR mask (FSR with a Separation stage)",
         "feature_space": None,
         "transfer_twin": None if twin is not None else "no twin (the same network with or without FSR): give --twin",
+        "defense_masks": None if aux_defense(model) else "the model has no CAS or CIFS mask",
     }
     why_not["mask_surrogate_apgd"] = why_not["transfer_without_rec"] = why_not["mask_surrogate"]
     for name in requested:

@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard
 
 from fsr_models import evaluate
 from fsr_models.data import load_dataset, to_float
-from fsr_models.evaluation.report import COLUMNS
+from fsr_models.evaluation.report import COLUMNS, joined
 from fsr_models.fsr import fsr_health
 from fsr_models.hf import FSRConfig
 from fsr_models.hub.card import model_card
@@ -151,12 +151,19 @@ def shipped_test(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text())["test"]["accuracy"]
 
 
-def shipped_autoattack(folder: Path) -> float:
-    """A shipped model's AutoAttack accuracy: its robustness.json's, or, for the run written earlier, metrics.json's."""
-    robustness = json.loads((folder / "robustness.json").read_text())
-    if "autoattack" in robustness["accuracy"]:
-        return robustness["accuracy"]["autoattack"]
-    return json.loads((folder / "metrics.json").read_text())["evaluation"]["accuracy"]["autoattack"]
+def shipped_autoattack(folder: Path) -> tuple[float, int]:
+    """A shipped model's AutoAttack accuracy and its images: its robustness.json's, or, for the run written earlier,
+    metrics.json's."""
+    report = json.loads((folder / "robustness.json").read_text())
+    if "autoattack" not in report["accuracy"]:
+        report = json.loads((folder / "metrics.json").read_text())["evaluation"]
+    return report["accuracy"]["autoattack"], report["images"]
+
+
+def half_95(*accuracies_and_images: tuple[float, int]) -> float:
+    """The half-width (in points) of the 95% interval of one accuracy, or of the difference of two, by the normal
+    approximation."""
+    return 196 * sum(p * (1 - p) / n for p, n in accuracies_and_images) ** 0.5
 
 
 DIFFERENT_RECIPES = "they were trained with different recipes, so this comparison does not say whether FSR helps"
@@ -185,10 +192,16 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     assert f"{metrics['epochs']} epochs ({steps:,} SGD steps of batch {train['batch_size']}), no warm-up" in text
     test, other_test = shipped_test(this), shipped_test(other)
     assert f"| {pct(test['natural'])} | {pct(test['pgd20'])} |" in text
-    aa, other_aa = shipped_autoattack(this), shipped_autoattack(other)
+    (aa, aa_images), (other_aa, _) = shipped_autoattack(this), shipped_autoattack(other)
+    images = {"Natural": metrics["test"]["images"], "PGD-20": metrics["test"]["images"], "AutoAttack": aa_images}
     rows = [
-        f"| {f.name} | {m['epochs']} | {pct(t['natural'])} | {pct(t['pgd20'])} | {pct(a)} |"
-        for f, m, t, a in ((this, metrics, test, aa), (other, other_metrics, other_test, other_aa))
+        f"| {f.name} | {m['epochs']} | "
+        + " | ".join(f"{pct(v)} ± {half_95((v, n)):.2f}" for v, n in zip(values, images.values()))
+        + " |"
+        for f, m, values in (
+            (this, metrics, (test["natural"], test["pgd20"], aa)),
+            (other, other_metrics, (other_test["natural"], other_test["pgd20"], other_aa)),
+        )
     ]
     assert all(row in text for row in rows)
     comparison = json.loads((repo / "comparison.json").read_text())
@@ -197,11 +210,17 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     # who is ahead on each measure, whatever the pair's figures are
     measures = {"Natural": (test["natural"], other_test["natural"]), "PGD-20": (test["pgd20"], other_test["pgd20"])}
     measures["AutoAttack"] = (aa, other_aa)
+    beyond = []
     for title, (mine, theirs) in measures.items():
         gap = round(100 * (mine - theirs), 2)
         leader = this if gap > 0 else other
+        half = half_95((mine, images[title]), (theirs, images[title]))
+        beyond += [title] if abs(gap) > half else []
         if gap:
-            assert re.search(rf"`{re.escape(leader.name)}` is ahead on [^;]*{title} \(\+{abs(gap):.2f} points\)", text)
+            lead = rf"{title} \(\+{abs(gap):.2f} ± {half:.2f} points\)"
+            assert re.search(rf"`{re.escape(leader.name)}` is ahead on [^;]*{lead}", text)
+    if beyond:
+        assert f"Beyond the 95% interval of the difference: {joined(beyond)}." in " ".join(text.split())
     assert (DIFFERENT_RECIPES in text) == recipes_differ(this, other)
     assert ("### FSR health" in text) == (this == FSR)
     assert ("](figure1.png)" in text) == (this == FSR) == (repo / "figure1.png").is_file()  # the paper's Figure 1

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import fsr_models
-from fsr_models.defenses import CAS, CIFS, DefenseOutput, DenoisingBlock, non_local_means
+from fsr_models.defenses import CAS, CIFS, DefenseOutput, DenoisingBlock, defense_loss, non_local_means
+from fsr_models.facts.networks import twin_name
 
 FIXTURE = Path(__file__).parent / "data" / "defenses" / "authors_outputs.safetensors"
 NAMES = ["resnet18_cas", "resnet18_cifs", "resnet18_fd"]
@@ -281,10 +282,139 @@ def test_fd_block_parity_with_the_authors_tensorflow_code(recorded):
     torch.testing.assert_close(block.train()(x), recorded["fd.train.block"], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name, args", [("resnet18_cas", {}), ("resnet18_plain", {"fd_stages": (4,)})])
-def test_a_defended_network_is_not_saved_as_a_zoo_folder_it_would_not_reload_as(name, args, tmp_path):
+@pytest.mark.parametrize("name", NAMES)
+def test_a_defended_network_saves_and_loads_through_every_loader_with_the_same_logits(name, tmp_path):
+    from transformers import AutoModelForImageClassification
+
+    from fsr_models.hf import FSRConfig
+    from fsr_models.hub.folders import load_model, save_folder
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
+    randomise_bn(model, BN_SEED)
+    save_folder(model, tmp_path)
+    config = FSRConfig.from_pretrained(tmp_path)
+    defense = name.removeprefix("resnet18_")
+    assert (config.defense, config.fsr_stages, config.timm_architecture) == (defense, [], name)
+    assert config.defense_stages == ([1, 2, 3, 4] if defense == "fd" else [4])
+    x = parity_inputs((3, 3, 32, 32))
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(load_model(tmp_path).eval()(x), expected)
+        assert torch.equal(timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()(x), expected)
+        hf = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+        assert torch.equal(hf(pixel_values=x).logits, expected)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(backbone="vgg16", defense="cas"), "in resnet18 only"),
+        (dict(defense="fsr"), "the defenses are \\['cas', 'cifs', 'fd'\\]"),
+        (dict(defense="cas", fsr_stages=[4]), "has no FSR: fsr_stages must be \\[\\]"),
+        (dict(defense_stages=[4]), "give defense"),
+        (dict(defense="fd", defense_stages=[5]), "must be in 1..4"),
+    ],
+)
+def test_a_config_with_a_defense_it_cannot_build_is_refused(fields, message):
+    from fsr_models.hf import FSRConfig
+
+    with pytest.raises(ValueError, match=message):
+        FSRConfig(**fields)
+
+
+def test_a_defense_placed_in_a_network_of_another_name_is_not_saved_under_that_name(tmp_path):
     from fsr_models.hub.folders import save_folder
 
-    with pytest.raises(ValueError, match="cannot be saved in the zoo's folder layout yet"):
-        save_folder(timm.create_model(name, layers=[1, 1, 1, 1], widths=[8, 16, 32, 64], **args), tmp_path / "f")
+    with pytest.raises(ValueError, match="fd_stages: a network with this defense is saved as resnet18_fd"):
+        save_folder(timm.create_model("resnet18_plain", layers=[1, 1, 1, 1], fd_stages=(4,)), tmp_path / "f")
     assert not (tmp_path / "f" / "config.json").exists()
+
+
+@pytest.mark.parametrize("beta", [2.0, 1.0])
+def test_the_joint_losses_are_their_authors(beta):
+    torch.manual_seed(0)
+    out = DefenseOutput(torch.randn(4, 10), (torch.randn(4, 10), torch.randn(4, 10)))
+    y = torch.tensor([0, 3, 3, 9])
+    ce = [F.cross_entropy(t, y).item() for t in (out.logits, *out.aux_logits)]
+    cas = ce[0] + beta * (ce[1] + ce[2]) / 2  # bymavis/CAS_ICLR2021 train.py
+    cifs = 3 / (beta + 1) * (ce[0] + beta / 2 * (ce[1] + ce[2]))  # HanshuYAN/CIFS joint_CE_loss
+    assert defense_loss("cas", out, y, beta).item() == pytest.approx(cas)
+    assert defense_loss("cifs", out, y, beta).item() == pytest.approx(cifs)
+    assert defense_loss("cas", out, y, beta, "sum").item() == pytest.approx(4 * cas)
+    assert (cas == pytest.approx(cifs)) == (beta == 2.0)  # one loss at the papers' beta
+    with pytest.raises(ValueError, match="return_defense=True"):
+        defense_loss("cas", DefenseOutput(out.logits, ()), y)
+
+
+def tiny_defended(name: str) -> nn.Module:
+    """A narrow network with stage 4's two blocks (CIFS's nonlinear probe follows the first)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, layers=[1, 1, 1, 2], widths=[8, 16, 32, 64])
+    randomise_bn(model, BN_SEED)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet18_cas", "resnet18_cifs"])
+def test_the_mask_attacks_change_masks_and_gradients_only_inside_their_block(name):
+    from fsr_models.evaluation.adaptive import defense_masks
+
+    model = tiny_defended(name)
+    with torch.no_grad():  # CIFS's nonlinear probe 3 times its init: a relevance that depends more on the feature
+        for m in model.modules():
+            if isinstance(m, CIFS) and m.hidden is not None:
+                m.hidden.weight.mul_(3)
+    x, y = parity_inputs((4, 3, 32, 32)), torch.tensor([0, 1, 2, 3])
+    other = (y + 1) % 10
+    with torch.no_grad():
+        predicted = model(x)
+        with defense_masks(model, labels=True):
+            labelled = model(x, targets=y)
+            assert not torch.equal(labelled, model(x, targets=other))  # the labels choose the masks at eval
+            assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        assert torch.equal(model(x, targets=other), predicted)  # and no more after it
+    assert not any(m.training for m in model.modules())
+
+    def input_gradient():
+        xg = x.clone().requires_grad_(True)
+        return torch.autograd.grad(F.cross_entropy(model(xg), y), xg)[0]
+
+    authors = input_gradient()
+    with defense_masks(model, relevance_gradient=True):
+        with torch.no_grad():
+            assert torch.equal(model(x), predicted)  # the same network
+        full = input_gradient()
+    assert torch.equal(input_gradient(), authors)
+    if name == "resnet18_cifs":  # the gradient the detach hides
+        assert (full - authors).abs().max() > 1e-3 * authors.abs().max()
+    else:
+        assert torch.equal(full, authors)
+
+
+@pytest.mark.parametrize("name", ["resnet18_cas", "resnet18_cifs"])
+def test_the_mask_attacks_stay_in_the_ball_and_never_report_more_than_pgd20(name):
+    from fsr_models.evaluation.protocol import evaluate_attacks
+
+    model = tiny_defended(name)
+    x, y = parity_inputs((6, 3, 32, 32)), torch.arange(6)
+    result = evaluate_attacks(model, x, y, ["natural", "pgd20", "defense_masks"], eps=16 / 255, progress=False)
+    expected = ["joint loss", "masks of the true class", "heads first, then cross-entropy"]
+    expected += ["through the relevance map"] if name == "resnet18_cifs" else []
+    assert list(result["candidates"]["defense_masks"]) == expected
+    assert result["accuracy"]["defense_masks"] <= result["accuracy"]["pgd20"]
+    assert result["settings"]["defense_masks"]["worst_case_with"] == "pgd20"
+
+
+def test_the_adaptive_set_has_the_mask_attacks_where_there_are_masks():
+    from fsr_models.evaluate import adaptive_attacks
+
+    cas, attacks = tiny_defended("resnet18_cas"), ["natural", "adaptive"]
+    chosen, skipped = adaptive_attacks(attacks, cas, twin=None)
+    assert chosen == ["natural", "feature_space", "defense_masks"]
+    assert skipped["mask_surrogate"] == "the model has no FSR mask (FSR with a Separation stage)"
+    fsr = timm.create_model("resnet18_fsr", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    assert adaptive_attacks(attacks, fsr, twin=None)[1]["defense_masks"] == "the model has no CAS or CIFS mask"
+    with pytest.raises(ValueError, match="no CAS or CIFS mask"):
+        adaptive_attacks(["defense_masks"], fsr, twin=None)
+    # the twin the transfer is crafted on, by default: the same network without the defense
+    assert [twin_name(f"{n}.at_cifar10") for n in NAMES] == ["resnet18_plain.at_cifar10"] * 3

@@ -64,6 +64,13 @@ def test_study_runs_each_setting_once_and_draws_them(reference_run, tmp_path):
     assert [row.split(" | ")[0].strip("| ") for row in table[2:]] == names
     for figure in ("curves_epoch.png", "curves_step.png"):
         assert Image.open(report / figure).size[0] > 1000
+    test = json.loads((report / f"{names[0]}.json").read_text())["test"]
+    p, n = test["accuracy"]["natural"], test["images"]
+    natural_cell = table[2].split(" | ")[11]
+    assert natural_cell == f"{100 * p:.1f} ± {196 * (p * (1 - p) / n) ** 0.5:.1f}"  # with its 95% interval
+    shutil.rmtree(runs)  # the report redraws from its own copies of the finished runs
+    assert study.main(args + ["--plot-only"]) == 0
+    assert (report / "table.md").read_text().splitlines() == table
 
 
 def test_bad_study_files_are_one_line_errors(tmp_path, capsys):

@@ -30,6 +30,7 @@ from safetensors.torch import load_file
 
 import fsr_models
 from fsr_models import training
+from fsr_models.defenses import defense_loss
 from fsr_models.evaluation import make_report, pgd_settings
 from fsr_models.evaluation.attacks import pgd
 from fsr_models.facts.paper import PAPER_TAGS
@@ -325,12 +326,67 @@ def test_fine_tuning_from_a_tag_without_published_weights_names_the_init_that_wo
     )
 
 
-def test_a_defense_network_is_refused_until_its_losses_are_trained(train_script, tmp_path, capsys):
-    """resnet18_cas is a timm name, but not a CNN to attach FSR to: the trainer says it cannot train it yet."""
-    assert train_script.main(tiny_run_args(tmp_path / "cas", "model=resnet18_cas", "model_args={}")) == 2
+def test_cas_and_cifs_train_their_joint_loss_against_an_attack_on_it(train_script, tmp_path, capsys, monkeypatch):
+    """A CIFS run: every training attack maximises CIFS's joint loss (its heads' logits asked for) in eval mode, the
+    step minimises it, and the run ends in a folder that loads as resnet18_cifs (whose text the zoo's card refuses to
+    write)."""
+    calls = []
+    real_pgd = training.loop.pgd
+
+    def recording_pgd(model, x, y, *args, loss_fn=None, **kwargs):
+        if loss_fn is not None:  # the training attack (validation attacks the logits' cross-entropy)
+            out = model(x)
+            joint = defense_loss("cifs", out, y, 3.0, "sum").item()
+            calls.append((model.func.training, model.keywords, loss_fn(out, y).item(), joint))
+        return real_pgd(model, x, y, *args, loss_fn=loss_fn, **kwargs)
+
+    monkeypatch.setattr(training.loop, "pgd", recording_pgd)
+    out = tmp_path / "cifs"
+    args = tiny_run_args(out, "model=resnet18_cifs", "model_args={layers: [1, 1, 1, 2], widths: [8, 16, 32, 64]}")
+    assert train_script.main([*args, "method=at", "defense_beta=3"]) == 0
+    assert len(calls) == 10 and all(c[:2] == (False, {"return_defense": True}) for c in calls)
+    assert all(c[2] == pytest.approx(c[3]) for c in calls)
+    assert "CifarResNet resnet18_cifs: at + CIFS (its joint loss, defense_beta 3)" in capsys.readouterr().out
+    model = load_model(out / "model")
+    assert model.pretrained_cfg["architecture"] == "resnet18_cifs" and model.cifs_stages == (4,)
+    with pytest.raises(ValueError, match="not with cifs: publish CAS, CIFS and Feature Denoising models with a card"):
+        model_card(read_record(out / "model"), "fsr-zoo/resnet18_cifs.at_cifar10")  # its text is FSR's
+
+
+def test_the_training_step_of_cas_is_its_joint_loss_with_the_labels_masks():
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18_cas", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    cfg = training.load_config(None, ["method=natural", "defense_beta=0.5"])
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5])
+    loss, loss_cls, loss_fsr, logits = training.adversarial_loss(cfg, net, net, None, x, y, defense="cas")
+    expected = net.train()(x, targets=y, return_defense=True)  # batch statistics: the same values again
+    assert loss_cls.item() == pytest.approx(defense_loss("cas", expected, y, 0.5).item())
+    assert torch.equal(loss, loss_cls) and loss_fsr.item() == 0 and torch.allclose(logits, expected.logits)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (["model=resnet18_cas", "method=trades"], "CAS trains with its own loss (method at or natural"),
+        (["model=resnet18_plain", "model_args={cas_stages: [4]}"], "places the defense of resnet18_cas: give model"),
+    ],
+)
+def test_a_defense_is_refused_where_the_run_would_not_be_its_own(train_script, tmp_path, capsys, settings, message):
+    assert train_script.main(tiny_run_args(tmp_path / "run", *settings)) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: model resnet18_cas: training the other defenses (CAS, CIFS, Feature Denoising)")
-    assert not (tmp_path / "cas" / "checkpoint").exists()
+    assert line.startswith("error: ") and message in line
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_the_table4_recipes_differ_only_in_the_network(train_script):
+    """FSR's Table 4 compares AT, FD, CAS, CIFS and FSR on ResNet-18, all trained with AT: one recipe, five networks
+    (CAS's and CIFS's heads weighted by their papers' beta 2)."""
+    names = ["plain", "fd", "cas", "cifs", "fsr"]
+    configs = [training.load_config(str(ROOT / f"training/configs/resnet18_{n}_at_cifar10.yaml"), []) for n in names]
+    assert [c.model for c in configs] == [f"resnet18_{n}" for n in names]
+    own = {"model": None, "output_dir": None}
+    assert all({**dataclasses.asdict(c), **own} == {**dataclasses.asdict(configs[0]), **own} for c in configs)
+    assert (configs[0].epochs, configs[0].attack_steps, configs[0].defense_beta) == (100, 10, 2.0)
 
 
 def test_fsr_heads_and_health_travel_with_the_run(train_script, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
     python training/study.py training/studies/cpu_recipe.yaml --runs runs/study-cpu --report docs/convergence/cpu
     python training/study.py STUDY.yaml --runs DIR --report DIR --jobs 2 --set data_dir=/data/cifar10
-    python training/study.py STUDY.yaml --runs DIR --report DIR --plot-only      # redraw from finished runs
+    python training/study.py STUDY.yaml --runs DIR --report DIR --plot-only      # redraw from the report's copies
     python training/study.py STUDY.yaml --runs DIR --report DIR --minutes 8      # stop within 8 minutes, go on later
 
 A study file (YAML) holds `base` (`fsr_models.training.TrainConfig` settings every run shares), `models` (each
@@ -30,6 +30,7 @@ from pathlib import Path
 import matplotlib
 import yaml
 
+from fsr_models.evaluation.report import interval_95
 from fsr_models.training import ConfigError, config_values, load_config
 from fsr_models.training.config import scaled_lr
 
@@ -142,10 +143,15 @@ def attack_name(cfg) -> str:
     return name if cfg.method == "at" else f"{cfg.method.upper()}'s {name}"
 
 
+def test_figure(accuracy: float | None, images: int) -> str:
+    """A final test accuracy in % with the half-width of its 95% interval over the test images: '47.3 ± 3.1'."""
+    return "-" if accuracy is None else f"{100 * accuracy:.1f} ± {100 * interval_95(accuracy, images):.1f}"
+
+
 def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[str, dict]) -> str:
     rows = [
         "| run | attack | batch | lr (absolute) | warm-up epochs | precision | init | epochs | SGD steps | "
-        "best epoch | best val PGD | test natural | test PGD-20 | R contribution | R live (2nd ReLU) | "
+        "best epoch | best val PGD | test natural (95%) | test PGD-20 (95%) | R contribution | R live (2nd ReLU) | "
         "S live (2nd ReLU) | mask mean | train min |",
         "| --- " * 18 + "|",
     ]
@@ -157,7 +163,7 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
         )
         health = next(iter(res.get("fsr_health", {}).values()), {})
         fig = lambda v, f="{:.3f}": "-" if v is None else f.format(v)  # noqa: E731
-        test = res["test"]["accuracy"]
+        test, images = res["test"]["accuracy"], res["test"]["images"]
         pgd = next((v for k, v in test.items() if k.startswith("pgd")), None)
         # the minutes of the epochs, summed (an epoch that a resume repeated counts once, its last try)
         epoch_seconds = {m["epoch"]: m["seconds"] for m in curves[name] if "seconds" in m}
@@ -166,8 +172,8 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
             f"{' cyclic' if cfg.lr_schedule == 'cyclic' else ''} | {cfg.warmup_epochs:g} | "
             f"{cfg.precision} | {cfg.weight_init} | {res['epochs']} | {last.get('step', '-')} | "
             f"{res['best_epoch']} | "
-            f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {fig(100 * test['natural'], '{:.1f}')} | "
-            f"{fig(None if pgd is None else 100 * pgd, '{:.1f}')} | {fig(health.get('r_contribution'))} | "
+            f"{fig(100 * res['best_val_pgd_acc'], '{:.1f}')} | {test_figure(test['natural'], images)} | "
+            f"{test_figure(pgd, images)} | {fig(health.get('r_contribution'))} | "
             f"{fig(health.get('r_live_2'), '{:.0%}')} | {fig(health.get('s_live_2'), '{:.0%}')} | "
             f"{fig(health.get('mask_mean'))} | {sum(epoch_seconds.values()) / 60:.1f} |"
         )
@@ -175,17 +181,20 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
 
 
 def report(runs: dict[str, dict], runs_dir: Path, report_dir: Path, title: str) -> None:
-    """Copy each finished run's curves and results into `report_dir`; draw the figures and the table there."""
+    """Copy each finished run's curves and results into `report_dir`; draw the figures and the table there from
+    those copies (so a report redraws after its runs' folders are gone)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     curves, results = {}, {}
     for name in runs:
         out = runs_dir / name
-        if not (out / "model" / "metrics.json").is_file():
+        if (out / "model" / "metrics.json").is_file():
+            shutil.copyfile(out / "metrics.jsonl", report_dir / f"{name}.jsonl")
+            metrics = json.loads((out / "model" / "metrics.json").read_text())
+            (report_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2))
+        if not (report_dir / f"{name}.json").is_file():
             continue
-        shutil.copyfile(out / "metrics.jsonl", report_dir / f"{name}.jsonl")
-        results[name] = json.loads((out / "model" / "metrics.json").read_text())
-        (report_dir / f"{name}.json").write_text(json.dumps(results[name], indent=2))
-        curves[name] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        results[name] = json.loads((report_dir / f"{name}.json").read_text())
+        curves[name] = [json.loads(line) for line in (report_dir / f"{name}.jsonl").read_text().splitlines()]
     finished = {name: runs[name] for name in curves}
     plot(curves, "epoch", report_dir / "curves_epoch.png", f"{title}: against epoch")
     plot(curves, "step", report_dir / "curves_step.png", f"{title}: against SGD step")
@@ -209,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU: each gets cores / jobs threads)")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="run only these (setting or setting.model names)")
-    parser.add_argument("--plot-only", action="store_true", help="draw the report from the runs as they are")
+    parser.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="draw the report from the runs as they are, and the copies the report holds",
+    )
     parser.add_argument("--minutes", type=float, help="stop within this many minutes (the same command goes on later)")
     args = parser.parse_args(argv)
     try:

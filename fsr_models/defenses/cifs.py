@@ -37,6 +37,9 @@ class CIFS(nn.Module):
     `forward(f, targets)`: the labels replace the top class in training mode only; without them, or in eval mode,
     the probe's prediction does (the authors' attacks and evaluation run in eval mode). `return_aux=True` (eager
     mode) also returns p.
+
+    `relevance_gradient = True` differentiates the mask's dependence on f too (through the nonlinear probe's
+    softplus; the same values): the gradient an adaptive attack takes, which the authors' detach hides.
     """
 
     def __init__(self, channels: int, num_classes: int, hidden: Optional[int] = None, device=None, dtype=None):
@@ -45,6 +48,7 @@ class CIFS(nn.Module):
         self.hidden = nn.Linear(channels, hidden, **dd) if hidden else None
         self.fc = nn.Linear(hidden or channels, num_classes, **dd)
         self.softplus_beta = SOFTPLUS_BETA
+        self.relevance_gradient = False
 
     def _hidden(self, g: torch.Tensor) -> torch.Tensor:
         """The nonlinear probe's pre-activation W1 g + b1 (the linear probe has none: g itself)."""
@@ -57,9 +61,9 @@ class CIFS(nn.Module):
         top2 = probe_logits.topk(2, dim=1).indices
         first = targets if self.training and targets is not None else top2[:, 0]
         relevance = self.fc.weight[first] + self.fc.weight[top2[:, 1]]  # ds/d(the probe's last input)
-        if self.hidden is not None:  # through softplus and W1, at the feature held constant
-            h_const = self.hidden(g.detach())
-            relevance = (relevance * torch.sigmoid(self.softplus_beta * h_const)) @ self.hidden.weight
+        if self.hidden is not None:  # through softplus and W1, at the feature held constant (unless asked)
+            h_mask = h if self.relevance_gradient else self.hidden(g.detach())
+            relevance = (relevance * torch.sigmoid(self.softplus_beta * h_mask)) @ self.hidden.weight
         out = f * F.softmax(relevance, dim=1)[:, :, None, None]
         if return_aux and not torch.jit.is_scripting():  # the probe's logits are for training, in eager mode
             return out, probe_logits

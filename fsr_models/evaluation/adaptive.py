@@ -15,16 +15,23 @@ what each one finds:
   an image of another class, then PGD on the logits from there.
 - transfer attacks: PGD crafted on another network, the plain twin (the zoo's counterpart without FSR) or the
   model's own "w/o Rec" ablation (`without_recalibration`, FSR passing on f+ only), evaluated on the model.
+
+Against the masks of CAS and CIFS (FSR's Table 4 baselines), which follow the network's own auxiliary prediction at
+test time (a discrete choice that passes no gradient) and, for CIFS, are differentiated with the feature held
+constant: `defense_mask_attacks`, PGD on their joint loss, with the masks fixed to the true class's, after moving the
+auxiliary predictions, and (CIFS) through the relevance map.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from typing import Iterator, Sequence
 
 import torch
 
+from fsr_models.defenses import AUX_BETA, CAS, CIFS, aux_defense, defense_loss
 from fsr_models.evaluation.attacks import autoattack, cross_entropy_sum, cw_margin, cw_margin_loss, pgd, project
 from fsr_models.fsr.fsr_core import FSR
 
@@ -146,3 +153,60 @@ def without_recalibration(model: torch.nn.Module) -> torch.nn.Module:
 def transfer(source, x, y, eps, step_size, steps) -> dict[str, torch.Tensor]:
     """PGD (no random start) crafted on `source`, for `worst_case` on the target model."""
     return {"PGD on the source": pgd(source, x, y, eps, step_size, steps, random_start=False)}
+
+
+@contextlib.contextmanager
+def defense_masks(model: torch.nn.Module, labels: bool = False, relevance_gradient: bool = False) -> Iterator[None]:
+    """Within the block, the CAS and CIFS modules of `model` (in eval mode otherwise: BN's running statistics) take
+    their masks from the labels passed as `targets` (`labels`: as in training; they have no other mode-dependent
+    part), and CIFS differentiates its mask with respect to the feature (`relevance_gradient`)."""
+    modules = [m for m in model.modules() if isinstance(m, (CAS, CIFS))]
+    if not modules:
+        raise ValueError("the mask attacks are for CAS and CIFS: this network has neither")
+    if model.training:
+        raise ValueError("the mask attacks attack the eval-mode network: call model.eval() first")
+    try:
+        for m in modules:
+            m.train(labels)
+            if isinstance(m, CIFS):
+                m.relevance_gradient = relevance_gradient
+        yield
+    finally:
+        for m in modules:
+            m.eval()
+            if isinstance(m, CIFS):
+                m.relevance_gradient = False
+
+
+def aux_cross_entropy(out, y: torch.Tensor) -> torch.Tensor:
+    """The auxiliary heads' summed cross-entropy, averaged over the heads: what moves their predictions, and so the
+    masks they choose."""
+    return torch.stack([cross_entropy_sum(a, y) for a in out.aux_logits]).mean()
+
+
+def defense_mask_attacks(model, x, y, eps, step_size, steps) -> dict[str, torch.Tensor]:
+    """PGD (no random start) against CAS's or CIFS's masks, each for `worst_case`:
+
+    - on their joint loss (CE + beta * mean CE of the heads, beta 2), as their authors evaluate;
+    - with every mask fixed to the true class's (as in training), on cross-entropy: the gradient no longer ignores
+      which mask is applied, and the true class's mask is the one the clean image mostly gets;
+    - first on the heads' cross-entropy alone (their predictions, and so the masks, move away from the true class),
+      then on cross-entropy from there;
+    - for CIFS, on cross-entropy through its relevance map (`relevance_gradient`)."""
+    defense = aux_defense(model)
+    joint = functools.partial(model, return_defense=True)
+    candidates = {
+        "joint loss": pgd(
+            joint, x, y, eps, step_size, steps, False, lambda out, t: defense_loss(defense, out, t, AUX_BETA, "sum")
+        )
+    }
+    with defense_masks(model, labels=True):
+        candidates["masks of the true class"] = pgd(
+            functools.partial(model, targets=y), x, y, eps, step_size, steps, random_start=False
+        )
+    heads_first = pgd(joint, x, y, eps, step_size, steps, random_start=False, loss_fn=aux_cross_entropy)
+    candidates["heads first, then cross-entropy"] = pgd(model, x, y, eps, step_size, steps, False, start=heads_first)
+    if defense == "cifs":
+        with defense_masks(model, relevance_gradient=True):
+            candidates["through the relevance map"] = pgd(model, x, y, eps, step_size, steps, random_start=False)
+    return candidates

@@ -105,16 +105,23 @@ def fgsm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -
 
 
 def nfgsm(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step_size: float, noise: float = 2.0
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    step_size: float,
+    noise: float = 2.0,
+    loss_fn: LossFn | None = None,
 ) -> torch.Tensor:
     """N-FGSM (de Jorge et al., NeurIPS 2022), the training attack of single-step adversarial training: uniform
-    noise U(-noise * eps, noise * eps), one signed-gradient step of `step_size` (their eps) on the cross-entropy,
+    noise U(-noise * eps, noise * eps), one signed-gradient step of `step_size` (their eps) on `loss_fn(logits, y)`
+    (summed cross-entropy by default),
     pixels clipped to [0, 1] after each, and **no projection back to the eps-ball**: the perturbation reaches
     (noise * eps + step_size), which is what keeps single-step training from collapsing. As their code
     (pdejorge/N-FGSM, train.py with --unif 2 --clip -1). For training only: its batch is not within eps of x."""
     x = x.detach()
     x_noisy = (x + torch.empty_like(x).uniform_(-noise * eps, noise * eps)).clamp(0, 1).requires_grad_(True)
-    (grad,) = torch.autograd.grad(cross_entropy_sum(model(x_noisy), y), x_noisy)
+    (grad,) = torch.autograd.grad((loss_fn or cross_entropy_sum)(model(x_noisy), y), x_noisy)
     return (x_noisy.detach() + step_size * grad.sign()).clamp(0, 1)
 
 

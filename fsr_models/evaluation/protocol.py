@@ -12,8 +12,16 @@ from fsr_models.evaluation import adaptive, attacks
 from fsr_models.facts.paper import PAPER_EPS
 
 WHITE_BOX = ("natural", "fgsm", "pgd20", "pgd100", "cw")  # Ensemble is over these (the paper's set A, clean included)
-# Attacks designed against FSR (fsr_models.evaluation.adaptive); each keeps the per-image worst case with PGD-20.
-ADAPTIVE = ("mask_surrogate", "mask_surrogate_apgd", "feature_space", "transfer_twin", "transfer_without_rec")
+# Attacks designed against FSR, and against CAS's and CIFS's masks (fsr_models.evaluation.adaptive); each keeps the
+# per-image worst case with PGD-20.
+ADAPTIVE = (
+    "mask_surrogate",
+    "mask_surrogate_apgd",
+    "feature_space",
+    "transfer_twin",
+    "transfer_without_rec",
+    "defense_masks",
+)
 # The temperature factors T of the softened mask, sigmoid(r / (tau * T)): from near the test-time tau to far above it
 SURROGATE_TEMPERATURES = [2.0, 10.0, 100.0, 1000.0]
 # The attacks a report may hold, in the paper's column order (Ensemble, derived, goes after C&W; the adaptive
@@ -92,6 +100,12 @@ def attack_settings(name: str, eps: float, strong: bool) -> dict:
         "transfer_without_rec": dict(
             attack="PGD-20 crafted on the model's own w/o Rec ablation (FSR passes on f+ only)", **_adaptive_pgd(eps)
         ),
+        "defense_masks": dict(
+            attack="PGD-20 against CAS's or CIFS's masks: on their joint loss (beta 2), with every mask fixed to the "
+            "true class's, on the auxiliary heads first (moving the masks) then cross-entropy, and for CIFS through "
+            "its relevance map",
+            **_adaptive_pgd(eps),
+        ),
     }[name] | {"eps": eps, "norm": "Linf"}
 
 
@@ -151,6 +165,8 @@ def _run_adaptive(name, s, model, x, y, eps, strong, twin, done, ablation) -> tu
         if twin is None:
             raise ValueError("transfer_twin is crafted on the model's twin (with or without FSR): give --twin")
         candidates = adaptive.transfer(twin, x, y, *pgd_args)
+    elif name == "defense_masks":
+        candidates = adaptive.defense_mask_attacks(model, x, y, *pgd_args)
     else:
         candidates = adaptive.transfer(ablation or adaptive.without_recalibration(model), x, y, *pgd_args)
     x_adv = adaptive.worst_case(model, x, y, [done["pgd20"], *candidates.values()])

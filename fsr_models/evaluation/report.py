@@ -26,6 +26,7 @@ COLUMNS = {  # report key -> column title, in the paper's order
     "feature_space": "Feature space",
     "transfer_twin": "Transfer from twin",
     "transfer_without_rec": "Transfer from w/o Rec",
+    "defense_masks": "CAS/CIFS masks",
     "adaptive_ensemble": "Adaptive ensemble",
 }
 _CW = attack_settings("cw", PAPER_EPS, strong=False)
@@ -58,9 +59,12 @@ ATTACK_NOTES = {  # what an attack is, said once under the tables where it appea
     "feature_space": "Feature space: PGD moving the feature FSR passes on towards that of the nearest image of "
     "another class, then PGD-20 from there.",
     "transfer_twin": "Transfer from twin: PGD-20 crafted on the zoo's same network with FSR, or without it for an "
-    "FSR model.",
+    "FSR, CAS, CIFS or Feature Denoising model.",
     "transfer_without_rec": "Transfer from w/o Rec: PGD-20 crafted on this model's own w/o Rec ablation (FSR "
     "passing on f+ only).",
+    "defense_masks": "CAS/CIFS masks: PGD-20 on CAS's or CIFS's joint loss (beta 2), with every mask fixed to the "
+    "true class's, on the auxiliary heads first (moving the masks) then cross-entropy, and for CIFS through its "
+    "relevance map (the gradient its authors' detach hides).",
     "adaptive_ensemble": "Each adaptive attack keeps, per image, the worst case with PGD-20; the adaptive ensemble "
     "counts an image only if it withstands every attack of its table.",
 }
@@ -95,6 +99,12 @@ def make_report(
         "seconds": result["seconds"],
         "source": source,
     } | {key: result[key] for key in ("autoattack_warnings", "candidates", "found_beyond_pgd20") if result.get(key)}
+
+
+def interval_95(accuracy: float, images: int) -> float:
+    """The half-width of the 95% interval of an accuracy measured on `images` images: 1.96 sqrt(p (1 - p) / n), the
+    normal approximation to the binomial (what separates two models measured on that many images)."""
+    return 1.96 * (accuracy * (1 - accuracy) / images) ** 0.5
 
 
 def eps_text(eps: float) -> str:

@@ -30,12 +30,22 @@ BACKBONES = {
 # Registered architecture names, FSR and plain, by backbone.
 ARCHITECTURES = {key: backbone.architectures(key) for key, backbone in BACKBONES.items()}
 
+# The feature-level defenses FSR's Table 4 compares with, in ResNet-18 (registered as resnet18_<defense>), and the
+# constructor argument that places each (stages followed by it).
+DEFENSES = ("cas", "cifs", "fd")
+DEFENSE_BACKBONE = "resnet18"
+DEFENSE_NETWORKS = tuple(f"{DEFENSE_BACKBONE}_{defense}" for defense in DEFENSES)
+DEFENSE_STAGE_ARGS = tuple(f"{defense}_stages" for defense in DEFENSES)
+
 
 def twin_name(name: str) -> str | None:
     """The zoo's same network without FSR for an FSR one and with it for a plain one, as `name` is written
-    ("resnet18_fsr.at_cifar10" -> "resnet18_plain.at_cifar10", tag kept); None for a name of no zoo network."""
+    ("resnet18_fsr.at_cifar10" -> "resnet18_plain.at_cifar10", tag kept), and without its defense for one of
+    `DEFENSE_NETWORKS` (the plain ResNet-18); None for a name of no zoo network."""
     architecture, dot, tag = name.partition(".")
     backbone, _, kind = architecture.rpartition("_")
+    if architecture in DEFENSE_NETWORKS:
+        return f"{backbone}_plain{dot}{tag}"
     if backbone not in BACKBONES or kind not in ("fsr", "plain"):
         return None
     return f"{backbone}_{'plain' if kind == 'fsr' else 'fsr'}{dot}{tag}"

@@ -23,7 +23,7 @@ from timm.models._pretrained import filter_pretrained_cfg
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
-from fsr_models.facts.networks import BACKBONES
+from fsr_models.facts.networks import BACKBONES, DEFENSE_BACKBONE, DEFENSE_NETWORKS, DEFENSE_STAGE_ARGS, DEFENSES
 from fsr_models.fsr.fsr_core import check_fsr_config
 
 logger = logging.get_logger(__name__)
@@ -31,6 +31,8 @@ logger = logging.get_logger(__name__)
 FSR_FIELDS = (
     "backbone",
     "fsr_stages",
+    "defense",
+    "defense_stages",
     "backbone_args",
     "fsr_tau",
     "fsr_separation",
@@ -96,7 +98,7 @@ TRANSFORMERS_KEYS = {f.name for f in dataclasses.fields(PreTrainedConfig)} | {
     "min_length",
 }
 # The zoo's own names and their beginnings: a key near one is a misspelt zoo field, refused
-_ZOO_PREFIXES = ("fsr_", "lambda_", "normalize_", "backbone")
+_ZOO_PREFIXES = ("fsr_", "lambda_", "normalize_", "backbone", "defense")
 
 
 def _looks_like_a_zoo_key(key: str) -> bool:
@@ -119,6 +121,13 @@ class FSRConfig(PreTrainedConfig):
             The FSR positions. For the zoo's networks, stages (1-based) followed by an FSR module; `None` is the
             paper's position (after stage 4 of ResNet-18 and VGG16, group 3 of WRN-34-10); `[]` is the plain network.
             For a timm CNN, indices into its `feature_info` (0-based, as timm's `out_indices`); `None` is the last.
+        defense (`str`, *optional*):
+            One of the feature-level defenses that FSR's Table 4 compares with, in place of FSR: `"cas"` (Channel-wise
+            Activation Suppressing), `"cifs"` (Channel-wise Importance-based Feature Selection) or `"fd"` (Feature
+            Denoising); ResNet-18 only, with `fsr_stages` `[]`. `None`: FSR, or the plain network.
+        defense_stages (`list[int]`, *optional*):
+            The stages (1-based) followed by the defense; `None` is where the zoo places it (CAS and CIFS after each
+            block of stage 4, Feature Denoising after every stage).
         backbone_args (`dict`, *optional*):
             The backbone's own architecture arguments: `layers` / `widths` (ResNet), `stages` (VGG), `depth` /
             `widen_factor` (WRN), or a timm CNN's `timm.create_model` arguments. `None` is the paper's network (or
@@ -158,6 +167,8 @@ class FSRConfig(PreTrainedConfig):
 
     backbone: str = "resnet18"
     fsr_stages: list[int] | tuple[int, ...] | None = None
+    defense: str | None = None
+    defense_stages: list[int] | tuple[int, ...] | None = None
     backbone_args: dict[str, Any] | None = None
     fsr_tau: float | int = 0.1
     fsr_separation: bool = True
@@ -175,6 +186,23 @@ class FSRConfig(PreTrainedConfig):
         check_fsr_config(
             None if attached else self.backbone, self.fsr_tau, self.fsr_output, " or 'timm/<a timm model name>'"
         )
+        if self.defense is not None:
+            if self.defense not in DEFENSES or self.backbone != DEFENSE_BACKBONE:
+                raise ValueError(
+                    f"FSRConfig.defense {self.defense!r} of {self.backbone}: the defenses are {list(DEFENSES)}, in "
+                    f"{DEFENSE_BACKBONE} only"
+                )
+            if self.fsr_stages:
+                raise ValueError(
+                    f"FSRConfig: a network with defense {self.defense!r} has no FSR: fsr_stages must be []"
+                )
+            self.fsr_stages = []
+            if self.defense_stages is not None:
+                self.defense_stages = list(self.defense_stages)
+                if not set(self.defense_stages) <= set(range(1, BACKBONES[self.backbone].num_stages + 1)):
+                    raise ValueError(f"FSRConfig.defense_stages must be in 1..4, got {self.defense_stages}")
+        elif self.defense_stages is not None:
+            raise ValueError("FSRConfig.defense_stages places a defense: give defense ('cas', 'cifs' or 'fd') too")
         if self.backbone in BACKBONES:
             paper_stages, stage_count = BACKBONES[self.backbone].fsr_stages, BACKBONES[self.backbone].num_stages
             self.fsr_stages = list(paper_stages if self.fsr_stages is None else self.fsr_stages)
@@ -240,6 +268,8 @@ class FSRConfig(PreTrainedConfig):
     def timm_architecture(self) -> str:
         if self.timm_backbone:
             return ATTACHED
+        if self.defense:
+            return f"{self.backbone}_{self.defense}"
         return f"{self.backbone}_{'fsr' if self.fsr_stages else 'plain'}"
 
     @property
@@ -249,6 +279,8 @@ class FSRConfig(PreTrainedConfig):
             named = {k: getattr(self, k) for k in ("fsr_stages", *NORMALIZE_ARGS) if getattr(self, k) is not None}
             fsr = {k: getattr(self, k) for k in FSR_ARGS[1:]}
             return {"base_model": self.timm_backbone, **(self.backbone_args or {}), **named, **fsr}
+        if self.defense_stages is not None:
+            return {**(self.backbone_args or {}), f"{self.defense}_stages": list(self.defense_stages)}
         if not self.fsr_stages:
             return dict(self.backbone_args or {})
         return {
@@ -285,21 +317,26 @@ class FSRConfig(PreTrainedConfig):
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), **self.timm_fields()}
+        out = {**super().to_dict(), **self.timm_fields()}
+        if self.defense is None:  # named only where there is one: an FSR or plain network's config stays as it was
+            del out["defense"], out["defense_stages"]
+        return out
 
     @classmethod
     def from_timm_model(cls, model, **kwargs) -> "FSRConfig":
         """The config of a zoo network built by timm (its architecture, FSR settings, labels, pretrained_cfg)."""
-        if defended := [k for k in ("cas_stages", "cifs_stages", "fd_stages") if getattr(model, k, ())]:
-            # the config would describe another network than the weights: refused rather than saved unloadable
-            raise ValueError(
-                f"{defended[0]}: networks with CAS, CIFS or Feature Denoising cannot be saved in the zoo's folder "
-                "layout yet (timm only so far); torch.save their state_dict"
-            )
         # Where the weights came from (a file, a state dict, a Hub id) is not part of the saved model's config.
         pretrained_cfg = filter_pretrained_cfg(dict(getattr(model, "pretrained_cfg", None) or {}), remove_source=True)
         pretrained_cfg.pop("state_dict", None)
         model_args = {**model.backbone_args, "in_chans": model.in_chans, "fsr_stages": list(model.fsr_stages)}
+        for key, network in zip(DEFENSE_STAGE_ARGS, DEFENSE_NETWORKS):
+            if getattr(model, key, ()):
+                if pretrained_cfg.get("architecture") != network:  # the config would name another network
+                    raise ValueError(
+                        f"{key}: a network with this defense is saved as {network} (timm.create_model({network!r}, "
+                        f"{key}=...)), not as {pretrained_cfg.get('architecture')}"
+                    )
+                model_args[key] = list(getattr(model, key))
         if hasattr(model, "base_model_name"):  # FSR attached to a timm CNN (fsr_models.attach_fsr)
             normalize = {"normalize_mean": list(model.normalize_mean), "normalize_std": list(model.normalize_std)}
             model_args.update(base_model=model.base_model_name, **normalize)
@@ -336,8 +373,10 @@ class FSRConfig(PreTrainedConfig):
                 raise ValueError(f"{ATTACHED} needs model_args.base_model, the timm CNN that FSR is attached to")
             backbone = f"{TIMM_PREFIX}{base_model}"
             fields.update({key: model_args.pop(key) for key in NORMALIZE_ARGS if key in model_args})
+        elif arch in DEFENSE_NETWORKS:
+            fields.update(defense=kind, defense_stages=model_args.pop(f"{kind}_stages", None))
         elif backbone not in BACKBONES or kind not in ("fsr", "plain"):
-            known = [f"{b}_{k}" for b in BACKBONES for k in ("fsr", "plain")] + [ATTACHED]
+            known = [f"{b}_{k}" for b in BACKBONES for k in ("fsr", "plain")] + [*DEFENSE_NETWORKS, ATTACHED]
             raise ValueError(f"architecture {arch!r} is not an FSR zoo network (one of {known})")
         num_classes = fields.pop("num_classes", model_args.get("num_classes"))
         if model_args.pop("num_classes", num_classes) != num_classes:
@@ -346,7 +385,7 @@ class FSRConfig(PreTrainedConfig):
         fields.pop("label_descriptions", None)  # timm's descriptions of label names, which the zoo does not keep
         backbone_args = {**model_args, "global_pool": model_args.pop("global_pool", fields.pop("global_pool", "avg"))}
         fsr_fields = {key: backbone_args.pop(key) for key in FSR_ARGS if key in backbone_args}
-        if kind == "plain":
+        if kind == "plain" or arch in DEFENSE_NETWORKS:
             fsr_fields["fsr_stages"] = []
         # The defaults (3 channels, average pooling) are left out, as the zoo's own configs leave them out.
         backbone_args = {

@@ -68,6 +68,11 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
     """The card of one Hub repository: metadata (with every measured result) and what a user needs to know."""
     eval_results = record.eval_results  # a ValueError without the final test
     config, test, dataset = record.config, record.metrics["test"], DATASETS[record.run["dataset"]]
+    if config.get("defense"):  # the card's text describes FSR networks and their plain twins
+        raise ValueError(
+            f"{record.name}: the card describes networks with or without FSR, not with {config['defense']}: publish "
+            "CAS, CIFS and Feature Denoising models with a card of your own (push_to_hub)"
+        )
     data = ModelCardData(
         library_name="timm",
         license="mit",

@@ -4,6 +4,7 @@ and two models side by side."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 from fsr_models.evaluation.checks import ZERO_GRADIENT, verdict
@@ -15,6 +16,7 @@ from fsr_models.evaluation.report import (
     curve_table,
     eps_text,
     health_table,
+    interval_95,
     joined,
 )
 from fsr_models.facts.datasets import DATASETS
@@ -213,25 +215,36 @@ def measured_lines(record: Record, model: str, files: str = "") -> list[str]:
 def comparison_lines(this: Record, other: Record) -> list[str]:
     """Two zoo models measured side by side (the same network with and without FSR, same tag): the final tests and
     the largest AutoAttack reports where both have them on as many images, who is ahead, how their training differed."""
-    columns = []  # (title, (this value, other value))
+    columns = []  # (title, (this value, other value), images)
     tests = (this.metrics["test"], other.metrics["test"])
     if tests[0]["images"] == tests[1]["images"]:
         for key in (k for k in tests[0]["accuracy"] if k in tests[1]["accuracy"]):
-            columns.append((f"{column_title(key)} ({tests[0]['images']:,})", [t["accuracy"][key] for t in tests]))
+            title = f"{column_title(key)} ({tests[0]['images']:,})"
+            columns.append((title, [t["accuracy"][key] for t in tests], tests[0]["images"]))
     autoattack = (this.largest_with("autoattack"), other.largest_with("autoattack"))
     if all(autoattack) and autoattack[0]["images"] == autoattack[1]["images"]:
         title = f"AutoAttack (first {autoattack[0]['images']:,})"
-        columns.append((title, [r["accuracy"]["autoattack"] for r in autoattack]))
-    lines = ["| model | epochs | " + " | ".join(t for t, _ in columns) + " |", "| --- " * (len(columns) + 2) + "|"]
+        columns.append((title, [r["accuracy"]["autoattack"] for r in autoattack], autoattack[0]["images"]))
+    lines = ["| model | epochs | " + " | ".join(t for t, *_ in columns) + " |", "| --- " * (len(columns) + 2) + "|"]
     for i, record in enumerate((this, other)):
-        values = " | ".join(f"{100 * v[i]:.2f}" for _, v in columns)
+        values = " | ".join(f"{100 * v[i]:.2f} ± {100 * interval_95(v[i], n):.2f}" for _, v, n in columns)
         lines.append(f"| {record.name} | {record.metrics['epochs']} | {values} |")
-    ahead = {this.name: [], other.name: []}
-    for title, (mine, theirs) in columns:
+    ahead, beyond = {this.name: [], other.name: []}, []
+    for title, (mine, theirs), images in columns:
+        measure = title.split(" (")[0]
+        # the 95% interval of the difference of two accuracies on that many images each
+        half = 100 * math.hypot(interval_95(mine, images), interval_95(theirs, images))
         if diff := round(100 * (mine - theirs), 2):
-            ahead[this.name if diff > 0 else other.name].append(f"{title.split(' (')[0]} (+{abs(diff):.2f} points)")
+            ahead[this.name if diff > 0 else other.name].append(f"{measure} (+{abs(diff):.2f} ± {half:.2f} points)")
+            beyond += [measure] if abs(diff) > half else []
     said = [f"`{name}` is ahead on {joined(leads)}" for name, leads in ahead.items() if leads]
     lines += ["", ("; ".join(said) if said else "The two are equal on every measure") + "."]
+    if said:  # what a difference of that size on that many images says
+        lines[-1] += (
+            f" Beyond the 95% interval of the difference: {joined(beyond)}."
+            if beyond
+            else " Every difference is within its 95% interval: the images measured do not tell the two apart."
+        )
     # the epochs each run trained (a time budget fits them after the first epoch), not those its config planned
     mine, theirs = ({**TRAIN_DEFAULTS, **r.train, "epochs": r.metrics["epochs"]} for r in (this, other))
     differ = [k for k in sorted(set(mine) | set(theirs)) if k not in RUN_ONLY_SETTINGS and mine.get(k) != theirs.get(k)]

@@ -112,22 +112,22 @@ def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> 
     """Fail before building when pretrained weights are asked for and none are named (timm would say less)."""
     if not pretrained:
         return
-    cfg = resolve_pretrained_cfg(
-        variant,
-        pretrained_cfg=kwargs.get("pretrained_cfg"),
-        pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
-    )
+    cfg = _resolved_cfg(variant, kwargs)
     if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
-        raise NoPublishedWeights(_tagged(variant, kwargs))
+        raise NoPublishedWeights(_tagged(variant, cfg))
 
 
-def _tagged(variant: str, kwargs: dict) -> str:
-    """'<architecture>.<tag>' of a build, as timm resolves its pretrained cfg."""
-    cfg = resolve_pretrained_cfg(
+def _resolved_cfg(variant: str, kwargs: dict):
+    """The pretrained cfg of a build, as timm resolves it."""
+    return resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.get("pretrained_cfg"),
         pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     )
+
+
+def _tagged(variant: str, cfg) -> str:
+    """'<architecture>.<tag>' of a build whose pretrained cfg is `cfg`."""
     return f"{variant}.{cfg.tag}" if cfg.tag else variant
 
 
@@ -149,8 +149,8 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     try:
         model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
     except LocalEntryNotFoundError as e:
-        raise NoPublishedWeights(_tagged(variant, kwargs), offline=True) from e
+        raise NoPublishedWeights(_tagged(variant, _resolved_cfg(variant, kwargs)), offline=True) from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise NoPublishedWeights(_tagged(variant, kwargs)) from e
+        raise NoPublishedWeights(_tagged(variant, _resolved_cfg(variant, kwargs))) from e
     model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
     return model

@@ -74,6 +74,9 @@ class TrainConfig:
     test_size: int = 10000  # test images of the final evaluation
     method: str = "at"  # natural, at, trades, mart
     beta: float = 6.0  # TRADES / MART
+    # CAS and CIFS (model resnet18_cas / resnet18_cifs): the weight of their auxiliary heads' cross-entropy in the
+    # loss they train with and their training attack maximises (fsr_models.defenses.defense_loss; 2 in both papers)
+    defense_beta: float = 2.0
     lambda_sep: float = 1.0
     lambda_rec: float = 1.0
     epochs: int = 100
@@ -156,7 +159,15 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "attack_steps", "val_attack_steps", "eval_attack_steps"):
             if getattr(self, name) < (0 if "attack" in name else 1):
                 raise ConfigError(f"{name} must be at least {0 if 'attack' in name else 1}, got {getattr(self, name)}")
-        for name in ("lr_per_128", "warmup_epochs", "weight_decay", "momentum", "time_budget_min", "stop_after_min"):
+        for name in (
+            "lr_per_128",
+            "warmup_epochs",
+            "weight_decay",
+            "momentum",
+            "time_budget_min",
+            "stop_after_min",
+            "defense_beta",
+        ):
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.method not in METHODS:

@@ -4,6 +4,7 @@ prepared by Accelerate, one epoch of adversarial training, and clean and PGD acc
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -15,19 +16,19 @@ from accelerate.utils import broadcast
 from tqdm.auto import tqdm
 
 from fsr_models.data import load_dataset, to_float
+from fsr_models.defenses import DefenseOutput, aux_defense, defense_loss
 from fsr_models.evaluation.attacks import nfgsm, pgd
 from fsr_models.evaluation.protocol import correct
 from fsr_models.facts.datasets import DATASETS
-from fsr_models.facts.networks import ARCHITECTURES
+from fsr_models.facts.networks import ARCHITECTURES, DEFENSE_NETWORKS, DEFENSE_STAGE_ARGS
 from fsr_models.fsr import FSRLoss
 from fsr_models.hub.folders import load_fsr_heads, load_model
-from fsr_models.models._build import CHECKOUT_FOLDERS, DEFENSE_PAPERS, NoPublishedWeights
+from fsr_models.models._build import CHECKOUT_FOLDERS, NoPublishedWeights
 from fsr_models.models._init import init_vgg
 from fsr_models.training.config import ConfigError, TrainConfig, scaled_lr
 from fsr_models.training.losses import classification_loss, trades_kl
 
 ZOO_NETWORKS = [name for pair in ARCHITECTURES.values() for name in pair]
-DEFENSE_NETWORKS = [f"resnet18_{defense}" for defense in DEFENSE_PAPERS]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -72,11 +73,9 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
     to any other timm CNN (`model` its name; `model_args` the backbone's arguments, `fsr_stages`, `base_pretrained`
     for its pretrained weights), or, for fine-tuning, the zoo model `cfg.init` with a new head when the classes
     differ."""
-    if defended := [k for k in ("cas_stages", "cifs_stages", "fd_stages") if cfg.model_args.get(k)]:
-        raise ConfigError(
-            f"model_args {defended[0]}: training CAS, CIFS or Feature Denoising with their own losses is not "
-            "supported yet"
-        )
+    for key, network in zip(DEFENSE_STAGE_ARGS, DEFENSE_NETWORKS):
+        if key in cfg.model_args and cfg.model != network:  # saved, it would be named as another network
+            raise ConfigError(f"model_args {key} places the defense of {network}: give model: {network}")
     if cfg.init:
         try:
             model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
@@ -87,15 +86,10 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
             ) from None
         except ValueError as e:  # a folder or repository that is not a zoo model
             raise ConfigError(f"init={cfg.init}: {e}") from None
-    elif cfg.model in ZOO_NETWORKS:
+    elif cfg.model in ZOO_NETWORKS or cfg.model in DEFENSE_NETWORKS:
         tagged = f"{cfg.model}.{cfg.method}_{cfg.dataset}"
         name = tagged if tagged in timm.list_models(cfg.model, include_tags=True) else cfg.model
         model = timm.create_model(name, num_classes=num_classes, **cfg.model_args)
-    elif cfg.model in DEFENSE_NETWORKS:  # not a CNN to attach FSR to: its own losses and attack are not here yet
-        raise ConfigError(
-            f"model {cfg.model}: training the other defenses (CAS, CIFS, Feature Denoising) with their own losses is "
-            f"not supported yet; the trainer trains {ZOO_NETWORKS} and FSR attached to other timm CNNs"
-        )
     elif timm.is_model(cfg.model):
         try:
             model = timm.create_model("fsr_attached", base_model=cfg.model, num_classes=num_classes, **cfg.model_args)
@@ -104,13 +98,18 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
             raise ConfigError(f"model {cfg.model}: {e}") from None
     else:
         raise ConfigError(
-            f"model {cfg.model!r} is neither one of the zoo's networks {ZOO_NETWORKS} nor a timm model name (see "
-            "timm.list_models()), to which FSR is attached"
+            f"model {cfg.model!r} is neither one of the zoo's networks {ZOO_NETWORKS + list(DEFENSE_NETWORKS)} nor "
+            "a timm model name (see timm.list_models()), to which FSR is attached"
+        )
+    if cfg.method in ("trades", "mart") and aux_defense(model):
+        raise ConfigError(
+            f"{aux_defense(model).upper()} trains with its own loss (method at or natural, its heads weighted by "
+            "defense_beta): the TRADES and MART versions of CAS and CIFS are not in the zoo"
         )
     # Trained on the data set's images as they are: its input size (and the feature map there), no crop, no other
     # test size
     input_size = DATASETS[cfg.dataset].input_size
-    if not cfg.init and cfg.model not in ZOO_NETWORKS:  # a timm CNN's cfg describes its own input size
+    if not cfg.init and model.pretrained_cfg["architecture"] == "fsr_attached":  # its timm CNN's input size
         reduction = model.feature_info[-1]["reduction"]
         model.pretrained_cfg = {**model.pretrained_cfg, "pool_size": tuple(-(-s // reduction) for s in input_size[1:])}
     model.pretrained_cfg = {
@@ -276,12 +275,25 @@ def shard_batches(n: int, batch_size: int, accelerator: Accelerator, generator: 
         yield order[start : start + batch_size][accelerator.process_index :: accelerator.num_processes]
 
 
-def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torch.Tensor, y: torch.Tensor):
+def adversarial_loss(
+    cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torch.Tensor, y: torch.Tensor, defense: str | None = None
+):
     """One step's losses: the inner maximisation on `attack_net` (the unwrapped network) in eval mode, then the
     method's loss (+ the FSR losses) of the adversarial batch through `step_model` (DDP-wrapped where there is
-    DDP) in train mode. Returns (loss, classification loss, FSR loss, adversarial logits)."""
+    DDP) in train mode. Returns (loss, classification loss, FSR loss, adversarial logits).
+
+    `defense` "cas" or "cifs" (`aux_defense` of the network): as their authors train, the attack maximises and the
+    step minimises their joint loss (`defense_loss`), the attack with the masks of the network's predictions (eval
+    mode), the step with those of the labels."""
     attack_net.eval()  # BN statistics, deterministic FSR mask
     logits_nat = None
+    attack_loss = None
+    if defense is not None:
+
+        def attack_loss(out: DefenseOutput, target: torch.Tensor) -> torch.Tensor:
+            return defense_loss(defense, out, target, cfg.defense_beta, reduction="sum")
+
+        attack_net = functools.partial(attack_net, return_defense=True)
     if cfg.method == "natural":
         x_adv = x
     elif cfg.method == "trades":  # TRADES and MART start from x + 0.001 N(0, 1), as their code does
@@ -298,20 +310,27 @@ def adversarial_loss(cfg: TrainConfig, attack_net, step_model, fsr_loss, x: torc
             start=x + 0.001 * torch.randn_like(x),
         )
     elif cfg.attack == "nfgsm":
-        x_adv = nfgsm(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_noise)
+        x_adv = nfgsm(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_noise, attack_loss)
     elif cfg.method == "mart":
         x_adv = pgd(
             attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, start=x + 0.001 * torch.randn_like(x)
         )
     else:
-        x_adv = pgd(attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, cfg.random_start)
+        x_adv = pgd(
+            attack_net, x, y, cfg.eps, cfg.attack_step_size, cfg.attack_steps, cfg.random_start, loss_fn=attack_loss
+        )
 
     step_model.train()
     if cfg.method in ("trades", "mart"):  # natural batch first, as their code does (BN statistics)
         logits_nat = step_model(x)
-    out_adv = step_model(x_adv, return_fsr=fsr_loss is not None)
-    logits_adv = out_adv.logits if fsr_loss is not None else out_adv
-    loss_cls = classification_loss(cfg.method, logits_adv, y, logits_nat, cfg.beta)
+    if defense is not None:
+        out_adv = step_model(x_adv, targets=y, return_defense=True)
+        logits_adv = out_adv.logits
+        loss_cls = defense_loss(defense, out_adv, y, cfg.defense_beta)
+    else:
+        out_adv = step_model(x_adv, return_fsr=fsr_loss is not None)
+        logits_adv = out_adv.logits if fsr_loss is not None else out_adv
+        loss_cls = classification_loss(cfg.method, logits_adv, y, logits_nat, cfg.beta)
     loss_fsr = fsr_loss(out_adv, y) if fsr_loss is not None else torch.zeros((), device=y.device)
     return loss_cls + loss_fsr, loss_cls, loss_fsr, logits_adv
 
@@ -342,6 +361,7 @@ def train_epoch(
     steps_per_epoch = len(data.train_x) // cfg.batch_size
     totals = torch.zeros(4, device=device)  # loss, classification loss, FSR loss, correct (adv)
     first_bad = torch.full((3,), -1.0, device=device)  # the first step with a non-finite loss, and its two losses
+    defense = aux_defense(t.net)
     for step, idx in enumerate(
         tqdm(batches, desc=f"epoch {epoch + 1}", disable=not accelerator.is_main_process, leave=False)
     ):
@@ -351,7 +371,9 @@ def train_epoch(
         # The parameters' memory format: a channels-last batch through contiguous weights gives channels-last
         # weight gradients, which DDP's buckets refuse ("Grad strides do not match bucket view strides") and copy
         x = x.contiguous(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-        loss, loss_cls, loss_fsr, logits_adv = adversarial_loss(cfg, t.attack_net, t.step_model, t.fsr_loss, x, y)
+        loss, loss_cls, loss_fsr, logits_adv = adversarial_loss(
+            cfg, t.attack_net, t.step_model, t.fsr_loss, x, y, defense
+        )
         # Noted on the device and read every FINITE_CHECK_EVERY steps: a read per step would wait for the GPU each time
         new_bad = ~torch.isfinite(loss.detach()) & (first_bad[0] < 0)
         this_step = torch.stack([torch.full((), step + 1.0, device=device), loss_cls.float(), loss_fsr.float()])

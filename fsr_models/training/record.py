@@ -14,6 +14,7 @@ import torch
 from accelerate import Accelerator
 
 from fsr_models.data import data_source, load_dataset, to_float
+from fsr_models.defenses import aux_defense
 from fsr_models.evaluation.protocol import attack_settings, pgd_settings
 from fsr_models.evaluation.report import make_report
 from fsr_models.fsr import fsr_health, fsr_health_problems
@@ -26,8 +27,11 @@ from fsr_models.training.loop import Training, TrainingData, clean_and_pgd_accur
 
 def run_header(cfg: TrainConfig, training: Training, data: TrainingData, accelerator: Accelerator) -> str:
     """One line on what trains where: network, method, data, processes, learning rate."""
+    defense = aux_defense(training.net)
+    joint = f" + {defense.upper()} (its joint loss, defense_beta {cfg.defense_beta:g})" if defense else ""
     return (
         f"{type(training.net).__name__} {cfg.init or cfg.model}: {cfg.method}{' + FSR' if training.heads else ''}"
+        f"{joint}"
         f"{' (N-FGSM)' if cfg.attack == 'nfgsm' else ''} on "
         f"{cfg.dataset}, {len(data.train_x)} train / {len(data.val_x)} val images, "
         f"{accelerator.num_processes} process(es) on {accelerator.device}, {cfg.precision}, lr {training.lr:g}"
