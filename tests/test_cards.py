@@ -219,8 +219,11 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
         if gap:
             lead = rf"{title} \(\+{abs(gap):.2f} ± {half:.2f} points\)"
             assert re.search(rf"`{re.escape(leader.name)}` is ahead on [^;]*{lead}", text)
+    said = " ".join(text.split())
     if beyond:
-        assert f"Beyond the 95% interval of the difference: {joined(beyond)}." in " ".join(text.split())
+        assert f"Beyond the 95% interval of the difference: {joined(beyond)}." in said
+    else:
+        assert "Every difference is within its 95% interval." in said
     assert (DIFFERENT_RECIPES in text) == recipes_differ(this, other)
     assert ("### FSR health" in text) == (this == FSR)
     assert ("](figure1.png)" in text) == (this == FSR) == (repo / "figure1.png").is_file()  # the paper's Figure 1

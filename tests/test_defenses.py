@@ -313,7 +313,8 @@ def test_a_defended_network_saves_and_loads_through_every_loader_with_the_same_l
         (dict(defense="fsr"), "the defenses are \\['cas', 'cifs', 'fd'\\]"),
         (dict(defense="cas", fsr_stages=[4]), "has no FSR: fsr_stages must be \\[\\]"),
         (dict(defense_stages=[4]), "give defense"),
-        (dict(defense="fd", defense_stages=[5]), "must be in 1..4"),
+        (dict(defense="fd", defense_stages=[5]), "must be stages in 1..4"),
+        (dict(defense="cas", defense_stages=[]), "at least one"),
     ],
 )
 def test_a_config_with_a_defense_it_cannot_build_is_refused(fields, message):
@@ -328,6 +329,9 @@ def test_a_defense_placed_in_a_network_of_another_name_is_not_saved_under_that_n
 
     with pytest.raises(ValueError, match="fd_stages: a network with this defense is saved as resnet18_fd"):
         save_folder(timm.create_model("resnet18_plain", layers=[1, 1, 1, 1], fd_stages=(4,)), tmp_path / "f")
+    for placement in (dict(cas_stages=()), dict(cas_stages=(), fsr_stages=(4,))):  # resnet18_cas without CAS
+        with pytest.raises(ValueError, match="is not the network its name says"):
+            save_folder(timm.create_model("resnet18_cas", layers=[1, 1, 1, 1], **placement), tmp_path / "f")
     assert not (tmp_path / "f" / "config.json").exists()
 
 
@@ -379,6 +383,10 @@ def test_the_mask_attacks_change_masks_and_gradients_only_inside_their_block(nam
         xg = x.clone().requires_grad_(True)
         return torch.autograd.grad(F.cross_entropy(model(xg), y), xg)[0]
 
+    with pytest.raises(RuntimeError), defense_masks(model, labels=True, relevance_gradient=True):
+        raise RuntimeError  # an attack that fails inside leaves the network as it found it
+    cifs = [m for m in model.modules() if isinstance(m, CIFS)]
+    assert not any(m.training for m in model.modules()) and not any(m.relevance_gradient for m in cifs)
     authors = input_gradient()
     with defense_masks(model, relevance_gradient=True):
         with torch.no_grad():

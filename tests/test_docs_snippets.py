@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
 import yaml
 from conftest import ROOT, SHIPPED_FSR, load_script
 from hub_server import free_port, git, serving
 
+import fsr_models  # noqa: F401  (registers the networks with timm)
 from fsr_models.facts.networks import HF_ORG
 from fsr_models.hub.repository import export_repo
 
@@ -212,3 +214,20 @@ def test_the_demo_figures_are_those_of_its_recorded_runs():
             f"{100 * accuracy['natural']:.2f}% natural" in readme or f"{100 * accuracy['natural']:.2f}% and" in readme
         )
         assert f"{100 * accuracy['pgd20']:.2f}%" in readme
+
+
+def test_the_defenses_guide_quotes_table4_and_the_networks_sizes():
+    """docs/defenses.md: the gaps between PGD-100 and AutoAttack it quotes are Table 4's, and each network's
+    parameter count in its table is the registered network's."""
+    from fsr_models.facts.paper import TABLE4, TABLE4_ATTACKS
+
+    guide = plain_text(ROOT / "docs" / "defenses.md")
+    pgd100, autoattack = TABLE4_ATTACKS.index("pgd100"), TABLE4_ATTACKS.index("autoattack")
+    gap = {name: f"{row[pgd100] - row[autoattack]:.1f}" for name, row in TABLE4.items()}
+    said = f"{gap['resnet18_cas']} points for CAS and {gap['resnet18_cifs']} for CIFS against {gap['resnet18_plain']}"
+    assert said in guide
+    rows = [line for line in (ROOT / "docs" / "defenses.md").read_text().splitlines() if line.startswith("| `")]
+    for name in TABLE4:
+        count = sum(p.numel() for p in timm.create_model(name, device="meta").parameters())
+        (row,) = [r for r in rows if r.startswith(f"| `{name}` |")]
+        assert f"| {count:,}" in row, name

@@ -71,6 +71,17 @@ def test_study_runs_each_setting_once_and_draws_them(reference_run, tmp_path):
     shutil.rmtree(runs)  # the report redraws from its own copies of the finished runs
     assert study.main(args + ["--plot-only"]) == 0
     assert (report / "table.md").read_text().splitlines() == table
+    # but not from a copy of a run the study now sets otherwise, nor from one whose new run has not finished
+    settings = (tmp_path / "study.yaml").read_text()
+    changed = yaml.safe_load(settings)
+    changed["settings"]["plain"]["epochs"] = 3
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(changed))
+    assert study.main(args + ["--plot-only"]) == 0
+    assert (report / "table.md").read_text().splitlines() == table[:3]  # the plain run left out
+    (tmp_path / "study.yaml").write_text(settings)
+    (runs / names[0]).mkdir(parents=True)  # the reference run started again
+    assert study.main(args + ["--plot-only"]) == 0
+    assert (report / "table.md").read_text().splitlines() == table[:2] + table[3:]
 
 
 def test_bad_study_files_are_one_line_errors(tmp_path, capsys):

@@ -369,6 +369,7 @@ def test_the_training_step_of_cas_is_its_joint_loss_with_the_labels_masks():
     [
         (["model=resnet18_cas", "method=trades"], "CAS trains with its own loss (method at or natural"),
         (["model=resnet18_plain", "model_args={cas_stages: [4]}"], "places the defense of resnet18_cas: give model"),
+        (["model=resnet18_cas", "model_args={cas_stages: []}"], "without it the network is resnet18_plain"),
     ],
 )
 def test_a_defense_is_refused_where_the_run_would_not_be_its_own(train_script, tmp_path, capsys, settings, message):

@@ -18,6 +18,7 @@ checkpointed), no run starts once the time is spent, and the same command later 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ import yaml
 
 from fsr_models.evaluation.report import interval_95
 from fsr_models.training import ConfigError, config_values, load_config
-from fsr_models.training.config import scaled_lr
+from fsr_models.training.config import RESUME_MAY_CHANGE, scaled_lr
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -180,6 +181,14 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
     return "\n".join(rows) + "\n"
 
 
+def copy_differs(copy: Path, values: dict) -> list[str]:
+    """The settings in which a report's copy of a finished run (its train_config) differs from what the study now
+    gives that run; those a resumed run may change do not count."""
+    saved = json.loads(copy.read_text()).get("train_config", {})
+    now = dataclasses.asdict(load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]))
+    return [k for k, v in now.items() if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != v]
+
+
 def report(runs: dict[str, dict], runs_dir: Path, report_dir: Path, title: str) -> None:
     """Copy each finished run's curves and results into `report_dir`; draw the figures and the table there from
     those copies (so a report redraws after its runs' folders are gone)."""
@@ -191,11 +200,17 @@ def report(runs: dict[str, dict], runs_dir: Path, report_dir: Path, title: str) 
             shutil.copyfile(out / "metrics.jsonl", report_dir / f"{name}.jsonl")
             metrics = json.loads((out / "model" / "metrics.json").read_text())
             (report_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2))
-        if not (report_dir / f"{name}.json").is_file():
+        elif out.exists() or not (report_dir / f"{name}.json").is_file():
+            continue  # not finished (a copy from before is not this run's), or never run
+        elif differs := copy_differs(report_dir / f"{name}.json", runs[name]):
+            print(f"report: the copy of {name} was trained with other settings ({', '.join(differs)}): left out")
             continue
         results[name] = json.loads((report_dir / f"{name}.json").read_text())
         curves[name] = [json.loads(line) for line in (report_dir / f"{name}.jsonl").read_text().splitlines()]
     finished = {name: runs[name] for name in curves}
+    if not finished:
+        print(f"report: no finished run of the {len(runs)} to draw; {report_dir} is left as it was")
+        return
     plot(curves, "epoch", report_dir / "curves_epoch.png", f"{title}: against epoch")
     plot(curves, "step", report_dir / "curves_step.png", f"{title}: against SGD step")
     (report_dir / "table.md").write_text(table(finished, curves, results))

@@ -163,8 +163,9 @@ def defense_masks(model: torch.nn.Module, labels: bool = False, relevance_gradie
     modules = [m for m in model.modules() if isinstance(m, (CAS, CIFS))]
     if not modules:
         raise ValueError("the mask attacks are for CAS and CIFS: this network has neither")
-    if model.training:
+    if any(m.training for m in model.modules()):
         raise ValueError("the mask attacks attack the eval-mode network: call model.eval() first")
+    gradients = {m: m.relevance_gradient for m in modules if isinstance(m, CIFS)}
     try:
         for m in modules:
             m.train(labels)
@@ -174,8 +175,8 @@ def defense_masks(model: torch.nn.Module, labels: bool = False, relevance_gradie
     finally:
         for m in modules:
             m.eval()
-            if isinstance(m, CIFS):
-                m.relevance_gradient = False
+        for m, before in gradients.items():
+            m.relevance_gradient = before
 
 
 def aux_cross_entropy(out, y: torch.Tensor) -> torch.Tensor:

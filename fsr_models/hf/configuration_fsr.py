@@ -199,8 +199,11 @@ class FSRConfig(PreTrainedConfig):
             self.fsr_stages = []
             if self.defense_stages is not None:
                 self.defense_stages = list(self.defense_stages)
-                if not set(self.defense_stages) <= set(range(1, BACKBONES[self.backbone].num_stages + 1)):
-                    raise ValueError(f"FSRConfig.defense_stages must be in 1..4, got {self.defense_stages}")
+                if not self.defense_stages or not set(self.defense_stages) <= set(range(1, 5)):
+                    raise ValueError(
+                        f"FSRConfig.defense_stages must be stages in 1..4, at least one (without the defense the "
+                        f"network is resnet18_plain), got {self.defense_stages}"
+                    )
         elif self.defense_stages is not None:
             raise ValueError("FSRConfig.defense_stages places a defense: give defense ('cas', 'cifs' or 'fd') too")
         if self.backbone in BACKBONES:
@@ -330,13 +333,20 @@ class FSRConfig(PreTrainedConfig):
         pretrained_cfg.pop("state_dict", None)
         model_args = {**model.backbone_args, "in_chans": model.in_chans, "fsr_stages": list(model.fsr_stages)}
         for key, network in zip(DEFENSE_STAGE_ARGS, DEFENSE_NETWORKS):
-            if getattr(model, key, ()):
-                if pretrained_cfg.get("architecture") != network:  # the config would name another network
-                    raise ValueError(
-                        f"{key}: a network with this defense is saved as {network} (timm.create_model({network!r}, "
-                        f"{key}=...)), not as {pretrained_cfg.get('architecture')}"
-                    )
-                model_args[key] = list(getattr(model, key))
+            stages = list(getattr(model, key, ()))
+            named = pretrained_cfg.get("architecture") == network
+            if stages and not named:  # the config would name another network than the weights
+                raise ValueError(
+                    f"{key}: a network with this defense is saved as {network} (timm.create_model({network!r}, "
+                    f"{key}=...)), not as {pretrained_cfg.get('architecture')}"
+                )
+            if named and (not stages or model.fsr_stages):
+                raise ValueError(
+                    f"{network} with {key}={tuple(stages)} and fsr_stages={model.fsr_stages} is not the network its "
+                    "name says: without its defense it is resnet18_plain (or resnet18_fsr)"
+                )
+            if stages:
+                model_args[key] = stages
         if hasattr(model, "base_model_name"):  # FSR attached to a timm CNN (fsr_models.attach_fsr)
             normalize = {"normalize_mean": list(model.normalize_mean), "normalize_std": list(model.normalize_std)}
             model_args.update(base_model=model.base_model_name, **normalize)

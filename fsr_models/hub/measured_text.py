@@ -243,7 +243,11 @@ def comparison_lines(this: Record, other: Record) -> list[str]:
         lines[-1] += (
             f" Beyond the 95% interval of the difference: {joined(beyond)}."
             if beyond
-            else " Every difference is within its 95% interval: the images measured do not tell the two apart."
+            else " Every difference is within its 95% interval."
+        )
+        lines[-1] += (
+            " (The intervals treat the two measurements as independent; both were made on the same images, so they "
+            "are wider than a paired comparison's.)"
         )
     # the epochs each run trained (a time budget fits them after the first epoch), not those its config planned
     mine, theirs = ({**TRAIN_DEFAULTS, **r.train, "epochs": r.metrics["epochs"]} for r in (this, other))

@@ -76,6 +76,11 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
     for key, network in zip(DEFENSE_STAGE_ARGS, DEFENSE_NETWORKS):
         if key in cfg.model_args and cfg.model != network:  # saved, it would be named as another network
             raise ConfigError(f"model_args {key} places the defense of {network}: give model: {network}")
+        if cfg.model == network and (not cfg.model_args.get(key, True) or cfg.model_args.get("fsr_stages")):
+            raise ConfigError(
+                f"model {network} is trained with its defense (model_args {key} not empty, no fsr_stages): without "
+                "it the network is resnet18_plain, with FSR resnet18_fsr"
+            )
     if cfg.init:
         try:
             model = load_model(cfg.init, num_classes=num_classes, **cfg.model_args)
