@@ -231,3 +231,22 @@ def test_the_defenses_guide_quotes_table4_and_the_networks_sizes():
         count = sum(p.numel() for p in timm.create_model(name, device="meta").parameters())
         (row,) = [r for r in rows if r.startswith(f"| `{name}` |")]
         assert f"| {count:,}" in row, name
+
+
+def test_the_defenses_guides_demo_table_is_that_of_its_reports():
+    """docs/defenses.md's table of the mask attacks on the demo CAS and CIFS networks, read from the reports kept in
+    docs/defenses/demo/, and the accuracy at eps 128/255 it quotes from their curves."""
+    guide, records = (ROOT / "docs" / "defenses.md").read_text(), ROOT / "docs" / "defenses" / "demo"
+    for defense in ("cas", "cifs"):
+        report = json.loads((records / f"resnet18_{defense}.robustness_adaptive.json").read_text())
+        accuracy, candidates = report["accuracy"], report["candidates"]["defense_masks"]
+        pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+        cells = [pct(accuracy[k]) for k in ("natural", "pgd20", "apgd_ce", "feature_space")]
+        cells += [
+            pct(candidates[k]) for k in ("joint loss", "masks of the true class", "heads first, then cross-entropy")
+        ]
+        cells += [pct(candidates["through the relevance map"]) if defense == "cifs" else "-"]
+        cells += [pct(accuracy["defense_masks"]), pct(accuracy["adaptive_ensemble"])]
+        assert f"| {defense.upper()}, demo recipe | {' | '.join(cells)} |" in guide, defense
+        assert report["images"] == 200 and report["verdict"].startswith("unreliable")
+        assert f"{defense.upper()} {100 * report['curve']['accuracy'][-1]:.1f} %" in " ".join(guide.split())
