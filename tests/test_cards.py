@@ -207,9 +207,13 @@ def test_card_of_each_shipped_model_reads_true_and_compares_with_its_counterpart
     comparison = json.loads((repo / "comparison.json").read_text())
     assert comparison["model"] == other.name and comparison["metrics"] == other_metrics
     assert comparison.get("robustness") == read_record(other).robustness
+    assert comparison.get("adaptive") == read_record(other).adaptive
     # who is ahead on each measure, whatever the pair's figures are
     measures = {"Natural": (test["natural"], other_test["natural"]), "PGD-20": (test["pgd20"], other_test["pgd20"])}
     measures["AutoAttack"] = (aa, other_aa)
+    adaptive = [read_record(f).adaptive for f in (this, other)]  # each one's worst case over its adaptive attacks
+    measures["Adaptive ensemble"] = tuple(r["accuracy"]["adaptive_ensemble"] for r in adaptive)
+    images["Adaptive ensemble"] = adaptive[0]["images"]
     beyond = []
     for title, (mine, theirs) in measures.items():
         gap = round(100 * (mine - theirs), 2)

@@ -120,7 +120,8 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
     if record.comparison:
         arch, other_tag = record.comparison["model"].split(".", 1)
         named = {"architecture": arch, "pretrained_cfg": {"tag": other_tag}}
-        other = Record(named, record.comparison["metrics"], record.comparison.get("robustness"))
+        reports = (record.comparison.get("robustness"), record.comparison.get("adaptive"))
+        other = Record(named, record.comparison["metrics"], *reports)
         lines += [
             f"## Compared with {'the plain baseline' if stages else 'the same network with FSR'}",
             "",

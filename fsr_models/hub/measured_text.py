@@ -213,18 +213,20 @@ def measured_lines(record: Record, model: str, files: str = "") -> list[str]:
 
 
 def comparison_lines(this: Record, other: Record) -> list[str]:
-    """Two zoo models measured side by side (the same network with and without FSR, same tag): the final tests and
-    the largest AutoAttack reports where both have them on as many images, who is ahead, how their training differed."""
+    """Two zoo models measured side by side (the same network with and without FSR, same tag): the final tests, and
+    the largest AutoAttack and adaptive reports where both have them on as many images (the adaptive ensemble: each
+    model's worst case over the attacks that apply to it), who is ahead, how their training differed."""
     columns = []  # (title, (this value, other value), images)
     tests = (this.metrics["test"], other.metrics["test"])
     if tests[0]["images"] == tests[1]["images"]:
         for key in (k for k in tests[0]["accuracy"] if k in tests[1]["accuracy"]):
             title = f"{column_title(key)} ({tests[0]['images']:,})"
             columns.append((title, [t["accuracy"][key] for t in tests], tests[0]["images"]))
-    autoattack = (this.largest_with("autoattack"), other.largest_with("autoattack"))
-    if all(autoattack) and autoattack[0]["images"] == autoattack[1]["images"]:
-        title = f"AutoAttack (first {autoattack[0]['images']:,})"
-        columns.append((title, [r["accuracy"]["autoattack"] for r in autoattack], autoattack[0]["images"]))
+    for attack in ("autoattack", "adaptive_ensemble"):  # the largest reports of each, where both measured as many
+        reports = (this.largest_with(attack), other.largest_with(attack))
+        if all(reports) and reports[0]["images"] == reports[1]["images"]:
+            title = f"{column_title(attack)} (first {reports[0]['images']:,})"
+            columns.append((title, [r["accuracy"][attack] for r in reports], reports[0]["images"]))
     lines = ["| model | epochs | " + " | ".join(t for t, *_ in columns) + " |", "| --- " * (len(columns) + 2) + "|"]
     for i, record in enumerate((this, other)):
         values = " | ".join(f"{100 * v[i]:.2f} ± {100 * interval_95(v[i], n):.2f}" for _, v, n in columns)

@@ -33,7 +33,7 @@ class Record:
     robustness: dict | None = None
     adaptive: dict | None = None
     curve_png: bool = False
-    comparison: dict | None = None  # {"model": "<arch>.<tag>", "metrics": ..., "robustness": ...}
+    comparison: dict | None = None  # {"model": "<arch>.<tag>", "metrics": ..., "robustness": ..., "adaptive": ...}
     fsr_heads: bool = False
     figure_png: bool = False
     folder: Path | None = None  # where the records were read, for messages

@@ -134,9 +134,8 @@ def zoo_counterpart(this: Record, zoo: str | Path | None) -> dict | None:
     record = read_record(folder)
     if deviations(record):
         return None
-    return {"model": other, "metrics": record.metrics} | (
-        {"robustness": record.robustness} if record.robustness else {}
-    )
+    reports = {"robustness": record.robustness, "adaptive": record.adaptive}
+    return {"model": other, "metrics": record.metrics} | {k: v for k, v in reports.items() if v}
 
 
 def export_repo(source: str | Path, out: str | Path, repo_id: str | None = None, zoo: str | Path | None = None) -> Path:
