@@ -29,8 +29,8 @@ class DefenseOutput(NamedTuple):
 
 
 def aux_defense(model: torch.nn.Module) -> str | None:
-    """ "cas" or "cifs" when `model` holds CAS or CIFS modules (the defenses with auxiliary heads and a loss of
-    their own), else None."""
+    """The defense with auxiliary heads and a loss of its own that `model` holds: "cas" or "cifs"; None when it holds
+    neither CAS nor CIFS modules."""
     kinds = {type(m) for m in model.modules()} & {CAS, CIFS}
     return kinds.pop().__name__.lower() if kinds else None
 
