@@ -353,6 +353,23 @@ def test_cas_and_cifs_train_their_joint_loss_against_an_attack_on_it(train_scrip
         model_card(read_record(out / "model"), "fsr-zoo/resnet18_cifs.at_cifar10")  # its text is FSR's
 
 
+def test_the_single_step_attack_of_cas_maximises_its_joint_loss(monkeypatch):
+    """N-FGSM, the CPU recipe's attack, on CAS: one signed step of the joint loss's input gradient, in eval mode."""
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18_cas", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
+    settings = ["attack=nfgsm", "attack_steps=1", "attack_step_size=8/255", "attack_noise=0", "defense_beta=0.5"]
+    cfg = training.load_config(None, settings)
+    x, y = torch.rand(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 5])
+    x_eval = x.clone().requires_grad_(True)  # without noise, N-FGSM starts from x
+    loss = defense_loss("cas", net.eval()(x_eval, return_defense=True), y, 0.5, "sum")
+    (grad,) = torch.autograd.grad(loss, x_eval)
+    batches = []
+    real_step = net.forward
+    monkeypatch.setattr(net, "forward", lambda x_adv, **k: batches.append(x_adv) or real_step(x_adv, **k))
+    training.adversarial_loss(cfg, net, net, None, x, y, defense="cas")
+    assert torch.equal(batches[-1], (x + 8 / 255 * grad.sign()).clamp(0, 1))  # what the training step ran on
+
+
 def test_the_training_step_of_cas_is_its_joint_loss_with_the_labels_masks():
     torch.manual_seed(0)
     net = timm.create_model("resnet18_cas", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64])
