@@ -29,13 +29,12 @@ from fsr_models.evaluation.attacks import pgd
 from fsr_models.evaluation.protocol import pgd_settings
 from fsr_models.evaluation.report import health_table
 from fsr_models.fsr import fsr_health
-from fsr_models.hub.folders import load_any_model
+from fsr_models.hub.folders import checkout_weights, load_any_model
 from fsr_models.visualize import figure1
 
 MODELS = {"ResNet-18 + FSR": "resnet18_fsr.at_cifar10", "ResNet-18": "resnet18_plain.at_cifar10"}
 ATTACKS = ("PGD-20", "FGSM")
 SHOWN_SIZE = 128  # the 32x32 images, upscaled (nearest) so that the page shows their pixels
-CHECKOUT_WEIGHTS = Path("hub/weights")  # the trained weights of a checkout, relative to where the command runs
 
 
 def load_models(weights: Path | None = None) -> dict[str, torch.nn.Module]:
@@ -160,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights",
         type=Path,
-        default=CHECKOUT_WEIGHTS if CHECKOUT_WEIGHTS.is_dir() else None,
+        default=checkout_weights(),
         help="a folder holding the trained pair's folders (default: hub/weights where run from a checkout)",
     )
     args = parser.parse_args(argv)

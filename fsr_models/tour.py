@@ -21,9 +21,7 @@ from transformers import AutoModelForImageClassification
 
 import fsr_models
 from fsr_models.data import load_cifar10
-from fsr_models.hub.folders import load_model, save_folder
-
-CHECKOUT_WEIGHTS = Path("hub/weights")  # the trained weights of a checkout, relative to where the command runs
+from fsr_models.hub.folders import checkout_weights, load_model, save_folder
 
 
 def size(model: torch.nn.Module, image: torch.Tensor) -> tuple[float, float]:
@@ -43,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--weights",
         type=Path,
-        default=CHECKOUT_WEIGHTS if CHECKOUT_WEIGHTS.is_dir() else None,
+        default=checkout_weights(),
         help="a folder of trained zoo folders to run too (default: hub/weights where run from a checkout)",
     )
     args = parser.parse_args(argv)

@@ -32,7 +32,7 @@ import matplotlib
 import yaml
 
 from fsr_models.evaluation.report import interval_95
-from fsr_models.training import ConfigError, config_values, load_config
+from fsr_models.training import ConfigError, TrainConfig, config_values, load_config
 from fsr_models.training.config import RESUME_MAY_CHANGE, scaled_lr
 
 matplotlib.use("Agg")  # files only, no display
@@ -67,7 +67,7 @@ def load_study(path: Path, overrides: list[str]) -> dict[str, dict]:
             [setting["model"]] if "model" in setting else study.get("models") or [None]
         ):  # a setting may name its own
             values = {**base, **setting, **({"model": model} if model else {})}
-            load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])  # fails early, naming the key
+            run_config(values)  # fails early, naming the key
             runs[f"{name}.{model}" if model else name] = values
     return runs
 
@@ -158,7 +158,7 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
     ]
     for name, values in runs.items():
         cfg, last, res = (
-            load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]),
+            run_config(values),
             curves[name][-1],
             results[name],
         )
@@ -181,11 +181,16 @@ def table(runs: dict[str, dict], curves: dict[str, list[dict]], results: dict[st
     return "\n".join(rows) + "\n"
 
 
+def run_config(values: dict) -> TrainConfig:
+    """A run's settings as the trainer reads them (the data set's recipe under them)."""
+    return load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])
+
+
 def copy_differs(copy: Path, values: dict) -> list[str]:
     """The settings in which a report's copy of a finished run (its train_config) differs from what the study now
     gives that run; those a resumed run may change do not count."""
     saved = json.loads(copy.read_text()).get("train_config", {})
-    now = dataclasses.asdict(load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]))
+    now = dataclasses.asdict(run_config(values))
     return [k for k, v in now.items() if k in saved and k not in RESUME_MAY_CHANGE and saved[k] != v]
 
 

@@ -199,7 +199,8 @@ class FSRConfig(PreTrainedConfig):
             self.fsr_stages = []
             if self.defense_stages is not None:
                 self.defense_stages = list(self.defense_stages)
-                if not self.defense_stages or not set(self.defense_stages) <= set(range(1, 5)):
+                stages = range(1, BACKBONES[self.backbone].num_stages + 1)
+                if not self.defense_stages or not set(self.defense_stages) <= set(stages):
                     raise ValueError(
                         f"FSRConfig.defense_stages must be stages in 1..4, at least one (without the defense the "
                         f"network is resnet18_plain), got {self.defense_stages}"

@@ -45,6 +45,7 @@ __all__ = [  # the loaders, and the names of the layout's files (fsr_models.hub.
     "read_fsr_heads",
     "download_folder",
     "image_processor_config",
+    "checkout_weights",
     "read_weights",
     "check_safetensors",
     "CONFIG_NAME",
@@ -53,6 +54,13 @@ __all__ = [  # the loaders, and the names of the layout's files (fsr_models.hub.
     "IMAGE_PROCESSOR_NAME",
     "FSR_HEADS_NAME",
 ]
+
+
+def checkout_weights() -> Path | None:
+    """The folder of trained weights of an fsr-zoo checkout (hub/weights), where a command runs from one; else None.
+    The default of the commands' --weights."""
+    folder = Path(CHECKOUT_FOLDERS).parent
+    return folder if folder.is_dir() else None
 
 
 def save_folder(

@@ -108,27 +108,20 @@ class NoPublishedWeights(RuntimeError):
         )
 
 
-def check_pretrained_available(variant: str, pretrained: bool, kwargs: dict) -> None:
-    """Fail before building when pretrained weights are asked for and none are named (timm would say less)."""
+def pretrained_name(variant: str, pretrained: bool, kwargs: dict) -> str | None:
+    """'<architecture>.<tag>' of a build with pretrained weights, as timm resolves its pretrained cfg (None without
+    them); fails before building when none are named (timm would say less)."""
     if not pretrained:
-        return
-    cfg = _resolved_cfg(variant, kwargs)
-    if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
-        raise NoPublishedWeights(_tagged(variant, cfg))
-
-
-def _resolved_cfg(variant: str, kwargs: dict):
-    """The pretrained cfg of a build, as timm resolves it."""
-    return resolve_pretrained_cfg(
+        return None
+    cfg = resolve_pretrained_cfg(
         variant,
         pretrained_cfg=kwargs.get("pretrained_cfg"),
         pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
     )
-
-
-def _tagged(variant: str, cfg) -> str:
-    """'<architecture>.<tag>' of a build whose pretrained cfg is `cfg`."""
-    return f"{variant}.{cfg.tag}" if cfg.tag else variant
+    name = f"{variant}.{cfg.tag}" if cfg.tag else variant
+    if not (cfg.has_weights or cfg.state_dict is not None or cfg.source == "local-dir"):
+        raise NoPublishedWeights(name)
+    return name
 
 
 def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:
@@ -137,10 +130,10 @@ def build_fsr(channels: int, device=None, dtype=None, **kwargs) -> FSR:
 
 
 def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
-    """timm's `build_model_with_cfg` for a zoo network, after `check_pretrained_available` and, for a `local-dir:`
+    """timm's `build_model_with_cfg` for a zoo network, after `pretrained_name`'s check and, for a `local-dir:`
     folder, the check that it holds one whole weights file (timm reads one file of a folder, whatever else is
     there); no copy of the weights stays in the model's pretrained_cfg."""
-    check_pretrained_available(variant, pretrained, kwargs)
+    name = pretrained_name(variant, pretrained, kwargs)
     cfg = kwargs.get("pretrained_cfg")
     if pretrained and isinstance(cfg, dict) and cfg.get("source") == "local-dir":
         for check in FOLDER_CONFIG_CHECKS:
@@ -149,8 +142,8 @@ def build_network(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Mod
     try:
         model = build_model_with_cfg(cls, variant, pretrained, **kwargs)
     except LocalEntryNotFoundError as e:
-        raise NoPublishedWeights(_tagged(variant, _resolved_cfg(variant, kwargs)), offline=True) from e
+        raise NoPublishedWeights(name, offline=True) from e
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as e:
-        raise NoPublishedWeights(_tagged(variant, _resolved_cfg(variant, kwargs))) from e
+        raise NoPublishedWeights(name) from e
     model.pretrained_cfg.pop("state_dict", None)  # loaded into the network by now
     return model

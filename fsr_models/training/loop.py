@@ -106,9 +106,9 @@ def build_model(cfg: TrainConfig, num_classes: int, label_names) -> torch.nn.Mod
             f"model {cfg.model!r} is neither one of the zoo's networks {ZOO_NETWORKS + list(DEFENSE_NETWORKS)} nor "
             "a timm model name (see timm.list_models()), to which FSR is attached"
         )
-    if cfg.method in ("trades", "mart") and aux_defense(model):
+    if cfg.method in ("trades", "mart") and (defense := aux_defense(model)):
         raise ConfigError(
-            f"{aux_defense(model).upper()} trains with its own loss (method at or natural, its heads weighted by "
+            f"{defense.upper()} trains with its own loss (method at or natural, its heads weighted by "
             "defense_beta): the TRADES and MART versions of CAS and CIFS are not in the zoo"
         )
     # Trained on the data set's images as they are: its input size (and the feature map there), no crop, no other
