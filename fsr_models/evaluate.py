@@ -17,16 +17,17 @@ and the others are not part of it). TI-FGSM and DI-FGSM are crafted on
 at temperatures from 2x to 1000x tau, a feature-space attack, transfer from the twin (the zoo's same network without
 FSR, or with it for a plain model: `--twin`, by default the sibling folder `<other architecture>.<tag>` of a zoo
 folder) and from the model's own w/o Rec ablation; on CAS and CIFS networks, PGD against their masks (their joint
-loss, masks fixed to the true class's, the auxiliary heads first, CIFS's relevance map) and transfer from the plain
-twin; each the per-image worst case with PGD-20, and the adaptive ensemble over every attack that ran; the report
-gives each candidate's accuracy and, per attack, the images it fools that PGD-20 leaves standing. `apgd_ce` is
-AutoAttack's first attack alone, where the standard version would take too long. After an AutoAttack run its warning
-flags (randomness, zero gradients, Square beyond the white-box attacks, ...) fail the sanity check on the same
-symptom, and the report's verdict says "unreliable" when any check failed. The first n test images of the data folder
-are evaluated ('sample': the 512 shipped with the package); the folder is never created or downloaded into without
-`--download`. `--curve` (and `--sanity`, which checks it) sweeps eps for a plot of accuracy against eps. The report
-goes to --out (default eval/), which may not hold an earlier report unless --overwrite replaces it. User errors end in
-one line `error: ...` and exit code 2; a failed check ends in exit code 4.
+loss, masks fixed to the true class's or to the likeliest wrong class's, the auxiliary heads first, CIFS's
+relevance map) and transfer from the plain twin; each the per-image worst case with PGD-20, and the adaptive
+ensemble over every attack that ran; the report gives each candidate's accuracy and, per attack, the images it fools
+that PGD-20 leaves standing. `apgd_ce` is AutoAttack's first attack alone, where the standard version would take
+too long. After an AutoAttack run its warning flags (randomness, zero gradients, Square beyond the white-box
+attacks, ...) fail the sanity check on the same symptom, and the report's verdict says "unreliable" when any check
+failed. The first n test images of the data folder are evaluated ('sample': the 512 shipped with the package); the
+folder is never created or downloaded into without `--download`. `--curve` (and `--sanity`, which checks it) sweeps eps
+for a plot of accuracy against eps. The report goes to --out (default eval/), which may not hold an earlier report
+unless --overwrite replaces it. User errors end in one line `error: ...` and exit code 2; a failed check ends in exit
+code 4.
 """
 
 from __future__ import annotations

@@ -406,11 +406,40 @@ def test_the_mask_attacks_stay_in_the_ball_and_never_report_more_than_pgd20(name
     model = tiny_defended(name)
     x, y = parity_inputs((6, 3, 32, 32)), torch.arange(6)
     result = evaluate_attacks(model, x, y, ["natural", "pgd20", "defense_masks"], eps=16 / 255, progress=False)
-    expected = ["joint loss", "masks of the true class", "heads first, then cross-entropy"]
+    expected = [
+        "joint loss",
+        "masks of the true class",
+        "masks of the likeliest wrong class",
+        "heads first, then cross-entropy",
+    ]
     expected += ["through the relevance map"] if name == "resnet18_cifs" else []
     assert list(result["candidates"]["defense_masks"]) == expected
     assert result["accuracy"]["defense_masks"] <= result["accuracy"]["pgd20"]
     assert result["settings"]["defense_masks"]["worst_case_with"] == "pgd20"
+
+
+@pytest.mark.parametrize("name", ["resnet18_cas", "resnet18_cifs"])
+def test_the_wrong_class_mask_attack_moves_logits_and_heads_towards_that_class(name):
+    """With the masks of the likeliest wrong class, its images lower the joint loss towards that class (a targeted
+    attack: the sign matters) far more than a random corner of the eps-ball does, and stay in the ball."""
+    from fsr_models.evaluation.adaptive import defense_mask_attacks, defense_masks
+
+    model = tiny_defended(name)
+    x, y, eps = parity_inputs((6, 3, 32, 32)), torch.arange(6), 16 / 255
+    with torch.no_grad():
+        wrong = model(x).scatter(1, y[:, None], float("-inf")).argmax(dim=1)
+    x_adv = defense_mask_attacks(model, x, y, eps, 4 / 255, 5)["masks of the likeliest wrong class"]
+
+    def towards_wrong(images: torch.Tensor) -> float:
+        with torch.no_grad(), defense_masks(model, labels=True):
+            out = model(images, targets=wrong, return_defense=True)
+        return defense_loss(name.split("_")[1], out, wrong).item()
+
+    # an untrained network barely responds to its input: compare with a random corner of the same ball
+    corner = (x + eps * torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(0)) * 2 - eps).clamp(0, 1)
+    before = towards_wrong(x)
+    assert before - towards_wrong(x_adv) > 10 * abs(before - towards_wrong(corner))
+    assert (x_adv - x).abs().max() <= eps + 1e-6
 
 
 def test_the_adaptive_set_has_the_mask_attacks_where_there_are_masks():

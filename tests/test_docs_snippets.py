@@ -242,9 +242,8 @@ def test_the_defenses_guides_demo_table_is_that_of_its_reports():
         accuracy, candidates = report["accuracy"], report["candidates"]["defense_masks"]
         pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
         cells = [pct(accuracy[k]) for k in ("natural", "pgd20", "apgd_ce", "feature_space")]
-        cells += [
-            pct(candidates[k]) for k in ("joint loss", "masks of the true class", "heads first, then cross-entropy")
-        ]
+        masks = ["joint loss", "masks of the true class", "masks of the likeliest wrong class"]
+        cells += [pct(candidates[k]) for k in [*masks, "heads first, then cross-entropy"]]
         cells += [pct(candidates["through the relevance map"]) if defense == "cifs" else "-"]
         cells += [pct(accuracy["defense_masks"]), pct(accuracy["adaptive_ensemble"])]
         assert f"| {defense.upper()}, demo recipe | {' | '.join(cells)} |" in guide, defense

@@ -18,8 +18,8 @@ what each one finds:
 
 Against the masks of CAS and CIFS (FSR's Table 4 baselines), which follow the network's own auxiliary prediction at
 test time (a discrete choice that passes no gradient) and, for CIFS, are differentiated with the feature held
-constant: `defense_mask_attacks`, PGD on their joint loss, with the masks fixed to the true class's, after moving the
-auxiliary predictions, and (CIFS) through the relevance map.
+constant: `defense_mask_attacks`, PGD on their joint loss, with the masks fixed to the true class's or (towards it) to
+the likeliest wrong class's, after moving the auxiliary predictions, and (CIFS) through the relevance map.
 """
 
 from __future__ import annotations
@@ -191,19 +191,24 @@ def defense_mask_attacks(model, x, y, eps, step_size, steps) -> dict[str, torch.
     - on their joint loss (CE + beta * mean CE of the heads, beta 2), as their authors evaluate;
     - with every mask fixed to the true class's (as in training), on cross-entropy: the gradient no longer ignores
       which mask is applied, and the true class's mask is the one the clean image mostly gets;
+    - with every mask fixed to the likeliest wrong class's (by the clean logits), towards that class on the joint
+      loss: an image the logits and the heads both give to that class gets its mask at test time too;
     - first on the heads' cross-entropy alone (their predictions, and so the masks, move away from the true class),
       then on cross-entropy from there;
     - for CIFS, on cross-entropy through its relevance map (`relevance_gradient`)."""
     defense = aux_defense(model)
     joint = functools.partial(model, return_defense=True)
-    candidates = {
-        "joint loss": pgd(
-            joint, x, y, eps, step_size, steps, False, lambda out, t: defense_loss(defense, out, t, AUX_BETA, "sum")
-        )
-    }
+    joint_loss = lambda out, t: defense_loss(defense, out, t, AUX_BETA, "sum")  # noqa: E731
+    candidates = {"joint loss": pgd(joint, x, y, eps, step_size, steps, False, joint_loss)}
+    with torch.no_grad():
+        wrong = model(x).scatter(1, y[:, None], float("-inf")).argmax(dim=1)
     with defense_masks(model, labels=True):
         candidates["masks of the true class"] = pgd(
-            functools.partial(model, targets=y), x, y, eps, step_size, steps, random_start=False
+            functools.partial(model, targets=y), x, y, eps, step_size, steps, False
+        )
+        towards_wrong = functools.partial(model, targets=wrong, return_defense=True)
+        candidates["masks of the likeliest wrong class"] = pgd(
+            towards_wrong, x, wrong, eps, step_size, steps, False, lambda out, t: -joint_loss(out, t)
         )
     heads_first = pgd(joint, x, y, eps, step_size, steps, random_start=False, loss_fn=aux_cross_entropy)
     candidates["heads first, then cross-entropy"] = pgd(model, x, y, eps, step_size, steps, False, start=heads_first)

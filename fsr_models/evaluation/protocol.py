@@ -102,8 +102,8 @@ def attack_settings(name: str, eps: float, strong: bool) -> dict:
         ),
         "defense_masks": dict(
             attack="PGD-20 against CAS's or CIFS's masks: on their joint loss (beta 2), with every mask fixed to the "
-            "true class's, on the auxiliary heads first (moving the masks) then cross-entropy, and for CIFS through "
-            "its relevance map",
+            "true class's, with every mask fixed to the likeliest wrong class's (towards it), on the auxiliary heads "
+            "first (moving the masks) then cross-entropy, and for CIFS through its relevance map",
             **_adaptive_pgd(eps),
         ),
     }[name] | {"eps": eps, "norm": "Linf"}
