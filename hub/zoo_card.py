@@ -201,8 +201,9 @@ def render(trained: dict[str, Record]) -> str:
         *models_table(trained),
         "",
         "Parameters count the network only: FSR's auxiliary heads live in the training loss. A tag names the setting "
-        "its weights were trained in (method_dataset); `pretrained=True` works for the published ones and fails with "
-        "a message naming the tag for the others.",
+        "its weights were trained in: the paper's as method_dataset, a recipe of the zoo's own by what it adds (e.g. "
+        "at_nfgsm_15ep_cifar10: AT with N-FGSM for 15 epochs); `pretrained=True` works for the published ones and "
+        "fails with a message naming the tag for the others.",
         "",
         "## Measured results beside the paper",
         "",

@@ -14,6 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import fsr_models
 from fsr_models import FSRLoss, FSROutput
 from fsr_models.data import load_cifar10
+from fsr_models.facts.datasets import tag_dataset
+from fsr_models.facts.networks import RECIPE_TAGS
 
 ALL = [name for pair in fsr_models.ARCHITECTURES.values() for name in pair] + [
     "resnet18_cas",
@@ -75,7 +77,16 @@ def test_registered_names_and_paper_tags():
     assert set(timm.list_models("*_fsr")) >= {"resnet18_fsr", "vgg16_fsr", "wrn34_10_fsr"}
     for name in ALL:
         tags = {t.split(".")[1] for t in timm.list_models(name, include_tags=True) if "." in t}
-        assert tags == (set(fsr_models.PAPER_TAGS) if name in TABLE7 else {"at_cifar10"}), name  # Table 4's setting
+        recipes = set(RECIPE_TAGS.get(name.rsplit("_", 1)[0], ()))  # weights trained here with another recipe
+        assert tags == (set(fsr_models.PAPER_TAGS) | recipes if name in TABLE7 else {"at_cifar10"}), name  # Table 4's
+    assert "vgg16_plain.at_nfgsm_15ep_cifar10" in timm.list_models("vgg16_plain", include_tags=True)
+    assert [tag_dataset(t) for t in ("at_nfgsm_15ep_cifar10", "at_cifar100", "mart_svhn")] == [
+        "cifar10",
+        "cifar100",
+        "svhn",
+    ]
+    with pytest.raises(ValueError, match="does not end with a data set's name"):
+        tag_dataset("at_nfgsm_15ep")
     cfg = timm.create_model("resnet18_fsr.trades_svhn").pretrained_cfg
     assert cfg["num_classes"] == 10 and cfg["label_names"][0] == "0" and cfg["input_size"] == (3, 32, 32)
     assert cfg["mean"] == (0.0, 0.0, 0.0) and cfg["std"] == (1.0, 1.0, 1.0)  # [0, 1] pixels pass through
@@ -94,9 +105,9 @@ def test_tags_set_the_number_of_classes(tag, classes, size):
     assert labels is None if tag == "at_tiny_imagenet" else len(labels) == classes
 
 
-def test_every_paper_tag_names_its_hub_repository_and_asks_it_for_safetensors_only():
+def test_every_tag_names_its_hub_repository_and_asks_it_for_safetensors_only():
     cfgs = {name: timm.models.get_pretrained_cfg(name) for name in timm.list_models("*_fsr", include_tags=True)}
-    assert len(cfgs) == 3 * len(fsr_models.PAPER_TAGS)
+    assert len(cfgs) == 3 * len(fsr_models.PAPER_TAGS) + sum(len(tags) for tags in RECIPE_TAGS.values())
     for name, cfg in cfgs.items():
         assert cfg.hf_hub_id == f"fsr-zoo/{name}" and cfg.hf_hub_filename == "model.safetensors"
 

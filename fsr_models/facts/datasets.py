@@ -150,3 +150,11 @@ DATASETS = {
         torchvision=False,
     ),
 }
+
+
+def tag_dataset(tag: str) -> str:
+    """The data set a tag ends with: "at_cifar10" and "at_nfgsm_15ep_cifar10" -> "cifar10"."""
+    found = [key for key in DATASETS if tag.endswith(f"_{key}")]
+    if not found:
+        raise ValueError(f"tag {tag!r} does not end with a data set's name ({', '.join(DATASETS)})")
+    return found[0]

@@ -29,6 +29,10 @@ BACKBONES = {
 }
 # Registered architecture names, FSR and plain, by backbone.
 ARCHITECTURES = {key: backbone.architectures(key) for key, backbone in BACKBONES.items()}
+# Tags of weights trained here with a recipe other than the paper's, which the tag names (a training config's `tag`),
+# registered beside the paper's settings for both architectures of the backbone, so that timm finds them once
+# published: backbone -> tags.
+RECIPE_TAGS = {"vgg16": ("at_nfgsm_15ep_cifar10",)}
 
 # The feature-level defenses FSR's Table 4 compares with, in ResNet-18 (registered as resnet18_<defense>), and the
 # constructor argument that places each (stages followed by it).

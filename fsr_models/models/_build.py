@@ -9,8 +9,8 @@ from huggingface_hub.errors import (
 )
 from timm.models import build_model_with_cfg, resolve_pretrained_cfg
 
-from fsr_models.facts.datasets import DATASETS
-from fsr_models.facts.networks import ARCHITECTURES, BACKBONES, HF_ORG
+from fsr_models.facts.datasets import DATASETS, tag_dataset
+from fsr_models.facts.networks import ARCHITECTURES, BACKBONES, HF_ORG, RECIPE_TAGS
 from fsr_models.facts.paper import PAPER_TAGS
 from fsr_models.fsr.fsr_core import FSR
 from fsr_models.hub.weight_files import WEIGHTS_NAME, check_one_weights_file
@@ -23,7 +23,7 @@ CHECKOUT_FOLDERS = "hub/weights/<architecture>.<tag>"
 
 
 def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
-    data = DATASETS[tag.split("_", 1)[1]]
+    data = DATASETS[tag_dataset(tag)]
     name = f"{arch}.{tag}"
     size = data.input_size
     return {
@@ -49,13 +49,12 @@ def _cfg(arch: str, tag: str, reduction: int, **kwargs) -> dict:
     }
 
 
-def paper_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
-    """One cfg per paper setting of both architectures of `backbone` (with FSR, plain), "arch.tag" -> cfg, for
-    `generate_default_cfgs`."""
+def zoo_cfgs(backbone: str, **kwargs) -> dict[str, dict]:
+    """One cfg per tag of both architectures of `backbone`, "arch.tag" -> cfg, for `generate_default_cfgs`: the
+    paper's settings (PAPER_TAGS), then the recipes of weights trained here (RECIPE_TAGS)."""
     reduction = BACKBONES[backbone].reduction  # the stride of forward_features' output
-    return {
-        f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for arch in ARCHITECTURES[backbone] for tag in PAPER_TAGS
-    }
+    tags = PAPER_TAGS + RECIPE_TAGS.get(backbone, ())
+    return {f"{arch}.{tag}": _cfg(arch, tag, reduction, **kwargs) for arch in ARCHITECTURES[backbone] for tag in tags}
 
 
 # The defenses FSR's Table 4 compares with (ResNet-18, AT on CIFAR-10): their papers and the authors' code.

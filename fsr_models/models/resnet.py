@@ -18,7 +18,7 @@ from timm.models.resnet import BasicBlock, downsample_conv
 from fsr_models.defenses import CAS, CIFS, DefenseOutput, DenoisingBlock
 from fsr_models.defenses.cifs import PROBE_HIDDEN
 from fsr_models.facts.networks import BACKBONES
-from fsr_models.models._build import build_fsr, build_network, defense_cfgs, paper_cfgs
+from fsr_models.models._build import build_fsr, build_network, defense_cfgs, zoo_cfgs
 from fsr_models.models._fsrnet import FSRNet, checked_images
 from fsr_models.models._init import init_pytorch_default
 
@@ -222,7 +222,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarResNet:
     return build_network(CifarResNet, variant, pretrained, **kwargs)
 
 
-default_cfgs = generate_default_cfgs({**paper_cfgs("resnet18"), **defense_cfgs("resnet18")})
+default_cfgs = generate_default_cfgs({**zoo_cfgs("resnet18"), **defense_cfgs("resnet18")})
 
 
 @register_model

@@ -14,7 +14,7 @@ from timm.models import generate_default_cfgs, register_model
 
 from fsr_models.facts.networks import BACKBONES
 from fsr_models.fsr.fsr_core import VGG16_STAGES
-from fsr_models.models._build import build_fsr, build_network, paper_cfgs
+from fsr_models.models._build import build_fsr, build_network, zoo_cfgs
 from fsr_models.models._fsrnet import FSRNet
 from fsr_models.models._init import init_vgg
 
@@ -102,7 +102,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> CifarVGG:
     return build_network(CifarVGG, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
-default_cfgs = generate_default_cfgs(paper_cfgs("vgg16", first_conv="features.0"))
+default_cfgs = generate_default_cfgs(zoo_cfgs("vgg16", first_conv="features.0"))
 
 
 @register_model

@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
 from fsr_models.facts.networks import BACKBONES
-from fsr_models.models._build import build_fsr, build_network, paper_cfgs
+from fsr_models.models._build import build_fsr, build_network, zoo_cfgs
 from fsr_models.models._fsrnet import FSRNet
 from fsr_models.models._init import init_wide_resnet
 
@@ -126,7 +126,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs) -> WideResNet:
     return build_network(WideResNet, variant, pretrained, feature_cfg=dict(out_indices=(0, 1, 2, 3)), **kwargs)
 
 
-default_cfgs = generate_default_cfgs(paper_cfgs("wrn34_10"))
+default_cfgs = generate_default_cfgs(zoo_cfgs("wrn34_10"))
 
 
 @register_model
