@@ -7,7 +7,8 @@ import pytest
 import timm
 import torch
 from conftest import ZOO
-from transformers import AutoModelForImageClassification
+from PIL import Image
+from transformers import AutoModelForImageClassification, pipeline
 
 from fsr_models.data import load_dataset, to_float
 from fsr_models.hub.folders import image_processor_config, load_model
@@ -42,9 +43,20 @@ def test_weights_load_the_same_in_timm_transformers_and_load_model(folder):
         by_timm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
         by_transformers = AutoModelForImageClassification.from_pretrained(folder).eval()
         assert torch.equal(by_timm(x), reference) and torch.equal(by_transformers(x).logits, reference)
-    # every loader reads pool_size, the unpooled feature map at 32x32, from config.json
+    # every loader reads pool_size, the unpooled feature map at 32x32 (ResNet-18 4x4, VGG16 1x1), from config.json
+    pool_size = {"resnet18": (4, 4), "vgg16": (1, 1)}[json.loads((folder / "config.json").read_text())["backbone"]]
     for model in (load_model(folder), by_timm, by_transformers.model):
-        assert tuple(model.pretrained_cfg["pool_size"]) == (4, 4)
+        assert tuple(model.pretrained_cfg["pool_size"]) == pool_size
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_the_pipeline_names_the_classes_the_network_predicts(folder, cifar10_dir):
+    images, _, names = load_dataset("cifar10", "test", cifar10_dir, 16)
+    with torch.no_grad():
+        predicted = load_model(folder).eval()(to_float(images)).argmax(1)
+    classify = pipeline("image-classification", model=str(folder))
+    pictures = [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
+    assert [result[0]["label"] for result in classify(pictures, top_k=1)] == [names[i] for i in predicted]
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
