@@ -28,6 +28,7 @@ from fsr_models.hub.folders import load_model  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "hub" / "weights"  # the committed zoo weights, one folder per <architecture>.<tag>
 SHIPPED_FSR, SHIPPED_PLAIN = ZOO / "resnet18_fsr.at_cifar10", ZOO / "resnet18_plain.at_cifar10"
+ZOO_FOLDERS = sorted(p.parent for p in ZOO.glob("*.*/metrics.json"))  # in the order hub/zoo_card.py reads them
 # The full CIFAR-10 arrays: $FSR_DATA_DIR as the library reads it, else where a checkout has them beside it
 CIFAR10 = Path(os.environ.get("FSR_DATA_DIR") or ROOT.parent / "shared" / "data" / "cifar10")
 NATURAL_CHECKPOINT = ROOT / "tests" / "data" / "natural_resnet18_fsr"

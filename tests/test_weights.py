@@ -6,7 +6,7 @@ import statistics
 import pytest
 import timm
 import torch
-from conftest import ZOO
+from conftest import ZOO_FOLDERS
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
@@ -15,7 +15,7 @@ from fsr_models.hub.folders import image_processor_config, load_model
 from fsr_models.hub.records import read_record
 from fsr_models.hub.weight_files import IMAGE_PROCESSOR_NAME, INDEX_NAME, WEIGHTS_NAME, check_safetensors
 
-FOLDERS = sorted(p for p in ZOO.glob("*.*") if (p / "config.json").is_file())
+FOLDERS = ZOO_FOLDERS
 
 
 def test_there_are_committed_weights():

@@ -202,8 +202,8 @@ class FSRConfig(PreTrainedConfig):
                 stages = range(1, BACKBONES[self.backbone].num_stages + 1)
                 if not self.defense_stages or not set(self.defense_stages) <= set(stages):
                     raise ValueError(
-                        f"FSRConfig.defense_stages must be stages in 1..4, at least one (without the defense the "
-                        f"network is resnet18_plain), got {self.defense_stages}"
+                        f"FSRConfig.defense_stages must be stages in 1..{stages[-1]}, at least one (without the "
+                        f"defense the network is resnet18_plain), got {self.defense_stages}"
                     )
         elif self.defense_stages is not None:
             raise ValueError("FSRConfig.defense_stages places a defense: give defense ('cas', 'cifs' or 'fd') too")
