@@ -19,7 +19,7 @@ import pytest
 import timm
 import torch
 import yaml
-from conftest import ROOT, SHIPPED_FSR, load_script
+from conftest import ROOT, SHIPPED_FSR, load_script, trained_looking
 from hub_server import free_port, git, run_client, serving
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants
 from safetensors.torch import load_file, save_file
@@ -28,7 +28,7 @@ import fsr_models
 from fsr_models import FSRLoss
 from fsr_models.facts.datasets import DATASETS
 from fsr_models.hub.folders import FSR_HEADS_NAME, IMAGE_PROCESSOR_NAME, load_model, save_folder
-from fsr_models.hub.records import read_record
+from fsr_models.hub.records import ADAPTIVE_NAME, read_record
 from fsr_models.hub.repository import PublishError, check_repo_folder, export_repo, publish
 
 WEIGHTS = SHIPPED_FSR
@@ -86,9 +86,12 @@ def copy_of(folder, tmp_path):
 def test_repository_folder_holds_one_safetensors_file_and_the_run_record(repo_folder):
     assert sorted(p.name for p in repo_folder.iterdir()) == [
         "README.md",
+        "cas.py",
+        "cifs.py",
         "comparison.json",
         "config.json",
         "configuration_fsr.py",
+        "fd.py",
         "fsr_core.py",
         FSR_HEADS_NAME,
         "image_processing_fsr.py",
@@ -133,6 +136,42 @@ def test_export_refuses_a_model_without_measured_results(tmp_path):
     with pytest.raises(PublishError, match="no metrics.json"):
         export_repo(folder, tmp_path / "out2")
     assert not (tmp_path / "out1").exists() and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize(
+    "defense, name, where",
+    [
+        ("cas", "Channel-wise Activation Suppressing (CAS)", "after each block of stage 4"),
+        ("cifs", "Channel-wise Importance-based Feature Selection (CIFS)", "after each block of stage 4"),
+    ],
+)
+def test_a_defense_network_exports_with_its_own_card_and_code(defense, name, where, tmp_path):
+    """A CAS or CIFS network of the demo recipe (its recorded metrics and adaptive report) makes a repository whose
+    card names its defense, its paper, its joint loss and the masks' adaptive attack, and whose own code gives the
+    package's logits (export_repo's check)."""
+    torch.manual_seed(0)
+    model = trained_looking(timm.create_model(f"resnet18_{defense}", widths=(16, 32, 64, 128)))
+    save_folder(model, tmp_path / "model")
+    demo = ROOT / "docs" / "defenses" / "demo"
+    shutil.copyfile(demo / f"resnet18_{defense}.metrics.json", tmp_path / "model" / "metrics.json")
+    shutil.copyfile(demo / f"resnet18_{defense}.robustness_adaptive.json", tmp_path / "model" / ADAPTIVE_NAME)
+    folder = export_repo(tmp_path / "model", tmp_path / "repo")
+    assert {"cas.py", "cifs.py", "fd.py", "fsr_core.py", ADAPTIVE_NAME} <= {p.name for p in folder.iterdir()}
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.model_name == f"fsr-zoo/resnet18_{defense}.at_cifar10.widths16-32-64-128.train900"
+    tag = name.split(" (")[0].lower().replace(" ", "-")
+    assert tag in card.data.tags and "feature-separation-and-recalibration" not in card.data.tags
+    paper = model.pretrained_cfg["paper_name"]
+    for must in (
+        f"with {name} {where} of the backbone",
+        f'is from "{paper}" ({model.pretrained_cfg["paper_ids"]})',
+        "2 x the mean cross-entropy of",
+        "the adaptive evaluation (`--attacks adaptive`) attacks the masks too",
+        "| CAS/CIFS masks | masks of the likeliest wrong class |",
+        f'the {defense.upper()} method is that of "{paper}"',
+    ):
+        assert must in card.text, must
+    assert "without FSR" not in card.text and "FSR splits the feature map" not in card.text
 
 
 def test_publish_makes_the_repository_hold_exactly_the_folder_in_one_commit(repo_folder, hub_calls):
@@ -393,9 +432,10 @@ def online(hub):
         """
         from huggingface_hub import hf_hub_download
         served = {name: hashlib.sha256(open(hf_hub_download(REPO, name, revision=FIRST), "rb").read()).hexdigest()
-                  for name in ("README.md", "comparison.json", "config.json", "configuration_fsr.py", "fsr_core.py",
-                               "fsr_heads.safetensors", "image_processing_fsr.py", "metrics.json", "model.safetensors",
-                               "modeling_fsr.py", "preprocessor_config.json", "train_config.yaml")}
+                  for name in ("README.md", "cas.py", "cifs.py", "comparison.json", "config.json",
+                               "configuration_fsr.py", "fd.py", "fsr_core.py", "fsr_heads.safetensors",
+                               "image_processing_fsr.py", "metrics.json", "model.safetensors", "modeling_fsr.py",
+                               "preprocessor_config.json", "train_config.yaml")}
         errors = {}
         for label, load in {
             "repository": lambda: load_model("hf-hub:fsr-zoo/no-such-model"),

@@ -16,7 +16,7 @@ import torch
 from conftest import SHIPPED_FSR, SMALL_RESNET, trained_looking
 from transformers.dynamic_module_utils import get_class_from_dynamic_module, get_imports, get_relative_imports
 
-from fsr_models.facts.networks import BACKBONES
+from fsr_models.facts.networks import BACKBONES, DEFENSES
 from fsr_models.fsr import fsr_core
 from fsr_models.hub.folders import load_model, save_folder
 from fsr_models.hub.repository import (
@@ -45,7 +45,8 @@ def test_remote_code_imports_only_torch_and_transformers():
 
     assert packages("configuration_fsr.py") == packages("image_processing_fsr.py") == {"transformers"}
     assert packages("modeling_fsr.py") == {"torch", "transformers"}
-    assert packages("fsr_core.py") == {"torch"}
+    for name in ("fsr_core.py", "cas.py", "cifs.py", "fd.py"):
+        assert packages(name) == {"torch"}, name
 
 
 def test_what_the_remote_code_imports_relatively_is_published_beside_it():
@@ -53,9 +54,12 @@ def test_what_the_remote_code_imports_relatively_is_published_beside_it():
     imported = {name: {f"{m}.py" for m in get_relative_imports(src)} for name, src in REMOTE_CODE_SOURCES.items()}
     assert imported == {
         "configuration_fsr.py": {"fsr_core.py"},
-        "modeling_fsr.py": {"configuration_fsr.py", "fsr_core.py"},
+        "modeling_fsr.py": {"configuration_fsr.py", "fsr_core.py", "cas.py", "cifs.py", "fd.py"},
         "image_processing_fsr.py": set(),
         "fsr_core.py": set(),
+        "cas.py": set(),
+        "cifs.py": set(),
+        "fd.py": set(),
     }
 
 
@@ -80,6 +84,12 @@ def test_the_paper_fsr_positions_are_the_facts():
     assert fsr_core.PAPER_FSR_STAGES == {key: backbone.fsr_stages for key, backbone in BACKBONES.items()}
 
 
+def test_the_remote_defense_positions_are_the_registered_networks(remote_code):
+    config_module = sys.modules[get_class_from_dynamic_module(AUTO_MAP["AutoConfig"], str(remote_code)).__module__]
+    registered = {d: getattr(timm.create_model(f"resnet18_{d}"), f"{d}_stages") for d in DEFENSES}
+    assert config_module.DEFENSE_STAGES == registered == {"cas": (4,), "cifs": (4,), "fd": (1, 2, 3, 4)}
+
+
 SMALL_VGG = dict(stages=[[8, 1], [16, 1], [32, 2], [64, 2], [64, 1]])
 SMALL_WRN = dict(depth=10, widen_factor=1)
 
@@ -97,6 +107,11 @@ SMALL_WRN = dict(depth=10, widen_factor=1)
         ("vgg16_plain", dict(SMALL_VGG, num_classes=100)),
         ("wrn34_10_fsr", dict(SMALL_WRN, fsr_stages=[1, 3])),
         ("wrn34_10_plain", SMALL_WRN),
+        ("resnet18_cas", SMALL_RESNET),
+        ("resnet18_cas", dict(SMALL_RESNET, cas_stages=[3, 4])),
+        ("resnet18_cifs", dict(SMALL_RESNET, layers=[2, 2, 2, 2])),  # a nonlinear probe, then a linear one
+        ("resnet18_fd", SMALL_RESNET),
+        ("resnet18_fd", dict(SMALL_RESNET, fd_stages=[4])),
     ],
 )
 def test_remote_code_computes_the_packages_logits_from_the_same_weights(name, args, remote_code, tmp_path):
@@ -117,11 +132,13 @@ def test_remote_code_computes_the_packages_logits_from_the_same_weights(name, ar
         ("resnet18_fsr.at_cifar10", None),
         ("vgg16_fsr", None),
         ("wrn34_10_fsr", "left out"),
+        ("resnet18_cifs", None),  # no fsr_stages: still no FSR beside the defense
+        ("resnet18_fd", "left out"),  # nor defense_stages: after each stage
     ],
 )
 def test_a_config_without_backbone_args_is_the_papers_network(name, missing, tmp_path):
-    """config.json without backbone_args (and fsr_stages): the remote code's defaults, the paper's network and FSR
-    position, which are the package's."""
+    """config.json without backbone_args (and fsr_stages, defense_stages): the remote code's defaults, the paper's
+    network and FSR position (the zoo's defense position), which are the package's."""
     if name == "resnet18_fsr.at_cifar10":
         model = load_model(SHIPPED_FSR).eval()
         for file in ("config.json", "model.safetensors"):
@@ -131,7 +148,7 @@ def test_a_config_without_backbone_args_is_the_papers_network(name, missing, tmp
         model = trained_looking(timm.create_model(name))
         save_folder(model, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    for key in ("backbone_args", "fsr_stages"):
+    for key in ("backbone_args", "fsr_stages", *(["defense_stages"] if "defense" in config else [])):
         if missing == "left out":
             del config[key]
         else:
@@ -150,6 +167,10 @@ def test_remote_code_refuses_what_it_does_not_implement(remote_code):
         config_class(backbone="resnet50")
     with pytest.raises(ValueError, match="fsr_tau must be positive"):  # the package's check, in fsr_core
         config_class(fsr_tau=0)
+    with pytest.raises(ValueError, match="defense must be one of .* in resnet18 without FSR"):
+        config_class(backbone="vgg16", defense="cas")
+    with pytest.raises(ValueError, match="defense must be one of"):
+        config_class(defense="cas", fsr_stages=[4])
     config = config_class(backbone_args=dict(SMALL_RESNET, global_pool="max"))
     with pytest.raises(ValueError, match="load it with the fsr-zoo package"):
         remote_model_class(remote_code)(config)

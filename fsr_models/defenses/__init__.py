@@ -1,6 +1,7 @@
 """The feature-level defenses that FSR's Table 4 compares with, as modules that sit inside a network: CAS (Bai et al.,
 ICLR 2021), CIFS (Yan et al., ICML 2021) and Feature Denoising (Xie et al., CVPR 2019). Written from the papers'
-equations and checked against the authors' code (tests/test_defenses.py); torch only.
+equations and checked against the authors' code (tests/test_defenses.py). `cas.py`, `cifs.py` and `fd.py` import torch
+and the standard library only: a Hub repository carries them unchanged for `trust_remote_code=True`.
 
 CAS and CIFS re-weight a feature's channels with an auxiliary classifier, whose logits the training loss needs: a
 network returns them, with its logits, as a `DefenseOutput` when asked (`return_defense=True`), as FSR's networks

@@ -56,15 +56,16 @@ ATTACK_NOTES = {  # what an attack is, said once under the tables where it appea
     "apgd_ce": "APGD-CE is AutoAttack's first attack alone (reference code, 100 iterations, 1 restart).",
     "mask_surrogate": MASK_NOTE,
     "mask_surrogate_apgd": MASK_NOTE,
-    "feature_space": "Feature space: PGD moving the feature FSR passes on towards that of the nearest image of "
-    "another class, then PGD-20 from there.",
+    "feature_space": "Feature space: PGD moving the network's last feature map (the one FSR passes on, in an FSR "
+    "network) towards that of the nearest image of another class, then PGD-20 from there.",
     "transfer_twin": "Transfer from twin: PGD-20 crafted on the zoo's same network with FSR, or without it for an "
     "FSR, CAS, CIFS or Feature Denoising model.",
     "transfer_without_rec": "Transfer from w/o Rec: PGD-20 crafted on this model's own w/o Rec ablation (FSR "
     "passing on f+ only).",
     "defense_masks": "CAS/CIFS masks: PGD-20 on CAS's or CIFS's joint loss (beta 2), with every mask fixed to the "
-    "true class's, on the auxiliary heads first (moving the masks) then cross-entropy, and for CIFS through its "
-    "relevance map (the gradient its authors' detach hides).",
+    "true class's, towards the likeliest wrong class with every mask fixed to that class's, on the auxiliary heads "
+    "first (moving the masks) then cross-entropy, and for CIFS through its relevance map (the gradient its authors' "
+    "detach hides).",
     "adaptive_ensemble": "Each adaptive attack keeps, per image, the worst case with PGD-20; the adaptive ensemble "
     "counts an image only if it withstands every attack of its table.",
 }

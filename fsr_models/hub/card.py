@@ -11,7 +11,7 @@ from fsr_models.evaluation.report import eps_text
 from fsr_models.facts.datasets import DATASETS
 from fsr_models.facts.paper import PAPER_CITATION
 from fsr_models.hub.measured_text import comparison_lines, headline_lines, measured_lines
-from fsr_models.hub.naming import after_stages, deviations, network_name
+from fsr_models.hub.naming import DEFENSE_TEXT, deviations, network_name, placement
 from fsr_models.hub.records import Record
 from fsr_models.hub.training_text import training_lines
 from fsr_models.hub.weight_files import FSR_HEADS_NAME
@@ -48,14 +48,22 @@ def use_lines(timm_name: str, hf_name: str, input_size, remote_code: bool) -> li
     ]
 
 
-def limits_lines(threat_model: str) -> list[str]:
+MASKS_CHOSEN_BY_ARGMAX = (
+    "Its masks are chosen by an argmax over an auxiliary prediction, which passes no gradient, so PGD on the logits "
+    "alone can overstate its robustness: the adaptive evaluation (`--attacks adaptive`) attacks the masks too."
+)
+
+
+def limits_lines(
+    threat_model: str, credit: str = "the FSR method is Kim et al.'s (CVPR 2023): cite their paper when you use it"
+) -> list[str]:
+    """The card's limits and citation; `credit` says whose method the network carries and what to cite."""
     return [
         f"Research weights for studying adversarial robustness. Their robustness holds only in the threat model "
         f"they were trained and measured for, {threat_model}. It is not certified, it says nothing about other "
         "norms, larger budgets, patches, corruptions or other data, and stronger or adaptive attacks may lower the "
         "figures measured here. Inputs are [0, 1] pixels without normalisation (the image processor does that for "
-        "the pipeline). The code and weights are under the MIT licence; the FSR method is Kim et al.'s (CVPR 2023): "
-        "cite their paper when you use it.",
+        f"the pipeline). The code and weights are under the MIT licence; {credit}.",
         "",
         "```bibtex",
         PAPER_CITATION,
@@ -68,11 +76,7 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
     """The card of one Hub repository: metadata (with every measured result) and what a user needs to know."""
     eval_results = record.eval_results  # a ValueError without the final test
     config, test, dataset = record.config, record.metrics["test"], DATASETS[record.run["dataset"]]
-    if config.get("defense"):  # the card's text describes FSR networks and their plain twins
-        raise ValueError(
-            f"{record.name}: the card describes networks with or without FSR, not with {config['defense']}: publish "
-            "CAS, CIFS and Feature Denoising models with a card of your own (push_to_hub)"
-        )
+    defense = DEFENSE_TEXT[config["defense"]] if config.get("defense") else None
     data = ModelCardData(
         library_name="timm",
         license="mit",
@@ -85,14 +89,22 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
             "safetensors",
             "adversarial-robustness",
             "adversarial-training",
-            "feature-separation-and-recalibration",
+            defense.hub_tag if defense else "feature-separation-and-recalibration",
         ],
         model_name=repo_id,
         eval_results=eval_results,
     )
     stages, tag = config.get("fsr_stages"), config["pretrained_cfg"].get("tag", "")
     _, height, width = config["pretrained_cfg"]["input_size"]
-    where = f"with FSR {after_stages(stages)} of the backbone" if stages else "without FSR (the paper's baseline)"
+    cfg = config["pretrained_cfg"]
+    paper = f'"{cfg.get("paper_name")}" ({cfg.get("paper_ids")})'  # a defense's paper, in its timm config
+    where = (
+        f"{placement(config, full=True)} of the backbone" if stages or defense else "without FSR (the paper's baseline)"
+    )
+    if defense:
+        method = f"{defense.short} is from {paper}, code {cfg.get('origin_url')}"
+    else:
+        method = "FSR is Feature Separation and Recalibration (Kim et al., CVPR 2023)"
     natural = record.train.get("method") == "natural"
     trained = "trained without adversarial examples, measured against" if natural else "adversarially trained to resist"
     lines = [
@@ -100,8 +112,8 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
         "",
         f"A {network_name(config)} image classifier for {dataset.name} ({config['num_classes']} classes, "
         f"{height}x{width} inputs in [0, 1]) {where}, {trained} L-inf attacks "
-        f"of eps {eps_text(test['eps'])}: timm architecture `{config['architecture']}`, tag `{tag}` of fsr-zoo. FSR "
-        "is Feature Separation and Recalibration (Kim et al., CVPR 2023).",
+        f"of eps {eps_text(test['eps'])}: timm architecture `{config['architecture']}`, tag `{tag}` of fsr-zoo. "
+        f"{method}.",
         "",
     ]
     if differs := deviations(record):
@@ -115,6 +127,13 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
             f"map. The auxiliary heads that train the mask are not part of the network{heads}.",
             "",
         ]
+    if defense:
+        masks = f" {MASKS_CHOSEN_BY_ARGMAX}" if config["defense"] in ("cas", "cifs") else ""
+        lines += [
+            f"{defense.how} fsr-zoo has it as one of the feature-level defenses that FSR (Kim et al., CVPR 2023) is "
+            f"compared with in its Table 4.{masks}",
+            "",
+        ]
     lines += ["## Training", "", *training_lines(record), "## Evaluation", ""]
     lines += measured_lines(record, f"hf-hub:{repo_id}")
     if record.comparison:
@@ -123,7 +142,7 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
         reports = (record.comparison.get("robustness"), record.comparison.get("adaptive"))
         other = Record(named, record.comparison["metrics"], *reports)
         lines += [
-            f"## Compared with {'the plain baseline' if stages else 'the same network with FSR'}",
+            f"## Compared with {'the plain baseline' if stages or defense else 'the same network with FSR'}",
             "",
             "Measured the same way (accuracy %, test images in brackets):",
             "",
@@ -131,5 +150,13 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
         ]
     lines += ["## Use", "", *use_lines(f"hf-hub:{repo_id}", repo_id, config["pretrained_cfg"]["input_size"], True)]
     threat = f"L-inf perturbations of at most {eps_text(test['eps'])} on {dataset.name}-like {height}x{width} images"
-    lines += ["## Intended use, limits and citation", "", *limits_lines(threat)]
+    credit = (
+        {
+            "credit": f"the {defense.short} method is that of {paper}: cite that paper when you use it, and FSR's"
+            ", whose Table 4 compares the two"
+        }
+        if defense
+        else {}
+    )
+    lines += ["## Intended use, limits and citation", "", *limits_lines(threat, **credit)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines))

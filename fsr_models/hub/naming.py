@@ -1,9 +1,10 @@
-"""What a record's network is, in words, how its run differs from the paper's setting of its tag, and the name of its
-Hub repository."""
+"""What a record's network is, in words (with FSR, another defense or neither, and where), how its run differs from
+the paper's setting of its tag, and the name of its Hub repository."""
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import timm
 import torch
@@ -101,3 +102,49 @@ def default_repo_id(record: Record) -> str:
 def after_stages(stages: list[int]) -> str:
     """'after stage 4', 'after stages 3 and 4'."""
     return f"after stage{'s' if len(stages) > 1 else ''} {joined([str(s) for s in stages])}"
+
+
+class DefenseText(NamedTuple):
+    """What a card says of one of the defenses FSR is compared with."""
+
+    short: str  # as a sentence names it
+    name: str  # in full
+    hub_tag: str
+    how: str  # how it works
+
+
+DEFENSE_TEXT = {
+    "cas": DefenseText(
+        "CAS",
+        "Channel-wise Activation Suppressing (CAS)",
+        "channel-wise-activation-suppressing",
+        "CAS scales each channel of the feature by the weight an auxiliary linear head on the pooled feature gives it "
+        "for one class: the label's in training, the head's own prediction at test time.",
+    ),
+    "cifs": DefenseText(
+        "CIFS",
+        "Channel-wise Importance-based Feature Selection (CIFS)",
+        "channel-wise-importance-based-feature-selection",
+        "CIFS weights each channel of the feature by a softmax over the channels of the gradient of a probe's top two "
+        "logits (the label and its second class in training, its own top two at test time).",
+    ),
+    "fd": DefenseText(
+        "Feature Denoising",
+        "Feature Denoising",
+        "feature-denoising",
+        "Feature Denoising adds a non-local means filter of the feature, through a 1x1 conv and BN, to the feature.",
+    ),
+}
+
+
+def placement(config: dict, full: bool = False) -> str:
+    """Where the network's FSR or other defense sits: 'with FSR after stage 4', 'with CAS after each block of stage
+    4', 'with Feature Denoising after stages 1, 2, 3 and 4'; 'without FSR' for a plain network. `full`: the defense's
+    full name."""
+    if config.get("defense"):
+        defense, where = DEFENSE_TEXT[config["defense"]], after_stages(config["defense_stages"])
+        if config["defense"] in ("cas", "cifs"):  # after every residual block of the stage
+            where = where.replace("after ", "after each block of ", 1)
+        return f"with {defense.name if full else defense.short} {where}"
+    stages = config.get("fsr_stages")
+    return f"with FSR {after_stages(stages)}" if stages else "without FSR"

@@ -4,13 +4,14 @@ A repository folder holds `config.json` (loads in timm and transformers), `model
 `preprocessor_config.json` (the image processor of transformers' pipelines), `metrics.json` (what was measured),
 `train_config.yaml` (when the run recorded one), `README.md`, the model card generated from these files, and
 `configuration_fsr.py` + `modeling_fsr.py` + `image_processing_fsr.py`, the code that `config.json`'s `auto_map`
-names, with `fsr_core.py`, the package's own torch-only core that they import, so that transformers loads the model
-with `trust_remote_code=True` where this package is not installed; and, when the source has them,
-`fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning), `robustness.json`
-and `robustness_curve.png` (a robustness evaluation and its plot), and `comparison.json` (the record of the zoo
-model the card compares against). The weights are one `model.safetensors` file: timm's Hub loader reads only that
-name, and the zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's per-file limit. `publish`
-checks the folder and sends nothing when a check fails. The command line is `hub/publish.py`.
+names, with `fsr_core.py` and the defenses' `cas.py`, `cifs.py`, `fd.py`, the package's own torch-only modules that
+they import, so that transformers loads the model with `trust_remote_code=True` where this package is not
+installed; and, when the source has them, `fsr_heads.safetensors` (the trained auxiliary heads, for fine-tuning),
+`robustness.json` and `robustness_curve.png` (a robustness evaluation and its plot), and `comparison.json` (the
+record of the zoo model the card compares against). The weights are one `model.safetensors` file: timm's Hub
+loader reads only that name, and the zoo's largest network (WRN-34-10 + FSR, 191 MB) is far below the Hub's
+per-file limit. `publish` checks the folder and sends nothing when a check fails. The command line is
+`hub/publish.py`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
+from fsr_models import defenses
 from fsr_models.facts.networks import twin_name
 from fsr_models.fsr import FSRLoss, fsr_core
 from fsr_models.hf import FSRForImageClassification, remote
@@ -57,14 +59,16 @@ from fsr_models.hub.weight_files import save_weights
 from fsr_models.training.config import portable_config
 
 TRAIN_CONFIG_NAME, CARD_NAME = "train_config.yaml", "README.md"
-# The code for trust_remote_code=True: each file of a repository and its source, copied verbatim. fsr_core.py, which
-# the files of fsr_models/hf/remote import relatively, is the package's own: the two compute with the same code.
-REMOTE_CODE_DIR = Path(remote.__file__).parent
+# The code for trust_remote_code=True: each file of a repository and its source, copied verbatim. fsr_core.py and
+# the defenses' modules, which the files of fsr_models/hf/remote import relatively, are the package's own (torch
+# only): the two compute with the same code.
+REMOTE_CODE_DIR, DEFENSES_DIR = Path(remote.__file__).parent, Path(defenses.__file__).parent
 REMOTE_CODE_SOURCES = {
     "configuration_fsr.py": REMOTE_CODE_DIR / "configuration_fsr.py",
     "modeling_fsr.py": REMOTE_CODE_DIR / "modeling_fsr.py",
     "image_processing_fsr.py": REMOTE_CODE_DIR / "image_processing_fsr.py",
     "fsr_core.py": Path(fsr_core.__file__),
+    **{name: DEFENSES_DIR / name for name in ("cas.py", "cifs.py", "fd.py")},
 }
 REMOTE_CODE_FILES = tuple(REMOTE_CODE_SOURCES)
 # Its classes, as transformers' register_for_auto_class would map them in config.json

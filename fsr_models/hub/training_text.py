@@ -8,7 +8,7 @@ from collections import Counter
 from fsr_models.evaluation.report import eps_text
 from fsr_models.facts.datasets import DATASETS
 from fsr_models.facts.paper import PAPER_EPOCHS
-from fsr_models.hub.naming import after_stages, network_name
+from fsr_models.hub.naming import DEFENSE_TEXT, network_name, placement
 from fsr_models.hub.records import Record
 from fsr_models.training.config import milestone_epochs, scaled_lr
 
@@ -87,8 +87,8 @@ def figures_text(report: dict) -> str:
 
 def summary_line(record: Record) -> str:
     """One sentence: the network, with or without FSR, the method, the images and the schedule."""
-    stages, train, run = record.config.get("fsr_stages"), record.train, record.run
-    where = f"with FSR {after_stages(stages)}" if stages else "without FSR"
+    train, run = record.train, record.run
+    where = placement(record.config)
     if not train:
         return f"{network_name(record.config)} {where}; no training config was recorded with these weights."
     method = METHOD_NAMES.get(train["method"], train["method"])
@@ -113,6 +113,7 @@ def training_lines(record: Record) -> list[str]:
         ]
     sample = " in the shipped sample" if str(train.get("data_dir")) == "sample" else ""
     subset = f" (of {run['available']:,}{sample})" if run["subset"] else ""
+    defense = record.config.get("defense")
     fsr = f" + FSR's (Eq. 5: lambda_sep {train['lambda_sep']:g}, lambda_rec {train['lambda_rec']:g})"
     again = f" epochs={run['epochs']} time_budget_min=null" if train.get("time_budget_min") else ""
     return lines + [
@@ -121,6 +122,15 @@ def training_lines(record: Record) -> list[str]:
         "validation (the saved weights are those of the best epoch by PGD accuracy on them); augmentation "
         f"{'pad-4 crop + flip' if train['augment'] else 'none'}",
         *([f"- Losses: the method's{fsr}"] if record.config.get("fsr_stages") else []),
+        *(
+            [
+                f"- Losses: the method's cross-entropy + {train['defense_beta']:g} x the mean cross-entropy of "
+                f"{DEFENSE_TEXT[defense].short}'s auxiliary heads (its authors' joint loss), which the training attack "
+                "maximises too"
+            ]
+            if defense in ("cas", "cifs")
+            else []
+        ),
         *([] if train["method"] == "natural" else [f"- Attack during training: {training_attack(train)}"]),
         *start_lines(record),
         f"- Optimiser: SGD lr {scaled_lr(train['lr_per_128'], train['batch_size']):g} ({train['lr_per_128']:g} per "

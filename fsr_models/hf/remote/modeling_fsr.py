@@ -1,9 +1,11 @@
 """An fsr-zoo network as a transformers image classifier, in torch alone (see `configuration_fsr.py`).
 
 The networks of "Feature Separation and Recalibration for Adversarial Robustness" (Kim et al., CVPR 2023): CIFAR
-ResNet-18, VGG16 with BN and WideResNet-34-10, each with or without FSR modules. The FSR module is the package's own,
-from `fsr_core.py`. The layers carry the names of the fsr-zoo package's timm models, so `model.safetensors` loads here
-unchanged. Inputs are RGB pixels in [0, 1] (no normalisation), NCHW.
+ResNet-18, VGG16 with BN and WideResNet-34-10, each with or without FSR modules, and ResNet-18 with one of the
+defenses FSR is compared with (CAS, CIFS, Feature Denoising). The FSR module is the package's own, from
+`fsr_core.py`, and so are the defenses' modules, from `cas.py`, `cifs.py` and `fd.py`. The layers carry the names of
+the fsr-zoo package's timm models, so `model.safetensors` loads here unchanged. Inputs are RGB pixels in [0, 1] (no
+normalisation), NCHW.
 """
 
 import torch
@@ -12,7 +14,10 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from .configuration_fsr import FSRConfig
+from .cas import CAS
+from .cifs import CIFS, PROBE_HIDDEN
+from .configuration_fsr import DEFENSE_STAGES, FSRConfig
+from .fd import DenoisingBlock
 from .fsr_core import FSR, VGG16_STAGES, warn_unless_input_size
 
 
@@ -51,18 +56,38 @@ class PreActBlock(nn.Module):
         return self.conv2(F.relu(self.bn2(self.conv1(out)))) + shortcut
 
 
+class DefendedBlock(nn.Module):
+    """A residual block followed by CAS or CIFS, whose mask follows its own head's prediction (eval mode)."""
+
+    def __init__(self, block: nn.Module, defense: nn.Module):
+        super().__init__()
+        self.block = block
+        self.defense = defense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.defense(self.block(x))
+
+
 def resnet_layers(
     config: FSRConfig, fsr, in_chans: int, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512)
 ) -> tuple[list, int]:
     named = [("conv1", nn.Conv2d(in_chans, widths[0], 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(widths[0]))]
     named.append(("act1", nn.ReLU(inplace=True)))
+    defended = set(config.defense_stages or DEFENSE_STAGES.get(config.defense, ()))
     in_chs = widths[0]
     for stage, (width, depth) in enumerate(zip(widths, layers), start=1):
         stride = 1 if stage == 1 else 2
         blocks = [BasicBlock(in_chs, width, stride)] + [BasicBlock(width, width) for _ in range(depth - 1)]
+        if stage in defended and config.defense == "cas":
+            blocks = [DefendedBlock(block, CAS(width, config.num_labels)) for block in blocks]
+        elif stage in defended and config.defense == "cifs":  # nonlinear probes, a linear one after the last block
+            hidden = [PROBE_HIDDEN] * (depth - 1) + [None]
+            blocks = [DefendedBlock(b, CIFS(width, config.num_labels, h)) for b, h in zip(blocks, hidden)]
         named.append((f"layer{stage}", nn.Sequential(*blocks)))
         if stage in config.fsr_stages:
             named.append((f"fsr{stage}", fsr(width)))
+        if stage in defended and config.defense == "fd":
+            named.append((f"fd{stage}", DenoisingBlock(width)))
         in_chs = width
     return named, in_chs
 
