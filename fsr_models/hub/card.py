@@ -97,13 +97,12 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
     stages, tag = config.get("fsr_stages"), config["pretrained_cfg"].get("tag", "")
     _, height, width = config["pretrained_cfg"]["input_size"]
     cfg = config["pretrained_cfg"]
-    paper = f'"{cfg.get("paper_name")}" ({cfg.get("paper_ids")})'  # a defense's paper, in its timm config
-    where = (
-        f"{placement(config, full=True)} of the backbone" if stages or defense else "without FSR (the paper's baseline)"
-    )
     if defense:
-        method = f"{defense.short} is from {paper}, code {cfg.get('origin_url')}"
+        paper = f'"{cfg["paper_name"]}" ({cfg["paper_ids"]})'  # the defense's paper, from its timm config
+        where = f"{placement(config, full=True)} of the backbone"
+        method = f"{defense.short} is from {paper}, code {cfg['origin_url']}"
     else:
+        where = f"{placement(config)} of the backbone" if stages else "without FSR (the paper's baseline)"
         method = "FSR is Feature Separation and Recalibration (Kim et al., CVPR 2023)"
     natural = record.train.get("method") == "natural"
     trained = "trained without adversarial examples, measured against" if natural else "adversarially trained to resist"
@@ -150,13 +149,13 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
         ]
     lines += ["## Use", "", *use_lines(f"hf-hub:{repo_id}", repo_id, config["pretrained_cfg"]["input_size"], True)]
     threat = f"L-inf perturbations of at most {eps_text(test['eps'])} on {dataset.name}-like {height}x{width} images"
-    credit = (
-        {
-            "credit": f"the {defense.short} method is that of {paper}: cite that paper when you use it, and FSR's"
-            ", whose Table 4 compares the two"
-        }
-        if defense
-        else {}
-    )
-    lines += ["## Intended use, limits and citation", "", *limits_lines(threat, **credit)]
+    if defense:
+        credit = (
+            f"the {defense.short} method is that of {paper}: cite that paper when you use it, and FSR's, whose Table 4 "
+            "compares the two"
+        )
+        limits = limits_lines(threat, credit)
+    else:
+        limits = limits_lines(threat)
+    lines += ["## Intended use, limits and citation", "", *limits]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines))
