@@ -328,8 +328,7 @@ def test_fine_tuning_from_a_tag_without_published_weights_names_the_init_that_wo
 
 def test_cas_and_cifs_train_their_joint_loss_against_an_attack_on_it(train_script, tmp_path, capsys, monkeypatch):
     """A CIFS run: every training attack maximises CIFS's joint loss (its heads' logits asked for) in eval mode, the
-    step minimises it, and the run ends in a folder that loads as resnet18_cifs (whose text the zoo's card refuses to
-    write)."""
+    step minimises it, and the run ends in a folder that loads as resnet18_cifs, whose card names CIFS and its loss."""
     calls = []
     real_pgd = training.loop.pgd
 
@@ -349,8 +348,9 @@ def test_cas_and_cifs_train_their_joint_loss_against_an_attack_on_it(train_scrip
     assert "CifarResNet resnet18_cifs: at + CIFS (its joint loss, defense_beta 3)" in capsys.readouterr().out
     model = load_model(out / "model")
     assert model.pretrained_cfg["architecture"] == "resnet18_cifs" and model.cifs_stages == (4,)
-    with pytest.raises(ValueError, match="not with cifs: publish CAS, CIFS and Feature Denoising models with a card"):
-        model_card(read_record(out / "model"), "fsr-zoo/resnet18_cifs.at_cifar10")  # its text is FSR's
+    card = model_card(read_record(out / "model"), "fsr-zoo/resnet18_cifs.at_cifar10").text  # the run's own card
+    assert "with Channel-wise Importance-based Feature Selection (CIFS) after each block of stage 4" in card
+    assert "- Losses: the method's cross-entropy + 3 x the mean cross-entropy of CIFS's auxiliary heads" in card
 
 
 def test_the_single_step_attack_of_cas_maximises_its_joint_loss(monkeypatch):
