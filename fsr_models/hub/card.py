@@ -127,7 +127,7 @@ def model_card(record: Record, repo_id: str) -> ModelCard:
             "",
         ]
     if defense:
-        masks = f" {MASKS_CHOSEN_BY_ARGMAX}" if config["defense"] in ("cas", "cifs") else ""
+        masks = f" {MASKS_CHOSEN_BY_ARGMAX}" if defense.heads else ""
         lines += [
             f"{defense.how} fsr-zoo has it as one of the feature-level defenses that FSR (Kim et al., CVPR 2023) is "
             f"compared with in its Table 4.{masks}",

@@ -111,6 +111,7 @@ class DefenseText(NamedTuple):
     name: str  # in full
     hub_tag: str
     how: str  # how it works
+    heads: bool  # auxiliary heads after each block, whose argmax picks the mask and whose CE joins the loss
 
 
 DEFENSE_TEXT = {
@@ -120,6 +121,7 @@ DEFENSE_TEXT = {
         "channel-wise-activation-suppressing",
         "CAS scales each channel of the feature by the weight an auxiliary linear head on the pooled feature gives it "
         "for one class: the label's in training, the head's own prediction at test time.",
+        True,
     ),
     "cifs": DefenseText(
         "CIFS",
@@ -127,12 +129,14 @@ DEFENSE_TEXT = {
         "channel-wise-importance-based-feature-selection",
         "CIFS weights each channel of the feature by a softmax over the channels of the gradient of a probe's top two "
         "logits (the label and its second class in training, its own top two at test time).",
+        True,
     ),
     "fd": DefenseText(
         "Feature Denoising",
         "Feature Denoising",
         "feature-denoising",
         "Feature Denoising adds a non-local means filter of the feature, through a 1x1 conv and BN, to the feature.",
+        False,
     ),
 }
 
@@ -143,7 +147,7 @@ def placement(config: dict, full: bool = False) -> str:
     full name."""
     if config.get("defense"):
         defense, where = DEFENSE_TEXT[config["defense"]], after_stages(config["defense_stages"])
-        if config["defense"] in ("cas", "cifs"):  # after every residual block of the stage
+        if defense.heads:  # after every residual block of the stage
             where = where.replace("after ", "after each block of ", 1)
         return f"with {defense.name if full else defense.short} {where}"
     stages = config.get("fsr_stages")

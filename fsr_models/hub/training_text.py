@@ -113,7 +113,7 @@ def training_lines(record: Record) -> list[str]:
         ]
     sample = " in the shipped sample" if str(train.get("data_dir")) == "sample" else ""
     subset = f" (of {run['available']:,}{sample})" if run["subset"] else ""
-    defense = record.config.get("defense")
+    defense = DEFENSE_TEXT.get(record.config.get("defense"))
     fsr = f" + FSR's (Eq. 5: lambda_sep {train['lambda_sep']:g}, lambda_rec {train['lambda_rec']:g})"
     again = f" epochs={run['epochs']} time_budget_min=null" if train.get("time_budget_min") else ""
     return lines + [
@@ -125,10 +125,10 @@ def training_lines(record: Record) -> list[str]:
         *(
             [
                 f"- Losses: the method's cross-entropy + {train['defense_beta']:g} x the mean cross-entropy of "
-                f"{DEFENSE_TEXT[defense].short}'s auxiliary heads (its authors' joint loss), which the training attack "
+                f"{defense.short}'s auxiliary heads (its authors' joint loss), which the training attack "
                 "maximises too"
             ]
-            if defense in ("cas", "cifs")
+            if defense and defense.heads
             else []
         ),
         *([] if train["method"] == "natural" else [f"- Attack during training: {training_attack(train)}"]),
