@@ -24,9 +24,10 @@ def progress(out):
     return json.loads((out / "checkpoint" / "progress.json").read_text())
 
 
-def gpu_script(tmp_path, out, *config_args, env_extra=()):
-    """training/gpu_run.sh on the CPU: the tiny network on the sample, a plan of 2 epochs in calls of one epoch
-    each, weights in shards of at most 1 MiB (the GPU calls use 16)."""
+def gpu_script(tmp_path, out, *config_args, env_extra=(), minutes="0.0001"):
+    """training/gpu_run.sh on the CPU: the tiny network on the sample, a plan of 2 epochs in calls of `minutes`
+    (by default so few that a new run stops after its first epoch), weights in shards of at most 1 MiB (the GPU calls
+    use 16)."""
     env = {
         **os.environ,
         "OUT": str(tmp_path / out),
@@ -38,7 +39,7 @@ def gpu_script(tmp_path, out, *config_args, env_extra=()):
         **dict(env_extra),
     }
     result = subprocess.run(
-        [str(ROOT / "training" / "gpu_run.sh"), str(TRAIN_CONFIG), "0.0001", *config_args],
+        [str(ROOT / "training" / "gpu_run.sh"), str(TRAIN_CONFIG), minutes, *config_args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -213,11 +214,11 @@ def test_gpu_script_runs_a_fixed_plan_over_calls_and_leaves_at_most_8_files_of_1
     assert len(list(first.glob("model-*.safetensors"))) > 1  # sharded as model/ is, within the size limit
     # The same command resumes and finishes the plan, then evaluates the first 4 test images (AutoAttack is left out:
     # on images that a barely trained network gets right it runs minutes on a CPU; tests/test_evaluation.py has it)
-    out = gpu_script(tmp_path, "call2", env_extra={"AA_IMAGES": "4", "EVAL_ATTACKS": "natural pgd20"})
+    out = gpu_script(tmp_path, "call2", env_extra={"AA_IMAGES": "4", "EVAL_ATTACKS": "natural pgd20"}, minutes="5")
     assert len(list(out.glob("model-*.safetensors"))) > 1 and (out / FSR_HEADS_NAME).is_file()
     test = json.loads((out / "metrics.json").read_text())
     assert test["epochs"] == 2 and test["test"]["images"] == 20
-    assert (test["train_config"]["shard_mb"], test["train_config"]["stop_after_min"]) == (1, 0.0001)
+    assert (test["train_config"]["shard_mb"], test["train_config"]["stop_after_min"]) == (1, 5)
     report = json.loads((out / "robustness.json").read_text())  # the attacks and the curve, first 4 test images
     accuracy = report["accuracy"]
     assert report["images"] == 4 and list(accuracy) == ["natural", "pgd20", "ensemble"]

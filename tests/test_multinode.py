@@ -118,7 +118,7 @@ def test_two_machines_train_the_update_of_one_process_end_equal_and_resume(train
     for key in (k for k in one if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))):
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6)
     port = free_port()  # one port for both machines of the launch
-    finished = run_all([command(line, tmp_path, port=port) for line in resume])
+    finished = run_all([command(line, tmp_path, ["stop_after_min=null"], port) for line in resume])  # the rest
     assert [r.returncode for r in finished] == [0, 0], finished[0].stderr[-3000:] + finished[1].stderr[-3000:]
     sums = [checksums(r.stdout) for r in finished]
     assert list(sums[0]) == ["0"] and list(sums[1]) == ["1"] and sums[0]["0"] == sums[1]["1"]  # equal weights
@@ -133,7 +133,16 @@ def test_a_plan_started_on_four_processes_goes_on_on_two_then_one(train_script, 
     (four,) = run_all([(argv, env)])
     assert four.returncode == 0, four.stderr[-3000:]
     argv, env = command(lines[1], tmp_path)
-    argv[argv.index("stop_after_min=1")] = "stop_after_min=0.0001"  # one epoch per call, as on a busy machine
+    # one epoch per call, as on a busy machine: a call starts an epoch only where the last one's time fits, so the
+    # epoch the four processes logged is made instantaneous and the two stop after theirs
+    logged = tmp_path / "resized" / "metrics.jsonl"
+    logged.write_text(
+        "".join(
+            json.dumps({**m, "seconds": 0.0} if "seconds" in m else m) + "\n"
+            for m in epochs_logged(tmp_path / "resized")
+        )
+    )
+    argv[argv.index("stop_after_min=1")] = "stop_after_min=0.0001"
     (two,) = run_all([(argv, env)])
     assert two.returncode == 0, two.stderr[-3000:]
     # 48 images do not split over 5 processes: the resume is refused before anything runs, in one line
@@ -145,7 +154,7 @@ def test_a_plan_started_on_four_processes_goes_on_on_two_then_one(train_script, 
         "keeps its global batch: resume it on a number of processes among [1, 2, 3, 4, 6, 8, 12, 16]"
         in refused.stderr
     )
-    argv, env = command(lines[2], tmp_path)
+    argv, env = command(lines[2], tmp_path, ["stop_after_min=null"])  # the rest of the plan
     (one,) = run_all([(argv, env)])
     assert one.returncode == 0, one.stderr[-3000:]
     resized = epochs_logged(tmp_path / "resized")

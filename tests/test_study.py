@@ -107,6 +107,25 @@ def test_an_interrupted_run_is_resumed_from_its_folder_alone(tmp_path, monkeypat
     assert key == "stop_after_min" and 0.9 < float(minutes) <= 1.0
 
 
+def test_a_new_run_starts_only_with_time_for_the_studys_fastest_epoch(tmp_path, monkeypatch):
+    (tmp_path / "s.resnet18_plain").mkdir()
+    epochs = [{"epoch": 0}, {"epoch": 1, "seconds": 300.0}, {"epoch": 2, "seconds": 240.0}]
+    (tmp_path / "s.resnet18_plain" / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in epochs))
+    calls = []
+    monkeypatch.setattr(
+        study.subprocess, "run", lambda args, **kw: calls.append(args[2:]) or type("R", (), {"returncode": 0})
+    )
+    three_minutes = study.time.monotonic() + 180
+    assert study.train_run("s.resnet18_fsr", {"lr": 0.1}, tmp_path, None, three_minutes) == ("s.resnet18_fsr", None)
+    assert calls == [] and study.fastest_epoch_seconds(tmp_path) == 240.0
+    five_minutes = study.time.monotonic() + 300
+    assert study.train_run("s.resnet18_fsr", {"lr": 0.1}, tmp_path, None, five_minutes) == ("s.resnet18_fsr", 0)
+    assert any(a.startswith("stop_after_min=") for a in calls[-1])
+    (tmp_path / "s.resnet18_plain" / "checkpoint").mkdir()  # a resumed run decides for itself, from its own epochs
+    assert study.train_run("s.resnet18_plain", {"lr": 0.1}, tmp_path, None, three_minutes) == ("s.resnet18_plain", 0)
+    assert calls[-1][:2] == ["--resume", str(tmp_path / "s.resnet18_plain")]
+
+
 def test_a_training_log_gives_the_curves_its_metrics_jsonl_holds(train_script, tmp_path, capsys):
     """training/plot_log.py reads what the trainer prints (a GPU run's train.log) back into metrics.jsonl's figures,
     to the precision the log prints them with."""

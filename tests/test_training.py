@@ -638,12 +638,21 @@ def test_an_nfgsm_run_trains_with_its_attack_and_cyclic_schedule(train_script, t
     assert load_model(out / "model").pretrained_cfg["tag"] == "at_nfgsm_cifar10"
 
 
-def test_a_fixed_plan_in_pieces_ends_as_one_call_does(reference_run, train_script, tmp_path):
+def test_a_fixed_plan_in_pieces_ends_as_one_call_does(reference_run, train_script, tmp_path, capsys):
     pieces = tmp_path / "pieces"
     assert train_script.main(tiny_run_args(pieces, "stop_after_min=0.0001")) == 0  # one epoch per call
     assert progress(pieces)["epoch"] == 1 and (pieces / "best" / "config.json").is_file()
     assert not (pieces / "model").exists()
-    assert train_script.main(["--cpu", "--resume", str(pieces)]) == 0
+    # a call whose minutes do not fit the epoch the last one took starts none (it would overrun them)
+    checkpoint = (pieces / "checkpoint" / "model.safetensors").read_bytes()
+    assert train_script.main(["--cpu", "--resume", str(pieces), "--set", "stop_after_min=0.0001"]) == 0
+    stop_line = (
+        r"this call is spent: another epoch \(the last took [\d.]+ s\) would not fit after epoch 1 of 2: stopping"
+    )
+    assert re.search(stop_line, capsys.readouterr().out)
+    assert progress(pieces)["epoch"] == 1 and len(metrics(pieces)) == 2
+    assert (pieces / "checkpoint" / "model.safetensors").read_bytes() == checkpoint
+    assert train_script.main(["--cpu", "--resume", str(pieces), "--set", "stop_after_min=null"]) == 0  # the rest
     assert_same_weights(reference_run / "model" / "model.safetensors", pieces / "model" / "model.safetensors")
     test = results(pieces)
     assert (test["train_images"], test["val_images"], test["sgd_steps"], test["epochs"]) == (250, 50, 10, 2)
@@ -810,7 +819,7 @@ def test_compiled_runs_agree_across_ranks_and_resume_to_the_same_weights(train_s
     assert sorted(sums) == ["0", "1"] and sums["0"] == sums["1"], result.stdout[-2000:]
     assert train_script.main(tiny_run_args(tmp_path / "whole", *compiled)) == 0
     assert train_script.main(tiny_run_args(tmp_path / "pieces", *compiled, "stop_after_min=0.0001")) == 0
-    assert train_script.main(["--cpu", "--resume", str(tmp_path / "pieces")]) == 0
+    assert train_script.main(["--cpu", "--resume", str(tmp_path / "pieces"), "--set", "stop_after_min=null"]) == 0
     assert_same_weights(
         tmp_path / "whole" / "model" / "model.safetensors", tmp_path / "pieces" / "model" / "model.safetensors"
     )

@@ -13,7 +13,8 @@ per-epoch curves (`<run>.jsonl`, the trainer's metrics.jsonl) and final test res
 `curves_epoch.png` and `curves_step.png` (validation PGD and clean accuracy, adversarial training accuracy and the
 FSR health figures against epoch and against SGD step, one line per run) and `table.md`. With `--minutes M` the
 command stops within M minutes: each run it starts may use what is left (the trainer's `stop_after_min`,
-checkpointed), no run starts once the time is spent, and the same command later goes on where it stopped."""
+checkpointed, never starting an epoch that the minutes left cannot hold), no run starts once too little is left for
+the study's fastest epoch so far, and the same command later goes on where it stopped."""
 
 from __future__ import annotations
 
@@ -79,12 +80,15 @@ def train_run(name: str, values: dict, runs_dir: Path, threads: int | None, dead
     if (out / "model" / "metrics.json").is_file():
         return name, 0
     limit = {}
+    resuming = (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir()
     if deadline is not None:
         minutes = (deadline - time.monotonic()) / 60
-        if minutes <= 0:
+        # a resumed run stops by itself before an epoch its minutes cannot hold; a new one has no epoch time of its
+        # own yet, so it waits for a call with time for the study's fastest epoch
+        if minutes <= 0 or (not resuming and minutes * 60 < fastest_epoch_seconds(runs_dir)):
             return name, None
         limit = {"stop_after_min": round(minutes, 3)}
-    if (out / "checkpoint").is_dir() or (out / "checkpoint.old").is_dir():
+    if resuming:
         args = ["--resume", str(out), *(["--set", *(f"{k}={v}" for k, v in limit.items())] if limit else [])]
     else:
         shutil.rmtree(out, ignore_errors=True)  # a run that stopped before its first checkpoint starts again
@@ -97,6 +101,16 @@ def train_run(name: str, values: dict, runs_dir: Path, threads: int | None, dead
             [sys.executable, str(TRAIN), *args], stdout=log, stderr=subprocess.STDOUT, env=env
         ).returncode
     return name, code
+
+
+def fastest_epoch_seconds(runs_dir: Path) -> float:
+    """The shortest epoch any run of the study has logged (0 before the first)."""
+    seconds = [
+        json.loads(line).get("seconds")
+        for log in runs_dir.glob("*/metrics.jsonl")
+        for line in log.read_text().splitlines()
+    ]
+    return min((s for s in seconds if s is not None), default=0.0)
 
 
 def first_module_value(row: dict, key: str):
@@ -263,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, code in pool.map(lambda item: train_run(*item, args.runs, threads, deadline), chosen.items()):
                 finished = (args.runs / name / "model" / "metrics.json").is_file()
                 state = (
-                    "not started: no time left"
+                    "not started: too little time left for an epoch"
                     if code is None
                     else "done"
                     if finished

@@ -134,7 +134,17 @@ def main(argv: list[str] | None = None) -> int:
             accelerator.print(plan_message(last_seconds, progress["epoch"], progress["epochs"], cfg.stop_after_min))
 
         started, stopped = time.perf_counter(), False
+        seconds = last_seconds or 0.0  # the last epoch's time: an earlier call's, then this call's
         while progress["epoch"] < progress["epochs"]:
+            # before the epoch, not after: a call resumed with less time than an epoch takes must not start one
+            limit = time_limit_reached(cfg, time.perf_counter() - started, seconds, accelerator)
+            if limit:
+                accelerator.print(
+                    f"{limit.value} is spent: another epoch (the last took {seconds:.1f} s) would not fit after epoch "
+                    f"{progress['epoch']} of {progress['epochs']}: stopping"
+                )
+                stopped = limit is TimeLimit.CALL
+                break
             epoch_start, epoch = time.perf_counter(), progress["epoch"] + 1
             try:
                 figures = train_epoch(cfg, training, data, accelerator, epoch - 1, progress)
@@ -153,11 +163,6 @@ def main(argv: list[str] | None = None) -> int:
                 save_best(training, cfg, out)
             end_if_collapsed(cfg, progress, val_clean, val_pgd, len(data.val_x), accelerator)
             save_checkpoint(accelerator, out, progress)
-            limit = time_limit_reached(cfg, time.perf_counter() - started, seconds, accelerator)
-            if limit and epoch < progress["epochs"]:
-                accelerator.print(f"{limit.value} is spent after epoch {epoch} of {progress['epochs']}: stopping")
-                stopped = limit is TimeLimit.CALL
-                break
         if stopped:  # a fixed plan in pieces: the next call resumes it, the last one evaluates
             accelerator.print(
                 f"checkpoint after epoch {progress['epoch']} of {progress['epochs']} in {out}; the best "
