@@ -86,7 +86,7 @@ def small_eps_result(natural_model, test_batch):
     model, _ = natural_model
     x, y = test_batch[0][:32], test_batch[1][:32]  # one batch: APGD runs 8 times through the softened masks
     twin = timm.create_model("resnet18_plain", layers=[1, 1, 1, 1], widths=[8, 16, 32, 64]).eval()
-    names = ["natural", "pgd20", "apgd_ce", *AGAINST_FSR]
+    names = ["natural", "pgd20", *AGAINST_FSR]
     return evaluate_attacks(model, x, y, names, SMALL_EPS, batch_size=32, progress=False, twin=twin)
 
 
@@ -122,7 +122,7 @@ def test_the_surrogate_family_spans_temperatures_losses_and_apgd(small_eps_resul
 
 def test_the_report_counts_what_each_attack_finds_beyond_pgd20(small_eps_result):
     flags, found = small_eps_result["flags"], small_eps_result["found_beyond_pgd20"]
-    assert set(found) == {"apgd_ce", *AGAINST_FSR}
+    assert set(found) == set(AGAINST_FSR)
     for name, count in found.items():
         assert count == int((flags["pgd20"] & ~flags[name]).sum())
     n, accuracy = len(flags["pgd20"]), small_eps_result["accuracy"]
@@ -155,16 +155,26 @@ def test_the_command_expands_adaptive_to_what_applies_and_names_the_twin(natural
     assert evaluate.main([str(zoo / "resnet18_plain.at_cifar10"), *argv, str(tmp_path / "plain")]) == 0
     report = json.loads((tmp_path / "plain" / "report.json").read_text())
     assert list(report["accuracy"]) == ["natural", "feature_space", "transfer_twin", "adaptive_ensemble"]
-    # without a twin, the transfer from it cannot run: stdout and report.md say so
+    # without a twin (no sibling folder of the zoo, no --twin), the transfer from it cannot run: stdout and report.md
+    # say so, beside what does not apply to a network without FSR or CAS/CIFS masks
+    save_folder(plain, tmp_path / "alone" / "resnet18_plain.at_cifar10")
     capsys.readouterr()
-    assert evaluate.main([str(folder), *argv, str(tmp_path / "alone")]) == 0
+    assert evaluate.main([str(tmp_path / "alone" / "resnet18_plain.at_cifar10"), *argv, str(tmp_path / "alone")]) == 0
     assert (
         "not run: transfer_twin (no twin (the same network with or without FSR): give --twin)"
         in capsys.readouterr().out
     )
     report = json.loads((tmp_path / "alone" / "report.json").read_text())
-    assert "transfer_twin" not in report["accuracy"] and list(report["not_run"]) == ["transfer_twin", "defense_masks"]
-    assert "Not run: transfer_twin (no twin" in (tmp_path / "alone" / "report.md").read_text()
+    assert list(report["accuracy"]) == ["natural", "feature_space", "adaptive_ensemble"]
+    assert list(report["not_run"]) == [
+        "mask_surrogate",
+        "transfer_twin",
+        "defense_masks",
+        "mask_surrogate_apgd",
+        "transfer_without_rec",
+    ]
+    written = (tmp_path / "alone" / "report.md").read_text()
+    assert "Not run: mask_surrogate (the model has no FSR mask" in written and "; transfer_twin (no twin" in written
     with pytest.raises(SystemExit) as exit_info:
         evaluate.main([str(folder), "--data-dir", "sample", "--n", "4", "--attacks", "transfer_twin"])
     assert exit_info.value.code == 2

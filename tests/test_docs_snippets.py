@@ -27,11 +27,20 @@ DOCUMENTS += sorted(p.relative_to(ROOT).as_posix() for p in ROOT.glob("hub/weigh
 FENCE = re.compile(r"^```python( hub)?\n(.*?)^```$", re.M | re.S)
 
 
+WEIGHTS_FOLDER = re.compile(r"hub/weights/[\w.-]+")
+
+
 def snippets() -> list:
-    found = []
+    """Each snippet once: those that differ only in the weights folder they load (every card's, from one template)
+    run once; tests/test_weights.py loads every folder the ways they do."""
+    found, seen = [], set()
     for document in DOCUMENTS:
         for i, match in enumerate(FENCE.finditer((ROOT / document).read_text()), start=1):
-            found.append(pytest.param(match[2], bool(match[1]), id=f"{document}#{i}"))
+            code, needs_hub = match[2], bool(match[1])
+            template = (WEIGHTS_FOLDER.sub("hub/weights/FOLDER", code), needs_hub)
+            if template not in seen:
+                seen.add(template)
+                found.append(pytest.param(code, needs_hub, id=f"{document}#{i}"))
     return found
 
 

@@ -605,22 +605,28 @@ def test_a_collapse_of_validation_pgd_accuracy_ends_the_run_with_its_best_weight
 
 
 @pytest.mark.parametrize(
-    "pgd_by_epoch, clean_by_epoch, settings",
+    "pgd_by_epoch, clean_by_epoch, settings, collapse_epoch",
     [
-        ([0.1, 0.15, 0.05, 0.1], None, []),  # a best below COLLAPSE_FLOOR: a fall from it tells nothing
-        ([0.1, 0.4, 0.25, 0.3], None, []),  # a fall to more than half of the best: robust overfitting, not a collapse
-        ([0.1, 0.22, 0.1, 0.2], None, []),  # below half, but within 3 standard errors of 50 validation images: noise
-        ([0.1, 0.4, 0.1, 0.3], [0.1, 0.5, 0.13, 0.4], []),  # clean accuracy fell as much: instability, not a collapse
-        ([0.1, 0.4, 0.1, 0.3], None, ["collapse_fraction=0"]),  # the check turned off
+        ([0.4, 0.45, 0.1], None, {}, 3),  # the run above: below half of the best, the clean accuracy held
+        ([0.15, 0.05, 0.1], None, {}, None),  # a best below COLLAPSE_FLOOR: a fall from it tells nothing
+        ([0.4, 0.25, 0.3], None, {}, None),  # a fall to more than half of the best: robust overfitting, not a collapse
+        ([0.22, 0.1, 0.2], None, {}, None),  # below half, but within 3 standard errors of 50 validation images: noise
+        ([0.4, 0.1, 0.3], [0.5, 0.13, 0.4], {}, None),  # clean accuracy fell as much: instability, not a collapse
+        ([0.4, 0.1, 0.3], None, {"collapse_fraction": 0}, None),  # the check turned off
     ],
 )
-def test_what_is_not_a_collapse_runs_every_epoch(
-    train_script, tmp_path, monkeypatch, pgd_by_epoch, clean_by_epoch, settings
-):
-    out = tmp_path / "run"
-    scripted_validation(train_script, monkeypatch, pgd_by_epoch, clean_by_epoch)
-    assert train_script.main(tiny_run_args(out, "epochs=3", *settings)) == 0
-    assert results(out)["epochs"] == 3 and "collapse" not in results(out)
+def test_what_is_a_collapse_and_what_is_not(pgd_by_epoch, clean_by_epoch, settings, collapse_epoch):
+    """The epochs 1-3 of a run's validation on 50 images, as train.py notes them after each epoch."""
+    cfg = training.TrainConfig(epochs=4, **settings)
+    progress = training.checkpoint.initial_progress(cfg, None)
+    for epoch, (clean, pgd_acc) in enumerate(zip(clean_by_epoch or [0.5] * 3, pgd_by_epoch), start=1):
+        progress["epoch"] = epoch
+        training.checkpoint.note_best(progress, epoch, clean, pgd_acc)
+        training.checkpoint.end_if_collapsed(cfg, progress, clean, pgd_acc, 50, Accelerator(cpu=True))
+        if "collapse" in progress:
+            break
+    assert progress.get("collapse", {}).get("epoch") == collapse_epoch
+    assert progress["epochs"] == (collapse_epoch or 4)
 
 
 def test_an_nfgsm_run_trains_with_its_attack_and_cyclic_schedule(train_script, tmp_path, capsys, monkeypatch):
