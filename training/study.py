@@ -35,6 +35,7 @@ import yaml
 from fsr_models.evaluation.report import interval_95
 from fsr_models.training import ConfigError, TrainConfig, config_values, load_config
 from fsr_models.training.config import RESUME_MAY_CHANGE, scaled_lr
+from fsr_models.training.record import logged_epoch_seconds
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -105,12 +106,7 @@ def train_run(name: str, values: dict, runs_dir: Path, threads: int | None, dead
 
 def fastest_epoch_seconds(runs_dir: Path) -> float:
     """The shortest epoch any run of the study has logged (0 before the first)."""
-    seconds = [
-        json.loads(line).get("seconds")
-        for log in runs_dir.glob("*/metrics.jsonl")
-        for line in log.read_text().splitlines()
-    ]
-    return min((s for s in seconds if s is not None), default=0.0)
+    return min((s for run in runs_dir.glob("*/") for s in logged_epoch_seconds(run)), default=0.0)
 
 
 def first_module_value(row: dict, key: str):

@@ -107,11 +107,16 @@ class RunLog:
 
     def last_epoch_seconds(self) -> float | None:
         """The time of the last epoch logged by an earlier call of this run, if any."""
-        if not (self.out / "metrics.jsonl").is_file():
-            return None
-        lines = map(json.loads, (self.out / "metrics.jsonl").read_text().splitlines())
-        seconds = [m["seconds"] for m in lines if "seconds" in m]
+        seconds = logged_epoch_seconds(self.out)
         return seconds[-1] if seconds else None
+
+
+def logged_epoch_seconds(out: Path) -> list[float]:
+    """The time of each epoch a run's metrics.jsonl logged, in order (none for a run without one)."""
+    if not (out / "metrics.jsonl").is_file():
+        return []
+    lines = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    return [m["seconds"] for m in lines if "seconds" in m]
 
 
 def what_was_kept(checkpoint: Path, epochs_done: int) -> str:
