@@ -258,3 +258,23 @@ def test_the_defenses_guides_demo_table_is_that_of_its_reports():
         assert f"| {defense.upper()}, demo recipe | {' | '.join(cells)} |" in guide, defense
         assert report["images"] == 200 and report["verdict"].startswith("unreliable")
         assert f"{defense.upper()} {100 * report['curve']['accuracy'][-1]:.1f} %" in " ".join(guide.split())
+
+
+ADAPTIVE_COLUMNS = ["natural", "pgd20", "feature_space", "transfer_twin", "mask_surrogate", "mask_surrogate_apgd"]
+ADAPTIVE_COLUMNS += ["transfer_without_rec", "defense_masks", "adaptive_ensemble"]
+
+
+def test_the_defenses_guides_cpu_comparison_is_that_of_its_study_and_reports():
+    """docs/defenses.md's CPU comparison: the study's table as training/study.py wrote it (docs/defenses/cpu/), and
+    each adaptive evaluation's row (accuracy in % with "-" for an attack that does not apply, the accuracy at eps
+    128/255 and the verdict) from the report kept beside it."""
+    guide, records = (ROOT / "docs" / "defenses.md").read_text(), ROOT / "docs" / "defenses" / "cpu"
+    assert (records / "table.md").read_text().strip() in guide
+    reports = sorted(records.glob("*.robustness_adaptive.json"))
+    assert [p.name.split(".")[0] for p in reports] == [f"resnet18_{n}" for n in ("cas", "cifs", "fd", "fsr", "plain")]
+    for path in reports:
+        report = json.loads(path.read_text())
+        accuracy = report["accuracy"]
+        cells = [f"{100 * accuracy[k]:.0f}" if k in accuracy else "-" for k in ADAPTIVE_COLUMNS]
+        cells += [f"{100 * report['curve']['accuracy'][-1]:.0f}", report["verdict"].split(":")[0]]
+        assert f"| `{report['model']}` | {report['images']} | {' | '.join(cells)} |" in guide, path.name
