@@ -84,6 +84,23 @@ def test_study_runs_each_setting_once_and_draws_them(reference_run, tmp_path):
     assert (report / "table.md").read_text().splitlines() == table[:2] + table[3:]
 
 
+def test_the_figures_tell_the_runs_apart_by_setting_or_by_model(tmp_path, monkeypatch):
+    """Several settings: one colour each (an FSR run and its plain twin share it, the twin dashed); one setting of
+    several models: one colour per model."""
+    drawn = []
+    monkeypatch.setattr(study.plt, "close", drawn.append)
+    curve = [{"epoch": 0, "step": 0, "val_pgd_acc": 0.1}, {"epoch": 1, "step": 9, "val_pgd_acc": 0.2}]
+
+    def colours(names):
+        study.plot(dict.fromkeys(names, curve), "epoch", tmp_path / "c.png", "t")
+        return {line.get_label(): line.get_color() for line in drawn.pop().axes[0].get_lines()}
+
+    pair = colours(["a.resnet18_fsr", "a.resnet18_plain", "b.resnet18_fsr", "b.resnet18_plain"])
+    assert pair["a.resnet18_fsr"] == pair["a.resnet18_plain"] != pair["b.resnet18_fsr"] == pair["b.resnet18_plain"]
+    five = colours([f"s.resnet18_{m}" for m in ("plain", "fd", "cas", "cifs", "fsr")])
+    assert len({tuple(c) for c in five.values()}) == 5
+
+
 def test_bad_study_files_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("base: {epochs: 1}\nsettings: {x: {lrr: 0.1}}\n")
     assert study.main([str(tmp_path / "bad.yaml"), "--runs", str(tmp_path), "--report", str(tmp_path)]) == 2

@@ -119,8 +119,11 @@ def first_module_value(row: dict, key: str):
 
 def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> None:
     fig, axes = plt.subplots(2, 4, figsize=(20, 8.5))
-    settings = sorted({name.split(".")[0] for name in curves})
-    colors = {s: plt.cm.tab10(i % 10) for i, s in enumerate(settings)}
+    # one colour per setting (an FSR run and its plain twin share it, the twin dashed); per model in a study of one
+    # setting and several models
+    one_setting = len({name.split(".")[0] for name in curves}) == 1
+    group = lambda name: name.split(".", 1)[-1] if one_setting else name.split(".")[0]  # noqa: E731
+    colors = {g: plt.cm.tab10(i % 10) for i, g in enumerate(sorted({group(name) for name in curves}))}
     for ax, (key, panel) in zip(axes.flat, PANELS):
         for name, rows in curves.items():
             points = [(r[x_key], r.get(key, first_module_value(r, key))) for r in rows if x_key in r]
@@ -129,7 +132,7 @@ def plot(curves: dict[str, list[dict]], x_key: str, path: Path, title: str) -> N
                 plain = name.endswith("_plain")
                 ax.plot(
                     *zip(*points),
-                    color=colors[name.split(".")[0]],
+                    color=colors[group(name)],
                     linestyle="--" if plain else "-",
                     marker="o",
                     markersize=3,
