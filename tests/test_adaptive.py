@@ -83,6 +83,11 @@ def test_feature_attack_moves_features_towards_another_class_within_eps(natural_
 WITHOUT_APGD = [n for n in AGAINST_FSR if n != "mask_surrogate_apgd"]
 
 
+def with_their_attacks(small_eps_result, apgd_surrogate_result):
+    """Each of the two evaluations with the adaptive attacks it ran."""
+    return ((small_eps_result, WITHOUT_APGD), (apgd_surrogate_result, ["mask_surrogate_apgd"]))
+
+
 @pytest.fixture(scope="module")
 def small_eps_result(natural_model, test_batch):
     """Every attack of the report but the APGD surrogate at a small eps on 32 images, with a fresh plain network as
@@ -103,7 +108,7 @@ def apgd_surrogate_result(natural_model, test_batch):
 
 def test_each_adaptive_attack_breaks_every_image_pgd20_breaks(small_eps_result, apgd_surrogate_result):
     assert 0 < small_eps_result["accuracy"]["pgd20"] < small_eps_result["accuracy"]["natural"]  # PGD-20 leaves some
-    for result, names in ((small_eps_result, WITHOUT_APGD), (apgd_surrogate_result, ["mask_surrogate_apgd"])):
+    for result, names in with_their_attacks(small_eps_result, apgd_surrogate_result):
         flags, accuracy = result["flags"], result["accuracy"]
         for name in names:
             assert not (flags[name] & ~flags["pgd20"]).any(), name  # never correct where PGD-20 broke it
@@ -134,7 +139,7 @@ def test_the_surrogate_family_spans_temperatures_losses_and_apgd(small_eps_resul
 
 
 def test_the_report_counts_what_each_attack_finds_beyond_pgd20(small_eps_result, apgd_surrogate_result):
-    for result, names in ((small_eps_result, WITHOUT_APGD), (apgd_surrogate_result, ["mask_surrogate_apgd"])):
+    for result, names in with_their_attacks(small_eps_result, apgd_surrogate_result):
         flags, found, accuracy = result["flags"], result["found_beyond_pgd20"], result["accuracy"]
         assert set(found) == set(names)
         for name in names:  # each keeps the worst case with PGD-20: what it finds is the drop below PGD-20

@@ -260,8 +260,17 @@ def test_the_defenses_guides_demo_table_is_that_of_its_reports():
         assert f"{defense.upper()} {100 * report['curve']['accuracy'][-1]:.1f} %" in " ".join(guide.split())
 
 
-ADAPTIVE_COLUMNS = ["natural", "pgd20", "feature_space", "transfer_twin", "mask_surrogate", "mask_surrogate_apgd"]
-ADAPTIVE_COLUMNS += ["transfer_without_rec", "defense_masks", "adaptive_ensemble"]
+ADAPTIVE_COLUMNS = [
+    "natural",
+    "pgd20",
+    "feature_space",
+    "transfer_twin",
+    "mask_surrogate",
+    "mask_surrogate_apgd",
+    "transfer_without_rec",
+    "defense_masks",
+    "adaptive_ensemble",
+]
 
 
 def test_the_defenses_guides_cpu_comparison_is_that_of_its_study_and_reports():
